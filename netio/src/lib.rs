@@ -1,0 +1,4 @@
+//! # tasklet-netio
+//!
+//! Cooperative sockets for tasklets, built on the hub's readiness API
+//! ([`tasklet_runtime::hub::IoSource`]).

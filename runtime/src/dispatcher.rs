@@ -1,0 +1,657 @@
+//! The per-thread dispatcher: ready queue, task registry, the run loop,
+//! shutdown, and the scheduling primitives built directly on it
+//! (`sleep`, `yield_now`, `timeout`, `spawn_later`, `spawn_loop`).
+
+use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
+use std::fmt;
+use std::io;
+use std::ops::ControlFlow;
+use std::panic::{self, AssertUnwindSafe};
+use std::rc::Rc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use corosensei::CoroutineResult;
+
+use crate::context::{self, Enter};
+use crate::hub::{Hub, TimerAction, Unparker, Wake};
+use crate::overflow;
+use crate::slab::Slab;
+use crate::stack::{self, TaskletStack};
+use crate::task::{
+    self, Interrupt, JoinError, JoinHandle, ResultSlot, State, Task, TaskRef, TaskletId, Unwind,
+};
+
+static NEXT_DISPATCHER_ID: AtomicU64 = AtomicU64::new(1);
+
+/// Runtime settings for one dispatcher, applied with [`Config::dispatch`].
+///
+/// ```
+/// let v = tasklet::Config::new()
+///     .stack_size(64 * 1024)
+///     .dispatch(|| tasklet::spawn(|| 5).join().unwrap());
+/// assert_eq!(v, 5);
+/// ```
+#[derive(Debug, Clone, Default)]
+pub struct Config {
+    stack_size: Option<usize>,
+    stack_pool: Option<usize>,
+}
+
+impl Config {
+    /// Defaults: stack size from `TASKLET_STACK_SIZE` or 256 KiB.
+    pub fn new() -> Config {
+        Config::default()
+    }
+
+    /// Default stack size in bytes for tasklets spawned without
+    /// [`Builder::stack_size`](crate::Builder::stack_size), including the
+    /// dispatcher's first tasklet.
+    pub fn stack_size(mut self, bytes: usize) -> Config {
+        self.stack_size = Some(bytes);
+        self
+    }
+
+    /// How many freed stacks per size the thread keeps warm for reuse
+    /// (default 1024). Stacks freed beyond it return their memory to the OS.
+    pub fn stack_pool_size(mut self, stacks: usize) -> Config {
+        self.stack_pool = Some(stacks);
+        self
+    }
+
+    /// Runs a dispatcher on this thread with `f` as its first tasklet; see [`dispatch`].
+    pub fn dispatch<F, T>(self, f: F) -> T
+    where
+        F: FnOnce() -> T,
+    {
+        run_dispatcher(self, f)
+    }
+}
+
+/// Runs a dispatcher on the calling thread with `f` as its first tasklet and
+/// returns `f`'s value when `f` returns (concurrence's `dispatch`).
+///
+/// Tasklets still alive when `f` returns are killed and unwound (their
+/// destructors run) before `dispatch` returns. If `f` panics, the panic is
+/// re-raised from `dispatch` after that cleanup.
+///
+/// ```
+/// use std::time::Duration;
+/// let total = tasklet::dispatch(|| {
+///     let a = tasklet::spawn(|| { tasklet::sleep(Duration::from_millis(20)); 1 });
+///     let b = tasklet::Builder::new().name("b").stack_size(128 * 1024).spawn(|| 2).unwrap();
+///     a.join().unwrap() + b.join().unwrap()
+/// });
+/// assert_eq!(total, 3);
+/// ```
+///
+/// # Panics
+/// If this thread already runs a dispatcher (no nesting), if the first
+/// tasklet panics, or if every tasklet is blocked with nothing left that
+/// could wake them (a deadlock: no timer, socket or cross-thread waker).
+pub fn dispatch<F, T>(f: F) -> T
+where
+    F: FnOnce() -> T,
+{
+    run_dispatcher(Config::default(), f)
+}
+
+fn run_dispatcher<F, T>(config: Config, f: F) -> T
+where
+    F: FnOnce() -> T,
+{
+    if context::is_set() {
+        panic!(
+            "tasklet::dispatch called while this thread already runs a dispatcher: \
+             nested dispatch is not supported (use tasklet::spawn inside it)"
+        );
+    }
+    overflow::install();
+    let _alt = match overflow::AltStack::ensure() {
+        Ok(a) => Some(a),
+        Err(e) => {
+            log::warn!("tasklet: no alternate signal stack ({e}); stack overflows will not be reported by name");
+            None
+        }
+    };
+    if let Some(n) = config.stack_pool {
+        stack::set_pool_limit(n);
+    }
+    let d = match Dispatcher::new(&config) {
+        Ok(d) => d,
+        Err(e) => panic!("tasklet::dispatch: cannot create the event loop: {e}"),
+    };
+    let mut out: Option<Result<T, JoinError>> = None;
+    let outcome = {
+        let _enter = Enter::new(&d);
+        let out_ref = &mut out;
+        let main = match d.spawn_main(f, move |r| *out_ref = Some(r)) {
+            Ok(m) => m,
+            Err(e) => panic!("tasklet::dispatch: cannot create the first tasklet: {e}"),
+        };
+        let outcome = d.run(&main);
+        d.shutdown();
+        outcome
+    };
+    drop(d);
+    if let Err(blocked) = outcome {
+        panic!(
+            "tasklet::dispatch: deadlock: the first tasklet and {blocked} other tasklet(s) are \
+             blocked and nothing can wake them (no timer, no socket, no cross-thread waker)"
+        );
+    }
+    match out {
+        Some(Ok(v)) => v,
+        Some(Err(e)) => match e.try_into_panic() {
+            Ok(payload) => panic::resume_unwind(payload),
+            Err(e) => panic!("tasklet::dispatch: the first tasklet ended abnormally: {e}"),
+        },
+        None => panic!("tasklet::dispatch: the first tasklet did not finish"),
+    }
+}
+
+/// A dispatcher: one per thread while `dispatch` runs.
+pub(crate) struct Dispatcher {
+    pub(crate) id: u64,
+    ready: RefCell<VecDeque<TaskRef>>,
+    tasks: RefCell<Slab<TaskRef>>,
+    current: RefCell<Option<TaskRef>>,
+    pub(crate) hub: Hub,
+    stack_size: usize,
+    shutting_down: Cell<bool>,
+    next_timeout: Cell<u64>,
+}
+
+impl Dispatcher {
+    fn new(config: &Config) -> io::Result<Dispatcher> {
+        let id = NEXT_DISPATCHER_ID.fetch_add(1, Ordering::Relaxed);
+        Ok(Dispatcher {
+            id,
+            ready: RefCell::new(VecDeque::with_capacity(256)),
+            tasks: RefCell::new(Slab::new()),
+            current: RefCell::new(None),
+            hub: Hub::new(id)?,
+            stack_size: config.stack_size.unwrap_or_else(stack::default_stack_size),
+            shutting_down: Cell::new(false),
+            next_timeout: Cell::new(0),
+        })
+    }
+
+    /// The running tasklet. Panics if called from the dispatcher itself.
+    pub(crate) fn current_task(&self) -> TaskRef {
+        match &*self.current.borrow() {
+            Some(t) => t.clone(),
+            None => panic!("{}", context::OUTSIDE),
+        }
+    }
+
+    /// An unparker for the running tasklet's current wait.
+    pub(crate) fn current_unparker(&self) -> Unparker {
+        let task = self.current_task();
+        let epoch = task.header.epoch.get();
+        Unparker::new(task, epoch)
+    }
+
+    /// Looks up a live tasklet by registry slot, checking its id.
+    pub(crate) fn task_at(&self, slot: usize, id: TaskletId) -> Option<TaskRef> {
+        match self.tasks.borrow().get(slot) {
+            Some(t) if t.header.id == id => Some(t.clone()),
+            _ => None,
+        }
+    }
+
+    /// Whether no tasklet is waiting to run.
+    #[inline]
+    pub(crate) fn ready_is_empty(&self) -> bool {
+        self.ready.borrow().is_empty()
+    }
+
+    /// Number of live tasklets.
+    pub(crate) fn task_count(&self) -> usize {
+        self.tasks.borrow().len()
+    }
+
+    fn register(&self, task: TaskRef) {
+        let slot = self.tasks.borrow_mut().insert(task.clone());
+        task.header.slot.set(slot);
+        if self.shutting_down.get() {
+            task.header.interrupt.set(Some(Interrupt::Kill));
+        }
+        self.ready.borrow_mut().push_back(task);
+    }
+
+    pub(crate) fn spawn<F, T>(
+        &self,
+        name: Option<String>,
+        stack_size: Option<usize>,
+        f: F,
+    ) -> io::Result<JoinHandle<T>>
+    where
+        F: FnOnce() -> T + 'static,
+        T: 'static,
+    {
+        let stack = TaskletStack::new(stack_size.unwrap_or(self.stack_size))?;
+        let task: Rc<Task<ResultSlot<T>>> =
+            task::new_task(TaskletId::next(), name, stack, f);
+        self.register(task.clone());
+        Ok(JoinHandle::new(task))
+    }
+
+    fn spawn_main<F, T, D>(&self, f: F, deliver: D) -> io::Result<TaskRef>
+    where
+        F: FnOnce() -> T,
+        D: FnOnce(Result<T, JoinError>),
+    {
+        let stack = TaskletStack::new(self.stack_size)?;
+        let task = task::new_task::<(), _>(
+            TaskletId::next(),
+            Some("main".to_owned()),
+            stack,
+            move || deliver(panic::catch_unwind(AssertUnwindSafe(f)).map_err(JoinError::from_payload)),
+        );
+        let task: TaskRef = task;
+        self.register(task.clone());
+        Ok(task)
+    }
+
+    /// Makes a blocked tasklet ready if `epoch` is its current wait.
+    pub(crate) fn wake(&self, task: &TaskRef, epoch: u32, reason: Wake) -> bool {
+        let h = &task.header;
+        if h.epoch.get() != epoch {
+            return false;
+        }
+        match h.state.get() {
+            State::Blocked => {
+                h.wake.set(reason);
+                h.state.set(State::Ready);
+                self.ready.borrow_mut().push_back(task.clone());
+                true
+            }
+            State::Ready | State::Running => {
+                h.notified.set(true);
+                true
+            }
+            State::Done => false,
+        }
+    }
+
+    /// Requests that `task` unwind at its next blocking point, waking it if parked.
+    pub(crate) fn interrupt(&self, task: &TaskRef, what: Interrupt) {
+        let h = &task.header;
+        if h.state.get() == State::Done {
+            return;
+        }
+        let replace = match (h.interrupt.get(), what) {
+            (None, _) => true,
+            (Some(Interrupt::Kill), _) => false,
+            (Some(Interrupt::Timeout(_)), Interrupt::Kill) => true,
+            // An outer (older, smaller id) timeout overrides an inner one.
+            (Some(Interrupt::Timeout(cur)), Interrupt::Timeout(new)) => new < cur,
+        };
+        if replace {
+            h.interrupt.set(Some(what));
+        }
+        if h.state.get() == State::Blocked {
+            h.state.set(State::Ready);
+            self.ready.borrow_mut().push_back(task.clone());
+        }
+    }
+
+    /// Runs until the main tasklet finishes. `Err(n)` reports a deadlock.
+    fn run(&self, main: &TaskRef) -> Result<(), usize> {
+        loop {
+            self.run_pass();
+            if main.header.state.get() == State::Done {
+                return Ok(());
+            }
+            if let Err(()) = self.hub.poll(self, true) {
+                return Err(self.task_count().saturating_sub(1));
+            }
+        }
+    }
+
+    /// Resumes every tasklet that was ready when the pass began.
+    fn run_pass(&self) {
+        let n = self.ready.borrow().len();
+        for _ in 0..n {
+            let next = self.ready.borrow_mut().pop_front();
+            match next {
+                Some(task) => self.run_task(task),
+                None => break,
+            }
+        }
+    }
+
+    #[inline]
+    fn run_task(&self, task: TaskRef) {
+        let h = &task.header;
+        if h.state.get() != State::Ready {
+            // Woken twice before running (e.g. an interrupt after an unpark).
+            return;
+        }
+        h.state.set(State::Running);
+        overflow::set_current(&h.stack_info);
+        *self.current.borrow_mut() = Some(task.clone());
+        let result = match h.coroutine.borrow_mut().as_mut() {
+            Some(co) => co.resume(()),
+            None => CoroutineResult::Return(()),
+        };
+        self.current.borrow_mut().take();
+        overflow::set_current(std::ptr::null());
+        if let CoroutineResult::Return(()) = result {
+            self.finish(task);
+        }
+    }
+
+    fn finish(&self, task: TaskRef) {
+        let h = &task.header;
+        h.state.set(State::Done);
+        // Drop the finished coroutine now: its stack goes back to the pool.
+        let co = h.coroutine.borrow_mut().take();
+        drop(co);
+        self.tasks.borrow_mut().remove(h.slot.get());
+        let joiner = h.joiner.borrow_mut().take();
+        if let Some(j) = joiner {
+            j.unpark();
+        }
+    }
+
+    /// Kills every remaining tasklet and runs them until they have unwound.
+    fn shutdown(&self) {
+        self.shutting_down.set(true);
+        for round in 0.. {
+            let live: Vec<TaskRef> = self.tasks.borrow().iter().map(|(_, t)| t.clone()).collect();
+            if live.is_empty() {
+                break;
+            }
+            if round >= 64 {
+                log::error!(
+                    "tasklet: {} tasklet(s) still alive after 64 kill rounds at dispatcher exit \
+                     (a tasklet keeps catching its kill unwind); dropping them",
+                    live.len()
+                );
+                for t in &live {
+                    let co = t.header.coroutine.borrow_mut().take();
+                    drop(co);
+                    t.header.state.set(State::Done);
+                }
+                let mut tasks = self.tasks.borrow_mut();
+                for t in &live {
+                    tasks.remove(t.header.slot.get());
+                }
+                break;
+            }
+            for t in &live {
+                self.interrupt(t, Interrupt::Kill);
+            }
+            while !self.ready.borrow().is_empty() {
+                self.run_pass();
+                let _ = self.hub.poll(self, false);
+            }
+        }
+        self.ready.borrow_mut().clear();
+    }
+
+    /// Suspends the running tasklet until woken; see [`crate::hub::park`].
+    pub(crate) fn park(&self, deadline: Option<Instant>) -> Result<Wake, task::Interrupted> {
+        let task = self.current_task();
+        let h = &task.header;
+        h.check_interrupt()?;
+        let epoch = h.epoch.get();
+        if h.notified.replace(false) {
+            h.epoch.set(epoch.wrapping_add(1));
+            return Ok(Wake::Unparked);
+        }
+        let timer = deadline.map(|dl| {
+            self.hub
+                .timers
+                .borrow_mut()
+                .insert(dl, TimerAction::Wake(task.clone(), epoch))
+        });
+        h.state.set(State::Blocked);
+        context::suspend(h.yielder.get());
+        h.epoch.set(epoch.wrapping_add(1));
+        h.notified.set(false);
+        let reason = h.wake.replace(Wake::Unparked);
+        if let Some(t) = timer {
+            if reason != Wake::TimedOut {
+                self.hub.timers.borrow_mut().cancel(t);
+            }
+        }
+        h.check_interrupt()?;
+        Ok(reason)
+    }
+
+    fn yield_now(&self) {
+        let task = self.current_task();
+        let h = &task.header;
+        if h.check_interrupt().is_err() {
+            return;
+        }
+        h.state.set(State::Ready);
+        self.ready.borrow_mut().push_back(task.clone());
+        context::suspend(h.yielder.get());
+        let _ = h.check_interrupt();
+    }
+
+    fn next_timeout_id(&self) -> u64 {
+        let id = self.next_timeout.get() + 1;
+        self.next_timeout.set(id);
+        id
+    }
+}
+
+/// Suspends the current tasklet for `d` (gevent `sleep`); other tasklets run meanwhile.
+///
+/// `sleep(Duration::ZERO)` is [`yield_now`].
+///
+/// ```
+/// use std::time::{Duration, Instant};
+/// tasklet::dispatch(|| {
+///     let t = Instant::now();
+///     tasklet::sleep(Duration::from_millis(10));
+///     assert!(t.elapsed() >= Duration::from_millis(10));
+/// });
+/// ```
+///
+/// # Panics
+/// Outside [`dispatch`].
+pub fn sleep(d: Duration) {
+    if d.is_zero() {
+        return yield_now();
+    }
+    match Instant::now().checked_add(d) {
+        Some(deadline) => sleep_until(deadline),
+        None => sleep_until_forever(),
+    }
+}
+
+fn sleep_until_forever() {
+    context::with(|d| loop {
+        if d.park(None).is_err() {
+            return;
+        }
+    })
+}
+
+/// Suspends the current tasklet until `deadline`.
+pub fn sleep_until(deadline: Instant) {
+    context::with(|d| loop {
+        match d.park(Some(deadline)) {
+            Ok(Wake::TimedOut) | Err(_) => return,
+            Ok(Wake::Unparked) => {
+                if Instant::now() >= deadline {
+                    return;
+                }
+            }
+        }
+    })
+}
+
+/// Lets every other ready tasklet run, then continues (concurrence `Tasklet.yield_`).
+///
+/// The caller goes to the back of the ready queue; I/O and timers are polled
+/// at least once before it runs again.
+///
+/// ```
+/// use std::{cell::RefCell, rc::Rc};
+/// tasklet::dispatch(|| {
+///     let log = Rc::new(RefCell::new(Vec::new()));
+///     let l = log.clone();
+///     let h = tasklet::spawn(move || l.borrow_mut().push("child"));
+///     log.borrow_mut().push("parent before");
+///     tasklet::yield_now();
+///     log.borrow_mut().push("parent after");
+///     h.join().unwrap();
+///     assert_eq!(*log.borrow(), ["parent before", "child", "parent after"]);
+/// });
+/// ```
+pub fn yield_now() {
+    context::with(Dispatcher::yield_now)
+}
+
+/// The error of [`timeout`]: the deadline passed before the work finished.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Elapsed(());
+
+impl fmt::Display for Elapsed {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("deadline has elapsed")
+    }
+}
+
+impl std::error::Error for Elapsed {}
+
+impl From<Elapsed> for io::Error {
+    fn from(_: Elapsed) -> io::Error {
+        io::Error::new(io::ErrorKind::TimedOut, "deadline has elapsed")
+    }
+}
+
+/// Runs `f` in the current tasklet, interrupting it if it takes longer than `d`
+/// (gevent `Timeout`).
+///
+/// Whatever blocking call `f` is in when `d` passes (sleep, socket I/O, join,
+/// a channel…) is interrupted and `f` is unwound, running destructors; the
+/// result is then `Err(Elapsed)`. Cooperative: code that never blocks cannot
+/// be interrupted. Timeouts nest; the outermost expired one wins.
+///
+/// The interruption is a panic payload raised with `resume_unwind` (nothing is
+/// printed). If code inside `f` catches it with `catch_unwind` and carries on,
+/// its next blocking call raises it again, and `timeout` still returns
+/// `Err(Elapsed)`: rethrow payloads you do not recognise.
+///
+/// ```
+/// use std::time::Duration;
+/// tasklet::dispatch(|| {
+///     let r = tasklet::timeout(Duration::from_millis(10), || tasklet::sleep(Duration::from_secs(10)));
+///     assert!(r.is_err());
+///     let r = tasklet::timeout(Duration::from_secs(10), || 7);
+///     assert_eq!(r, Ok(7));
+/// });
+/// ```
+pub fn timeout<F, T>(d: Duration, f: F) -> Result<T, Elapsed>
+where
+    F: FnOnce() -> T,
+{
+    let Some(deadline) = Instant::now().checked_add(d) else {
+        return Ok(f());
+    };
+    timeout_at(deadline, f)
+}
+
+/// Like [`timeout`], with an absolute deadline.
+pub fn timeout_at<F, T>(deadline: Instant, f: F) -> Result<T, Elapsed>
+where
+    F: FnOnce() -> T,
+{
+    let (task, id, key) = context::with(|d| {
+        let task = d.current_task();
+        let id = d.next_timeout_id();
+        let key = d
+            .hub
+            .timers
+            .borrow_mut()
+            .insert(deadline, TimerAction::Interrupt(task.clone(), id));
+        (task, id, key)
+    });
+    let r = panic::catch_unwind(AssertUnwindSafe(f));
+    context::with(|d| d.hub.timers.borrow_mut().cancel(key));
+    let mine = Some(Interrupt::Timeout(id));
+    match r {
+        Ok(v) => {
+            if task.header.interrupt.get() == mine {
+                task.header.interrupt.set(None);
+                Err(Elapsed(()))
+            } else {
+                Ok(v)
+            }
+        }
+        Err(payload) => {
+            if matches!(payload.downcast_ref::<Unwind>(), Some(Unwind(i)) if Some(*i) == mine) {
+                task.header.interrupt.set(None);
+                Err(Elapsed(()))
+            } else {
+                if task.header.interrupt.get() == mine {
+                    task.header.interrupt.set(None);
+                }
+                panic::resume_unwind(payload)
+            }
+        }
+    }
+}
+
+/// Spawns a tasklet that runs `f` after `delay` (Twisted `callLater`, gevent
+/// `spawn_later`). Killing it before then cancels it.
+///
+/// ```
+/// use std::time::Duration;
+/// tasklet::dispatch(|| {
+///     let h = tasklet::spawn_later(Duration::from_millis(5), || "later");
+///     assert_eq!(h.join().unwrap(), "later");
+/// });
+/// ```
+pub fn spawn_later<F, T>(delay: Duration, f: F) -> JoinHandle<T>
+where
+    F: FnOnce() -> T + 'static,
+    T: 'static,
+{
+    task::spawn(move || {
+        sleep(delay);
+        f()
+    })
+}
+
+/// Spawns a tasklet that calls `f` until it returns `ControlFlow::Break` or
+/// the tasklet is killed (concurrence `Tasklet.loop`).
+///
+/// If an iteration did not block, the tasklet yields before the next one, so a
+/// busy loop cannot starve the others.
+///
+/// ```
+/// use std::ops::ControlFlow;
+/// tasklet::dispatch(|| {
+///     let mut n = 0;
+///     let h = tasklet::spawn_loop(move || {
+///         n += 1;
+///         if n == 3 { ControlFlow::Break(()) } else { ControlFlow::Continue(()) }
+///     });
+///     h.join().unwrap();
+/// });
+/// ```
+pub fn spawn_loop<F>(mut f: F) -> JoinHandle<()>
+where
+    F: FnMut() -> ControlFlow<()> + 'static,
+{
+    task::spawn(move || loop {
+        let before = context::with(|d| d.current_task().header.epoch.get());
+        if f().is_break() {
+            return;
+        }
+        let after = context::with(|d| d.current_task().header.epoch.get());
+        if before == after {
+            yield_now();
+        }
+    })
+}

@@ -1,0 +1,631 @@
+//! The hub: each dispatcher's event loop (a `mio::Poll` plus timers and a
+//! cross-thread wake-up queue), and the low-level API other crates build
+//! blocking operations on.
+//!
+//! # Building a blocking operation
+//!
+//! The pattern every cooperative primitive follows (channels, sockets,
+//! locks): try the operation; if it would block, leave an [`Unparker`] where
+//! the event will find it, [`park`], and try again when woken. Wake-ups may be
+//! spurious, so always re-check.
+//!
+//! ```
+//! use std::{cell::RefCell, rc::Rc};
+//! use tasklet_runtime::hub::{self, Unparker};
+//!
+//! tasklet_runtime::dispatch(|| {
+//!     let slot: Rc<RefCell<(Option<u32>, Option<Unparker>)>> = Default::default();
+//!     let s = slot.clone();
+//!     let waiter = tasklet_runtime::spawn(move || loop {
+//!         if let Some(v) = s.borrow_mut().0.take() {
+//!             return v;
+//!         }
+//!         s.borrow_mut().1 = Some(hub::current_unparker());
+//!         hub::park(None).expect("not interrupted");
+//!     });
+//!     tasklet_runtime::yield_now();
+//!     slot.borrow_mut().0 = Some(7);
+//!     if let Some(u) = slot.borrow_mut().1.take() {
+//!         u.unpark();
+//!     }
+//!     assert_eq!(waiter.join().unwrap(), 7);
+//! });
+//! ```
+//!
+//! Sockets and other file descriptors go through [`IoSource`], which
+//! registers once with the hub (edge-triggered, readable and writable) and
+//! parks the calling tasklet on `WouldBlock`.
+
+use std::cell::{Cell, RefCell};
+use std::fmt;
+use std::io;
+use std::os::fd::{AsRawFd, RawFd};
+use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crossbeam_queue::SegQueue;
+use mio::unix::SourceFd;
+use mio::{Events, Interest, Poll, Token, Waker};
+
+use crate::context;
+use crate::dispatcher::Dispatcher;
+use crate::slab::Slab;
+use crate::task::{Interrupt, TaskRef, TaskletId};
+use crate::timer::TimerQueue;
+
+pub use crate::task::Interrupted;
+
+const WAKER_TOKEN: Token = Token(usize::MAX);
+
+/// Why a [`park`] returned.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Wake {
+    /// An [`Unparker`] or [`RemoteUnparker`] for this wait fired (or the wake-up was spurious).
+    Unparked,
+    /// The deadline passed.
+    TimedOut,
+}
+
+/// What a timer does when it fires.
+pub(crate) enum TimerAction {
+    /// End a park (`epoch` is the wait it belongs to).
+    Wake(TaskRef, u32),
+    /// Interrupt the tasklet for the `timeout` scope with this id.
+    Interrupt(TaskRef, u64),
+}
+
+/// A wake-up sent from another thread.
+struct RemoteWake {
+    slot: u32,
+    id: TaskletId,
+    epoch: u32,
+}
+
+/// The part of a hub other threads can reach.
+pub(crate) struct Shared {
+    dispatcher_id: u64,
+    queue: SegQueue<RemoteWake>,
+    pending: AtomicBool,
+    alive: AtomicBool,
+    waker: Waker,
+}
+
+impl Shared {
+    fn push(&self, w: RemoteWake) {
+        if !self.alive.load(Ordering::Acquire) {
+            return;
+        }
+        self.queue.push(w);
+        if !self.pending.swap(true, Ordering::AcqRel) {
+            if let Err(e) = self.waker.wake() {
+                log::error!("tasklet: cannot wake dispatcher {}: {e}", self.dispatcher_id);
+            }
+        }
+    }
+}
+
+/// Per-registration state: the tasklets waiting for readiness.
+struct IoEntry {
+    gen: u32,
+    readers: Vec<Unparker>,
+    writers: Vec<Unparker>,
+}
+
+/// The event loop of one dispatcher.
+pub(crate) struct Hub {
+    poll: RefCell<Poll>,
+    events: RefCell<Events>,
+    io: RefCell<Slab<IoEntry>>,
+    io_gen: Cell<u32>,
+    pub(crate) timers: RefCell<TimerQueue<TimerAction>>,
+    shared: Arc<Shared>,
+}
+
+impl Hub {
+    pub(crate) fn new(dispatcher_id: u64) -> io::Result<Hub> {
+        let poll = Poll::new()?;
+        let waker = Waker::new(poll.registry(), WAKER_TOKEN)?;
+        Ok(Hub {
+            poll: RefCell::new(poll),
+            events: RefCell::new(Events::with_capacity(1024)),
+            io: RefCell::new(Slab::new()),
+            io_gen: Cell::new(0),
+            timers: RefCell::new(TimerQueue::new()),
+            shared: Arc::new(Shared {
+                dispatcher_id,
+                queue: SegQueue::new(),
+                pending: AtomicBool::new(false),
+                alive: AtomicBool::new(true),
+                waker,
+            }),
+        })
+    }
+
+    /// Runs expired timers, cross-thread wake-ups and I/O events.
+    ///
+    /// With `may_block`, waits in `epoll_wait` when no tasklet is ready, up to
+    /// the next timer deadline. Returns `Err(())` if it would wait forever with
+    /// nothing able to wake it (a deadlock).
+    pub(crate) fn poll(&self, d: &Dispatcher, may_block: bool) -> Result<(), ()> {
+        self.drain_remote(d);
+        let mut now = None;
+        if !self.timers.borrow().is_empty() {
+            let n = Instant::now();
+            self.fire_timers(d, n);
+            now = Some(n);
+        }
+        let block = may_block && d.ready_is_empty();
+        let io_live = !self.io.borrow().is_empty();
+        if !block && !io_live {
+            return Ok(());
+        }
+        let timeout = if !block {
+            Some(Duration::ZERO)
+        } else {
+            match self.timers.borrow_mut().next_deadline() {
+                Some(dl) => Some(dl.saturating_duration_since(now.unwrap_or_else(Instant::now))),
+                None => {
+                    if !io_live && Arc::strong_count(&self.shared) == 1 {
+                        return Err(());
+                    }
+                    None
+                }
+            }
+        };
+        self.poll_io(d, timeout);
+        if block {
+            self.drain_remote(d);
+            if !self.timers.borrow().is_empty() {
+                self.fire_timers(d, Instant::now());
+            }
+        }
+        Ok(())
+    }
+
+    fn poll_io(&self, d: &Dispatcher, timeout: Option<Duration>) {
+        let mut events = self.events.borrow_mut();
+        loop {
+            match self.poll.borrow_mut().poll(&mut events, timeout) {
+                Ok(()) => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {
+                    if timeout.is_none() {
+                        continue;
+                    }
+                    // A signal cut a timed wait short: the loop recomputes it.
+                    events.clear();
+                    break;
+                }
+                Err(e) => {
+                    log::error!("tasklet: epoll_wait failed: {e}");
+                    events.clear();
+                    break;
+                }
+            }
+        }
+        let mut io = self.io.borrow_mut();
+        for ev in events.iter() {
+            let token = ev.token();
+            if token == WAKER_TOKEN {
+                continue;
+            }
+            let (slot, gen) = split_token(token);
+            let Some(entry) = io.get_mut(slot) else { continue };
+            if entry.gen != gen {
+                continue;
+            }
+            let err = ev.is_error();
+            if ev.is_readable() || ev.is_read_closed() || err {
+                for u in entry.readers.drain(..) {
+                    u.unpark_in(d);
+                }
+            }
+            if ev.is_writable() || ev.is_write_closed() || err {
+                for u in entry.writers.drain(..) {
+                    u.unpark_in(d);
+                }
+            }
+        }
+    }
+
+    fn fire_timers(&self, d: &Dispatcher, now: Instant) {
+        loop {
+            // Pop one at a time: a woken tasklet does not run until the next
+            // pass, but releasing the borrow keeps `Drop` impls free to re-arm.
+            let action = self.timers.borrow_mut().pop_expired(now);
+            match action {
+                None => break,
+                Some(TimerAction::Wake(task, epoch)) => {
+                    d.wake(&task, epoch, Wake::TimedOut);
+                }
+                Some(TimerAction::Interrupt(task, id)) => d.interrupt(&task, Interrupt::Timeout(id)),
+            }
+        }
+    }
+
+    fn drain_remote(&self, d: &Dispatcher) {
+        if !self.shared.pending.load(Ordering::Acquire) {
+            return;
+        }
+        self.shared.pending.store(false, Ordering::SeqCst);
+        while let Some(w) = self.shared.queue.pop() {
+            if let Some(task) = d.task_at(w.slot as usize, w.id) {
+                d.wake(&task, w.epoch, Wake::Unparked);
+            }
+        }
+    }
+
+    fn register_fd(&self, fd: RawFd) -> io::Result<Reg> {
+        let gen = self.io_gen.get().wrapping_add(1) & 0x7fff_ffff;
+        self.io_gen.set(gen);
+        let slot = self.io.borrow_mut().insert(IoEntry {
+            gen,
+            readers: Vec::new(),
+            writers: Vec::new(),
+        });
+        let token = make_token(slot, gen);
+        let r = self.poll.borrow().registry().register(
+            &mut SourceFd(&fd),
+            token,
+            Interest::READABLE | Interest::WRITABLE,
+        );
+        if let Err(e) = r {
+            self.io.borrow_mut().remove(slot);
+            return Err(e);
+        }
+        Ok(Reg { slot, gen })
+    }
+
+    fn unregister(&self, reg: Reg, fd: Option<RawFd>) {
+        let mut io = self.io.borrow_mut();
+        if matches!(io.get(reg.slot), Some(e) if e.gen == reg.gen) {
+            if let Some(e) = io.remove(reg.slot) {
+                drop(io);
+                for u in e.readers.into_iter().chain(e.writers) {
+                    u.unpark();
+                }
+            }
+            if let Some(fd) = fd {
+                let _ = self.poll.borrow().registry().deregister(&mut SourceFd(&fd));
+            }
+        }
+    }
+}
+
+impl Drop for Hub {
+    fn drop(&mut self) {
+        self.shared.alive.store(false, Ordering::Release);
+        while self.shared.queue.pop().is_some() {}
+    }
+}
+
+fn make_token(slot: usize, gen: u32) -> Token {
+    Token(((gen as usize) << 32) | (slot & 0xffff_ffff))
+}
+
+fn split_token(t: Token) -> (usize, u32) {
+    (t.0 & 0xffff_ffff, (t.0 >> 32) as u32)
+}
+
+/// Wakes one tasklet from one particular [`park`], on the same thread.
+///
+/// Bound to the wait that was current when it was made: once that park has
+/// returned, `unpark` is a no-op, so a stale unparker can never disturb a
+/// later wait. Unparking before the tasklet has parked makes its next park
+/// return at once (like `std::thread::park`). Not `Send`: use
+/// [`Unparker::remote`] to wake a tasklet from another thread.
+#[derive(Clone)]
+pub struct Unparker {
+    task: TaskRef,
+    epoch: u32,
+}
+
+impl Unparker {
+    pub(crate) fn new(task: TaskRef, epoch: u32) -> Unparker {
+        Unparker { task, epoch }
+    }
+
+    /// Wakes the tasklet if it is still in the wait this unparker belongs to.
+    ///
+    /// Returns whether the wake-up was delivered (false if that wait is over
+    /// or the tasklet finished). The tasklet runs later, when the caller
+    /// blocks or yields.
+    pub fn unpark(&self) -> bool {
+        context::try_with(|d| self.unpark_in(d)).unwrap_or(false)
+    }
+
+    pub(crate) fn unpark_in(&self, d: &Dispatcher) -> bool {
+        d.wake(&self.task, self.epoch, Wake::Unparked)
+    }
+
+    /// Whether both unparkers wake the same tasklet.
+    pub fn same_tasklet(&self, other: &Unparker) -> bool {
+        Rc::ptr_eq(&self.task, &other.task)
+    }
+
+    /// The id of the tasklet this unparker wakes.
+    pub fn tasklet_id(&self) -> TaskletId {
+        self.task.header.id
+    }
+
+    /// A `Send + Sync` unparker for the same wait, usable from any thread.
+    ///
+    /// # Panics
+    /// Outside the tasklet's dispatcher thread.
+    pub fn remote(&self) -> RemoteUnparker {
+        context::with(|d| RemoteUnparker {
+            shared: d.hub.shared.clone(),
+            slot: self.task.header.slot.get() as u32,
+            id: self.task.header.id,
+            epoch: self.epoch,
+        })
+    }
+}
+
+impl fmt::Debug for Unparker {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Unparker")
+            .field("tasklet", &self.task.header.id)
+            .field("epoch", &self.epoch)
+            .finish()
+    }
+}
+
+/// Wakes one tasklet from one particular [`park`], from any thread.
+///
+/// From the tasklet's own dispatcher thread it wakes directly; from another
+/// thread it queues the wake-up and wakes the dispatcher's `epoll_wait`
+/// through its `mio::Waker` (one syscall, coalesced while wake-ups are
+/// pending). A dispatcher that has exited ignores it. While any
+/// `RemoteUnparker` exists, the dispatcher never reports a deadlock.
+#[derive(Clone)]
+pub struct RemoteUnparker {
+    shared: Arc<Shared>,
+    slot: u32,
+    id: TaskletId,
+    epoch: u32,
+}
+
+impl RemoteUnparker {
+    /// Wakes the tasklet if it is still in that wait.
+    pub fn unpark(&self) {
+        let local = context::try_with(|d| {
+            if d.id == self.shared.dispatcher_id {
+                if let Some(task) = d.task_at(self.slot as usize, self.id) {
+                    d.wake(&task, self.epoch, Wake::Unparked);
+                }
+                true
+            } else {
+                false
+            }
+        });
+        if local != Some(true) {
+            self.shared.push(RemoteWake {
+                slot: self.slot,
+                id: self.id,
+                epoch: self.epoch,
+            });
+        }
+    }
+
+    /// The id of the tasklet this unparker wakes.
+    pub fn tasklet_id(&self) -> TaskletId {
+        self.id
+    }
+}
+
+impl fmt::Debug for RemoteUnparker {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RemoteUnparker")
+            .field("dispatcher", &self.shared.dispatcher_id)
+            .field("tasklet", &self.id)
+            .finish()
+    }
+}
+
+/// An unparker for the calling tasklet's next (or current) [`park`].
+///
+/// # Panics
+/// Outside a tasklet.
+pub fn current_unparker() -> Unparker {
+    context::with(|d| d.current_unparker())
+}
+
+/// Suspends the calling tasklet until an unparker for this wait fires or
+/// `deadline` passes.
+///
+/// If the tasklet is killed or its [`timeout`](crate::timeout) expires while
+/// parked (or before), `park` unwinds it instead of returning — put cleanup in
+/// destructors (guards). When the tasklet is *already* unwinding (a
+/// destructor that blocks), it returns `Err(Interrupted)` at once instead:
+/// give up without blocking.
+pub fn park(deadline: Option<Instant>) -> Result<Wake, Interrupted> {
+    context::with(|d| d.park(deadline))
+}
+
+/// Whether the calling thread is running a dispatcher (inside `dispatch`).
+pub fn in_dispatcher() -> bool {
+    context::is_set()
+}
+
+/// Which readiness a tasklet waits for on an [`IoSource`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Direction {
+    /// Readable (or read-closed / error).
+    Read,
+    /// Writable (or write-closed / error).
+    Write,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Reg {
+    slot: usize,
+    gen: u32,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Registration {
+    dispatcher: u64,
+    reg: Reg,
+}
+
+/// A file descriptor owned by a value `S` (a socket, pipe…), made cooperative.
+///
+/// Operations are tried first; only on `WouldBlock` does the calling tasklet
+/// park until the hub reports readiness. The descriptor is registered with
+/// the current dispatcher's `epoll` once, lazily on the first wait
+/// (edge-triggered, readable and writable), and is forgotten by the hub when
+/// the `IoSource` is dropped. `S` should be in non-blocking mode.
+///
+/// Several tasklets may wait on one source at once (say one reading and one
+/// writing through `&IoSource`); every waiter for a direction is woken on its
+/// event and retries.
+pub struct IoSource<S: AsRawFd> {
+    source: S,
+    reg: Cell<Option<Registration>>,
+}
+
+impl<S: AsRawFd> IoSource<S> {
+    /// Wraps `source`. Registration with the hub happens on the first wait.
+    pub fn new(source: S) -> IoSource<S> {
+        IoSource {
+            source,
+            reg: Cell::new(None),
+        }
+    }
+
+    /// The wrapped value.
+    pub fn get_ref(&self) -> &S {
+        &self.source
+    }
+
+    /// The wrapped value, mutably.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.source
+    }
+
+    /// Unwraps the value, deregistering it from the hub.
+    pub fn into_inner(self) -> S {
+        let me = std::mem::ManuallyDrop::new(self);
+        if let Some(r) = me.reg.get() {
+            let fd = me.source.as_raw_fd();
+            context::try_with(|d| {
+                if d.id == r.dispatcher {
+                    d.hub.unregister(r.reg, Some(fd));
+                }
+            });
+        }
+        // SAFETY: `me` is never used or dropped again after this read, so the
+        // source is moved out exactly once (the other field is `Copy`).
+        unsafe { std::ptr::read(&me.source) }
+    }
+
+    fn registration(&self, d: &Dispatcher) -> io::Result<Reg> {
+        if let Some(r) = self.reg.get() {
+            if r.dispatcher == d.id {
+                return Ok(r.reg);
+            }
+        }
+        let reg = d.hub.register_fd(self.source.as_raw_fd())?;
+        self.reg.set(Some(Registration {
+            dispatcher: d.id,
+            reg,
+        }));
+        Ok(reg)
+    }
+
+    /// Parks until the hub reports `dir` readiness (or a spurious wake-up).
+    ///
+    /// Fails with `ErrorKind::TimedOut` when `deadline` passes first, and with
+    /// an error if the tasklet is being unwound (see [`park`]).
+    pub fn wait(&self, dir: Direction, deadline: Option<Instant>) -> io::Result<()> {
+        context::with(|d| {
+            let reg = self.registration(d)?;
+            let me = d.current_unparker();
+            {
+                let mut io = d.hub.io.borrow_mut();
+                let entry = io
+                    .get_mut(reg.slot)
+                    .filter(|e| e.gen == reg.gen)
+                    .ok_or_else(|| io::Error::other("I/O source was deregistered"))?;
+                match dir {
+                    Direction::Read => entry.readers.push(me.clone()),
+                    Direction::Write => entry.writers.push(me.clone()),
+                }
+            }
+            let _guard = WaiterGuard {
+                d,
+                reg,
+                dir,
+                me: &me,
+            };
+            match d.park(deadline)? {
+                Wake::Unparked => Ok(()),
+                Wake::TimedOut => Err(io::Error::new(io::ErrorKind::TimedOut, "operation timed out")),
+            }
+        })
+    }
+
+    /// Runs `op` until it does not fail with `WouldBlock`, parking for `dir`
+    /// readiness in between. Any other result (including other errors) is returned.
+    pub fn do_io<R>(
+        &self,
+        dir: Direction,
+        deadline: Option<Instant>,
+        mut op: impl FnMut(&S) -> io::Result<R>,
+    ) -> io::Result<R> {
+        loop {
+            match op(&self.source) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.wait(dir, deadline)?,
+                r => return r,
+            }
+        }
+    }
+}
+
+impl<S: AsRawFd> Drop for IoSource<S> {
+    fn drop(&mut self) {
+        if let Some(r) = self.reg.get() {
+            // Closing the fd removes it from epoll; only the slot is freed here.
+            context::try_with(|d| {
+                if d.id == r.dispatcher {
+                    d.hub.unregister(r.reg, None);
+                }
+            });
+        }
+    }
+}
+
+impl<S: AsRawFd + fmt::Debug> fmt::Debug for IoSource<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("IoSource").field("source", &self.source).finish()
+    }
+}
+
+impl<S: AsRawFd> AsRawFd for IoSource<S> {
+    fn as_raw_fd(&self) -> RawFd {
+        self.source.as_raw_fd()
+    }
+}
+
+/// Removes a waiter from its registration when its wait ends in any way.
+struct WaiterGuard<'a> {
+    d: &'a Dispatcher,
+    reg: Reg,
+    dir: Direction,
+    me: &'a Unparker,
+}
+
+impl Drop for WaiterGuard<'_> {
+    fn drop(&mut self) {
+        let mut io = self.d.hub.io.borrow_mut();
+        if let Some(e) = io.get_mut(self.reg.slot).filter(|e| e.gen == self.reg.gen) {
+            let list = match self.dir {
+                Direction::Read => &mut e.readers,
+                Direction::Write => &mut e.writers,
+            };
+            list.retain(|u| !u.same_tasklet(self.me));
+        }
+    }
+}

@@ -1,0 +1,59 @@
+//! # tasklet-runtime
+//!
+//! Stackful coroutines — **tasklets** — for plain, blocking-style Rust.
+//! Thousands of sequential functions that `sleep`, `join` or wait on sockets
+//! run concurrently on one thread: each is a tasklet with its own stack
+//! (switched with [`corosensei`]), a per-thread **dispatcher** runs the ready
+//! ones cooperatively, and when one would block it yields to the **hub**, an
+//! event loop on `mio` (epoll) plus timers, which resumes it when its event
+//! fires. No `async`, no callbacks, no function colouring.
+//!
+//! Most users depend on the facade crate `tasklet`, which re-exports this
+//! crate at `tasklet::` and the socket layer at `tasklet::netio`.
+//!
+//! ```
+//! use std::time::Duration;
+//! let total = tasklet_runtime::dispatch(|| {
+//!     let a = tasklet_runtime::spawn(|| { tasklet_runtime::sleep(Duration::from_millis(20)); 1 });
+//!     let b = tasklet_runtime::Builder::new().name("b").stack_size(128 * 1024).spawn(|| 2).unwrap();
+//!     a.join().unwrap() + b.join().unwrap()
+//! });
+//! assert_eq!(total, 3);
+//! ```
+//!
+//! ## Rules of the road
+//! - One dispatcher per OS thread ([`dispatch`]); tasklets never leave it, so
+//!   [`spawn`] needs no `Send`. Tasklet APIs called outside `dispatch` panic
+//!   with a message that says so.
+//! - Scheduling is cooperative: a tasklet runs until it blocks (sleep, join,
+//!   I/O, a channel) or calls [`yield_now`]. Long CPU work belongs in a
+//!   separate thread.
+//! - A panic in a tasklet is caught at its root: [`JoinHandle::join`] returns
+//!   it, and if nobody joins it is logged with `log::error!`. The dispatcher
+//!   and other tasklets carry on.
+//! - [`JoinHandle::kill`] and [`timeout`] interrupt a tasklet at its blocking
+//!   point by unwinding it with a private payload (destructors run, nothing is
+//!   printed). If your code uses `catch_unwind`, rethrow payloads you do not
+//!   recognise with `resume_unwind`; a swallowed kill is raised again at the
+//!   next blocking call.
+//!
+//! See `docs/architecture.md` in the repository for the design.
+
+#![warn(missing_docs)]
+
+mod context;
+mod dispatcher;
+pub mod hub;
+mod overflow;
+mod slab;
+mod stack;
+mod task;
+mod timer;
+
+pub use dispatcher::{
+    dispatch, sleep, sleep_until, spawn_later, spawn_loop, timeout, timeout_at, yield_now, Config,
+    Elapsed,
+};
+pub use task::{
+    current, joinall, spawn, Builder, JoinError, JoinHandle, Tasklet, TaskletId,
+};

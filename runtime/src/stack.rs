@@ -1,0 +1,747 @@
+//! Tasklet stacks: slab-allocated, guard-paged, recycled through a per-thread pool.
+//!
+//! # Layout
+//!
+//! Stacks are carved out of *slabs*. A slab is one anonymous
+//! `mmap(PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE)`
+//! holding `K = max(1, 4 MiB / (size + guard))` stacks of the same size class:
+//!
+//! ```text
+//! slab base                                                   slab end
+//! | guard | usable stack 0 | guard | usable stack 1 | ... | guard | usable K-1 |
+//! ```
+//!
+//! Each guard page is installed with `madvise(MADV_GUARD_INSTALL)` (Linux 6.13+),
+//! which marks the page in the page tables *without splitting the VMA*, so a slab
+//! of `K` stacks costs one memory mapping (and adjacent slabs usually merge into a
+//! single VMA). This is what lets 100,000+ live tasklets stay far below
+//! `vm.max_map_count` (65530 by default). On older kernels the guard falls back to
+//! `mprotect(PROT_NONE)`, which costs two mappings per stack; a warning is logged
+//! once per process when that happens.
+//!
+//! Every slab also gets `madvise(MADV_NOHUGEPAGE)`, so touching one stack page never
+//! faults in a 2 MiB transparent huge page: only touched 4 KiB pages cost memory.
+//!
+//! # Pool
+//!
+//! Each thread owns a pool (a `thread_local!`) with one entry per size class
+//! (normally 1-3 classes, searched linearly). A class keeps:
+//!
+//! * a *warm* free list: stacks freed while the thread's warm count is below the
+//!   pool limit (see [`set_pool_limit`]); they are reused as-is, so a warm
+//!   `TaskletStack::new` + drop is a `Vec` pop/push and no syscall;
+//! * a *cold* free list: stacks that were never touched (fresh slab) or whose usable
+//!   range was released with `madvise(MADV_DONTNEED)` because the warm limit was
+//!   reached; their physical memory belongs to the OS again;
+//! * the slabs it owns.
+//!
+//! Allocation prefers warm stacks, then cold ones, then maps a fresh slab.
+//!
+//! Slabs are **not** unmapped while the thread is alive: address space is retained
+//! until thread exit, while the physical memory of excess free stacks is returned
+//! to the OS through `MADV_DONTNEED`. At thread exit the pool's destructor unmaps
+//! every slab whose stacks are all free; a slab that still has a live stack (which
+//! can only happen if a stack outlives the pool during thread-local destruction) is
+//! left mapped, and such a late stack unmaps just its own range when dropped.
+
+use std::cell::RefCell;
+use std::fmt;
+use std::io;
+use std::marker::PhantomData;
+use std::num::NonZeroUsize;
+use std::ptr;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Once, OnceLock};
+
+/// Built-in default usable stack size of a tasklet (256 KiB).
+///
+/// Only the pages a tasklet actually touches cost physical memory.
+pub(crate) const DEFAULT_STACK_SIZE: usize = 256 * 1024;
+
+/// Smallest usable stack size handed out; smaller requests are rounded up.
+pub(crate) const MIN_STACK_SIZE: usize = 16 * 1024;
+
+/// Default bound on the number of warm (not yet released) free stacks per thread.
+pub(crate) const POOL_WARM_LIMIT: usize = 1024;
+
+/// Target size of one slab mapping; a slab holds `max(1, SLAB_BYTES / stride)` stacks.
+const SLAB_BYTES: usize = 4 * 1024 * 1024;
+
+/// Largest usable stack size accepted (1 TiB); anything larger is certainly a bug.
+const MAX_STACK_SIZE: usize = 1 << 40;
+
+/// Name of the environment variable that overrides [`DEFAULT_STACK_SIZE`].
+const STACK_SIZE_ENV: &str = "TASKLET_STACK_SIZE";
+
+/// `madvise` advice that installs guard markers (Linux 6.13+); not in every libc release.
+const MADV_GUARD_INSTALL: libc::c_int = 102;
+
+/// Process-wide default usable stack size; 0 means "not initialised yet".
+static DEFAULT_SIZE: AtomicUsize = AtomicUsize::new(0);
+
+/// Guards the one-time read of [`STACK_SIZE_ENV`].
+static ENV_INIT: Once = Once::new();
+
+/// Process-wide bound on warm free stacks per thread pool.
+static WARM_LIMIT: AtomicUsize = AtomicUsize::new(POOL_WARM_LIMIT);
+
+/// Set once `MADV_GUARD_INSTALL` has been found unsupported; later slabs go
+/// straight to the `mprotect` fallback.
+static GUARD_INSTALL_UNSUPPORTED: AtomicBool = AtomicBool::new(false);
+
+/// Ensures the `mprotect` fallback warning is logged once per process.
+static GUARD_FALLBACK_WARNED: Once = Once::new();
+
+/// Cached system page size.
+static PAGE_SIZE: OnceLock<usize> = OnceLock::new();
+
+/// Returns the system page size (queried with `sysconf` once, then cached).
+pub(crate) fn page_size() -> usize {
+    *PAGE_SIZE.get_or_init(|| {
+        // SAFETY: sysconf has no memory-safety preconditions.
+        let n = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+        if n > 0 {
+            n as usize
+        } else {
+            4096
+        }
+    })
+}
+
+/// Sets the process-wide default usable stack size for tasklets that do not ask
+/// for a specific size.
+///
+/// `0` restores [`DEFAULT_STACK_SIZE`]. The value is rounded up to whole pages
+/// (and to at least [`MIN_STACK_SIZE`]) when a stack is allocated. An explicit call
+/// takes precedence over the `TASKLET_STACK_SIZE` environment variable.
+pub(crate) fn set_default_stack_size(bytes: usize) {
+    // Make sure a later lazy env read cannot overwrite the explicit setting.
+    ENV_INIT.call_once(|| {});
+    let bytes = if bytes == 0 { DEFAULT_STACK_SIZE } else { bytes };
+    DEFAULT_SIZE.store(bytes, Ordering::Relaxed);
+}
+
+/// Returns the process-wide default usable stack size in bytes (before rounding).
+///
+/// On first use it is initialised from the `TASKLET_STACK_SIZE` environment
+/// variable (plain bytes or a `k`/`K`/`m`/`M` suffix) if set; an unparseable value
+/// logs one warning and [`DEFAULT_STACK_SIZE`] is used.
+pub(crate) fn default_stack_size() -> usize {
+    let v = DEFAULT_SIZE.load(Ordering::Relaxed);
+    if v != 0 {
+        return v;
+    }
+    ENV_INIT.call_once(|| {
+        let size = match std::env::var_os(STACK_SIZE_ENV) {
+            None => DEFAULT_STACK_SIZE,
+            Some(raw) => match raw.to_str().and_then(parse_size) {
+                Some(n) => n,
+                None => {
+                    log::warn!(
+                        "ignoring invalid {STACK_SIZE_ENV}={raw:?} (expected bytes, optionally \
+                         with a k/K or m/M suffix, e.g. 512k); using {DEFAULT_STACK_SIZE} bytes"
+                    );
+                    DEFAULT_STACK_SIZE
+                }
+            },
+        };
+        // Only fill in if nobody set a value explicitly in the meantime.
+        let _ = DEFAULT_SIZE.compare_exchange(0, size, Ordering::Relaxed, Ordering::Relaxed);
+    });
+    match DEFAULT_SIZE.load(Ordering::Relaxed) {
+        0 => DEFAULT_STACK_SIZE,
+        v => v,
+    }
+}
+
+/// Parses a stack size: decimal bytes with an optional `k`/`K` (KiB) or `m`/`M`
+/// (MiB) suffix. Returns `None` for empty, zero, malformed or overflowing values.
+pub(crate) fn parse_size(s: &str) -> Option<usize> {
+    let s = s.trim();
+    let (digits, mult) = match s.as_bytes().last()? {
+        b'k' | b'K' => (&s[..s.len() - 1], 1024),
+        b'm' | b'M' => (&s[..s.len() - 1], 1024 * 1024),
+        _ => (s, 1),
+    };
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let n = digits.parse::<usize>().ok()?.checked_mul(mult)?;
+    (n > 0 && n <= MAX_STACK_SIZE).then_some(n)
+}
+
+/// Sets the process-wide bound on *warm* free stacks kept by each thread's pool.
+///
+/// Freed stacks beyond this many (per thread, summed over size classes) have their
+/// memory released with `MADV_DONTNEED` before being kept for reuse. Lowering the
+/// limit does not trim already-warm stacks; it applies to subsequent frees.
+pub(crate) fn set_pool_limit(n: usize) {
+    WARM_LIMIT.store(n, Ordering::Relaxed);
+}
+
+/// Returns the current warm-stack bound (see [`set_pool_limit`]).
+pub(crate) fn pool_limit() -> usize {
+    WARM_LIMIT.load(Ordering::Relaxed)
+}
+
+/// Rounds a requested usable size to the size class actually allocated:
+/// `0` means the default, then at least [`MIN_STACK_SIZE`], rounded up to pages.
+pub(crate) fn round_stack_size(requested: usize) -> io::Result<usize> {
+    let requested = if requested == 0 {
+        default_stack_size()
+    } else {
+        requested
+    };
+    if requested > MAX_STACK_SIZE {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("tasklet stack size {requested} bytes is too large (max {MAX_STACK_SIZE})"),
+        ));
+    }
+    let page = page_size();
+    let n = requested.max(MIN_STACK_SIZE);
+    Ok(n.div_ceil(page) * page)
+}
+
+/// Error returned when the kernel refuses to map memory for a slab of stacks.
+#[derive(Debug)]
+struct StackAllocError {
+    /// Bytes requested from `mmap`.
+    bytes: usize,
+    /// Number of stacks the mapping would have held.
+    stacks: usize,
+    /// Usable size of each stack.
+    stack_size: usize,
+    /// The raw OS error.
+    source: io::Error,
+}
+
+impl fmt::Display for StackAllocError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "failed to mmap {} bytes for {} tasklet stack(s) of {} bytes: {}; likely causes: \
+             the vm.max_map_count limit (/proc/sys/vm/max_map_count) or address-space/overcommit \
+             limits (ulimit -v, vm.overcommit_memory)",
+            self.bytes, self.stacks, self.stack_size, self.source
+        )
+    }
+}
+
+impl std::error::Error for StackAllocError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.source)
+    }
+}
+
+/// One mapping holding `len / stride` stacks.
+struct Slab {
+    /// Lowest address of the mapping.
+    base: usize,
+    /// Length of the mapping in bytes.
+    len: usize,
+}
+
+/// Free stacks and slabs of one size class. Stacks are identified by their lowest
+/// address (the start of their guard page).
+struct Class {
+    /// Usable bytes per stack (page multiple).
+    usable: usize,
+    /// Warm free stacks: memory untouched since last use, reuse costs no syscall.
+    warm: Vec<usize>,
+    /// Cold free stacks: never touched or released with `MADV_DONTNEED`.
+    cold: Vec<usize>,
+    /// All slabs of this class.
+    slabs: Vec<Slab>,
+}
+
+/// Per-thread stack pool.
+struct Pool {
+    /// Size classes, searched linearly (there are normally only a few).
+    classes: Vec<Class>,
+    /// Number of warm stacks across all classes.
+    warm_total: usize,
+}
+
+thread_local! {
+    /// This thread's stack pool; its destructor unmaps the slabs at thread exit.
+    static POOL: RefCell<Pool> = const {
+        RefCell::new(Pool { classes: Vec::new(), warm_total: 0 })
+    };
+}
+
+impl Pool {
+    /// Returns the index of the class for `usable`, creating it if needed.
+    #[inline]
+    fn class_index(&mut self, usable: usize) -> usize {
+        match self.classes.iter().position(|c| c.usable == usable) {
+            Some(i) => i,
+            None => {
+                self.classes.push(Class {
+                    usable,
+                    warm: Vec::new(),
+                    cold: Vec::new(),
+                    slabs: Vec::new(),
+                });
+                self.classes.len() - 1
+            }
+        }
+    }
+
+    /// Takes a free stack of `usable` bytes, mapping a new slab if necessary.
+    /// Returns the stack's lowest address (start of its guard page).
+    #[inline]
+    fn alloc(&mut self, usable: usize) -> io::Result<usize> {
+        let ci = self.class_index(usable);
+        let class = &mut self.classes[ci];
+        if let Some(lo) = class.warm.pop() {
+            self.warm_total -= 1;
+            return Ok(lo);
+        }
+        if let Some(lo) = class.cold.pop() {
+            return Ok(lo);
+        }
+        class.grow()
+    }
+
+    /// Returns the stack at `lo` with `usable` bytes to its class's free lists.
+    #[inline]
+    fn free(&mut self, lo: usize, usable: usize) {
+        let warm_ok = self.warm_total < pool_limit();
+        let Some(class) = self.classes.iter_mut().find(|c| c.usable == usable) else {
+            // Cannot happen: the class was created when the stack was allocated.
+            // Leaking is the only safe response.
+            log::error!("tasklet stack {lo:#x} freed to a pool without its size class; leaking it");
+            return;
+        };
+        if warm_ok {
+            class.warm.push(lo);
+            self.warm_total += 1;
+            return;
+        }
+        let page = page_size();
+        // SAFETY: [lo + page, lo + page + usable) is the usable part of a stack of
+        // this pool's slab that is being freed: it is mapped, private anonymous, and
+        // no live object refers to it any more. The guard page is not touched.
+        let rc = unsafe {
+            libc::madvise(
+                (lo + page) as *mut libc::c_void,
+                usable,
+                libc::MADV_DONTNEED,
+            )
+        };
+        if rc != 0 {
+            log::debug!(
+                "madvise(MADV_DONTNEED) on tasklet stack {lo:#x} failed: {}",
+                io::Error::last_os_error()
+            );
+        }
+        class.cold.push(lo);
+    }
+}
+
+impl Class {
+    /// Maps a new slab, keeps its first stack for the caller and puts the others on
+    /// the cold list. Returns the lowest address of the stack handed out.
+    #[cold]
+    fn grow(&mut self) -> io::Result<usize> {
+        let page = page_size();
+        let stride = self.usable + page;
+        let per_slab = (SLAB_BYTES / stride).max(1);
+        let base = match map_slab(self.usable, per_slab) {
+            Ok(base) => (base, per_slab),
+            // A smaller request may still fit in a fragmented/limited address space.
+            Err(e) if per_slab > 1 => {
+                log::debug!("{e}; retrying with a single-stack slab");
+                (map_slab(self.usable, 1)?, 1)
+            }
+            Err(e) => return Err(e),
+        };
+        let (base, n) = base;
+        self.slabs.push(Slab {
+            base,
+            len: n * stride,
+        });
+        // Hand out the lowest stack; reverse order so pops go upwards in memory.
+        self.cold.extend((1..n).rev().map(|i| base + i * stride));
+        Ok(base)
+    }
+}
+
+impl Drop for Pool {
+    fn drop(&mut self) {
+        let page = page_size();
+        for class in &mut self.classes {
+            let stride = class.usable + page;
+            class.slabs.sort_unstable_by_key(|s| s.base);
+            let mut free_counts = vec![0usize; class.slabs.len()];
+            for &lo in class.warm.iter().chain(class.cold.iter()) {
+                let i = class.slabs.partition_point(|s| s.base <= lo);
+                if i > 0 {
+                    free_counts[i - 1] += 1;
+                }
+            }
+            for (slab, free) in class.slabs.iter().zip(free_counts) {
+                if free == slab.len / stride {
+                    // SAFETY: the slab was mapped by `map_slab` with exactly this
+                    // base/len and every stack in it is free, so nothing refers to it.
+                    unsafe { unmap(slab.base, slab.len) };
+                } else {
+                    // A live stack still points into this slab (it outlived the pool
+                    // during thread-local destruction); it unmaps its own range when
+                    // dropped, the rest of the slab is leaked.
+                    log::debug!(
+                        "tasklet stack slab {:#x} still has live stacks at thread exit; leaking \
+                         its free part",
+                        slab.base
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// Unmaps `[addr, addr + len)`, logging (never panicking) on failure.
+///
+/// # Safety
+///
+/// The range must be a mapping (or part of one) owned by this module that no live
+/// object refers to.
+unsafe fn unmap(addr: usize, len: usize) {
+    // SAFETY: guaranteed by the caller.
+    if unsafe { libc::munmap(addr as *mut libc::c_void, len) } != 0 {
+        log::warn!(
+            "munmap of tasklet stack memory {addr:#x}+{len} failed: {}",
+            io::Error::last_os_error()
+        );
+    }
+}
+
+/// Maps a slab of `n` stacks of `usable` bytes, each preceded by a guard page.
+/// Returns the slab's base address.
+fn map_slab(usable: usize, n: usize) -> io::Result<usize> {
+    let page = page_size();
+    let stride = usable + page;
+    let len = stride * n;
+    // SAFETY: a fresh anonymous mapping at a kernel-chosen address; it does not
+    // alias any existing memory.
+    let p = unsafe {
+        libc::mmap(
+            ptr::null_mut(),
+            len,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
+            -1,
+            0,
+        )
+    };
+    if p == libc::MAP_FAILED {
+        let source = io::Error::last_os_error();
+        return Err(io::Error::new(
+            source.kind(),
+            StackAllocError {
+                bytes: len,
+                stacks: n,
+                stack_size: usable,
+                source,
+            },
+        ));
+    }
+    let base = p as usize;
+    // SAFETY: [base, base + len) is the mapping just created and owned by us.
+    if unsafe { libc::madvise(p, len, libc::MADV_NOHUGEPAGE) } != 0 {
+        // E.g. a kernel built without THP: nothing to opt out of.
+        log::debug!(
+            "madvise(MADV_NOHUGEPAGE) on tasklet stack slab failed: {}",
+            io::Error::last_os_error()
+        );
+    }
+    for i in 0..n {
+        if let Err(e) = install_guard(base + i * stride, page) {
+            // SAFETY: the slab was mapped above and nothing refers to it yet.
+            unsafe { unmap(base, len) };
+            return Err(e);
+        }
+    }
+    Ok(base)
+}
+
+/// Makes `[addr, addr + len)` (inside a fresh slab) a guard region.
+fn install_guard(addr: usize, len: usize) -> io::Result<()> {
+    if !GUARD_INSTALL_UNSUPPORTED.load(Ordering::Relaxed) {
+        // SAFETY: the range lies within a private anonymous slab we just mapped and
+        // that nothing uses yet; guard markers only make it fault on access.
+        let rc = unsafe { libc::madvise(addr as *mut libc::c_void, len, MADV_GUARD_INSTALL) };
+        if rc == 0 {
+            return Ok(());
+        }
+        let err = io::Error::last_os_error();
+        if err.raw_os_error() != Some(libc::EINVAL) {
+            // Unexpected (e.g. EAGAIN/ENOMEM under memory pressure): fall back for
+            // this page only and keep trying MADV_GUARD_INSTALL for later slabs.
+            log::debug!("madvise(MADV_GUARD_INSTALL) failed: {err}; using mprotect");
+        } else {
+            GUARD_INSTALL_UNSUPPORTED.store(true, Ordering::Relaxed);
+            GUARD_FALLBACK_WARNED.call_once(|| {
+                log::warn!(
+                    "madvise(MADV_GUARD_INSTALL) is not supported (Linux < 6.13?): tasklet stack \
+                     guard pages fall back to mprotect, so each stack costs two memory mappings \
+                     and live tasklets are limited by vm.max_map_count (about 32k with the \
+                     default 65530)"
+                );
+            });
+        }
+    }
+    // SAFETY: same range as above; PROT_NONE only makes it inaccessible.
+    if unsafe { libc::mprotect(addr as *mut libc::c_void, len, libc::PROT_NONE) } != 0 {
+        let source = io::Error::last_os_error();
+        return Err(io::Error::new(
+            source.kind(),
+            format!(
+                "failed to mprotect a tasklet stack guard page: {source}; likely cause: the \
+                 vm.max_map_count limit (/proc/sys/vm/max_map_count)"
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// One tasklet stack: a guard page followed by `size()` usable bytes.
+///
+/// Dropping it returns it to the pool of the thread that allocated it, which is why
+/// it is `!Send`.
+pub(crate) struct TaskletStack {
+    /// Lowest address: start of the guard page.
+    lo: usize,
+    /// Usable bytes (page multiple), directly above the guard page.
+    usable: usize,
+    /// Ties the stack to its thread's pool (`!Send`, `!Sync`).
+    _not_send: PhantomData<*const ()>,
+}
+
+impl TaskletStack {
+    /// Allocates a stack with at least `size` usable bytes (`0` = the process-wide
+    /// default, see [`default_stack_size`]), rounded up to whole pages and to at
+    /// least [`MIN_STACK_SIZE`].
+    ///
+    /// Reuses a free stack of the same size class from this thread's pool when
+    /// possible (no syscall); otherwise maps a new slab.
+    #[inline]
+    pub(crate) fn new(size: usize) -> io::Result<TaskletStack> {
+        let usable = round_stack_size(size)?;
+        let lo = POOL.try_with(|p| p.borrow_mut().alloc(usable));
+        let lo = match lo {
+            Ok(r) => r?,
+            // The pool is being destroyed (thread exit): use a private one-stack slab.
+            Err(_) => map_slab(usable, 1)?,
+        };
+        Ok(TaskletStack {
+            lo,
+            usable,
+            _not_send: PhantomData,
+        })
+    }
+
+    /// Usable size of the stack in bytes (excluding the guard page).
+    #[inline]
+    pub(crate) fn size(&self) -> usize {
+        self.usable
+    }
+
+    /// Address range `(lo, hi)` of the guard page below the stack (`hi` exclusive).
+    #[inline]
+    pub(crate) fn guard_range(&self) -> (usize, usize) {
+        (self.lo, self.lo + page_size())
+    }
+
+    /// Highest address of the stack (exclusive; the initial stack pointer).
+    #[inline]
+    pub(crate) fn top(&self) -> usize {
+        self.lo + page_size() + self.usable
+    }
+}
+
+impl fmt::Debug for TaskletStack {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TaskletStack")
+            .field("guard", &format_args!("{:#x}", self.lo))
+            .field("top", &format_args!("{:#x}", self.top()))
+            .field("size", &self.usable)
+            .finish()
+    }
+}
+
+// SAFETY: the stack has a guard page directly below its usable range that faults on
+// access, the usable range is at least MIN_STACK_SIZE (16 KiB) >= corosensei's
+// MIN_STACK_SIZE, `base()` and `limit()` are page aligned (hence STACK_ALIGNMENT
+// aligned), and the memory stays mapped and exclusively owned until drop.
+unsafe impl corosensei::stack::Stack for TaskletStack {
+    #[inline]
+    fn base(&self) -> corosensei::stack::StackPointer {
+        let top = self.top();
+        debug_assert_eq!(top % corosensei::stack::STACK_ALIGNMENT, 0);
+        // SAFETY: top is above a successful mmap result, which is never 0.
+        unsafe { NonZeroUsize::new_unchecked(top) }
+    }
+
+    #[inline]
+    fn limit(&self) -> corosensei::stack::StackPointer {
+        debug_assert_eq!(self.lo % corosensei::stack::STACK_ALIGNMENT, 0);
+        // SAFETY: lo is (inside) a successful mmap result, which is never 0.
+        unsafe { NonZeroUsize::new_unchecked(self.lo) }
+    }
+}
+
+impl Drop for TaskletStack {
+    #[inline]
+    fn drop(&mut self) {
+        let (lo, usable) = (self.lo, self.usable);
+        if POOL
+            .try_with(|p| p.borrow_mut().free(lo, usable))
+            .is_err()
+        {
+            // The pool is gone (thread-local destruction). Its destructor left our
+            // slab mapped because this stack was live; release just our own range.
+            // SAFETY: [lo, top) belongs exclusively to this stack and nothing else
+            // refers to it once the stack is dropped.
+            unsafe { unmap(lo, page_size() + usable) };
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use corosensei::stack::Stack;
+
+    fn slab_count() -> usize {
+        POOL.with(|p| p.borrow().classes.iter().map(|c| c.slabs.len()).sum())
+    }
+
+    fn maps_lines() -> usize {
+        std::fs::read_to_string("/proc/self/maps")
+            .unwrap()
+            .lines()
+            .count()
+    }
+
+    #[test]
+    fn reuse_returns_same_address_without_new_slab() {
+        let a = TaskletStack::new(64 * 1024).unwrap();
+        let slabs = slab_count();
+        let top = a.top();
+        drop(a);
+        for _ in 0..100 {
+            let b = TaskletStack::new(64 * 1024).unwrap();
+            assert_eq!(b.top(), top);
+            drop(b);
+        }
+        assert_eq!(slab_count(), slabs);
+    }
+
+    #[test]
+    fn geometry() {
+        let page = page_size();
+        let s = TaskletStack::new(100_000).unwrap();
+        assert_eq!(s.size(), 100_000usize.div_ceil(page) * page);
+        let (lo, hi) = s.guard_range();
+        assert_eq!(hi - lo, page);
+        assert_eq!(s.limit().get(), lo);
+        assert_eq!(s.base().get(), s.top());
+        assert_eq!(s.top() - hi, s.size());
+        assert_eq!(s.base().get() % corosensei::stack::STACK_ALIGNMENT, 0);
+        // The whole usable range is writable.
+        // SAFETY: [hi, top) is this stack's usable memory, exclusively owned.
+        unsafe { ptr::write_bytes(hi as *mut u8, 0xAB, s.size()) };
+    }
+
+    #[test]
+    fn size_rounding() {
+        let page = page_size();
+        assert_eq!(round_stack_size(1).unwrap(), MIN_STACK_SIZE);
+        assert_eq!(round_stack_size(MIN_STACK_SIZE + 1).unwrap(), MIN_STACK_SIZE + page);
+        assert_eq!(round_stack_size(256 * 1024).unwrap(), 256 * 1024);
+        assert_eq!(round_stack_size(0).unwrap(), round_stack_size(default_stack_size()).unwrap());
+        assert!(round_stack_size(usize::MAX).is_err());
+        assert_eq!(TaskletStack::new(1).unwrap().size(), MIN_STACK_SIZE);
+    }
+
+    #[test]
+    fn env_parsing() {
+        assert_eq!(parse_size("65536"), Some(65536));
+        assert_eq!(parse_size(" 512k "), Some(512 * 1024));
+        assert_eq!(parse_size("512K"), Some(512 * 1024));
+        assert_eq!(parse_size("2m"), Some(2 << 20));
+        assert_eq!(parse_size("2M"), Some(2 << 20));
+        for bad in ["", "k", "0", "0k", "-1", "1.5m", "12g", "abc", "1 k", "99999999999999999999"] {
+            assert_eq!(parse_size(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn many_live_stacks_stay_below_map_count() {
+        const N: usize = 100_000;
+        let before = maps_lines();
+        let mut stacks = Vec::with_capacity(N);
+        for _ in 0..N {
+            let s = TaskletStack::new(DEFAULT_STACK_SIZE).unwrap();
+            // SAFETY: top - 1 is the highest usable byte of this live stack.
+            unsafe { ((s.top() - 1) as *mut u8).write_volatile(1) };
+            stacks.push(s);
+        }
+        let after = maps_lines();
+        assert!(
+            after < before + 20_000,
+            "maps grew from {before} to {after} lines"
+        );
+        for s in &stacks {
+            // SAFETY: as above; the stack is still live.
+            assert_eq!(unsafe { ((s.top() - 1) as *const u8).read_volatile() }, 1);
+        }
+    }
+
+    #[test]
+    fn cold_stacks_are_zeroed() {
+        // Run on a fresh thread so the (process-wide) limit change and the warm count
+        // are not affected by other tests' pools.
+        std::thread::spawn(|| {
+            let old = pool_limit();
+            let size = 32 * 1024;
+            let stacks: Vec<_> = (0..8).map(|_| TaskletStack::new(size).unwrap()).collect();
+            for s in &stacks {
+                let (_, hi) = s.guard_range();
+                // SAFETY: [hi, top) is this live stack's usable memory.
+                unsafe { ptr::write_bytes(hi as *mut u8, 0x5A, s.size()) };
+            }
+            let tops: Vec<usize> = stacks.iter().map(|s| s.top()).collect();
+            set_pool_limit(2);
+            drop(stacks);
+            set_pool_limit(old);
+            let (warm, cold) = POOL.with(|p| {
+                let p = p.borrow();
+                let c = p.classes.iter().find(|c| c.usable == size).unwrap();
+                (c.warm.len(), c.cold.len())
+            });
+            assert_eq!(warm, 2);
+            assert!(cold >= 6);
+            // Reallocate everything: warm ones keep their bytes, cold ones read zero.
+            let again: Vec<_> = (0..8).map(|_| TaskletStack::new(size).unwrap()).collect();
+            let mut zeroed = 0;
+            let mut kept = 0;
+            for s in &again {
+                assert!(tops.contains(&s.top()));
+                let (_, hi) = s.guard_range();
+                // SAFETY: [hi, top) is this live stack's usable memory.
+                let bytes = unsafe { std::slice::from_raw_parts(hi as *const u8, s.size()) };
+                if bytes.iter().all(|&b| b == 0) {
+                    zeroed += 1;
+                } else if bytes.iter().all(|&b| b == 0x5A) {
+                    kept += 1;
+                }
+            }
+            assert_eq!((kept, zeroed), (2, 6));
+        })
+        .join()
+        .unwrap();
+    }
+}

@@ -1,0 +1,563 @@
+//! Tasklets: their shared header, join handles, errors and the builder.
+
+use std::any::Any;
+use std::cell::{Cell, RefCell};
+use std::fmt;
+use std::io;
+use std::num::NonZeroU64;
+use std::panic::{self, AssertUnwindSafe};
+use std::rc::Rc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use corosensei::{Coroutine, Yielder};
+
+use crate::context::{self, RawYielder};
+use crate::hub::{Unparker, Wake};
+use crate::overflow::StackInfo;
+use crate::stack::TaskletStack;
+
+/// The coroutine type every tasklet runs in.
+pub(crate) type Coro = Coroutine<(), (), (), TaskletStack>;
+
+/// Scheduling state of a tasklet.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum State {
+    /// In the ready queue (or about to be put there).
+    Ready,
+    /// Being resumed by the dispatcher right now.
+    Running,
+    /// Parked: waiting for an unpark, a timer or an interrupt.
+    Blocked,
+    /// Its body returned; the coroutine and stack are gone.
+    Done,
+}
+
+/// A request to unwind a tasklet at its next blocking point.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Interrupt {
+    /// `JoinHandle::kill` or dispatcher shutdown: sticky, never cleared.
+    Kill,
+    /// The `timeout` scope with this id expired.
+    Timeout(u64),
+}
+
+/// The panic payload used to unwind an interrupted tasklet.
+///
+/// Raised with `resume_unwind`, so the panic hook does not run and nothing is printed.
+pub(crate) struct Unwind(pub(crate) Interrupt);
+
+/// Returned by low-level blocking operations when the tasklet has a pending
+/// kill or timeout but is already unwinding (a destructor that blocks), so it
+/// cannot be unwound again. The operation must give up without blocking.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Interrupted;
+
+impl fmt::Display for Interrupted {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("the tasklet is being killed or timed out and cannot block")
+    }
+}
+
+impl std::error::Error for Interrupted {}
+
+impl From<Interrupted> for io::Error {
+    fn from(e: Interrupted) -> io::Error {
+        // Not ErrorKind::Interrupted: std's `write_all`/`read_exact` retry that kind.
+        io::Error::other(e)
+    }
+}
+
+/// The non-generic part of a tasklet, seen by the dispatcher.
+pub(crate) struct Header {
+    pub(crate) id: TaskletId,
+    pub(crate) name: Option<Box<str>>,
+    pub(crate) state: Cell<State>,
+    pub(crate) interrupt: Cell<Option<Interrupt>>,
+    /// Wait epoch: bumped when a park ends, so stale unparkers are ignored.
+    pub(crate) epoch: Cell<u32>,
+    /// An unpark arrived for the current epoch before the tasklet parked.
+    pub(crate) notified: Cell<bool>,
+    /// Why the last park ended.
+    pub(crate) wake: Cell<Wake>,
+    pub(crate) coroutine: RefCell<Option<Coro>>,
+    pub(crate) yielder: Cell<RawYielder>,
+    /// The tasklet blocked in `join` on this one.
+    pub(crate) joiner: RefCell<Option<Unparker>>,
+    /// Index in the dispatcher's task registry.
+    pub(crate) slot: Cell<usize>,
+    /// No `JoinHandle` is left: a panic is logged instead of returned.
+    pub(crate) detached: Cell<bool>,
+    pub(crate) stack_info: StackInfo,
+}
+
+impl Header {
+    /// The tasklet's name for log lines: `'name' (id 7)` or `#7`.
+    pub(crate) fn describe(&self) -> String {
+        match &self.name {
+            Some(n) => format!("'{n}' (id {})", self.id),
+            None => format!("#{}", self.id),
+        }
+    }
+
+    /// Unwinds the running tasklet if an interrupt is pending.
+    ///
+    /// Returns `Err(Interrupted)` instead when the tasklet is already
+    /// unwinding, because a second unwind from a destructor would abort.
+    #[inline]
+    pub(crate) fn check_interrupt(&self) -> Result<(), Interrupted> {
+        match self.interrupt.get() {
+            None => Ok(()),
+            Some(i) => {
+                if std::thread::panicking() {
+                    Err(Interrupted)
+                } else {
+                    panic::resume_unwind(Box::new(Unwind(i)))
+                }
+            }
+        }
+    }
+}
+
+/// A tasklet: header plus the slot its result is delivered to.
+pub(crate) struct Task<R: ?Sized> {
+    pub(crate) header: Header,
+    pub(crate) result: R,
+}
+
+/// How the dispatcher holds any tasklet, whatever its result type.
+pub(crate) type TaskRef = Rc<Task<dyn Any>>;
+
+/// Where a spawned tasklet's result waits for its `JoinHandle`.
+pub(crate) type ResultSlot<T> = RefCell<Option<Result<T, JoinError>>>;
+
+static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+
+/// A tasklet's identifier: unique in the process for its lifetime.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TaskletId(NonZeroU64);
+
+impl TaskletId {
+    pub(crate) fn next() -> TaskletId {
+        let n = NEXT_ID.fetch_add(1, Ordering::Relaxed);
+        TaskletId(NonZeroU64::new(n).expect("tasklet id counter wrapped"))
+    }
+
+    /// The id as a number.
+    pub fn as_u64(self) -> u64 {
+        self.0.get()
+    }
+}
+
+impl fmt::Display for TaskletId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+/// Creates the task allocation and its coroutine (not yet scheduled).
+///
+/// The outcome of `f` lands in the task's result slot.
+pub(crate) fn new_task<T, F>(
+    id: TaskletId,
+    name: Option<String>,
+    stack: TaskletStack,
+    f: F,
+) -> Rc<Task<ResultSlot<T>>>
+where
+    F: FnOnce() -> T,
+{
+    let name: Option<Box<str>> = name.map(String::into_boxed_str);
+    let stack_info = StackInfo::new(&stack, id.as_u64(), name.as_deref());
+    let task = Rc::new(Task {
+        header: Header {
+            id,
+            name,
+            state: Cell::new(State::Ready),
+            interrupt: Cell::new(None),
+            epoch: Cell::new(0),
+            notified: Cell::new(false),
+            wake: Cell::new(Wake::Unparked),
+            coroutine: RefCell::new(None),
+            yielder: Cell::new(std::ptr::null()),
+            joiner: RefCell::new(None),
+            slot: Cell::new(usize::MAX),
+            detached: Cell::new(false),
+            stack_info,
+        },
+        result: RefCell::new(None),
+    });
+    let inner = Rc::clone(&task);
+    let body = move |yielder: &Yielder<(), ()>, ()| {
+        let header = &inner.header;
+        header.yielder.set(yielder as *const Yielder<(), ()>);
+        let outcome = panic::catch_unwind(AssertUnwindSafe(|| {
+            // A tasklet killed before it first ran never calls `f`.
+            let _ = header.check_interrupt();
+            f()
+        }));
+        let outcome = outcome.map_err(JoinError::from_payload);
+        if let Err(e) = &outcome {
+            if e.is_panic() && header.detached.get() {
+                log::error!("tasklet {} panicked and nobody joins it: {e}", header.describe());
+            }
+        }
+        *inner.result.borrow_mut() = Some(outcome);
+        // `inner` is dropped here, breaking the task -> coroutine -> task cycle.
+    };
+    // SAFETY: `with_stack_unchecked` requires everything `body` borrows to
+    // outlive the coroutine. Spawned tasklets are `'static`. For the main
+    // tasklet of `dispatch`, `f` may borrow from `dispatch`'s
+    // caller: the dispatcher finishes (or drops, which unwinds) every
+    // coroutine before `dispatch` returns or unwinds past its own frame, and
+    // coroutines are owned by tasks that cannot leave the dispatcher thread.
+    let coroutine = unsafe { Coroutine::with_stack_unchecked(stack, body) };
+    *task.header.coroutine.borrow_mut() = Some(coroutine);
+    task
+}
+
+/// Why a tasklet did not return a value.
+pub struct JoinError {
+    repr: Repr,
+}
+
+enum Repr {
+    Panic(Box<dyn Any + Send + 'static>),
+    Killed,
+}
+
+impl JoinError {
+    pub(crate) fn killed() -> JoinError {
+        JoinError { repr: Repr::Killed }
+    }
+
+    pub(crate) fn from_payload(payload: Box<dyn Any + Send + 'static>) -> JoinError {
+        match payload.downcast_ref::<Unwind>() {
+            Some(Unwind(Interrupt::Kill)) => JoinError::killed(),
+            _ => JoinError {
+                repr: Repr::Panic(payload),
+            },
+        }
+    }
+
+    /// The tasklet panicked.
+    pub fn is_panic(&self) -> bool {
+        matches!(self.repr, Repr::Panic(_))
+    }
+
+    /// The tasklet was killed (`JoinHandle::kill`, or dispatcher shutdown).
+    pub fn is_killed(&self) -> bool {
+        matches!(self.repr, Repr::Killed)
+    }
+
+    /// The panic payload; panics if the tasklet was killed instead.
+    ///
+    /// Re-raise it in the caller with [`std::panic::resume_unwind`].
+    pub fn into_panic(self) -> Box<dyn Any + Send + 'static> {
+        match self.try_into_panic() {
+            Ok(p) => p,
+            Err(e) => panic!("JoinError::into_panic called on {e}"),
+        }
+    }
+
+    /// The panic payload, or `Err(self)` if the tasklet was killed.
+    pub fn try_into_panic(self) -> Result<Box<dyn Any + Send + 'static>, JoinError> {
+        match self.repr {
+            Repr::Panic(p) => Ok(p),
+            Repr::Killed => Err(self),
+        }
+    }
+
+    /// The panic message, when the payload is a string.
+    pub fn panic_message(&self) -> Option<&str> {
+        match &self.repr {
+            Repr::Panic(p) => payload_str(p.as_ref()),
+            Repr::Killed => None,
+        }
+    }
+}
+
+/// A panic payload's message, when it is a `&str` or `String`.
+pub(crate) fn payload_str(p: &(dyn Any + Send)) -> Option<&str> {
+    p.downcast_ref::<&'static str>()
+        .copied()
+        .or_else(|| p.downcast_ref::<String>().map(String::as_str))
+}
+
+impl fmt::Display for JoinError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.repr {
+            Repr::Killed => f.write_str("tasklet was killed"),
+            Repr::Panic(p) => match payload_str(p.as_ref()) {
+                Some(m) => write!(f, "tasklet panicked: {m}"),
+                None => f.write_str("tasklet panicked"),
+            },
+        }
+    }
+}
+
+impl fmt::Debug for JoinError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.repr {
+            Repr::Killed => f.write_str("JoinError::Killed"),
+            Repr::Panic(p) => write!(f, "JoinError::Panic({:?})", payload_str(p.as_ref())),
+        }
+    }
+}
+
+impl std::error::Error for JoinError {}
+
+impl From<JoinError> for io::Error {
+    fn from(e: JoinError) -> io::Error {
+        io::Error::other(e.to_string())
+    }
+}
+
+/// An owned permission to join a tasklet (wait for its result) or kill it.
+///
+/// Dropping the handle detaches the tasklet: it keeps running, and a panic in
+/// it is then logged with `log::error!` instead of being returned.
+pub struct JoinHandle<T> {
+    task: Rc<Task<ResultSlot<T>>>,
+}
+
+impl<T> JoinHandle<T> {
+    pub(crate) fn new(task: Rc<Task<ResultSlot<T>>>) -> Self {
+        JoinHandle { task }
+    }
+
+    /// Waits for the tasklet to finish and returns its value.
+    ///
+    /// Parks the calling tasklet (never the thread). Returns `Err` if the
+    /// tasklet panicked (with the payload) or was killed. If the *caller* is
+    /// being killed and calls `join` from a destructor while unwinding, `join`
+    /// cannot wait and returns `Err` (killed) at once.
+    ///
+    /// ```
+    /// let v = tasklet::dispatch(|| tasklet::spawn(|| 6 * 7).join().unwrap());
+    /// assert_eq!(v, 42);
+    /// ```
+    pub fn join(self) -> Result<T, JoinError> {
+        loop {
+            if let Some(r) = self.task.result.borrow_mut().take() {
+                return r;
+            }
+            let me = context::with(|d| d.current_unparker());
+            *self.task.header.joiner.borrow_mut() = Some(me);
+            if crate::hub::park(None).is_err() {
+                self.task.header.joiner.borrow_mut().take();
+                return Err(JoinError::killed());
+            }
+        }
+    }
+
+    /// Whether the tasklet has finished (returned, panicked or been killed).
+    pub fn is_finished(&self) -> bool {
+        self.task.header.state.get() == State::Done
+    }
+
+    /// Kills the tasklet (gevent `Greenlet.kill`): it is woken at its blocking
+    /// point and unwound, running its destructors; `join` then returns a
+    /// killed `JoinError`. Does not wait; `join` afterwards to wait for the
+    /// unwinding to finish. A tasklet that has not started yet never runs.
+    /// A finished tasklet is left alone.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// tasklet::dispatch(|| {
+    ///     let h = tasklet::spawn(|| tasklet::sleep(Duration::from_secs(3600)));
+    ///     tasklet::yield_now();
+    ///     h.kill();
+    ///     assert!(h.join().unwrap_err().is_killed());
+    /// });
+    /// ```
+    pub fn kill(&self)
+    where
+        T: 'static,
+    {
+        if self.is_finished() {
+            return;
+        }
+        let task: TaskRef = self.task.clone();
+        context::try_with(|d| d.interrupt(&task, Interrupt::Kill));
+    }
+
+    /// The tasklet's id.
+    pub fn id(&self) -> TaskletId {
+        self.task.header.id
+    }
+
+    /// The tasklet's name, if it was given one with [`Builder::name`].
+    pub fn name(&self) -> Option<&str> {
+        self.task.header.name.as_deref()
+    }
+
+    /// A handle describing the tasklet (id and name), as [`current`] returns.
+    pub fn tasklet(&self) -> Tasklet
+    where
+        T: 'static,
+    {
+        Tasklet {
+            task: self.task.clone(),
+        }
+    }
+}
+
+impl<T> Drop for JoinHandle<T> {
+    fn drop(&mut self) {
+        let header = &self.task.header;
+        header.detached.set(true);
+        if let Some(Err(e)) = &*self.task.result.borrow() {
+            if e.is_panic() {
+                log::error!(
+                    "tasklet {} panicked and its JoinHandle was dropped without join: {e}",
+                    header.describe()
+                );
+            }
+        }
+    }
+}
+
+impl<T> fmt::Debug for JoinHandle<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("JoinHandle")
+            .field("id", &self.id())
+            .field("name", &self.name())
+            .field("finished", &self.is_finished())
+            .finish()
+    }
+}
+
+/// Describes a tasklet: its id and name. Returned by [`current`].
+#[derive(Clone)]
+pub struct Tasklet {
+    task: TaskRef,
+}
+
+impl Tasklet {
+    /// The tasklet's id.
+    pub fn id(&self) -> TaskletId {
+        self.task.header.id
+    }
+
+    /// The tasklet's name, if any.
+    pub fn name(&self) -> Option<&str> {
+        self.task.header.name.as_deref()
+    }
+}
+
+impl fmt::Debug for Tasklet {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Tasklet")
+            .field("id", &self.id())
+            .field("name", &self.name())
+            .finish()
+    }
+}
+
+/// The tasklet that calls this.
+///
+/// ```
+/// tasklet::dispatch(|| {
+///     let h = tasklet::Builder::new()
+///         .name("worker")
+///         .spawn(|| tasklet::current().name().map(str::to_owned))
+///         .unwrap();
+///     assert_eq!(h.join().unwrap().as_deref(), Some("worker"));
+/// });
+/// ```
+///
+/// # Panics
+/// Outside [`dispatch`](crate::dispatch).
+pub fn current() -> Tasklet {
+    Tasklet {
+        task: context::with(|d| d.current_task()),
+    }
+}
+
+/// Configures a tasklet before spawning it (std's `thread::Builder`).
+#[derive(Debug, Default, Clone)]
+pub struct Builder {
+    name: Option<String>,
+    stack_size: Option<usize>,
+}
+
+impl Builder {
+    /// A builder with the dispatcher's default stack size and no name.
+    pub fn new() -> Builder {
+        Builder::default()
+    }
+
+    /// Names the tasklet (shown in logs, panics, overflow reports and the watchdog).
+    pub fn name(mut self, name: impl Into<String>) -> Builder {
+        self.name = Some(name.into());
+        self
+    }
+
+    /// Sets the tasklet's stack size in bytes (rounded up to whole pages;
+    /// only the pages it touches cost memory).
+    pub fn stack_size(mut self, bytes: usize) -> Builder {
+        self.stack_size = Some(bytes);
+        self
+    }
+
+    /// Spawns the tasklet on the current dispatcher.
+    ///
+    /// Fails with an `io::Error` when its stack cannot be allocated (out of
+    /// memory or address space, or `vm.max_map_count` reached).
+    ///
+    /// ```
+    /// tasklet::dispatch(|| {
+    ///     let h = tasklet::Builder::new().name("b").stack_size(128 * 1024).spawn(|| 2).unwrap();
+    ///     assert_eq!(h.join().unwrap(), 2);
+    /// });
+    /// ```
+    ///
+    /// # Panics
+    /// Outside [`dispatch`](crate::dispatch).
+    pub fn spawn<F, T>(self, f: F) -> io::Result<JoinHandle<T>>
+    where
+        F: FnOnce() -> T + 'static,
+        T: 'static,
+    {
+        context::with(|d| d.spawn(self.name, self.stack_size, f))
+    }
+}
+
+/// Spawns a tasklet running `f` on the current dispatcher and returns its handle.
+///
+/// The new tasklet goes to the back of the ready queue; the caller keeps
+/// running until it blocks or yields. `f` need not be `Send`: tasklets never
+/// leave their dispatcher's thread.
+///
+/// ```
+/// use std::time::Duration;
+/// let total = tasklet::dispatch(|| {
+///     let a = tasklet::spawn(|| { tasklet::sleep(Duration::from_millis(20)); 1 });
+///     let b = tasklet::spawn(|| 2);
+///     a.join().unwrap() + b.join().unwrap()
+/// });
+/// assert_eq!(total, 3);
+/// ```
+///
+/// # Panics
+/// Outside [`dispatch`](crate::dispatch), or if no stack can be allocated
+/// (use [`Builder::spawn`] to get that as an error).
+pub fn spawn<F, T>(f: F) -> JoinHandle<T>
+where
+    F: FnOnce() -> T + 'static,
+    T: 'static,
+{
+    match Builder::new().spawn(f) {
+        Ok(h) => h,
+        Err(e) => panic!("tasklet::spawn: cannot create a tasklet: {e}"),
+    }
+}
+
+/// Waits for every handle in turn and returns their results in order
+/// (gevent `joinall`).
+pub fn joinall<T, I>(handles: I) -> Vec<Result<T, JoinError>>
+where
+    I: IntoIterator<Item = JoinHandle<T>>,
+{
+    handles.into_iter().map(JoinHandle::join).collect()
+}
