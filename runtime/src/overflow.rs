@@ -376,6 +376,7 @@ impl AltStack {
     }
 
     /// True if this guard installed (and owns) the alternate stack.
+    #[cfg(test)]
     pub(crate) fn is_owned(&self) -> bool {
         self.mapping.is_some()
     }
@@ -497,8 +498,9 @@ mod tests {
             assert_eq!(unsafe { libc::sigaltstack(&disable, ptr::null_mut()) }, 0);
             let ours = AltStack::ensure().unwrap();
             assert!(ours.is_owned());
-            // SAFETY: zeroed stack_t is valid output storage; query only.
+            // SAFETY: an all-zero stack_t is valid output storage.
             let mut cur: libc::stack_t = unsafe { mem::zeroed() };
+            // SAFETY: query only; `cur` is valid for writes.
             assert_eq!(unsafe { libc::sigaltstack(ptr::null(), &mut cur) }, 0);
             assert_eq!(cur.ss_flags & libc::SS_DISABLE, 0);
             assert!(cur.ss_size >= ALT_STACK_SIZE);

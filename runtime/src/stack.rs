@@ -114,10 +114,16 @@ pub(crate) fn page_size() -> usize {
 /// `0` restores [`DEFAULT_STACK_SIZE`]. The value is rounded up to whole pages
 /// (and to at least [`MIN_STACK_SIZE`]) when a stack is allocated. An explicit call
 /// takes precedence over the `TASKLET_STACK_SIZE` environment variable.
+// Part of the configuration API; allowed until the public builder calls it.
+#[allow(dead_code)]
 pub(crate) fn set_default_stack_size(bytes: usize) {
     // Make sure a later lazy env read cannot overwrite the explicit setting.
     ENV_INIT.call_once(|| {});
-    let bytes = if bytes == 0 { DEFAULT_STACK_SIZE } else { bytes };
+    let bytes = if bytes == 0 {
+        DEFAULT_STACK_SIZE
+    } else {
+        bytes
+    };
     DEFAULT_SIZE.store(bytes, Ordering::Relaxed);
 }
 
@@ -596,10 +602,7 @@ impl Drop for TaskletStack {
     #[inline]
     fn drop(&mut self) {
         let (lo, usable) = (self.lo, self.usable);
-        if POOL
-            .try_with(|p| p.borrow_mut().free(lo, usable))
-            .is_err()
-        {
+        if POOL.try_with(|p| p.borrow_mut().free(lo, usable)).is_err() {
             // The pool is gone (thread-local destruction). Its destructor left our
             // slab mapped because this stack was live; release just our own range.
             // SAFETY: [lo, top) belongs exclusively to this stack and nothing else
@@ -659,9 +662,15 @@ mod tests {
     fn size_rounding() {
         let page = page_size();
         assert_eq!(round_stack_size(1).unwrap(), MIN_STACK_SIZE);
-        assert_eq!(round_stack_size(MIN_STACK_SIZE + 1).unwrap(), MIN_STACK_SIZE + page);
+        assert_eq!(
+            round_stack_size(MIN_STACK_SIZE + 1).unwrap(),
+            MIN_STACK_SIZE + page
+        );
         assert_eq!(round_stack_size(256 * 1024).unwrap(), 256 * 1024);
-        assert_eq!(round_stack_size(0).unwrap(), round_stack_size(default_stack_size()).unwrap());
+        assert_eq!(
+            round_stack_size(0).unwrap(),
+            round_stack_size(default_stack_size()).unwrap()
+        );
         assert!(round_stack_size(usize::MAX).is_err());
         assert_eq!(TaskletStack::new(1).unwrap().size(), MIN_STACK_SIZE);
     }
@@ -673,7 +682,18 @@ mod tests {
         assert_eq!(parse_size("512K"), Some(512 * 1024));
         assert_eq!(parse_size("2m"), Some(2 << 20));
         assert_eq!(parse_size("2M"), Some(2 << 20));
-        for bad in ["", "k", "0", "0k", "-1", "1.5m", "12g", "abc", "1 k", "99999999999999999999"] {
+        for bad in [
+            "",
+            "k",
+            "0",
+            "0k",
+            "-1",
+            "1.5m",
+            "12g",
+            "abc",
+            "1 k",
+            "99999999999999999999",
+        ] {
             assert_eq!(parse_size(bad), None, "{bad:?}");
         }
     }

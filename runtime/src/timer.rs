@@ -41,6 +41,7 @@ impl<A> TimerQueue<A> {
     }
 
     /// Number of armed (not cancelled, not fired) timers.
+    #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
         self.live.len()
     }
@@ -70,8 +71,9 @@ impl<A> TimerQueue<A> {
         // Compact when stale heap entries dominate.
         if self.heap.len() > 64 && self.heap.len() > 2 * self.live.len() + 64 {
             let live = &self.live;
-            self.heap
-                .retain(|Reverse((_, id, slot))| matches!(live.get(*slot as usize), Some(e) if e.id == *id));
+            self.heap.retain(
+                |Reverse((_, id, slot))| matches!(live.get(*slot as usize), Some(e) if e.id == *id),
+            );
         }
         action
     }
@@ -147,6 +149,10 @@ mod tests {
             let k = q.insert(t0 + Duration::from_secs(30 + i), i);
             q.cancel(k);
         }
-        assert!(q.heap.len() < 200, "heap kept {} stale entries", q.heap.len());
+        assert!(
+            q.heap.len() < 200,
+            "heap kept {} stale entries",
+            q.heap.len()
+        );
     }
 }
