@@ -232,8 +232,7 @@ impl Dispatcher {
         T: 'static,
     {
         let stack = TaskletStack::new(stack_size.unwrap_or(self.stack_size))?;
-        let task: Rc<Task<ResultSlot<T>>> =
-            task::new_task(TaskletId::next(), name, stack, f);
+        let task: Rc<Task<ResultSlot<T>>> = task::new_task(TaskletId::next(), name, stack, f);
         self.register(task.clone());
         Ok(JoinHandle::new(task))
     }
@@ -248,7 +247,9 @@ impl Dispatcher {
             TaskletId::next(),
             Some("main".to_owned()),
             stack,
-            move || deliver(panic::catch_unwind(AssertUnwindSafe(f)).map_err(JoinError::from_payload)),
+            move || {
+                deliver(panic::catch_unwind(AssertUnwindSafe(f)).map_err(JoinError::from_payload))
+            },
         );
         let task: TaskRef = task;
         self.register(task.clone());

@@ -100,7 +100,10 @@ impl Shared {
         self.queue.push(w);
         if !self.pending.swap(true, Ordering::AcqRel) {
             if let Err(e) = self.waker.wake() {
-                log::error!("tasklet: cannot wake dispatcher {}: {e}", self.dispatcher_id);
+                log::error!(
+                    "tasklet: cannot wake dispatcher {}: {e}",
+                    self.dispatcher_id
+                );
             }
         }
     }
@@ -211,7 +214,9 @@ impl Hub {
                 continue;
             }
             let (slot, gen) = split_token(token);
-            let Some(entry) = io.get_mut(slot) else { continue };
+            let Some(entry) = io.get_mut(slot) else {
+                continue;
+            };
             if entry.gen != gen {
                 continue;
             }
@@ -239,7 +244,9 @@ impl Hub {
                 Some(TimerAction::Wake(task, epoch)) => {
                     d.wake(&task, epoch, Wake::TimedOut);
                 }
-                Some(TimerAction::Interrupt(task, id)) => d.interrupt(&task, Interrupt::Timeout(id)),
+                Some(TimerAction::Interrupt(task, id)) => {
+                    d.interrupt(&task, Interrupt::Timeout(id))
+                }
             }
         }
     }
@@ -562,7 +569,10 @@ impl<S: AsRawFd> IoSource<S> {
             };
             match d.park(deadline)? {
                 Wake::Unparked => Ok(()),
-                Wake::TimedOut => Err(io::Error::new(io::ErrorKind::TimedOut, "operation timed out")),
+                Wake::TimedOut => Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "operation timed out",
+                )),
             }
         })
     }
@@ -599,7 +609,9 @@ impl<S: AsRawFd> Drop for IoSource<S> {
 
 impl<S: AsRawFd + fmt::Debug> fmt::Debug for IoSource<S> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("IoSource").field("source", &self.source).finish()
+        f.debug_struct("IoSource")
+            .field("source", &self.source)
+            .finish()
     }
 }
 

@@ -54,6 +54,4 @@ pub use dispatcher::{
     dispatch, sleep, sleep_until, spawn_later, spawn_loop, timeout, timeout_at, yield_now, Config,
     Elapsed,
 };
-pub use task::{
-    current, joinall, spawn, Builder, JoinError, JoinHandle, Tasklet, TaskletId,
-};
+pub use task::{current, joinall, spawn, Builder, JoinError, JoinHandle, Tasklet, TaskletId};

@@ -198,7 +198,10 @@ where
         let outcome = outcome.map_err(JoinError::from_payload);
         if let Err(e) = &outcome {
             if e.is_panic() && header.detached.get() {
-                log::error!("tasklet {} panicked and nobody joins it: {e}", header.describe());
+                log::error!(
+                    "tasklet {} panicked and nobody joins it: {e}",
+                    header.describe()
+                );
             }
         }
         *inner.result.borrow_mut() = Some(outcome);
