@@ -44,9 +44,12 @@
 mod context;
 mod dispatcher;
 pub mod hub;
+mod offload;
 mod overflow;
 mod slab;
 mod stack;
+pub mod signal;
+pub mod sync;
 mod task;
 mod timer;
 
@@ -54,4 +57,5 @@ pub use dispatcher::{
     dispatch, sleep, sleep_until, spawn_later, spawn_loop, timeout, timeout_at, yield_now, Config,
     Elapsed,
 };
+pub use offload::{unblock, IDLE_TIMEOUT as UNBLOCK_IDLE_TIMEOUT};
 pub use task::{current, joinall, spawn, Builder, JoinError, JoinHandle, Tasklet, TaskletId};

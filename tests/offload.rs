@@ -1,0 +1,139 @@
+//! `tasklet::unblock`: thread offload that keeps the dispatcher responsive.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+#[test]
+fn returns_value_and_runs_on_another_thread() {
+    let (v, same) = tasklet::dispatch(|| {
+        let me = std::thread::current().id();
+        tasklet::unblock(move || (42, std::thread::current().id() == me))
+    });
+    assert_eq!(v, 42);
+    assert!(!same, "unblock ran f on the dispatcher thread");
+}
+
+#[test]
+fn outside_dispatcher_runs_inline() {
+    let me = std::thread::current().id();
+    let same = tasklet::unblock(move || std::thread::current().id() == me);
+    assert!(same);
+}
+
+#[test]
+fn dispatcher_stays_responsive() {
+    tasklet::dispatch(|| {
+        let ticker = tasklet::spawn(|| {
+            let start = Instant::now();
+            let mut worst = Duration::ZERO;
+            for i in 1..=15u32 {
+                tasklet::sleep(Duration::from_millis(10));
+                // Lateness relative to the ideal schedule.
+                let late = start.elapsed().saturating_sub(Duration::from_millis(10) * i);
+                worst = worst.max(late);
+            }
+            worst
+        });
+        let t = Instant::now();
+        let r = tasklet::unblock(|| {
+            std::thread::sleep(Duration::from_millis(200));
+            "done"
+        });
+        assert_eq!(r, "done");
+        assert!(t.elapsed() >= Duration::from_millis(200));
+        let worst = ticker.join().unwrap();
+        // Generous: a blocked dispatcher would be ~200 ms late.
+        assert!(worst < Duration::from_millis(80), "ticks were {worst:?} late");
+    });
+}
+
+#[test]
+fn panic_is_reraised_in_the_tasklet() {
+    tasklet::dispatch(|| {
+        let h = tasklet::spawn(|| tasklet::unblock(|| -> u32 { panic!("boom in pool") }));
+        let e = h.join().unwrap_err();
+        assert!(e.is_panic());
+        assert_eq!(e.panic_message(), Some("boom in pool"));
+        // The pool still works.
+        assert_eq!(tasklet::unblock(|| 7), 7);
+    });
+}
+
+#[test]
+fn timeout_and_kill_do_not_corrupt_the_pool() {
+    let finished = Arc::new(AtomicUsize::new(0));
+    let f2 = finished.clone();
+    tasklet::dispatch(move || {
+        let f = f2.clone();
+        let r = tasklet::timeout(Duration::from_millis(20), move || {
+            tasklet::unblock(move || {
+                std::thread::sleep(Duration::from_millis(100));
+                f.fetch_add(1, Ordering::SeqCst);
+                vec![1u8; 16]
+            })
+        });
+        assert!(r.is_err());
+        let f = f2.clone();
+        let h = tasklet::spawn(move || {
+            tasklet::unblock(move || {
+                std::thread::sleep(Duration::from_millis(100));
+                f.fetch_add(1, Ordering::SeqCst);
+            })
+        });
+        tasklet::sleep(Duration::from_millis(10));
+        h.kill();
+        assert!(h.join().unwrap_err().is_killed());
+        // Later calls still get their own results.
+        let vals: Vec<u32> = (0..8)
+            .map(|i| tasklet::spawn(move || tasklet::unblock(move || i * 2)))
+            .collect::<Vec<_>>()
+            .into_iter()
+            .map(|h| h.join().unwrap())
+            .collect();
+        assert_eq!(vals, (0..8).map(|i| i * 2).collect::<Vec<_>>());
+    });
+    // The abandoned jobs still run to completion on their threads.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while finished.load(Ordering::SeqCst) < 2 {
+        assert!(Instant::now() < deadline, "abandoned jobs never finished");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+#[test]
+fn many_concurrent_calls_run_in_parallel() {
+    tasklet::dispatch(|| {
+        let t = Instant::now();
+        let hs: Vec<_> = (0..16)
+            .map(|i| {
+                tasklet::spawn(move || {
+                    tasklet::unblock(move || {
+                        std::thread::sleep(Duration::from_millis(100));
+                        i
+                    })
+                })
+            })
+            .collect();
+        let sum: i32 = hs.into_iter().map(|h| h.join().unwrap()).sum();
+        assert_eq!(sum, (0..16).sum());
+        // Serial would take 1.6 s.
+        assert!(t.elapsed() < Duration::from_millis(1200), "took {:?}", t.elapsed());
+    });
+}
+
+#[test]
+fn works_from_several_dispatchers() {
+    let threads: Vec<_> = (0..3)
+        .map(|k| {
+            std::thread::spawn(move || {
+                tasklet::dispatch(move || {
+                    (0..20).map(|i| tasklet::unblock(move || i + k)).sum::<i32>()
+                })
+            })
+        })
+        .collect();
+    for (k, t) in threads.into_iter().enumerate() {
+        assert_eq!(t.join().unwrap(), (0..20).sum::<i32>() + 20 * k as i32);
+    }
+}
