@@ -91,3 +91,86 @@ pub(crate) fn suspend(yielder: RawYielder) {
     // on that coroutine's stack and the yielder is alive and ours to suspend.
     unsafe { (*yielder).suspend(()) }
 }
+
+/// A non-owning pointer to a live tasklet's header, as kept in the ready
+/// queue and as the dispatcher's current tasklet: a thin pointer, so the
+/// switch path does no reference counting and no `dyn` layout arithmetic.
+pub(crate) type TaskPtr = std::ptr::NonNull<crate::task::Header>;
+
+/// A pointer to the header of the tasklet `task` owns.
+#[inline]
+pub(crate) fn task_ptr(task: &crate::task::TaskRef) -> TaskPtr {
+    std::ptr::NonNull::from(&task.header)
+}
+
+/// Borrows the tasklet header behind `p` for as long as `d` is borrowed.
+///
+/// `p` must come from the ready queue or the `current` slot of `d`.
+#[inline]
+pub(crate) fn header_at(d: &Dispatcher, p: TaskPtr) -> &crate::task::Header {
+    let _ = d;
+    // SAFETY: the dispatcher's registry holds a strong reference (`TaskRef`)
+    // to every tasklet until `Dispatcher::finish` removes it, and a tasklet is
+    // only put in the ready queue or `current` while it is registered and not
+    // `Done` (wake/interrupt enqueue only `Blocked` tasklets, yield only the
+    // running one; `finish` runs after the tasklet left both; shutdown clears
+    // the queue before dropping any registry entry). So `p` points into a live
+    // allocation for as long as the dispatcher borrow during which it is
+    // used, and only shared references are ever created from it.
+    unsafe { p.as_ref() }
+}
+
+/// The dispatcher's FIFO of ready tasklets.
+///
+/// A `RefCell<VecDeque>` without the borrow flag: every method finishes
+/// without calling out to other code, so no two accesses can overlap.
+pub(crate) struct ReadyQueue {
+    q: std::cell::UnsafeCell<std::collections::VecDeque<TaskPtr>>,
+}
+
+impl ReadyQueue {
+    /// An empty queue.
+    pub(crate) fn new() -> ReadyQueue {
+        ReadyQueue {
+            q: std::cell::UnsafeCell::new(std::collections::VecDeque::with_capacity(256)),
+        }
+    }
+
+    #[inline]
+    fn with<R>(&self, f: impl FnOnce(&mut std::collections::VecDeque<TaskPtr>) -> R) -> R {
+        // SAFETY: `ReadyQueue` is `!Sync` (UnsafeCell), so only this thread
+        // touches it, and the closures passed by the methods below only call
+        // `VecDeque` methods on `TaskPtr`s (plain pointers, no user code, no
+        // re-entry into the queue), so this `&mut` is the only live reference.
+        f(unsafe { &mut *self.q.get() })
+    }
+
+    /// Appends a tasklet.
+    #[inline]
+    pub(crate) fn push_back(&self, p: TaskPtr) {
+        self.with(|q| q.push_back(p))
+    }
+
+    /// Takes the tasklet at the front.
+    #[inline]
+    pub(crate) fn pop_front(&self) -> Option<TaskPtr> {
+        self.with(|q| q.pop_front())
+    }
+
+    /// Number of queued tasklets.
+    #[inline]
+    pub(crate) fn len(&self) -> usize {
+        self.with(|q| q.len())
+    }
+
+    /// Whether the queue is empty.
+    #[inline]
+    pub(crate) fn is_empty(&self) -> bool {
+        self.with(|q| q.is_empty())
+    }
+
+    /// Forgets every queued tasklet.
+    pub(crate) fn clear(&self) {
+        self.with(|q| q.clear())
+    }
+}

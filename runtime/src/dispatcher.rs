@@ -3,7 +3,6 @@
 //! (`sleep`, `yield_now`, `timeout`, `spawn_later`, `spawn_loop`).
 
 use std::cell::{Cell, RefCell};
-use std::collections::VecDeque;
 use std::fmt;
 use std::io;
 use std::ops::ControlFlow;
@@ -14,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use corosensei::CoroutineResult;
 
-use crate::context::{self, Enter};
+use crate::context::{self, header_at, task_ptr, Enter, ReadyQueue, TaskPtr};
 use crate::hub::{Hub, TimerAction, Unparker, Wake};
 use crate::overflow;
 use crate::slab::Slab;
@@ -24,6 +23,9 @@ use crate::task::{
 };
 
 static NEXT_DISPATCHER_ID: AtomicU64 = AtomicU64::new(1);
+
+/// Stacks a dispatcher keeps for immediate reuse.
+const STACK_CACHE: usize = 64;
 
 /// Runtime settings for one dispatcher, applied with [`Config::dispatch`].
 ///
@@ -154,11 +156,16 @@ where
 /// A dispatcher: one per thread while `dispatch` runs.
 pub(crate) struct Dispatcher {
     pub(crate) id: u64,
-    ready: RefCell<VecDeque<TaskRef>>,
+    /// Tasklets to resume, in order. Invariant: only `Ready` tasklets, each at most once.
+    ready: ReadyQueue,
+    /// Owns every live tasklet (the ready queue and `current` borrow from it).
     tasks: RefCell<Slab<TaskRef>>,
-    current: RefCell<Option<TaskRef>>,
+    current: Cell<Option<TaskPtr>>,
     pub(crate) hub: Hub,
     stack_size: usize,
+    /// Finished tasklets' default-size stacks, reused first (a `Vec` pop, no
+    /// pool lookup); the thread's stack pool sits behind it.
+    stack_cache: RefCell<Vec<TaskletStack>>,
     shutting_down: Cell<bool>,
     next_timeout: Cell<u64>,
 }
@@ -168,11 +175,14 @@ impl Dispatcher {
         let id = NEXT_DISPATCHER_ID.fetch_add(1, Ordering::Relaxed);
         Ok(Dispatcher {
             id,
-            ready: RefCell::new(VecDeque::with_capacity(256)),
+            ready: ReadyQueue::new(),
             tasks: RefCell::new(Slab::new()),
-            current: RefCell::new(None),
+            current: Cell::new(None),
             hub: Hub::new(id)?,
-            stack_size: config.stack_size.unwrap_or_else(stack::default_stack_size),
+            stack_size: stack::round_stack_size(
+                config.stack_size.unwrap_or_else(stack::default_stack_size),
+            )?,
+            stack_cache: RefCell::new(Vec::with_capacity(STACK_CACHE)),
             shutting_down: Cell::new(false),
             next_timeout: Cell::new(0),
         })
@@ -180,8 +190,18 @@ impl Dispatcher {
 
     /// The running tasklet. Panics if called from the dispatcher itself.
     pub(crate) fn current_task(&self) -> TaskRef {
-        match &*self.current.borrow() {
+        let h = self.current_header();
+        match self.tasks.borrow().get(h.slot.get()) {
             Some(t) => t.clone(),
+            None => panic!("{}", context::OUTSIDE),
+        }
+    }
+
+    /// The running tasklet's header. Panics if called from the dispatcher itself.
+    #[inline]
+    pub(crate) fn current_header(&self) -> &task::Header {
+        match self.current.get() {
+            Some(p) => header_at(self, p),
             None => panic!("{}", context::OUTSIDE),
         }
     }
@@ -204,7 +224,7 @@ impl Dispatcher {
     /// Whether no tasklet is waiting to run.
     #[inline]
     pub(crate) fn ready_is_empty(&self) -> bool {
-        self.ready.borrow().is_empty()
+        self.ready.is_empty()
     }
 
     /// Number of live tasklets.
@@ -218,7 +238,7 @@ impl Dispatcher {
         if self.shutting_down.get() {
             task.header.interrupt.set(Some(Interrupt::Kill));
         }
-        self.ready.borrow_mut().push_back(task);
+        self.ready.push_back(task_ptr(&task));
     }
 
     pub(crate) fn spawn<F, T>(
@@ -231,7 +251,10 @@ impl Dispatcher {
         F: FnOnce() -> T + 'static,
         T: 'static,
     {
-        let stack = TaskletStack::new(stack_size.unwrap_or(self.stack_size))?;
+        let stack = match stack_size {
+            Some(n) if n != self.stack_size => TaskletStack::new(n)?,
+            _ => self.default_stack()?,
+        };
         let task: Rc<Task<ResultSlot<T>>> = task::new_task(TaskletId::next(), name, stack, f);
         self.register(task.clone());
         Ok(JoinHandle::new(task))
@@ -242,7 +265,7 @@ impl Dispatcher {
         F: FnOnce() -> T,
         D: FnOnce(Result<T, JoinError>),
     {
-        let stack = TaskletStack::new(self.stack_size)?;
+        let stack = self.default_stack()?;
         let task = task::new_task::<(), _>(
             TaskletId::next(),
             Some("main".to_owned()),
@@ -256,6 +279,27 @@ impl Dispatcher {
         Ok(task)
     }
 
+    /// A stack of the dispatcher's default size, from the cache if possible.
+    #[inline]
+    fn default_stack(&self) -> io::Result<TaskletStack> {
+        match self.stack_cache.borrow_mut().pop() {
+            Some(s) => Ok(s),
+            None => TaskletStack::new(self.stack_size),
+        }
+    }
+
+    /// Keeps a finished tasklet's stack for the next spawn, or returns it to the pool.
+    #[inline]
+    fn recycle_stack(&self, stack: TaskletStack) {
+        let mut cache = self.stack_cache.borrow_mut();
+        if stack.size() == self.stack_size && cache.len() < STACK_CACHE {
+            cache.push(stack);
+        } else {
+            drop(cache);
+            drop(stack);
+        }
+    }
+
     /// Makes a blocked tasklet ready if `epoch` is its current wait.
     pub(crate) fn wake(&self, task: &TaskRef, epoch: u32, reason: Wake) -> bool {
         let h = &task.header;
@@ -266,7 +310,7 @@ impl Dispatcher {
             State::Blocked => {
                 h.wake.set(reason);
                 h.state.set(State::Ready);
-                self.ready.borrow_mut().push_back(task.clone());
+                self.ready.push_back(task_ptr(task));
                 true
             }
             State::Ready | State::Running => {
@@ -295,7 +339,7 @@ impl Dispatcher {
         }
         if h.state.get() == State::Blocked {
             h.state.set(State::Ready);
-            self.ready.borrow_mut().push_back(task.clone());
+            self.ready.push_back(task_ptr(task));
         }
     }
 
@@ -306,6 +350,11 @@ impl Dispatcher {
             if main.header.state.get() == State::Done {
                 return Ok(());
             }
+            // Fast path: tasklets are ready and the hub has nothing that
+            // could fire (no timer, no socket, no cross-thread wake-up).
+            if !self.ready_is_empty() && self.hub.is_idle() {
+                continue;
+            }
             if let Err(()) = self.hub.poll(self, true) {
                 return Err(self.task_count().saturating_sub(1));
             }
@@ -314,48 +363,53 @@ impl Dispatcher {
 
     /// Resumes every tasklet that was ready when the pass began.
     fn run_pass(&self) {
-        let n = self.ready.borrow().len();
+        let n = self.ready.len();
         for _ in 0..n {
-            let next = self.ready.borrow_mut().pop_front();
+            let next = self.ready.pop_front();
             match next {
-                Some(task) => self.run_task(task),
+                Some(p) => self.run_task(p),
                 None => break,
             }
         }
     }
 
     #[inline]
-    fn run_task(&self, task: TaskRef) {
-        let h = &task.header;
+    fn run_task(&self, p: TaskPtr) {
+        let h = header_at(self, p);
         if h.state.get() != State::Ready {
-            // Woken twice before running (e.g. an interrupt after an unpark).
             return;
         }
         h.state.set(State::Running);
         overflow::set_current(&h.stack_info);
-        *self.current.borrow_mut() = Some(task.clone());
+        self.current.set(Some(p));
         let result = match h.coroutine.borrow_mut().as_mut() {
             Some(co) => co.resume(()),
             None => CoroutineResult::Return(()),
         };
-        self.current.borrow_mut().take();
+        self.current.set(None);
         overflow::set_current(std::ptr::null());
         if let CoroutineResult::Return(()) = result {
-            self.finish(task);
+            self.finish(p);
         }
     }
 
-    fn finish(&self, task: TaskRef) {
-        let h = &task.header;
+    fn finish(&self, p: TaskPtr) {
+        let h = header_at(self, p);
         h.state.set(State::Done);
         // Drop the finished coroutine now: its stack goes back to the pool.
         let co = h.coroutine.borrow_mut().take();
-        drop(co);
-        self.tasks.borrow_mut().remove(h.slot.get());
+        if let Some(co) = co {
+            self.recycle_stack(co.into_stack());
+        }
         let joiner = h.joiner.borrow_mut().take();
         if let Some(j) = joiner {
             j.unpark();
         }
+        // Last: this may drop the final strong reference to the tasklet, so
+        // `h` must not be used after it.
+        let slot = h.slot.get();
+        let task = self.tasks.borrow_mut().remove(slot);
+        drop(task);
     }
 
     /// Kills every remaining tasklet and runs them until they have unwound.
@@ -372,6 +426,7 @@ impl Dispatcher {
                      (a tasklet keeps catching its kill unwind); dropping them",
                     live.len()
                 );
+                self.ready.clear();
                 for t in &live {
                     let co = t.header.coroutine.borrow_mut().take();
                     drop(co);
@@ -386,18 +441,17 @@ impl Dispatcher {
             for t in &live {
                 self.interrupt(t, Interrupt::Kill);
             }
-            while !self.ready.borrow().is_empty() {
+            while !self.ready.is_empty() {
                 self.run_pass();
                 let _ = self.hub.poll(self, false);
             }
         }
-        self.ready.borrow_mut().clear();
+        self.ready.clear();
     }
 
     /// Suspends the running tasklet until woken; see [`crate::hub::park`].
     pub(crate) fn park(&self, deadline: Option<Instant>) -> Result<Wake, task::Interrupted> {
-        let task = self.current_task();
-        let h = &task.header;
+        let h = self.current_header();
         h.check_interrupt()?;
         let epoch = h.epoch.get();
         if h.notified.replace(false) {
@@ -405,10 +459,11 @@ impl Dispatcher {
             return Ok(Wake::Unparked);
         }
         let timer = deadline.map(|dl| {
+            let task = self.current_task();
             self.hub
                 .timers
                 .borrow_mut()
-                .insert(dl, TimerAction::Wake(task.clone(), epoch))
+                .insert(dl, TimerAction::Wake(task, epoch))
         });
         h.state.set(State::Blocked);
         context::suspend(h.yielder.get());
@@ -425,13 +480,15 @@ impl Dispatcher {
     }
 
     fn yield_now(&self) {
-        let task = self.current_task();
-        let h = &task.header;
+        let Some(p) = self.current.get() else {
+            panic!("{}", context::OUTSIDE)
+        };
+        let h = header_at(self, p);
         if h.check_interrupt().is_err() {
             return;
         }
         h.state.set(State::Ready);
-        self.ready.borrow_mut().push_back(task.clone());
+        self.ready.push_back(p);
         context::suspend(h.yielder.get());
         let _ = h.check_interrupt();
     }
@@ -646,11 +703,11 @@ where
     F: FnMut() -> ControlFlow<()> + 'static,
 {
     task::spawn(move || loop {
-        let before = context::with(|d| d.current_task().header.epoch.get());
+        let before = context::with(|d| d.current_header().epoch.get());
         if f().is_break() {
             return;
         }
-        let after = context::with(|d| d.current_task().header.epoch.get());
+        let after = context::with(|d| d.current_header().epoch.get());
         if before == after {
             yield_now();
         }

@@ -146,6 +146,16 @@ impl Hub {
         })
     }
 
+    /// Whether nothing could produce an event: no armed timer, no registered
+    /// source and no pending cross-thread wake-up. Lets a pass of ready
+    /// tasklets skip the poll entirely.
+    #[inline]
+    pub(crate) fn is_idle(&self) -> bool {
+        self.timers.borrow().is_empty()
+            && self.io.borrow().is_empty()
+            && !self.shared.pending.load(Ordering::Relaxed)
+    }
+
     /// Runs expired timers, cross-thread wake-ups and I/O events.
     ///
     /// With `may_block`, waits in `epoll_wait` when no tasklet is ready, up to

@@ -521,6 +521,8 @@ pub(crate) struct TaskletStack {
     lo: usize,
     /// Usable bytes (page multiple), directly above the guard page.
     usable: usize,
+    /// Highest address (cached: corosensei asks for it on every resume).
+    top: usize,
     /// Ties the stack to its thread's pool (`!Send`, `!Sync`).
     _not_send: PhantomData<*const ()>,
 }
@@ -544,6 +546,7 @@ impl TaskletStack {
         Ok(TaskletStack {
             lo,
             usable,
+            top: lo + page_size() + usable,
             _not_send: PhantomData,
         })
     }
@@ -563,7 +566,7 @@ impl TaskletStack {
     /// Highest address of the stack (exclusive; the initial stack pointer).
     #[inline]
     pub(crate) fn top(&self) -> usize {
-        self.lo + page_size() + self.usable
+        self.top
     }
 }
 
