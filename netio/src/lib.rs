@@ -1,4 +1,83 @@
 //! # tasklet-netio
 //!
 //! Cooperative sockets for tasklets, built on the hub's readiness API
-//! ([`tasklet_runtime::hub::IoSource`]).
+//! ([`tasklet_runtime::hub::IoSource`]). Most users reach it as
+//! `tasklet::netio`.
+//!
+//! The types mirror `std::net` and `std::os::unix::net` — [`TcpListener`],
+//! [`TcpStream`], [`UdpSocket`], [`UnixListener`], [`UnixStream`],
+//! [`UnixDatagram`] — but an operation that would block parks the calling
+//! tasklet instead of the thread, so one thread serves thousands of
+//! connections written as plain sequential code:
+//!
+//! - every operation tries the system call first and parks only on
+//!   `WouldBlock`; a socket registers with the hub once, on its first wait;
+//! - `Read`/`Write` are implemented for the stream types and for shared
+//!   references to them, so one tasklet can read while another writes;
+//! - read/write timeouts fail with `ErrorKind::TimedOut`, and
+//!   [`tasklet_runtime::timeout`] and `JoinHandle::kill` interrupt any wait;
+//! - host names are resolved on the runtime's offload threads
+//!   ([`ToSocketAddrs`]), never blocking the dispatcher;
+//! - writes never raise `SIGPIPE`: a reset peer is an `io::Error`;
+//! - sockets may be created outside a dispatcher and used inside one; on a
+//!   thread without a dispatcher they simply block like the std types.
+//!
+//! [`StreamServer`] is gevent's `StreamServer`: a handler per connection,
+//! an optional connection limit and a graceful stop (also on SIGINT/SIGTERM).
+//!
+//! ## The gevent echo server
+//!
+//! Accept in a loop, spawn a tasklet per client, read and write until EOF:
+//!
+//! ```
+//! use std::io::{Read, Write};
+//! use tasklet_netio::{TcpListener, TcpStream};
+//!
+//! fn handle(mut client: TcpStream) -> std::io::Result<()> {
+//!     let mut buf = [0u8; 4096];
+//!     loop {
+//!         let n = client.read(&mut buf)?;
+//!         if n == 0 {
+//!             return Ok(()); // EOF: the client is done
+//!         }
+//!         client.write_all(&buf[..n])?;
+//!     }
+//! }
+//!
+//! tasklet_runtime::dispatch(|| {
+//!     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+//!     let addr = listener.local_addr().unwrap();
+//!     tasklet_runtime::spawn(move || {
+//!         for client in listener.incoming() {
+//!             let client = client.unwrap();
+//!             tasklet_runtime::spawn(move || handle(client));
+//!         }
+//!     });
+//!
+//!     // A hundred concurrent clients, each one tasklet.
+//!     let clients: Vec<_> = (0..100u8)
+//!         .map(|i| {
+//!             tasklet_runtime::spawn(move || {
+//!                 let mut s = TcpStream::connect(addr).unwrap();
+//!                 s.write_all(&[i; 32]).unwrap();
+//!                 let mut echo = [0u8; 32];
+//!                 s.read_exact(&mut echo).unwrap();
+//!                 assert_eq!(echo, [i; 32]);
+//!             })
+//!         })
+//!         .collect();
+//!     for c in clients {
+//!         c.join().unwrap();
+//!     }
+//! });
+//! ```
+
+#![warn(missing_docs)]
+
+mod addr;
+mod sock;
+mod sys;
+mod tcp;
+
+pub use addr::{lookup_host, ToSocketAddrs};
+pub use tcp::{Incoming, TcpListener, TcpStream};

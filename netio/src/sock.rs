@@ -1,0 +1,140 @@
+//! `Sock<S>`: the cooperative core every socket type wraps. It owns the hub
+//! registration ([`IoSource`]) and the per-socket timeouts, and turns
+//! `WouldBlock` into a park of the calling tasklet.
+
+use std::cell::Cell;
+use std::fmt;
+use std::io;
+use std::os::fd::{AsRawFd, RawFd};
+use std::time::{Duration, Instant};
+
+use tasklet_runtime::hub::{self, Direction, IoSource};
+
+use crate::sys;
+
+pub(crate) struct Sock<S: AsRawFd> {
+    io: IoSource<S>,
+    read_timeout: Cell<Option<Duration>>,
+    write_timeout: Cell<Option<Duration>>,
+    nonblocking: Cell<bool>,
+}
+
+impl<S: AsRawFd> Sock<S> {
+    pub(crate) fn new(s: S) -> Sock<S> {
+        Sock {
+            io: IoSource::new(s),
+            read_timeout: Cell::new(None),
+            write_timeout: Cell::new(None),
+            nonblocking: Cell::new(false),
+        }
+    }
+
+    #[inline]
+    pub(crate) fn get(&self) -> &S {
+        self.io.get_ref()
+    }
+
+    #[inline]
+    pub(crate) fn fd(&self) -> RawFd {
+        self.io.get_ref().as_raw_fd()
+    }
+
+    /// Unwraps the socket, deregistering it from the hub.
+    pub(crate) fn into_inner(self) -> S {
+        self.io.into_inner()
+    }
+
+    pub(crate) fn set_read_timeout(&self, t: Option<Duration>) -> io::Result<()> {
+        check_timeout(t)?;
+        self.read_timeout.set(t);
+        Ok(())
+    }
+
+    pub(crate) fn set_write_timeout(&self, t: Option<Duration>) -> io::Result<()> {
+        check_timeout(t)?;
+        self.write_timeout.set(t);
+        Ok(())
+    }
+
+    pub(crate) fn read_timeout(&self) -> Option<Duration> {
+        self.read_timeout.get()
+    }
+
+    pub(crate) fn write_timeout(&self) -> Option<Duration> {
+        self.write_timeout.get()
+    }
+
+    pub(crate) fn set_nonblocking(&self, on: bool) {
+        self.nonblocking.set(on);
+    }
+
+    /// Runs a read-side operation (read, recv, accept) with the read timeout.
+    #[inline]
+    pub(crate) fn read_with<R>(&self, op: impl FnMut(&S) -> io::Result<R>) -> io::Result<R> {
+        self.io_with(Direction::Read, self.read_timeout.get(), op)
+    }
+
+    /// Runs a write-side operation (write, send) with the write timeout.
+    #[inline]
+    pub(crate) fn write_with<R>(&self, op: impl FnMut(&S) -> io::Result<R>) -> io::Result<R> {
+        self.io_with(Direction::Write, self.write_timeout.get(), op)
+    }
+
+    /// Tries `op`; on `WouldBlock` waits for `dir` readiness (up to `timeout`
+    /// for the whole call) and tries again.
+    #[inline]
+    fn io_with<R>(
+        &self,
+        dir: Direction,
+        timeout: Option<Duration>,
+        mut op: impl FnMut(&S) -> io::Result<R>,
+    ) -> io::Result<R> {
+        let mut deadline: Option<Instant> = None;
+        loop {
+            match op(self.io.get_ref()) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    if self.nonblocking.get() {
+                        return Err(e);
+                    }
+                    if deadline.is_none() {
+                        deadline = timeout.and_then(|t| Instant::now().checked_add(t));
+                    }
+                    self.wait(dir, deadline)?;
+                }
+                r => return r,
+            }
+        }
+    }
+
+    /// Waits for `dir` readiness: parks the tasklet inside a dispatcher,
+    /// blocks the thread in `poll(2)` outside one.
+    pub(crate) fn wait(&self, dir: Direction, deadline: Option<Instant>) -> io::Result<()> {
+        if hub::in_dispatcher() {
+            self.io.wait(dir, deadline).map_err(|e| {
+                if e.kind() == io::ErrorKind::TimedOut {
+                    sys::timed_out()
+                } else {
+                    e
+                }
+            })
+        } else {
+            sys::poll_blocking(self.fd(), dir, deadline)
+        }
+    }
+}
+
+fn check_timeout(t: Option<Duration>) -> io::Result<()> {
+    if t == Some(Duration::ZERO) {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "cannot set a 0 duration timeout",
+        ));
+    }
+    Ok(())
+}
+
+impl<S: AsRawFd + fmt::Debug> fmt::Debug for Sock<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.io.get_ref().fmt(f)
+    }
+}

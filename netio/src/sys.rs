@@ -1,0 +1,114 @@
+//! The few raw system calls std and mio do not offer in the form needed here:
+//! `send`/`sendmsg` with `MSG_NOSIGNAL`, a larger `listen` backlog, and a
+//! blocking `poll(2)` for sockets used outside a dispatcher.
+
+use std::io::{self, IoSlice};
+use std::os::fd::RawFd;
+use std::time::Instant;
+
+use tasklet_runtime::hub::Direction;
+
+/// Backlog applied to every listening socket (the kernel caps it at
+/// `net.core.somaxconn`). mio's default of 128 drops SYNs under a connect
+/// storm of a few hundred clients, which costs them a one-second retransmit.
+pub(crate) const LISTEN_BACKLOG: i32 = 4096;
+
+/// Re-`listen`s an already listening socket with [`LISTEN_BACKLOG`] (Linux
+/// and the BSDs update the backlog of a listening socket in place).
+pub(crate) fn set_backlog(fd: RawFd) -> io::Result<()> {
+    // SAFETY: `listen` only reads its two integer arguments; an invalid fd is
+    // reported as an error.
+    let r = unsafe { libc::listen(fd, LISTEN_BACKLOG) };
+    if r < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
+}
+
+#[cfg(any(target_os = "linux", target_os = "android"))]
+const NOSIGNAL: libc::c_int = libc::MSG_NOSIGNAL;
+#[cfg(not(any(target_os = "linux", target_os = "android")))]
+const NOSIGNAL: libc::c_int = 0;
+
+/// `send(fd, buf, MSG_NOSIGNAL)`: a write to a closed connection fails with
+/// `EPIPE` instead of raising `SIGPIPE`.
+#[inline]
+pub(crate) fn send(fd: RawFd, buf: &[u8]) -> io::Result<usize> {
+    // SAFETY: the pointer and length describe `buf`, which outlives the call;
+    // the kernel only reads from it.
+    let n = unsafe { libc::send(fd, buf.as_ptr().cast(), buf.len(), NOSIGNAL) };
+    if n < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(n as usize)
+    }
+}
+
+/// Vectored [`send`] through `sendmsg(MSG_NOSIGNAL)`.
+pub(crate) fn send_vectored(fd: RawFd, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+    // SAFETY: an all-zero `msghdr` is a valid empty message.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = bufs.as_ptr() as *mut libc::iovec;
+    // Linux caps one call at IOV_MAX (1024) slices; the rest goes in the next write.
+    msg.msg_iovlen = bufs.len().min(1024) as _;
+    // SAFETY: `IoSlice` is guaranteed ABI-compatible with `iovec` on Unix, the
+    // slices outlive the call and the kernel only reads through them.
+    let n = unsafe { libc::sendmsg(fd, &msg, NOSIGNAL) };
+    if n < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(n as usize)
+    }
+}
+
+/// Blocks the calling OS thread in `poll(2)` until `fd` is ready for `dir` or
+/// `deadline` passes (`ErrorKind::TimedOut`). Used when a socket is used on a
+/// thread that runs no dispatcher, where parking a tasklet is impossible.
+pub(crate) fn poll_blocking(
+    fd: RawFd,
+    dir: Direction,
+    deadline: Option<Instant>,
+) -> io::Result<()> {
+    let events = match dir {
+        Direction::Read => libc::POLLIN,
+        Direction::Write => libc::POLLOUT,
+    };
+    loop {
+        let timeout_ms: libc::c_int = match deadline {
+            None => -1,
+            Some(dl) => {
+                let now = Instant::now();
+                if now >= dl {
+                    return Err(timed_out());
+                }
+                let left = dl - now;
+                // Round up so the wait never ends just before the deadline.
+                let ms = left.as_nanos().div_ceil(1_000_000);
+                ms.min(libc::c_int::MAX as u128) as libc::c_int
+            }
+        };
+        let mut pfd = libc::pollfd {
+            fd,
+            events,
+            revents: 0,
+        };
+        // SAFETY: `pfd` is a valid, exclusively borrowed array of one pollfd.
+        let r = unsafe { libc::poll(&mut pfd, 1, timeout_ms) };
+        if r < 0 {
+            let e = io::Error::last_os_error();
+            if e.kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(e);
+        }
+        if r > 0 {
+            return Ok(());
+        }
+    }
+}
+
+/// The error every timed-out socket operation returns.
+pub(crate) fn timed_out() -> io::Error {
+    io::Error::new(io::ErrorKind::TimedOut, "socket operation timed out")
+}

@@ -1,0 +1,500 @@
+//! TCP: [`TcpListener`] and [`TcpStream`].
+
+use std::fmt;
+use std::io::{self, IoSlice, IoSliceMut, Read, Write};
+use std::net::{self, Shutdown, SocketAddr};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};
+use std::time::{Duration, Instant};
+
+use tasklet_runtime::hub::Direction;
+
+use crate::addr::{each_addr, ToSocketAddrs};
+use crate::sock::Sock;
+use crate::sys;
+
+/// A TCP socket server, listening for connections (std's `TcpListener`
+/// whose `accept` parks the tasklet instead of blocking the thread).
+///
+/// A listener can be created before [`dispatch`](tasklet_runtime::dispatch)
+/// and used inside it; it registers with the dispatcher's hub the first time
+/// it has to wait. Used on a thread without a dispatcher, it blocks like the
+/// std type.
+///
+/// ```
+/// use std::io::{Read, Write};
+/// use tasklet_netio::{TcpListener, TcpStream};
+///
+/// tasklet_runtime::dispatch(|| {
+///     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+///     let addr = listener.local_addr().unwrap();
+///     let server = tasklet_runtime::spawn(move || {
+///         let (mut s, _peer) = listener.accept().unwrap();
+///         let mut buf = [0; 5];
+///         s.read_exact(&mut buf).unwrap();
+///         s.write_all(&buf).unwrap();
+///     });
+///     let mut c = TcpStream::connect(addr).unwrap();
+///     c.write_all(b"hello").unwrap();
+///     let mut echo = [0; 5];
+///     c.read_exact(&mut echo).unwrap();
+///     assert_eq!(&echo, b"hello");
+///     server.join().unwrap();
+/// });
+/// ```
+pub struct TcpListener {
+    sock: Sock<mio::net::TcpListener>,
+}
+
+impl TcpListener {
+    /// Creates a listener bound to `addr` (`SO_REUSEADDR` set, backlog up
+    /// to 4096 as allowed by `net.core.somaxconn`).
+    ///
+    /// A host name is resolved without blocking the dispatcher; each
+    /// resulting address is tried in turn. Port 0 asks the OS for a free port
+    /// (see [`local_addr`](Self::local_addr)).
+    pub fn bind<A: ToSocketAddrs>(addr: A) -> io::Result<TcpListener> {
+        each_addr(addr, |a| {
+            let l = mio::net::TcpListener::bind(*a)?;
+            sys::set_backlog(l.as_raw_fd())?;
+            Ok(TcpListener { sock: Sock::new(l) })
+        })
+    }
+
+    /// Accepts a connection, parking the tasklet until one arrives.
+    ///
+    /// The new stream is non-blocking at the OS level and cooperative like
+    /// every stream here. Honours [`set_nonblocking`](Self::set_nonblocking).
+    pub fn accept(&self) -> io::Result<(TcpStream, SocketAddr)> {
+        let (s, addr) = self.sock.read_with(|l| l.accept())?;
+        Ok((
+            TcpStream::from_sock(Sock::new(net::TcpStream::from(s))),
+            addr,
+        ))
+    }
+
+    /// An endless iterator over incoming connections (`accept` in a loop).
+    pub fn incoming(&self) -> Incoming<'_> {
+        Incoming { listener: self }
+    }
+
+    /// The address the listener is bound to.
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.sock.get().local_addr()
+    }
+
+    /// Sets `IP_TTL` for connections accepted from now on.
+    pub fn set_ttl(&self, ttl: u32) -> io::Result<()> {
+        self.sock.get().set_ttl(ttl)
+    }
+
+    /// The `IP_TTL` value.
+    pub fn ttl(&self) -> io::Result<u32> {
+        self.sock.get().ttl()
+    }
+
+    /// Reads and clears the pending socket error (`SO_ERROR`).
+    pub fn take_error(&self) -> io::Result<Option<io::Error>> {
+        self.sock.get().take_error()
+    }
+
+    /// Makes `accept` return `WouldBlock` instead of parking when no
+    /// connection is pending (the socket itself is always non-blocking).
+    pub fn set_nonblocking(&self, nonblocking: bool) -> io::Result<()> {
+        self.sock.set_nonblocking(nonblocking);
+        Ok(())
+    }
+
+    /// A second handle to the same listening socket (a `dup` of the fd).
+    pub fn try_clone(&self) -> io::Result<TcpListener> {
+        let fd = self.sock.get().as_fd().try_clone_to_owned()?;
+        Ok(TcpListener {
+            sock: Sock::new(mio::net::TcpListener::from(fd)),
+        })
+    }
+
+    /// Wraps a std listener, switching it to non-blocking mode.
+    pub fn from_std(listener: net::TcpListener) -> io::Result<TcpListener> {
+        listener.set_nonblocking(true)?;
+        Ok(TcpListener {
+            sock: Sock::new(mio::net::TcpListener::from_std(listener)),
+        })
+    }
+
+    /// Unwraps into a std listener in blocking mode, deregistering it from the hub.
+    pub fn into_std(self) -> io::Result<net::TcpListener> {
+        let l = net::TcpListener::from(self.sock.into_inner());
+        l.set_nonblocking(false)?;
+        Ok(l)
+    }
+}
+
+impl From<net::TcpListener> for TcpListener {
+    /// Wraps a std listener, switching it to non-blocking mode (see [`TcpListener::from_std`]).
+    fn from(l: net::TcpListener) -> TcpListener {
+        if let Err(e) = l.set_nonblocking(true) {
+            log::error!("tasklet-netio: cannot make a listener non-blocking: {e}");
+        }
+        TcpListener {
+            sock: Sock::new(mio::net::TcpListener::from_std(l)),
+        }
+    }
+}
+
+impl fmt::Debug for TcpListener {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut d = f.debug_struct("TcpListener");
+        if let Ok(a) = self.local_addr() {
+            d.field("addr", &a);
+        }
+        d.field("fd", &self.as_raw_fd()).finish()
+    }
+}
+
+impl AsRawFd for TcpListener {
+    fn as_raw_fd(&self) -> RawFd {
+        self.sock.fd()
+    }
+}
+
+impl AsFd for TcpListener {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.sock.get().as_fd()
+    }
+}
+
+impl IntoRawFd for TcpListener {
+    fn into_raw_fd(self) -> RawFd {
+        self.sock.into_inner().into_raw_fd()
+    }
+}
+
+impl FromRawFd for TcpListener {
+    /// Takes ownership of a listening socket and makes it non-blocking.
+    ///
+    /// # Safety
+    /// `fd` must be an open, owned listening TCP socket.
+    unsafe fn from_raw_fd(fd: RawFd) -> TcpListener {
+        // SAFETY: the caller hands over an owned, open socket fd.
+        TcpListener::from(unsafe { net::TcpListener::from_raw_fd(fd) })
+    }
+}
+
+impl From<OwnedFd> for TcpListener {
+    /// Takes ownership of a listening socket and makes it non-blocking.
+    fn from(fd: OwnedFd) -> TcpListener {
+        TcpListener::from(net::TcpListener::from(fd))
+    }
+}
+
+/// Iterator returned by [`TcpListener::incoming`]; never yields `None`.
+#[derive(Debug)]
+pub struct Incoming<'a> {
+    listener: &'a TcpListener,
+}
+
+impl Iterator for Incoming<'_> {
+    type Item = io::Result<TcpStream>;
+    fn next(&mut self) -> Option<io::Result<TcpStream>> {
+        Some(self.listener.accept().map(|(s, _)| s))
+    }
+}
+
+/// A TCP connection whose reads and writes park the calling tasklet instead
+/// of blocking the thread.
+///
+/// It implements [`Read`] and [`Write`] for `TcpStream` **and** for
+/// `&TcpStream`, so one tasklet can read while another writes the same
+/// socket (share it with an `Rc`). Each operation tries the system call
+/// first and parks only on `WouldBlock`; the socket is registered with the
+/// hub once, on its first wait. Works with `BufReader`, `BufWriter`,
+/// `io::copy` and anything else that takes `Read`/`Write`.
+///
+/// Writes use `MSG_NOSIGNAL`: writing to a connection the peer has reset
+/// fails with `BrokenPipe`/`ConnectionReset`, never `SIGPIPE`. Timeouts set
+/// with [`set_read_timeout`](Self::set_read_timeout) and
+/// [`set_write_timeout`](Self::set_write_timeout) fail an operation with
+/// `ErrorKind::TimedOut`.
+///
+/// ```
+/// use std::io::{BufRead, BufReader, Write};
+/// use tasklet_netio::{TcpListener, TcpStream};
+///
+/// tasklet_runtime::dispatch(|| {
+///     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+///     let addr = listener.local_addr().unwrap();
+///     tasklet_runtime::spawn(move || {
+///         let (s, _) = listener.accept().unwrap();
+///         let mut lines = BufReader::new(&s);
+///         let mut line = String::new();
+///         lines.read_line(&mut line).unwrap();
+///         (&s).write_all(line.to_uppercase().as_bytes()).unwrap();
+///     });
+///     let s = TcpStream::connect(("localhost", addr.port())).unwrap();
+///     (&s).write_all(b"ping\n").unwrap();
+///     let mut reply = String::new();
+///     BufReader::new(&s).read_line(&mut reply).unwrap();
+///     assert_eq!(reply, "PING\n");
+/// });
+/// ```
+pub struct TcpStream {
+    sock: Sock<net::TcpStream>,
+}
+
+impl TcpStream {
+    fn from_sock(sock: Sock<net::TcpStream>) -> TcpStream {
+        TcpStream { sock }
+    }
+
+    /// Opens a connection to `addr`, parking until it is established.
+    ///
+    /// A host name is resolved without blocking the dispatcher, and each
+    /// address is tried in turn; the last error is returned if none accepts.
+    pub fn connect<A: ToSocketAddrs>(addr: A) -> io::Result<TcpStream> {
+        each_addr(addr, |a| connect_addr(a, None))
+    }
+
+    /// Opens a connection to `addr`, failing with `ErrorKind::TimedOut` if
+    /// it is not established within `timeout` (a zero timeout is an
+    /// `InvalidInput` error, as in std).
+    pub fn connect_timeout(addr: &SocketAddr, timeout: Duration) -> io::Result<TcpStream> {
+        if timeout.is_zero() {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "cannot set a 0 duration timeout",
+            ));
+        }
+        connect_addr(addr, Instant::now().checked_add(timeout))
+    }
+
+    /// The remote address.
+    pub fn peer_addr(&self) -> io::Result<SocketAddr> {
+        self.sock.get().peer_addr()
+    }
+
+    /// The local address.
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.sock.get().local_addr()
+    }
+
+    /// Shuts down the read half, the write half or both.
+    ///
+    /// `Shutdown::Write` sends FIN (a half-close: the peer reads EOF and can
+    /// keep writing). Any tasklet parked reading this socket is woken and
+    /// sees EOF after `Shutdown::Read`/`Both`; a parked writer gets an error.
+    pub fn shutdown(&self, how: Shutdown) -> io::Result<()> {
+        self.sock.get().shutdown(how)
+    }
+
+    /// Sets `TCP_NODELAY` (disables Nagle's algorithm).
+    pub fn set_nodelay(&self, nodelay: bool) -> io::Result<()> {
+        self.sock.get().set_nodelay(nodelay)
+    }
+
+    /// The `TCP_NODELAY` value.
+    pub fn nodelay(&self) -> io::Result<bool> {
+        self.sock.get().nodelay()
+    }
+
+    /// Sets `IP_TTL`.
+    pub fn set_ttl(&self, ttl: u32) -> io::Result<()> {
+        self.sock.get().set_ttl(ttl)
+    }
+
+    /// The `IP_TTL` value.
+    pub fn ttl(&self) -> io::Result<u32> {
+        self.sock.get().ttl()
+    }
+
+    /// Reads and clears the pending socket error (`SO_ERROR`).
+    pub fn take_error(&self) -> io::Result<Option<io::Error>> {
+        self.sock.get().take_error()
+    }
+
+    /// Sets how long a read may park before failing with
+    /// `ErrorKind::TimedOut` (`None`: forever). A zero duration is an
+    /// `InvalidInput` error, as in std.
+    pub fn set_read_timeout(&self, dur: Option<Duration>) -> io::Result<()> {
+        self.sock.set_read_timeout(dur)
+    }
+
+    /// Sets how long a write may park before failing with `ErrorKind::TimedOut`.
+    pub fn set_write_timeout(&self, dur: Option<Duration>) -> io::Result<()> {
+        self.sock.set_write_timeout(dur)
+    }
+
+    /// The read timeout.
+    pub fn read_timeout(&self) -> io::Result<Option<Duration>> {
+        Ok(self.sock.read_timeout())
+    }
+
+    /// The write timeout.
+    pub fn write_timeout(&self) -> io::Result<Option<Duration>> {
+        Ok(self.sock.write_timeout())
+    }
+
+    /// Makes reads and writes return `WouldBlock` instead of parking (the
+    /// socket itself is always non-blocking at the OS level).
+    pub fn set_nonblocking(&self, nonblocking: bool) -> io::Result<()> {
+        self.sock.set_nonblocking(nonblocking);
+        Ok(())
+    }
+
+    /// Reads without consuming the data, parking until some arrives.
+    pub fn peek(&self, buf: &mut [u8]) -> io::Result<usize> {
+        self.sock.read_with(|s| s.peek(buf))
+    }
+
+    /// A second handle to the same connection (a `dup` of the fd), e.g. to
+    /// give a reader and a writer tasklet one each. The clone starts with
+    /// this handle's timeouts; afterwards they are set independently.
+    pub fn try_clone(&self) -> io::Result<TcpStream> {
+        let s = self.sock.get().try_clone()?;
+        let c = Sock::new(s);
+        c.set_read_timeout(self.sock.read_timeout())?;
+        c.set_write_timeout(self.sock.write_timeout())?;
+        Ok(TcpStream::from_sock(c))
+    }
+
+    /// Wraps a std stream, switching it to non-blocking mode.
+    pub fn from_std(stream: net::TcpStream) -> io::Result<TcpStream> {
+        stream.set_nonblocking(true)?;
+        Ok(TcpStream::from_sock(Sock::new(stream)))
+    }
+
+    /// Unwraps into a std stream in blocking mode, deregistering it from the hub.
+    pub fn into_std(self) -> io::Result<net::TcpStream> {
+        let s = self.sock.into_inner();
+        s.set_nonblocking(false)?;
+        Ok(s)
+    }
+}
+
+fn connect_addr(addr: &SocketAddr, deadline: Option<Instant>) -> io::Result<TcpStream> {
+    let s = mio::net::TcpStream::connect(*addr)?;
+    let sock = Sock::new(net::TcpStream::from(s));
+    loop {
+        sock.wait(Direction::Write, deadline)?;
+        if let Some(e) = sock.get().take_error()? {
+            return Err(e);
+        }
+        match sock.get().peer_addr() {
+            Ok(_) => return Ok(TcpStream::from_sock(sock)),
+            // Spurious wake-up: the handshake is still in progress.
+            Err(e) if e.kind() == io::ErrorKind::NotConnected => {}
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+impl From<net::TcpStream> for TcpStream {
+    /// Wraps a std stream, switching it to non-blocking mode (see [`TcpStream::from_std`]).
+    fn from(s: net::TcpStream) -> TcpStream {
+        if let Err(e) = s.set_nonblocking(true) {
+            log::error!("tasklet-netio: cannot make a stream non-blocking: {e}");
+        }
+        TcpStream::from_sock(Sock::new(s))
+    }
+}
+
+impl Read for &TcpStream {
+    #[inline]
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.sock.read_with(|mut s| s.read(buf))
+    }
+
+    fn read_vectored(&mut self, bufs: &mut [IoSliceMut<'_>]) -> io::Result<usize> {
+        self.sock.read_with(|mut s| s.read_vectored(bufs))
+    }
+}
+
+impl Write for &TcpStream {
+    #[inline]
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let fd = self.sock.fd();
+        self.sock.write_with(|_| sys::send(fd, buf))
+    }
+
+    fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+        let fd = self.sock.fd();
+        self.sock.write_with(|_| sys::send_vectored(fd, bufs))
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Read for TcpStream {
+    #[inline]
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        (&*self).read(buf)
+    }
+
+    fn read_vectored(&mut self, bufs: &mut [IoSliceMut<'_>]) -> io::Result<usize> {
+        (&*self).read_vectored(bufs)
+    }
+}
+
+impl Write for TcpStream {
+    #[inline]
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        (&*self).write(buf)
+    }
+
+    fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+        (&*self).write_vectored(bufs)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl fmt::Debug for TcpStream {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut d = f.debug_struct("TcpStream");
+        if let Ok(a) = self.local_addr() {
+            d.field("addr", &a);
+        }
+        if let Ok(a) = self.peer_addr() {
+            d.field("peer", &a);
+        }
+        d.field("fd", &self.as_raw_fd()).finish()
+    }
+}
+
+impl AsRawFd for TcpStream {
+    fn as_raw_fd(&self) -> RawFd {
+        self.sock.fd()
+    }
+}
+
+impl AsFd for TcpStream {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.sock.get().as_fd()
+    }
+}
+
+impl IntoRawFd for TcpStream {
+    fn into_raw_fd(self) -> RawFd {
+        self.sock.into_inner().into_raw_fd()
+    }
+}
+
+impl FromRawFd for TcpStream {
+    /// Takes ownership of a connected socket and makes it non-blocking.
+    ///
+    /// # Safety
+    /// `fd` must be an open, owned TCP socket.
+    unsafe fn from_raw_fd(fd: RawFd) -> TcpStream {
+        // SAFETY: the caller hands over an owned, open socket fd.
+        TcpStream::from(unsafe { net::TcpStream::from_raw_fd(fd) })
+    }
+}
+
+impl From<OwnedFd> for TcpStream {
+    /// Takes ownership of a connected socket and makes it non-blocking.
+    fn from(fd: OwnedFd) -> TcpStream {
+        TcpStream::from(net::TcpStream::from(fd))
+    }
+}
