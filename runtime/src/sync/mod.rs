@@ -14,3 +14,18 @@
 //! to the next waiter, and a permit or lock it held is released by its guard.
 
 pub(crate) mod wait;
+
+mod async_result;
+mod channel;
+mod event;
+mod mutex;
+mod semaphore;
+
+pub use async_result::AsyncResult;
+pub use channel::{
+    channel, unbounded, IntoIter, Iter, Receiver, RecvError, RecvTimeoutError, SendError,
+    SendTimeoutError, Sender, TryIter, TryRecvError, TrySendError,
+};
+pub use event::Event;
+pub use mutex::{Mutex, MutexGuard};
+pub use semaphore::{Semaphore, SemaphorePermit};

@@ -130,14 +130,6 @@ impl WaitQueue {
         std::mem::take(&mut self.entries)
     }
 
-    /// Number of registered waiters.
-    pub(crate) fn len(&self) -> usize {
-        self.entries.len()
-    }
-
-    pub(crate) fn is_empty(&self) -> bool {
-        self.entries.is_empty()
-    }
 }
 
 /// Wakes every registration in `list` (call without holding the lock).

@@ -1,0 +1,187 @@
+//! A one-shot result many tasklets can wait for (gevent `event.AsyncResult`).
+
+use std::fmt;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use super::wait::{block, lock, wake_all, Blocked, WaitQueue, Wakeup};
+
+struct State<T, E> {
+    value: Option<Result<T, E>>,
+    waiters: WaitQueue,
+}
+
+/// A value that is produced once — a success `T` or an error `E` — and that
+/// any number of tasklets (or threads) can wait for.
+///
+/// The first [`set`](AsyncResult::set) / [`set_error`](AsyncResult::set_error)
+/// wins; waiters get a clone of it.
+///
+/// ```
+/// use std::rc::Rc;
+/// use tasklet::sync::AsyncResult;
+/// tasklet::dispatch(|| {
+///     let result: Rc<AsyncResult<u32, String>> = Rc::new(AsyncResult::new());
+///     let waiters: Vec<_> = (0..3)
+///         .map(|_| { let r = result.clone(); tasklet::spawn(move || r.wait()) })
+///         .collect();
+///     tasklet::yield_now();
+///     assert!(result.set(42));
+///     assert!(!result.set_error("too late".into()));
+///     for w in waiters {
+///         assert_eq!(w.join().unwrap(), Ok(42));
+///     }
+/// });
+/// ```
+pub struct AsyncResult<T, E> {
+    state: Mutex<State<T, E>>,
+}
+
+impl<T, E> Default for AsyncResult<T, E> {
+    fn default() -> Self {
+        AsyncResult::new()
+    }
+}
+
+impl<T, E> AsyncResult<T, E> {
+    /// An empty result.
+    pub fn new() -> Self {
+        AsyncResult {
+            state: Mutex::new(State {
+                value: None,
+                waiters: WaitQueue::new(),
+            }),
+        }
+    }
+
+    /// Completes with a success value and wakes every waiter. Returns
+    /// `false` (dropping `value`) if the result was already completed.
+    pub fn set(&self, value: T) -> bool {
+        self.complete(Ok(value)).is_ok()
+    }
+
+    /// Completes with an error and wakes every waiter. Returns `false`
+    /// (dropping `error`) if the result was already completed.
+    pub fn set_error(&self, error: E) -> bool {
+        self.complete(Err(error)).is_ok()
+    }
+
+    /// Completes with `result`; hands it back if already completed.
+    pub fn complete(&self, result: Result<T, E>) -> Result<(), Result<T, E>> {
+        let mut st = lock(&self.state);
+        if st.value.is_some() {
+            return Err(result);
+        }
+        st.value = Some(result);
+        let waiters = st.waiters.take_all();
+        drop(st);
+        wake_all(waiters);
+        Ok(())
+    }
+
+    /// Whether a value or error has been set.
+    pub fn is_ready(&self) -> bool {
+        lock(&self.state).value.is_some()
+    }
+
+    /// Whether it completed with a success value.
+    pub fn is_successful(&self) -> bool {
+        matches!(lock(&self.state).value, Some(Ok(_)))
+    }
+
+    /// Takes the result out (if set), leaving it empty again.
+    pub fn take(&self) -> Option<Result<T, E>> {
+        lock(&self.state).value.take()
+    }
+
+    /// The result, consuming the `AsyncResult`.
+    pub fn into_inner(self) -> Option<Result<T, E>> {
+        self.state
+            .into_inner()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .value
+    }
+
+    /// Parks until the result is set or `deadline` passes; returns whether it is set.
+    fn wait_ready(&self, deadline: Option<Instant>) -> bool {
+        let mut st = lock(&self.state);
+        if st.value.is_some() {
+            return true;
+        }
+        let mut guard = Leave {
+            r: self,
+            key: Some(st.waiters.push(Wakeup::current())),
+        };
+        drop(st);
+        loop {
+            let b = block(deadline);
+            let mut st = lock(&self.state);
+            if let Some(k) = guard.key.take() {
+                st.waiters.remove(k);
+            }
+            if st.value.is_some() {
+                return true;
+            }
+            if b != Blocked::Woken {
+                return false;
+            }
+            guard.key = Some(st.waiters.push(Wakeup::current()));
+        }
+    }
+
+    /// Parks until the result is set, without taking it; returns whether it
+    /// is set (`false` only after `timeout`).
+    pub fn wait_ready_timeout(&self, timeout: Duration) -> bool {
+        self.wait_ready(Instant::now().checked_add(timeout))
+    }
+}
+
+impl<T: Clone, E: Clone> AsyncResult<T, E> {
+    /// The result if it has been set; never parks.
+    pub fn try_get(&self) -> Option<Result<T, E>> {
+        lock(&self.state).value.clone()
+    }
+
+    /// Parks until the result is set and returns a clone of it (gevent `get`).
+    ///
+    /// # Panics
+    /// If called from a destructor while the tasklet is being killed and the
+    /// result is not set yet (the tasklet cannot park then).
+    pub fn wait(&self) -> Result<T, E> {
+        self.wait_ready(None);
+        match self.try_get() {
+            Some(r) => r,
+            None => panic!(
+                "AsyncResult::wait: the tasklet is being killed and cannot wait \
+                 (called from a destructor); use try_get or wait_timeout there"
+            ),
+        }
+    }
+
+    /// Like [`wait`](AsyncResult::wait), giving up after `timeout` (`None`).
+    pub fn wait_timeout(&self, timeout: Duration) -> Option<Result<T, E>> {
+        self.wait_ready(Instant::now().checked_add(timeout));
+        self.try_get()
+    }
+}
+
+struct Leave<'a, T, E> {
+    r: &'a AsyncResult<T, E>,
+    key: Option<u64>,
+}
+
+impl<T, E> Drop for Leave<'_, T, E> {
+    fn drop(&mut self) {
+        if let Some(k) = self.key.take() {
+            lock(&self.r.state).waiters.remove(k);
+        }
+    }
+}
+
+impl<T: fmt::Debug, E: fmt::Debug> fmt::Debug for AsyncResult<T, E> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AsyncResult")
+            .field("value", &lock(&self.state).value)
+            .finish()
+    }
+}

@@ -1,0 +1,662 @@
+//! Multi-producer, multi-consumer channels (gevent `queue.Queue`, Go channels).
+
+use std::collections::VecDeque;
+use std::fmt;
+use std::io;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use super::wait::{block, lock, Blocked, WaitQueue, Wakeup};
+
+struct State<T> {
+    queue: VecDeque<T>,
+    senders: usize,
+    receivers: usize,
+    /// Receivers currently registered as waiting: a rendezvous channel
+    /// accepts one value per waiting receiver.
+    recv_waiting: usize,
+    recv_q: WaitQueue,
+    send_q: WaitQueue,
+}
+
+struct Chan<T> {
+    /// `None`: unbounded.
+    cap: Option<usize>,
+    state: Mutex<State<T>>,
+}
+
+impl<T> Chan<T> {
+    fn has_room(&self, st: &State<T>) -> bool {
+        match self.cap {
+            None => true,
+            Some(0) => st.queue.len() < st.recv_waiting,
+            Some(c) => st.queue.len() < c,
+        }
+    }
+}
+
+/// Creates a bounded channel holding at most `capacity` values.
+///
+/// [`Sender::send`] parks while the channel is full. With `capacity` 0 the
+/// channel is a rendezvous: a send completes only when a receiver is waiting
+/// for the value. The channel can be created anywhere (also outside
+/// [`dispatch`](crate::dispatch)); both ends are `Send` when `T` is, so a
+/// plain thread or another dispatcher can feed tasklets through it.
+///
+/// ```
+/// use tasklet::sync::channel;
+/// tasklet::dispatch(|| {
+///     let (tx, rx) = channel::<u32>(2);
+///     let producer = tasklet::spawn(move || {
+///         for i in 0..5 {
+///             tx.send(i).unwrap(); // parks while 2 values are queued
+///         }
+///         // `tx` dropped here: the channel closes once drained.
+///     });
+///     let got: Vec<u32> = rx.iter().collect();
+///     assert_eq!(got, [0, 1, 2, 3, 4]);
+///     producer.join().unwrap();
+/// });
+/// ```
+pub fn channel<T>(capacity: usize) -> (Sender<T>, Receiver<T>) {
+    new_chan(Some(capacity))
+}
+
+/// Creates a channel without a size limit: [`Sender::send`] never parks.
+///
+/// ```
+/// let (tx, rx) = tasklet::sync::unbounded();
+/// // Works from a plain thread too: no dispatcher needed to send.
+/// std::thread::spawn(move || for i in 0..3 { tx.send(i).unwrap() }).join().unwrap();
+/// let v = tasklet::dispatch(move || rx.iter().sum::<i32>());
+/// assert_eq!(v, 3);
+/// ```
+pub fn unbounded<T>() -> (Sender<T>, Receiver<T>) {
+    new_chan(None)
+}
+
+fn new_chan<T>(cap: Option<usize>) -> (Sender<T>, Receiver<T>) {
+    let chan = Arc::new(Chan {
+        cap,
+        state: Mutex::new(State {
+            queue: VecDeque::with_capacity(cap.unwrap_or(0).min(1024)),
+            senders: 1,
+            receivers: 1,
+            recv_waiting: 0,
+            recv_q: WaitQueue::new(),
+            send_q: WaitQueue::new(),
+        }),
+    });
+    (
+        Sender {
+            chan: chan.clone(),
+        },
+        Receiver { chan },
+    )
+}
+
+/// Which queue a registration is in.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Side {
+    Send,
+    Recv,
+}
+
+/// A waiter's registration; removes it (passing on an unused notification)
+/// if the wait is left by unwinding (a kill or `timeout`).
+struct Registration<'a, T> {
+    chan: &'a Chan<T>,
+    side: Side,
+    key: Option<u64>,
+}
+
+impl<T> Registration<'_, T> {
+    /// Removes the registration under the lock; returns whether it had been
+    /// notified (popped by the other side) in the meantime.
+    fn leave(&mut self, st: &mut State<T>) -> bool {
+        let Some(key) = self.key.take() else {
+            return false;
+        };
+        match self.side {
+            Side::Send => !st.send_q.remove(key),
+            Side::Recv => {
+                st.recv_waiting -= 1;
+                !st.recv_q.remove(key)
+            }
+        }
+    }
+}
+
+impl<T> Drop for Registration<'_, T> {
+    fn drop(&mut self) {
+        if self.key.is_none() {
+            return;
+        }
+        let mut st = lock(&self.chan.state);
+        let notified = self.leave(&mut st);
+        let next = if notified {
+            match self.side {
+                Side::Send => st.send_q.pop(),
+                Side::Recv => st.recv_q.pop(),
+            }
+        } else {
+            None
+        };
+        drop(st);
+        if let Some(w) = next {
+            w.wake();
+        }
+    }
+}
+
+/// The sending half of a channel. Cloning it adds a sender; the channel
+/// closes for receivers when the last one is dropped.
+pub struct Sender<T> {
+    chan: Arc<Chan<T>>,
+}
+
+/// The receiving half of a channel. Cloning it adds a receiver (each value
+/// goes to exactly one of them); the channel closes for senders when the
+/// last one is dropped.
+pub struct Receiver<T> {
+    chan: Arc<Chan<T>>,
+}
+
+impl<T> Sender<T> {
+    /// Sends `value`, parking the tasklet (or blocking the thread, outside a
+    /// dispatcher) while the channel is full.
+    ///
+    /// Fails, handing the value back, when every receiver has been dropped
+    /// — or when the tasklet is being killed and this is called from a
+    /// destructor, where it cannot wait.
+    pub fn send(&self, value: T) -> Result<(), SendError<T>> {
+        self.send_until(value, None).map_err(|e| SendError(e.into_inner()))
+    }
+
+    /// Sends `value` if there is room right now.
+    pub fn try_send(&self, value: T) -> Result<(), TrySendError<T>> {
+        let mut st = lock(&self.chan.state);
+        if st.receivers == 0 {
+            return Err(TrySendError::Disconnected(value));
+        }
+        if !self.chan.has_room(&st) {
+            return Err(TrySendError::Full(value));
+        }
+        st.queue.push_back(value);
+        let w = st.recv_q.pop();
+        drop(st);
+        if let Some(w) = w {
+            w.wake();
+        }
+        Ok(())
+    }
+
+    /// Like [`send`](Sender::send), giving up after `timeout`.
+    pub fn send_timeout(&self, value: T, timeout: Duration) -> Result<(), SendTimeoutError<T>> {
+        self.send_until(value, Instant::now().checked_add(timeout))
+    }
+
+    /// Like [`send`](Sender::send), giving up at `deadline`.
+    pub fn send_deadline(&self, value: T, deadline: Instant) -> Result<(), SendTimeoutError<T>> {
+        self.send_until(value, Some(deadline))
+    }
+
+    fn send_until(&self, value: T, deadline: Option<Instant>) -> Result<(), SendTimeoutError<T>> {
+        let chan = &*self.chan;
+        let mut reg = Registration {
+            chan,
+            side: Side::Send,
+            key: None,
+        };
+        let mut gave_up = false;
+        loop {
+            let mut st = lock(&chan.state);
+            let notified = reg.leave(&mut st);
+            if st.receivers == 0 {
+                return Err(SendTimeoutError::Disconnected(value));
+            }
+            if chan.has_room(&st) {
+                st.queue.push_back(value);
+                let w = st.recv_q.pop();
+                // Room for more: let the next blocked sender try too.
+                let next = if notified && chan.has_room(&st) {
+                    st.send_q.pop()
+                } else {
+                    None
+                };
+                drop(st);
+                if let Some(w) = w {
+                    w.wake();
+                }
+                if let Some(w) = next {
+                    w.wake();
+                }
+                return Ok(());
+            }
+            if gave_up {
+                let next = if notified { st.send_q.pop() } else { None };
+                drop(st);
+                if let Some(w) = next {
+                    w.wake();
+                }
+                return Err(SendTimeoutError::Timeout(value));
+            }
+            reg.key = Some(st.send_q.push(Wakeup::current()));
+            drop(st);
+            match block(deadline) {
+                Blocked::Woken => {}
+                Blocked::TimedOut | Blocked::Interrupted => gave_up = true,
+            }
+        }
+    }
+
+    /// Whether every receiver has been dropped.
+    pub fn is_closed(&self) -> bool {
+        lock(&self.chan.state).receivers == 0
+    }
+
+    /// Number of values queued.
+    pub fn len(&self) -> usize {
+        lock(&self.chan.state).queue.len()
+    }
+
+    /// Whether no value is queued.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The capacity (`None` for an unbounded channel).
+    pub fn capacity(&self) -> Option<usize> {
+        self.chan.cap
+    }
+
+    /// Whether both senders belong to the same channel.
+    pub fn same_channel(&self, other: &Sender<T>) -> bool {
+        Arc::ptr_eq(&self.chan, &other.chan)
+    }
+}
+
+impl<T> Receiver<T> {
+    /// Takes the next value, parking the tasklet (or blocking the thread,
+    /// outside a dispatcher) while the channel is empty.
+    ///
+    /// Values still queued are delivered after the senders are gone; then
+    /// it fails with [`RecvError`]. It also fails when the tasklet is being
+    /// killed and this is called from a destructor, where it cannot wait.
+    pub fn recv(&self) -> Result<T, RecvError> {
+        self.recv_until(None).map_err(|_| RecvError)
+    }
+
+    /// Takes a value if one is queued right now.
+    pub fn try_recv(&self) -> Result<T, TryRecvError> {
+        let mut st = lock(&self.chan.state);
+        match st.queue.pop_front() {
+            Some(v) => {
+                let w = st.send_q.pop();
+                drop(st);
+                if let Some(w) = w {
+                    w.wake();
+                }
+                Ok(v)
+            }
+            None if st.senders == 0 => Err(TryRecvError::Disconnected),
+            None => Err(TryRecvError::Empty),
+        }
+    }
+
+    /// Like [`recv`](Receiver::recv), giving up after `timeout`.
+    pub fn recv_timeout(&self, timeout: Duration) -> Result<T, RecvTimeoutError> {
+        self.recv_until(Instant::now().checked_add(timeout))
+    }
+
+    /// Like [`recv`](Receiver::recv), giving up at `deadline`.
+    pub fn recv_deadline(&self, deadline: Instant) -> Result<T, RecvTimeoutError> {
+        self.recv_until(Some(deadline))
+    }
+
+    fn recv_until(&self, deadline: Option<Instant>) -> Result<T, RecvTimeoutError> {
+        let chan = &*self.chan;
+        let mut reg = Registration {
+            chan,
+            side: Side::Recv,
+            key: None,
+        };
+        let mut gave_up = false;
+        loop {
+            let mut st = lock(&chan.state);
+            let notified = reg.leave(&mut st);
+            if let Some(v) = st.queue.pop_front() {
+                let w = st.send_q.pop();
+                let next = if notified && !st.queue.is_empty() {
+                    st.recv_q.pop()
+                } else {
+                    None
+                };
+                drop(st);
+                if let Some(w) = w {
+                    w.wake();
+                }
+                if let Some(w) = next {
+                    w.wake();
+                }
+                return Ok(v);
+            }
+            if st.senders == 0 {
+                return Err(RecvTimeoutError::Disconnected);
+            }
+            if gave_up {
+                // The queue is empty: a notification has nothing to pass on.
+                return Err(RecvTimeoutError::Timeout);
+            }
+            reg.key = Some(st.recv_q.push(Wakeup::current()));
+            st.recv_waiting += 1;
+            // A rendezvous sender can now hand over a value.
+            let sender = if chan.cap == Some(0) {
+                st.send_q.pop()
+            } else {
+                None
+            };
+            drop(st);
+            if let Some(w) = sender {
+                w.wake();
+            }
+            match block(deadline) {
+                Blocked::Woken => {}
+                Blocked::TimedOut | Blocked::Interrupted => gave_up = true,
+            }
+        }
+    }
+
+    /// A blocking iterator over received values; ends when the channel is
+    /// closed and drained.
+    pub fn iter(&self) -> Iter<'_, T> {
+        Iter { rx: self }
+    }
+
+    /// An iterator over the values queued right now; never parks.
+    pub fn try_iter(&self) -> TryIter<'_, T> {
+        TryIter { rx: self }
+    }
+
+    /// Whether every sender has been dropped (values may still be queued).
+    pub fn is_closed(&self) -> bool {
+        lock(&self.chan.state).senders == 0
+    }
+
+    /// Number of values queued.
+    pub fn len(&self) -> usize {
+        lock(&self.chan.state).queue.len()
+    }
+
+    /// Whether no value is queued.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The capacity (`None` for an unbounded channel).
+    pub fn capacity(&self) -> Option<usize> {
+        self.chan.cap
+    }
+}
+
+impl<T> Clone for Sender<T> {
+    fn clone(&self) -> Self {
+        lock(&self.chan.state).senders += 1;
+        Sender {
+            chan: self.chan.clone(),
+        }
+    }
+}
+
+impl<T> Clone for Receiver<T> {
+    fn clone(&self) -> Self {
+        lock(&self.chan.state).receivers += 1;
+        Receiver {
+            chan: self.chan.clone(),
+        }
+    }
+}
+
+impl<T> Drop for Sender<T> {
+    fn drop(&mut self) {
+        let mut st = lock(&self.chan.state);
+        st.senders -= 1;
+        if st.senders > 0 {
+            return;
+        }
+        let waiters = st.recv_q.take_all();
+        drop(st);
+        super::wait::wake_all(waiters);
+    }
+}
+
+impl<T> Drop for Receiver<T> {
+    fn drop(&mut self) {
+        let mut st = lock(&self.chan.state);
+        st.receivers -= 1;
+        if st.receivers > 0 {
+            return;
+        }
+        let waiters = st.send_q.take_all();
+        let queued = std::mem::take(&mut st.queue);
+        drop(st);
+        super::wait::wake_all(waiters);
+        // Values nobody can receive any more are dropped now, outside the lock.
+        drop(queued);
+    }
+}
+
+impl<T> fmt::Debug for Sender<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Sender").field("capacity", &self.chan.cap).finish_non_exhaustive()
+    }
+}
+
+impl<T> fmt::Debug for Receiver<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Receiver").field("capacity", &self.chan.cap).finish_non_exhaustive()
+    }
+}
+
+/// Blocking iterator returned by [`Receiver::iter`].
+#[derive(Debug)]
+pub struct Iter<'a, T> {
+    rx: &'a Receiver<T>,
+}
+
+impl<T> Iterator for Iter<'_, T> {
+    type Item = T;
+    fn next(&mut self) -> Option<T> {
+        self.rx.recv().ok()
+    }
+}
+
+/// Non-blocking iterator returned by [`Receiver::try_iter`].
+#[derive(Debug)]
+pub struct TryIter<'a, T> {
+    rx: &'a Receiver<T>,
+}
+
+impl<T> Iterator for TryIter<'_, T> {
+    type Item = T;
+    fn next(&mut self) -> Option<T> {
+        self.rx.try_recv().ok()
+    }
+}
+
+/// Owning blocking iterator (`for v in receiver`).
+#[derive(Debug)]
+pub struct IntoIter<T> {
+    rx: Receiver<T>,
+}
+
+impl<T> Iterator for IntoIter<T> {
+    type Item = T;
+    fn next(&mut self) -> Option<T> {
+        self.rx.recv().ok()
+    }
+}
+
+impl<T> IntoIterator for Receiver<T> {
+    type Item = T;
+    type IntoIter = IntoIter<T>;
+    fn into_iter(self) -> IntoIter<T> {
+        IntoIter { rx: self }
+    }
+}
+
+impl<'a, T> IntoIterator for &'a Receiver<T> {
+    type Item = T;
+    type IntoIter = Iter<'a, T>;
+    fn into_iter(self) -> Iter<'a, T> {
+        self.iter()
+    }
+}
+
+/// [`Sender::send`] failed: every receiver is gone. Holds the value.
+#[derive(PartialEq, Eq, Clone, Copy)]
+pub struct SendError<T>(pub T);
+
+impl<T> SendError<T> {
+    /// The value that was not sent.
+    pub fn into_inner(self) -> T {
+        self.0
+    }
+}
+
+/// [`Sender::try_send`] failed. Holds the value.
+#[derive(PartialEq, Eq, Clone, Copy)]
+pub enum TrySendError<T> {
+    /// The channel is full (or, for a rendezvous channel, no receiver waits).
+    Full(T),
+    /// Every receiver is gone.
+    Disconnected(T),
+}
+
+impl<T> TrySendError<T> {
+    /// The value that was not sent.
+    pub fn into_inner(self) -> T {
+        match self {
+            TrySendError::Full(v) | TrySendError::Disconnected(v) => v,
+        }
+    }
+}
+
+/// [`Sender::send_timeout`] failed. Holds the value.
+#[derive(PartialEq, Eq, Clone, Copy)]
+pub enum SendTimeoutError<T> {
+    /// The channel stayed full until the deadline.
+    Timeout(T),
+    /// Every receiver is gone.
+    Disconnected(T),
+}
+
+impl<T> SendTimeoutError<T> {
+    /// The value that was not sent.
+    pub fn into_inner(self) -> T {
+        match self {
+            SendTimeoutError::Timeout(v) | SendTimeoutError::Disconnected(v) => v,
+        }
+    }
+}
+
+/// [`Receiver::recv`] failed: the channel is empty and every sender is gone.
+#[derive(Debug, PartialEq, Eq, Clone, Copy)]
+pub struct RecvError;
+
+/// [`Receiver::try_recv`] failed.
+#[derive(Debug, PartialEq, Eq, Clone, Copy)]
+pub enum TryRecvError {
+    /// Nothing is queued right now.
+    Empty,
+    /// Nothing is queued and every sender is gone.
+    Disconnected,
+}
+
+/// [`Receiver::recv_timeout`] failed.
+#[derive(Debug, PartialEq, Eq, Clone, Copy)]
+pub enum RecvTimeoutError {
+    /// Nothing arrived before the deadline.
+    Timeout,
+    /// Nothing is queued and every sender is gone.
+    Disconnected,
+}
+
+macro_rules! value_error {
+    ($ty:ident { $($var:ident => $msg:expr),* }) => {
+        impl<T> fmt::Debug for $ty<T> {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                match self { $($ty::$var(_) => f.write_str(concat!(stringify!($ty), "::", stringify!($var), "(..)")),)* }
+            }
+        }
+        impl<T> fmt::Display for $ty<T> {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                match self { $($ty::$var(_) => f.write_str($msg),)* }
+            }
+        }
+        impl<T> std::error::Error for $ty<T> {}
+    };
+}
+
+value_error!(TrySendError { Full => "sending on a full channel", Disconnected => "sending on a closed channel" });
+value_error!(SendTimeoutError { Timeout => "timed out sending on a full channel", Disconnected => "sending on a closed channel" });
+
+impl<T> fmt::Debug for SendError<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("SendError(..)")
+    }
+}
+
+impl<T> fmt::Display for SendError<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("sending on a closed channel")
+    }
+}
+
+impl<T> std::error::Error for SendError<T> {}
+
+impl fmt::Display for RecvError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("receiving on a closed and empty channel")
+    }
+}
+
+impl std::error::Error for RecvError {}
+
+impl fmt::Display for TryRecvError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            TryRecvError::Empty => f.write_str("receiving on an empty channel"),
+            TryRecvError::Disconnected => f.write_str("receiving on a closed and empty channel"),
+        }
+    }
+}
+
+impl std::error::Error for TryRecvError {}
+
+impl fmt::Display for RecvTimeoutError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RecvTimeoutError::Timeout => f.write_str("timed out receiving on an empty channel"),
+            RecvTimeoutError::Disconnected => f.write_str("receiving on a closed and empty channel"),
+        }
+    }
+}
+
+impl std::error::Error for RecvTimeoutError {}
+
+impl From<RecvError> for io::Error {
+    fn from(e: RecvError) -> io::Error {
+        io::Error::new(io::ErrorKind::BrokenPipe, e)
+    }
+}
+
+impl From<RecvTimeoutError> for io::Error {
+    fn from(e: RecvTimeoutError) -> io::Error {
+        let kind = match e {
+            RecvTimeoutError::Timeout => io::ErrorKind::TimedOut,
+            RecvTimeoutError::Disconnected => io::ErrorKind::BrokenPipe,
+        };
+        io::Error::new(kind, e)
+    }
+}

@@ -1,0 +1,348 @@
+//! `tasklet::sync` channels: semantics, close/drop races, timeouts, kills,
+//! and cross-thread use.
+
+use std::cell::RefCell;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tasklet::sync::{
+    channel, unbounded, RecvError, RecvTimeoutError, SendTimeoutError, TryRecvError, TrySendError,
+};
+
+#[test]
+fn fifo_and_close_on_sender_drop() {
+    tasklet::dispatch(|| {
+        let (tx, rx) = channel::<u32>(4);
+        let p = tasklet::spawn(move || {
+            for i in 0..100 {
+                tx.send(i).unwrap();
+            }
+        });
+        let got: Vec<u32> = rx.iter().collect();
+        assert_eq!(got, (0..100).collect::<Vec<_>>());
+        assert_eq!(rx.recv(), Err(RecvError));
+        assert_eq!(rx.try_recv(), Err(TryRecvError::Disconnected));
+        p.join().unwrap();
+    });
+}
+
+#[test]
+fn bounded_send_parks_when_full() {
+    tasklet::dispatch(|| {
+        let (tx, rx) = channel::<u32>(2);
+        let log = Rc::new(RefCell::new(Vec::new()));
+        let l = log.clone();
+        let p = tasklet::spawn(move || {
+            for i in 0..4 {
+                tx.send(i).unwrap();
+                l.borrow_mut().push(format!("sent {i}"));
+            }
+        });
+        tasklet::yield_now();
+        tasklet::yield_now();
+        // Only two fit.
+        assert_eq!(*log.borrow(), ["sent 0", "sent 1"]);
+        assert_eq!(rx.len(), 2);
+        assert_eq!(rx.recv().unwrap(), 0);
+        assert_eq!(rx.recv().unwrap(), 1);
+        assert_eq!(rx.recv().unwrap(), 2);
+        assert_eq!(rx.recv().unwrap(), 3);
+        p.join().unwrap();
+        assert_eq!(log.borrow().len(), 4);
+    });
+}
+
+#[test]
+fn try_send_try_recv() {
+    let (tx, rx) = channel::<u8>(1);
+    assert_eq!(rx.try_recv(), Err(TryRecvError::Empty));
+    tx.try_send(1).unwrap();
+    assert_eq!(tx.try_send(2), Err(TrySendError::Full(2)));
+    assert_eq!(rx.try_recv(), Ok(1));
+    drop(rx);
+    assert_eq!(tx.try_send(3), Err(TrySendError::Disconnected(3)));
+    assert!(tx.is_closed());
+}
+
+#[test]
+fn rendezvous_needs_a_waiting_receiver() {
+    tasklet::dispatch(|| {
+        let (tx, rx) = channel::<u32>(0);
+        assert_eq!(tx.try_send(1), Err(TrySendError::Full(1)));
+        let done = Rc::new(RefCell::new(false));
+        let d = done.clone();
+        let s = tasklet::spawn(move || {
+            tx.send(7).unwrap();
+            *d.borrow_mut() = true;
+            tx.send(8).unwrap();
+        });
+        tasklet::sleep(Duration::from_millis(5));
+        assert!(!*done.borrow(), "rendezvous send completed without a receiver");
+        assert_eq!(rx.recv().unwrap(), 7);
+        assert_eq!(rx.recv().unwrap(), 8);
+        s.join().unwrap();
+        assert_eq!(rx.recv(), Err(RecvError));
+    });
+}
+
+#[test]
+fn receiver_drop_fails_blocked_senders_with_value() {
+    tasklet::dispatch(|| {
+        let (tx, rx) = channel::<String>(1);
+        tx.send("a".into()).unwrap();
+        let tx2 = tx.clone();
+        let s = tasklet::spawn(move || tx2.send("b".into()));
+        tasklet::yield_now();
+        assert!(!s.is_finished());
+        drop(rx);
+        let err = s.join().unwrap().unwrap_err();
+        assert_eq!(err.into_inner(), "b");
+        assert_eq!(tx.send("c".into()).unwrap_err().0, "c");
+    });
+}
+
+#[test]
+fn sender_drop_wakes_blocked_receivers() {
+    tasklet::dispatch(|| {
+        let (tx, rx) = channel::<u32>(1);
+        let hs: Vec<_> = (0..5)
+            .map(|_| {
+                let rx = rx.clone();
+                tasklet::spawn(move || rx.recv())
+            })
+            .collect();
+        tasklet::yield_now();
+        let tx2 = tx.clone();
+        drop(tx);
+        tasklet::yield_now();
+        assert!(hs.iter().all(|h| !h.is_finished()), "closed while a sender lives");
+        drop(tx2);
+        for h in hs {
+            assert_eq!(h.join().unwrap(), Err(RecvError));
+        }
+    });
+}
+
+#[test]
+fn timeouts() {
+    tasklet::dispatch(|| {
+        let (tx, rx) = channel::<u32>(1);
+        let t = Instant::now();
+        assert_eq!(rx.recv_timeout(Duration::from_millis(20)), Err(RecvTimeoutError::Timeout));
+        assert!(t.elapsed() >= Duration::from_millis(20));
+        tx.send(1).unwrap();
+        let t = Instant::now();
+        assert_eq!(
+            tx.send_timeout(2, Duration::from_millis(20)),
+            Err(SendTimeoutError::Timeout(2))
+        );
+        assert!(t.elapsed() >= Duration::from_millis(20));
+        // A value arriving before the deadline is delivered.
+        let tx2 = tx.clone();
+        let s = tasklet::spawn(move || {
+            tasklet::sleep(Duration::from_millis(5));
+            tx2.send_timeout(3, Duration::from_secs(5))
+        });
+        assert_eq!(rx.recv_timeout(Duration::from_secs(5)), Ok(1));
+        assert_eq!(rx.recv_timeout(Duration::from_secs(5)), Ok(3));
+        assert_eq!(s.join().unwrap(), Ok(()));
+        drop(tx);
+        assert_eq!(rx.recv_timeout(Duration::from_secs(5)), Err(RecvTimeoutError::Disconnected));
+    });
+}
+
+#[test]
+fn tasklet_timeout_interrupts_recv() {
+    tasklet::dispatch(|| {
+        let (tx, rx) = channel::<u32>(1);
+        let r = tasklet::timeout(Duration::from_millis(10), || rx.recv());
+        assert!(r.is_err());
+        // The channel still works afterwards and the value is not lost.
+        tx.send(5).unwrap();
+        assert_eq!(rx.recv(), Ok(5));
+    });
+}
+
+#[test]
+fn killed_receiver_passes_wakeup_on() {
+    // Two receivers wait; a value arrives and wakes the first, which is
+    // killed before it runs: the second must get the value.
+    tasklet::dispatch(|| {
+        let (tx, rx) = channel::<u32>(4);
+        let rx1 = rx.clone();
+        let a = tasklet::spawn(move || rx1.recv());
+        let rx2 = rx.clone();
+        let b = tasklet::spawn(move || rx2.recv());
+        tasklet::yield_now();
+        tx.send(9).unwrap(); // wakes `a`
+        a.kill();
+        assert!(a.join().unwrap_err().is_killed());
+        let r = tasklet::timeout(Duration::from_secs(5), || b.join().unwrap()).expect("lost wake-up");
+        assert_eq!(r, Ok(9));
+    });
+}
+
+#[test]
+fn killed_sender_passes_wakeup_on() {
+    tasklet::dispatch(|| {
+        let (tx, rx) = channel::<u32>(1);
+        tx.send(0).unwrap();
+        let t1 = tx.clone();
+        let a = tasklet::spawn(move || t1.send(1));
+        let t2 = tx.clone();
+        let b = tasklet::spawn(move || t2.send(2));
+        tasklet::yield_now();
+        assert_eq!(rx.recv(), Ok(0)); // wakes `a`
+        a.kill();
+        assert!(a.join().unwrap_err().is_killed());
+        assert_eq!(rx.recv_timeout(Duration::from_secs(5)), Ok(2));
+        assert_eq!(b.join().unwrap(), Ok(()));
+    });
+}
+
+#[test]
+fn plain_thread_producer_feeds_a_million_items_to_tasklets() {
+    const N: u64 = 1_000_000;
+    const CONSUMERS: usize = 4;
+    let (tx, rx) = channel::<u64>(1024);
+    let producer = std::thread::spawn(move || {
+        for i in 0..N {
+            tx.send(i).unwrap();
+        }
+    });
+    let seen = tasklet::dispatch(move || {
+        let hs: Vec<_> = (0..CONSUMERS)
+            .map(|_| {
+                let rx = rx.clone();
+                tasklet::spawn(move || {
+                    let mut got = Vec::new();
+                    while let Ok(v) = rx.recv_timeout(Duration::from_secs(30)) {
+                        got.push(v);
+                    }
+                    got
+                })
+            })
+            .collect();
+        drop(rx);
+        hs.into_iter().map(|h| h.join().unwrap()).collect::<Vec<_>>()
+    });
+    producer.join().unwrap();
+    let mut marks = vec![false; N as usize];
+    let mut total = 0;
+    for got in &seen {
+        // Each consumer sees its share in order.
+        assert!(got.windows(2).all(|w| w[0] < w[1]));
+        for &v in got {
+            assert!(!marks[v as usize], "{v} received twice");
+            marks[v as usize] = true;
+            total += 1;
+        }
+    }
+    assert_eq!(total, N as usize, "items lost");
+}
+
+#[test]
+fn tasklet_producer_plain_thread_consumer() {
+    let (tx, rx) = channel::<u32>(8);
+    let consumer = std::thread::spawn(move || rx.iter().sum::<u32>());
+    tasklet::dispatch(move || {
+        for i in 0..10_000 {
+            tx.send(i).unwrap();
+        }
+    });
+    assert_eq!(consumer.join().unwrap(), (0..10_000).sum());
+}
+
+#[test]
+fn between_two_dispatchers() {
+    let (tx, rx) = channel::<u32>(0);
+    let (back_tx, back_rx) = unbounded::<u32>();
+    let a = std::thread::spawn(move || {
+        tasklet::dispatch(move || {
+            for v in &rx {
+                back_tx.send(v * 2).unwrap();
+            }
+        })
+    });
+    let sum = tasklet::dispatch(move || {
+        let mut sum = 0;
+        for i in 0..1000 {
+            tx.send(i).unwrap();
+            sum += back_rx.recv_timeout(Duration::from_secs(10)).unwrap();
+        }
+        sum
+    });
+    a.join().unwrap();
+    assert_eq!(sum, (0..1000).map(|i| i * 2).sum());
+}
+
+#[test]
+fn close_race_with_plain_threads() {
+    // Senders on threads drop while tasklet receivers wait: no hang, every
+    // value that was sent successfully is received.
+    for _ in 0..20 {
+        let (tx, rx) = channel::<u32>(2);
+        let sent = Arc::new(std::sync::atomic::AtomicU32::new(0));
+        let threads: Vec<_> = (0..3)
+            .map(|_| {
+                let tx = tx.clone();
+                let sent = sent.clone();
+                std::thread::spawn(move || {
+                    for i in 0..50 {
+                        if tx.send(i).is_ok() {
+                            sent.fetch_add(1, Ordering::SeqCst);
+                        }
+                    }
+                })
+            })
+            .collect();
+        drop(tx);
+        let got = tasklet::dispatch(move || {
+            let hs: Vec<_> = (0..2)
+                .map(|_| {
+                    let rx = rx.clone();
+                    tasklet::spawn(move || rx.iter().count())
+                })
+                .collect();
+            drop(rx);
+            hs.into_iter().map(|h| h.join().unwrap()).sum::<usize>()
+        });
+        for t in threads {
+            t.join().unwrap();
+        }
+        assert_eq!(got as u32, sent.load(Ordering::SeqCst));
+        assert_eq!(got, 150);
+    }
+}
+
+#[test]
+fn receiver_dropped_while_thread_sender_blocked() {
+    let (tx, rx) = channel::<u32>(1);
+    let failed = Arc::new(AtomicBool::new(false));
+    let f = failed.clone();
+    let t = std::thread::spawn(move || {
+        tx.send(1).unwrap();
+        if tx.send(2).is_err() {
+            f.store(true, Ordering::SeqCst);
+        }
+    });
+    tasklet::dispatch(move || {
+        tasklet::sleep(Duration::from_millis(20));
+        drop(rx);
+    });
+    t.join().unwrap();
+    assert!(failed.load(Ordering::SeqCst));
+}
+
+#[test]
+fn endpoints_are_send_and_created_before_dispatch() {
+    fn assert_send<T: Send + Sync>() {}
+    assert_send::<tasklet::sync::Sender<u32>>();
+    assert_send::<tasklet::sync::Receiver<u32>>();
+    let (tx, rx) = unbounded();
+    tx.send(1).unwrap();
+    let v = tasklet::dispatch(move || rx.recv().unwrap());
+    assert_eq!(v, 1);
+}
