@@ -21,5 +21,10 @@
 
 pub use tasklet_runtime::*;
 
+// Compile (and run, where not marked `no_run`) the README's examples.
+#[doc = include_str!("../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;
+
 /// Cooperative sockets: TCP, UDP, Unix sockets and servers (see [`tasklet_netio`]).
 pub use tasklet_netio as netio;
