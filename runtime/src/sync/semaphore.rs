@@ -87,7 +87,7 @@ impl Semaphore {
     /// Like [`acquire`](Semaphore::acquire), giving up after `timeout`.
     pub fn acquire_timeout(&self, timeout: Duration) -> Option<SemaphorePermit<'_>> {
         self.acquire_raw(Some(Instant::now().checked_add(timeout).unwrap_or_else(far_future)))
-            .then_some(SemaphorePermit { sem: self })
+            .then(|| SemaphorePermit { sem: self })
     }
 
     /// Adds `n` permits (waking up to `n` waiters).
