@@ -69,6 +69,25 @@ fn panic_message_of<R>(f: impl FnOnce() -> R) -> String {
 
 const LONG: Duration = Duration::from_secs(3600);
 
+// ---------------------------------------------------------------- the example
+
+#[test]
+fn users_first_program() {
+    let total = tasklet::dispatch(|| {
+        let a = tasklet::spawn(|| {
+            tasklet::sleep(Duration::from_millis(20));
+            1
+        });
+        let b = Builder::new()
+            .name("b")
+            .stack_size(128 * 1024)
+            .spawn(|| 2)
+            .unwrap();
+        a.join().unwrap() + b.join().unwrap()
+    });
+    assert_eq!(total, 3);
+}
+
 // ---------------------------------------------------------------- switching
 
 /// gevent's introductory example: two greenlets that `sleep(0)` interleave.
