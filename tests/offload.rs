@@ -30,7 +30,9 @@ fn dispatcher_stays_responsive() {
             for i in 1..=15u32 {
                 tasklet::sleep(Duration::from_millis(10));
                 // Lateness relative to the ideal schedule.
-                let late = start.elapsed().saturating_sub(Duration::from_millis(10) * i);
+                let late = start
+                    .elapsed()
+                    .saturating_sub(Duration::from_millis(10) * i);
                 worst = worst.max(late);
             }
             worst
@@ -44,7 +46,10 @@ fn dispatcher_stays_responsive() {
         assert!(t.elapsed() >= Duration::from_millis(200));
         let worst = ticker.join().unwrap();
         // Generous: a blocked dispatcher would be ~200 ms late.
-        assert!(worst < Duration::from_millis(80), "ticks were {worst:?} late");
+        assert!(
+            worst < Duration::from_millis(80),
+            "ticks were {worst:?} late"
+        );
     });
 }
 
@@ -118,7 +123,11 @@ fn many_concurrent_calls_run_in_parallel() {
         let sum: i32 = hs.into_iter().map(|h| h.join().unwrap()).sum();
         assert_eq!(sum, (0..16).sum());
         // Serial would take 1.6 s.
-        assert!(t.elapsed() < Duration::from_millis(1200), "took {:?}", t.elapsed());
+        assert!(
+            t.elapsed() < Duration::from_millis(1200),
+            "took {:?}",
+            t.elapsed()
+        );
     });
 }
 
@@ -128,7 +137,9 @@ fn works_from_several_dispatchers() {
         .map(|k| {
             std::thread::spawn(move || {
                 tasklet::dispatch(move || {
-                    (0..20).map(|i| tasklet::unblock(move || i + k)).sum::<i32>()
+                    (0..20)
+                        .map(|i| tasklet::unblock(move || i + k))
+                        .sum::<i32>()
                 })
             })
         })

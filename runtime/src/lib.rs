@@ -46,6 +46,7 @@ mod dispatcher;
 pub mod hub;
 mod offload;
 mod overflow;
+mod pool;
 pub mod signal;
 mod slab;
 mod stack;
@@ -58,4 +59,5 @@ pub use dispatcher::{
     Elapsed,
 };
 pub use offload::{unblock, IDLE_TIMEOUT as UNBLOCK_IDLE_TIMEOUT};
+pub use pool::{Group, ImapUnordered, Pool};
 pub use task::{current, joinall, spawn, Builder, JoinError, JoinHandle, Tasklet, TaskletId};

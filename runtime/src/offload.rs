@@ -191,7 +191,9 @@ where
         }
     });
     if let Err(job) = pool().submit(job) {
-        log::warn!("tasklet::unblock: no offload thread available; running on the dispatcher thread");
+        log::warn!(
+            "tasklet::unblock: no offload thread available; running on the dispatcher thread"
+        );
         job();
     }
     loop {

@@ -446,6 +446,13 @@ impl Tasklet {
     pub fn name(&self) -> Option<&str> {
         self.task.header.name.as_deref()
     }
+
+    /// Kills the tasklet, like [`JoinHandle::kill`] (used by `Pool::kill`).
+    pub(crate) fn kill(&self) {
+        if self.task.header.state.get() != State::Done {
+            context::try_with(|d| d.interrupt(&self.task, Interrupt::Kill));
+        }
+    }
 }
 
 impl fmt::Debug for Tasklet {
