@@ -17,6 +17,9 @@ pub(crate) struct Sock<S: AsRawFd> {
     read_timeout: Cell<Option<Duration>>,
     write_timeout: Cell<Option<Duration>>,
     nonblocking: Cell<bool>,
+    /// The hub's I/O tick at which a read last found the receive queue
+    /// drained (a short read); see [`Sock::read_stream`].
+    drained_at: Cell<Option<u64>>,
 }
 
 impl<S: AsRawFd> Sock<S> {
@@ -26,6 +29,7 @@ impl<S: AsRawFd> Sock<S> {
             read_timeout: Cell::new(None),
             write_timeout: Cell::new(None),
             nonblocking: Cell::new(false),
+            drained_at: Cell::new(None),
         }
     }
 
@@ -72,6 +76,52 @@ impl<S: AsRawFd> Sock<S> {
     #[inline]
     pub(crate) fn read_with<R>(&self, op: impl FnMut(&S) -> io::Result<R>) -> io::Result<R> {
         self.io_with(Direction::Read, self.read_timeout.get(), op)
+    }
+
+    /// Reads from a stream socket into a buffer of `len` bytes with `op`.
+    ///
+    /// Like [`read_with`](Self::read_with), plus one saving on the hot path:
+    /// a read that returns less than asked for has drained the socket's
+    /// receive queue, so if the next read comes before the hub has polled
+    /// again (no readiness event can have been dropped meanwhile), it waits
+    /// for the next event at once instead of paying for an `EAGAIN` read.
+    /// This gives one read call per message in a request/response loop.
+    #[inline]
+    pub(crate) fn read_stream(
+        &self,
+        len: usize,
+        mut op: impl FnMut(&S) -> io::Result<usize>,
+    ) -> io::Result<usize> {
+        let timeout = self.read_timeout.get();
+        let mut deadline: Option<Instant> = None;
+        if len > 0 {
+            if let Some(tick) = self.drained_at.take() {
+                if !self.nonblocking.get() && hub::io_tick() == Some(tick) {
+                    deadline = timeout.and_then(|t| Instant::now().checked_add(t));
+                    self.wait(Direction::Read, deadline)?;
+                }
+            }
+        }
+        loop {
+            match op(self.io.get_ref()) {
+                Ok(n) => {
+                    if n > 0 && n < len {
+                        self.drained_at.set(hub::io_tick());
+                    }
+                    return Ok(n);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    if self.nonblocking.get() {
+                        return Err(e);
+                    }
+                    if deadline.is_none() {
+                        deadline = timeout.and_then(|t| Instant::now().checked_add(t));
+                    }
+                    self.wait(Direction::Read, deadline)?;
+                }
+                Err(e) => return Err(e),
+            }
+        }
     }
 
     /// Runs a write-side operation (write, send) with the write timeout.

@@ -399,7 +399,8 @@ impl From<net::TcpStream> for TcpStream {
 impl Read for &TcpStream {
     #[inline]
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        self.sock.read_with(|mut s| s.read(buf))
+        let len = buf.len();
+        self.sock.read_stream(len, |mut s| s.read(buf))
     }
 
     fn read_vectored(&mut self, bufs: &mut [IoSliceMut<'_>]) -> io::Result<usize> {

@@ -122,6 +122,8 @@ pub(crate) struct Hub {
     events: RefCell<Events>,
     io: RefCell<Slab<IoEntry>>,
     io_gen: Cell<u32>,
+    /// Bumped each time readiness events are collected; see [`io_tick`].
+    io_tick: Cell<u64>,
     pub(crate) timers: RefCell<TimerQueue<TimerAction>>,
     shared: Arc<Shared>,
 }
@@ -135,6 +137,7 @@ impl Hub {
             events: RefCell::new(Events::with_capacity(1024)),
             io: RefCell::new(Slab::new()),
             io_gen: Cell::new(0),
+            io_tick: Cell::new(0),
             timers: RefCell::new(TimerQueue::new()),
             shared: Arc::new(Shared {
                 dispatcher_id,
@@ -217,6 +220,7 @@ impl Hub {
                 }
             }
         }
+        self.io_tick.set(self.io_tick.get().wrapping_add(1));
         let mut io = self.io.borrow_mut();
         for ev in events.iter() {
             let token = ev.token();
@@ -464,6 +468,21 @@ pub fn park(deadline: Option<Instant>) -> Result<Wake, Interrupted> {
 /// Whether the calling thread is running a dispatcher (inside `dispatch`).
 pub fn in_dispatcher() -> bool {
     context::is_set()
+}
+
+/// The hub's I/O poll counter on this thread (`None` outside a dispatcher).
+///
+/// It changes every time the hub collects readiness events (each
+/// `epoll_wait`). Readiness events for a source nobody waits on are dropped,
+/// which is why an operation is normally retried before waiting. But if a
+/// tasklet saw a source drained (say a short read from a TCP socket) and the
+/// counter has not changed since, no event for that source can have been
+/// dropped in between, so the tasklet may go straight to [`IoSource::wait`]:
+/// the next edge wakes it. The socket layer uses this to save the `EAGAIN`
+/// read per message that a retry would cost.
+#[inline]
+pub fn io_tick() -> Option<u64> {
+    context::try_with(|d| d.hub.io_tick.get())
 }
 
 /// Which readiness a tasklet waits for on an [`IoSource`].
