@@ -39,6 +39,7 @@ const STACK_CACHE: usize = 64;
 pub struct Config {
     stack_size: Option<usize>,
     stack_pool: Option<usize>,
+    pub(crate) max_blocking: Option<Option<Duration>>,
 }
 
 impl Config {
@@ -124,6 +125,7 @@ where
         Ok(d) => d,
         Err(e) => panic!("tasklet::dispatch: cannot create the event loop: {e}"),
     };
+    let _watchdog = crate::watchdog::register(d.id, config.max_blocking);
     let mut out: Option<Result<T, JoinError>> = None;
     let outcome = {
         let _enter = Enter::new(&d);
@@ -235,6 +237,7 @@ impl Dispatcher {
     fn register(&self, task: TaskRef) {
         let slot = self.tasks.borrow_mut().insert(task.clone());
         task.header.slot.set(slot);
+        crate::watchdog::named(&task.header);
         if self.shutting_down.get() {
             task.header.interrupt.set(Some(Interrupt::Kill));
         }
@@ -382,6 +385,7 @@ impl Dispatcher {
         h.state.set(State::Running);
         overflow::set_current(&h.stack_info);
         self.current.set(Some(p));
+        let _watch = crate::watchdog::running(h);
         let result = match h.coroutine.borrow_mut().as_mut() {
             Some(co) => co.resume(()),
             None => CoroutineResult::Return(()),
@@ -405,6 +409,7 @@ impl Dispatcher {
         if let Some(j) = joiner {
             j.unpark();
         }
+        crate::watchdog::finished(h);
         // Last: this may drop the final strong reference to the tasklet, so
         // `h` must not be used after it.
         let slot = h.slot.get();

@@ -53,6 +53,7 @@ mod stack;
 pub mod sync;
 mod task;
 mod timer;
+mod watchdog;
 
 pub use dispatcher::{
     dispatch, sleep, sleep_until, spawn_later, spawn_loop, timeout, timeout_at, yield_now, Config,
@@ -60,4 +61,5 @@ pub use dispatcher::{
 };
 pub use offload::{unblock, IDLE_TIMEOUT as UNBLOCK_IDLE_TIMEOUT};
 pub use pool::{Group, ImapUnordered, Pool};
+pub use watchdog::DEFAULT_MAX_BLOCKING;
 pub use task::{current, joinall, spawn, Builder, JoinError, JoinHandle, Tasklet, TaskletId};
