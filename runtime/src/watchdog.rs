@@ -252,13 +252,12 @@ pub(crate) fn finished(h: &Header) {
 }
 
 /// The monitor's view of one probe.
-#[derive(Clone, Copy)]
 struct Track {
     generation: u64,
     switches: u64,
-    tasklet: u64,
     since: Instant,
-    warned: bool,
+    /// Set once the episode was reported: how the tasklet was described.
+    warned: Option<String>,
 }
 
 fn monitor_loop() {
@@ -298,43 +297,43 @@ fn check(i: usize, p: &Probe, limit: Duration, now: Instant, tracks: &mut HashMa
     let generation = p.generation.load(Relaxed);
     let switches = p.switches.load(Relaxed);
     let tasklet = p.current.load(Relaxed);
-    let fresh = Track {
+    let fresh = || Track {
         generation,
         switches,
-        tasklet,
         since: now,
-        warned: false,
+        warned: None,
     };
-    let t = tracks.entry(i).or_insert(fresh);
+    let t = tracks.entry(i).or_insert_with(fresh);
     if t.generation != generation || t.switches != switches || tasklet == 0 {
-        if t.warned && t.generation == generation {
+        if let (Some(who), true) = (&t.warned, t.generation == generation) {
             let held = now.saturating_duration_since(t.since);
             log::warn!(
                 "tasklet {} gave dispatcher {} back after holding it for about {} ms \
                  (watchdog limit {} ms)",
-                describe(p, t.tasklet),
+                who,
                 p.dispatcher.load(Relaxed),
                 held.as_millis(),
                 limit.as_millis()
             );
         }
-        *t = fresh;
+        *t = fresh();
         return;
     }
     let held = now.saturating_duration_since(t.since);
-    if !t.warned && held >= limit {
-        t.warned = true;
+    if t.warned.is_none() && held >= limit {
+        let who = describe(p, tasklet);
         log::warn!(
             "tasklet {} has held dispatcher {} for {} ms without yielding: every other tasklet, \
              timer and socket on that thread is stalled. Break long computations up with \
              tasklet::yield_now(), or move blocking calls and CPU-heavy work to \
              tasklet::unblock(|| ...). (watchdog limit {} ms: Config::max_blocking or \
              TASKLET_MAX_BLOCKING_MS, 0 disables)",
-            describe(p, tasklet),
+            who,
             p.dispatcher.load(Relaxed),
             held.as_millis(),
             limit.as_millis()
         );
+        t.warned = Some(who);
     }
 }
 
