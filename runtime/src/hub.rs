@@ -184,7 +184,16 @@ impl Hub {
                 Some(dl) => Some(dl.saturating_duration_since(now.unwrap_or_else(Instant::now))),
                 None => {
                     if !io_live && Arc::strong_count(&self.shared) == 1 {
-                        return Err(());
+                        // The last `RemoteUnparker` may have queued its
+                        // wake-up after `drain_remote` above and then been
+                        // dropped: its `Release` decrement pairs with this
+                        // fence, so that wake-up is visible here.
+                        std::sync::atomic::fence(Ordering::Acquire);
+                        if !self.shared.pending.load(Ordering::Acquire) {
+                            return Err(());
+                        }
+                        // Not a deadlock: the next poll drains the wake-up.
+                        return Ok(());
                     }
                     None
                 }
