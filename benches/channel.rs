@@ -1,0 +1,180 @@
+//! `tasklet::sync` channel benchmarks, side by side with crossbeam-channel
+//! between two OS threads and tokio's mpsc in one current-thread runtime.
+//!
+//! - `channel_pingpong`: one iteration is one round trip (A sends to B, B
+//!   sends back). `tasklet_2_yields` is the floor the goal is stated
+//!   against: two dispatcher switches and nothing else.
+//! - `cross_thread_roundtrip`: a plain OS thread sends to a receiver that
+//!   must be woken on another thread (a parked tasklet on its dispatcher, a
+//!   tokio task, or a thread) and gets a reply back; one iteration is one
+//!   round trip, i.e. two cross-thread wake-ups.
+//!
+//! Run with `cargo bench --bench channel`; figures are in
+//! `docs/benchmarks.md` ("Sync & offload").
+
+use std::time::{Duration, Instant};
+
+use criterion::{criterion_group, criterion_main, Criterion};
+
+fn tasklet_pingpong(iters: u64) -> Duration {
+    tasklet::dispatch(move || {
+        let (to_b, from_a) = tasklet::sync::channel::<u64>(1);
+        let (to_a, from_b) = tasklet::sync::channel::<u64>(1);
+        let b = tasklet::spawn(move || {
+            for v in &from_a {
+                to_a.send(v + 1).unwrap();
+            }
+        });
+        tasklet::yield_now();
+        let start = Instant::now();
+        let mut v = 0;
+        for _ in 0..iters {
+            to_b.send(v).unwrap();
+            v = from_b.recv().unwrap();
+        }
+        let t = start.elapsed();
+        assert_eq!(v, iters);
+        drop(to_b);
+        b.join().unwrap();
+        t
+    })
+}
+
+fn tasklet_two_yields(iters: u64) -> Duration {
+    tasklet::dispatch(move || {
+        let b = tasklet::spawn(move || {
+            for _ in 0..iters {
+                tasklet::yield_now();
+            }
+        });
+        let start = Instant::now();
+        for _ in 0..iters {
+            tasklet::yield_now();
+        }
+        let t = start.elapsed();
+        b.join().unwrap();
+        t
+    })
+}
+
+fn tokio_rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime")
+}
+
+fn tokio_pingpong(rt: &tokio::runtime::Runtime, iters: u64) -> Duration {
+    rt.block_on(async move {
+        let (to_b, mut from_a) = tokio::sync::mpsc::channel::<u64>(1);
+        let (to_a, mut from_b) = tokio::sync::mpsc::channel::<u64>(1);
+        let b = tokio::spawn(async move {
+            while let Some(v) = from_a.recv().await {
+                to_a.send(v + 1).await.unwrap();
+            }
+        });
+        tokio::task::yield_now().await;
+        let start = Instant::now();
+        let mut v = 0;
+        for _ in 0..iters {
+            to_b.send(v).await.unwrap();
+            v = from_b.recv().await.unwrap();
+        }
+        let t = start.elapsed();
+        assert_eq!(v, iters);
+        drop(to_b);
+        b.await.unwrap();
+        t
+    })
+}
+
+fn crossbeam_pingpong(iters: u64) -> Duration {
+    let (to_b, from_a) = crossbeam_channel::bounded::<u64>(1);
+    let (to_a, from_b) = crossbeam_channel::bounded::<u64>(1);
+    let b = std::thread::spawn(move || {
+        for v in from_a {
+            to_a.send(v + 1).unwrap();
+        }
+    });
+    let start = Instant::now();
+    let mut v = 0;
+    for _ in 0..iters {
+        to_b.send(v).unwrap();
+        v = from_b.recv().unwrap();
+    }
+    let t = start.elapsed();
+    assert_eq!(v, iters);
+    drop(to_b);
+    b.join().unwrap();
+    t
+}
+
+/// A plain thread pings a tasklet parked on a dispatcher in another thread.
+fn tasklet_cross_thread(iters: u64) -> Duration {
+    let (to_t, from_thread) = tasklet::sync::channel::<u64>(1);
+    let (to_thread, from_t) = tasklet::sync::channel::<u64>(1);
+    let d = std::thread::spawn(move || {
+        tasklet::dispatch(move || {
+            for v in &from_thread {
+                to_thread.send(v + 1).unwrap();
+            }
+        })
+    });
+    let start = Instant::now();
+    let mut v = 0;
+    for _ in 0..iters {
+        to_t.send(v).unwrap();
+        v = from_t.recv().unwrap();
+    }
+    let t = start.elapsed();
+    assert_eq!(v, iters);
+    drop(to_t);
+    d.join().unwrap();
+    t
+}
+
+/// A plain thread pings a tokio task in a current-thread runtime on another thread.
+fn tokio_cross_thread(iters: u64) -> Duration {
+    let (to_t, mut from_thread) = tokio::sync::mpsc::channel::<u64>(1);
+    let (to_thread, mut from_t) = tokio::sync::mpsc::channel::<u64>(1);
+    let d = std::thread::spawn(move || {
+        tokio_rt().block_on(async move {
+            while let Some(v) = from_thread.recv().await {
+                to_thread.send(v + 1).await.unwrap();
+            }
+        })
+    });
+    let start = Instant::now();
+    let mut v = 0;
+    for _ in 0..iters {
+        to_t.blocking_send(v).unwrap();
+        v = from_t.blocking_recv().unwrap();
+    }
+    let t = start.elapsed();
+    assert_eq!(v, iters);
+    drop(to_t);
+    d.join().unwrap();
+    t
+}
+
+fn bench_pingpong(c: &mut Criterion) {
+    let mut g = c.benchmark_group("channel_pingpong");
+    g.bench_function("tasklet", |b| b.iter_custom(tasklet_pingpong));
+    g.bench_function("tasklet_2_yields", |b| b.iter_custom(tasklet_two_yields));
+    let rt = tokio_rt();
+    g.bench_function("tokio_mpsc", |b| b.iter_custom(|n| tokio_pingpong(&rt, n)));
+    g.bench_function("crossbeam_threads", |b| b.iter_custom(crossbeam_pingpong));
+    g.finish();
+}
+
+fn bench_cross_thread(c: &mut Criterion) {
+    let mut g = c.benchmark_group("cross_thread_roundtrip");
+    g.sample_size(30);
+    g.bench_function("tasklet", |b| b.iter_custom(tasklet_cross_thread));
+    g.bench_function("tokio_mpsc", |b| b.iter_custom(tokio_cross_thread));
+    g.bench_function("crossbeam_threads", |b| b.iter_custom(crossbeam_pingpong));
+    g.finish();
+}
+
+criterion_group!(benches, bench_pingpong, bench_cross_thread);
+criterion_main!(benches);
