@@ -79,7 +79,10 @@ fn rendezvous_needs_a_waiting_receiver() {
             tx.send(8).unwrap();
         });
         tasklet::sleep(Duration::from_millis(5));
-        assert!(!*done.borrow(), "rendezvous send completed without a receiver");
+        assert!(
+            !*done.borrow(),
+            "rendezvous send completed without a receiver"
+        );
         assert_eq!(rx.recv().unwrap(), 7);
         assert_eq!(rx.recv().unwrap(), 8);
         s.join().unwrap();
@@ -117,7 +120,10 @@ fn sender_drop_wakes_blocked_receivers() {
         let tx2 = tx.clone();
         drop(tx);
         tasklet::yield_now();
-        assert!(hs.iter().all(|h| !h.is_finished()), "closed while a sender lives");
+        assert!(
+            hs.iter().all(|h| !h.is_finished()),
+            "closed while a sender lives"
+        );
         drop(tx2);
         for h in hs {
             assert_eq!(h.join().unwrap(), Err(RecvError));
@@ -130,7 +136,10 @@ fn timeouts() {
     tasklet::dispatch(|| {
         let (tx, rx) = channel::<u32>(1);
         let t = Instant::now();
-        assert_eq!(rx.recv_timeout(Duration::from_millis(20)), Err(RecvTimeoutError::Timeout));
+        assert_eq!(
+            rx.recv_timeout(Duration::from_millis(20)),
+            Err(RecvTimeoutError::Timeout)
+        );
         assert!(t.elapsed() >= Duration::from_millis(20));
         tx.send(1).unwrap();
         let t = Instant::now();
@@ -149,7 +158,10 @@ fn timeouts() {
         assert_eq!(rx.recv_timeout(Duration::from_secs(5)), Ok(3));
         assert_eq!(s.join().unwrap(), Ok(()));
         drop(tx);
-        assert_eq!(rx.recv_timeout(Duration::from_secs(5)), Err(RecvTimeoutError::Disconnected));
+        assert_eq!(
+            rx.recv_timeout(Duration::from_secs(5)),
+            Err(RecvTimeoutError::Disconnected)
+        );
     });
 }
 
@@ -179,7 +191,8 @@ fn killed_receiver_passes_wakeup_on() {
         tx.send(9).unwrap(); // wakes `a`
         a.kill();
         assert!(a.join().unwrap_err().is_killed());
-        let r = tasklet::timeout(Duration::from_secs(5), || b.join().unwrap()).expect("lost wake-up");
+        let r =
+            tasklet::timeout(Duration::from_secs(5), || b.join().unwrap()).expect("lost wake-up");
         assert_eq!(r, Ok(9));
     });
 }
@@ -226,7 +239,9 @@ fn plain_thread_producer_feeds_a_million_items_to_tasklets() {
             })
             .collect();
         drop(rx);
-        hs.into_iter().map(|h| h.join().unwrap()).collect::<Vec<_>>()
+        hs.into_iter()
+            .map(|h| h.join().unwrap())
+            .collect::<Vec<_>>()
     });
     producer.join().unwrap();
     let mut marks = vec![false; N as usize];

@@ -145,7 +145,11 @@ fn imap_unordered_is_bounded_and_lazy() {
         });
         let first = it.next().unwrap();
         assert!(first < 3);
-        assert!(pulled.get() <= 4, "pulled {} items for one result", pulled.get());
+        assert!(
+            pulled.get() <= 4,
+            "pulled {} items for one result",
+            pulled.get()
+        );
         let mut rest: Vec<u32> = it.collect();
         rest.push(first);
         rest.sort();

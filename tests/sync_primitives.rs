@@ -338,7 +338,8 @@ fn mutex_killed_waiter_does_not_block_others() {
         a.kill();
         drop(g);
         let _ = a.join();
-        tasklet::timeout(Duration::from_secs(5), || b.join().unwrap()).expect("b never got the lock");
+        tasklet::timeout(Duration::from_secs(5), || b.join().unwrap())
+            .expect("b never got the lock");
         assert_eq!(*order.borrow(), ["b"]);
         assert!(!m.is_locked());
     });

@@ -72,7 +72,10 @@ fn warns_about_a_tasklet_that_spins() {
         if recs.iter().any(|(_, m)| m.contains("without yielding")) {
             break recs;
         }
-        assert!(Instant::now() < deadline, "no watchdog warning; got {recs:?}");
+        assert!(
+            Instant::now() < deadline,
+            "no watchdog warning; got {recs:?}"
+        );
         std::thread::sleep(Duration::from_millis(10));
     };
     let (level, msg) = found
@@ -92,7 +95,10 @@ fn warns_about_a_tasklet_that_spins() {
     assert!((100..=300).contains(&ms), "{msg}");
     // Once per episode.
     assert_eq!(
-        found.iter().filter(|(_, m)| m.contains("without yielding")).count(),
+        found
+            .iter()
+            .filter(|(_, m)| m.contains("without yielding"))
+            .count(),
         1
     );
 }

@@ -87,12 +87,7 @@ fn new_chan<T>(cap: Option<usize>) -> (Sender<T>, Receiver<T>) {
             send_q: WaitQueue::new(),
         }),
     });
-    (
-        Sender {
-            chan: chan.clone(),
-        },
-        Receiver { chan },
-    )
+    (Sender { chan: chan.clone() }, Receiver { chan })
 }
 
 /// Which queue a registration is in.
@@ -170,7 +165,8 @@ impl<T> Sender<T> {
     /// — or when the tasklet is being killed and this is called from a
     /// destructor, where it cannot wait.
     pub fn send(&self, value: T) -> Result<(), SendError<T>> {
-        self.send_until(value, None).map_err(|e| SendError(e.into_inner()))
+        self.send_until(value, None)
+            .map_err(|e| SendError(e.into_inner()))
     }
 
     /// Sends `value` if there is room right now.
@@ -448,13 +444,17 @@ impl<T> Drop for Receiver<T> {
 
 impl<T> fmt::Debug for Sender<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Sender").field("capacity", &self.chan.cap).finish_non_exhaustive()
+        f.debug_struct("Sender")
+            .field("capacity", &self.chan.cap)
+            .finish_non_exhaustive()
     }
 }
 
 impl<T> fmt::Debug for Receiver<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Receiver").field("capacity", &self.chan.cap).finish_non_exhaustive()
+        f.debug_struct("Receiver")
+            .field("capacity", &self.chan.cap)
+            .finish_non_exhaustive()
     }
 }
 
@@ -638,7 +638,9 @@ impl fmt::Display for RecvTimeoutError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             RecvTimeoutError::Timeout => f.write_str("timed out receiving on an empty channel"),
-            RecvTimeoutError::Disconnected => f.write_str("receiving on a closed and empty channel"),
+            RecvTimeoutError::Disconnected => {
+                f.write_str("receiving on a closed and empty channel")
+            }
         }
     }
 }

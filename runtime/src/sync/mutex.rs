@@ -57,7 +57,9 @@ impl<T> Mutex<T> {
 
     /// The data, consuming the mutex.
     pub fn into_inner(self) -> T {
-        self.data.into_inner().unwrap_or_else(PoisonError::into_inner)
+        self.data
+            .into_inner()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 }
 

@@ -86,8 +86,12 @@ impl Semaphore {
 
     /// Like [`acquire`](Semaphore::acquire), giving up after `timeout`.
     pub fn acquire_timeout(&self, timeout: Duration) -> Option<SemaphorePermit<'_>> {
-        self.acquire_raw(Some(Instant::now().checked_add(timeout).unwrap_or_else(far_future)))
-            .then(|| SemaphorePermit { sem: self })
+        self.acquire_raw(Some(
+            Instant::now()
+                .checked_add(timeout)
+                .unwrap_or_else(far_future),
+        ))
+        .then(|| SemaphorePermit { sem: self })
     }
 
     /// Adds `n` permits (waking up to `n` waiters).
@@ -110,7 +114,10 @@ impl Semaphore {
     /// Takes a permit without a guard; `false` if the deadline passed or the
     /// tasklet cannot park. The caller must call [`release_raw`](Self::release_raw).
     pub(crate) fn acquire_raw(&self, deadline: Option<Instant>) -> bool {
-        let mut reg = Registration { sem: self, key: None };
+        let mut reg = Registration {
+            sem: self,
+            key: None,
+        };
         let mut gave_up = false;
         loop {
             let mut st = lock(&self.state);

@@ -129,7 +129,6 @@ impl WaitQueue {
     pub(crate) fn take_all(&mut self) -> VecDeque<(u64, Wakeup)> {
         std::mem::take(&mut self.entries)
     }
-
 }
 
 /// Wakes every registration in `list` (call without holding the lock).
