@@ -1066,46 +1066,49 @@ fn current_id_and_name() {
     });
 }
 
-/// Recursion that keeps `depth` KiB-sized frames live at once; returns how
-/// many bytes of stack it used.
+/// Recurses with KiB-sized frames until `target` bytes of stack below `top`
+/// are in use (whatever the frame size of this build), and returns the depth
+/// in bytes it reached.
 #[inline(never)]
-fn deep_from(depth: u32, top: usize) -> usize {
-    let frame = std::hint::black_box([depth as u8; 1024]);
-    let here = frame.as_ptr() as usize;
-    if depth == 0 {
-        return top.abs_diff(here);
+fn deep_from(top: usize, target: usize) -> usize {
+    let frame = std::hint::black_box([7u8; 1024]);
+    let used = top.abs_diff(frame.as_ptr() as usize);
+    if used >= target {
+        return used;
     }
-    let used = deep_from(depth - 1, top);
-    std::hint::black_box(used.max(frame[depth as usize % 1024] as usize))
+    let below = deep_from(top, target);
+    std::hint::black_box(below.max(frame[used % 1024] as usize))
 }
 
-fn deep(depth: u32) -> usize {
+/// Uses at least `target` bytes of the calling tasklet's stack.
+fn use_stack(target: usize) -> usize {
     let marker = 0u8;
-    deep_from(depth, std::hint::black_box(&marker) as *const u8 as usize)
+    deep_from(std::hint::black_box(&marker) as *const u8 as usize, target)
 }
+
+const MIB: usize = 1024 * 1024;
 
 #[test]
 fn builder_stack_size_is_honoured() {
     tasklet::dispatch(|| {
-        // ~1.2 MiB of live frames: needs far more than the 256 KiB default.
+        // 1.25 MiB of live frames: far more than the 256 KiB default.
         let h = Builder::new()
             .name("deep")
-            .stack_size(2 * 1024 * 1024)
-            .spawn(|| deep(1200))
+            .stack_size(2 * MIB)
+            .spawn(|| use_stack(MIB + MIB / 4))
             .unwrap();
-        let used = h.join().unwrap();
-        assert!(used > 1024 * 1024, "recursion used only {used} bytes");
+        assert!(h.join().unwrap() >= MIB + MIB / 4);
         let small = Builder::new()
             .stack_size(64 * 1024)
-            .spawn(|| deep(16))
+            .spawn(|| use_stack(16 * 1024))
             .unwrap();
-        assert!(small.join().unwrap() > 0);
+        assert!(small.join().unwrap() >= 16 * 1024);
     });
     // The global default is configurable too.
     let v = tasklet::Config::new()
-        .stack_size(2 * 1024 * 1024)
-        .dispatch(|| tasklet::spawn(|| deep(1200)).join().unwrap());
-    assert!(v > 1024 * 1024);
+        .stack_size(2 * MIB)
+        .dispatch(|| tasklet::spawn(|| use_stack(MIB + MIB / 4)).join().unwrap());
+    assert!(v >= MIB + MIB / 4);
 }
 
 #[test]
