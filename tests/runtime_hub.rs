@@ -283,3 +283,45 @@ fn peer_close_wakes_reader() {
         );
     });
 }
+
+#[test]
+fn remote_ping_pong_between_two_dispatchers() {
+    use std::sync::mpsc;
+    const ROUNDS: usize = 200;
+    // Each side publishes a RemoteUnparker for its next wait and parks; the
+    // other side wakes it. Slots carry the unparker across threads.
+    let (to_b, from_a) = mpsc::channel::<hub::RemoteUnparker>();
+    let (to_a, from_b) = mpsc::channel::<hub::RemoteUnparker>();
+    let side = move |tx: mpsc::Sender<hub::RemoteUnparker>,
+                     rx: mpsc::Receiver<hub::RemoteUnparker>,
+                     first: bool| {
+        move || {
+            tasklet::dispatch(move || {
+                let deadline = Instant::now() + Duration::from_secs(20);
+                for round in 0..ROUNDS {
+                    if first || round > 0 {
+                        // Wait for the peer's unparker, then wake it.
+                        let peer = loop {
+                            if let Ok(u) = rx.try_recv() {
+                                break u;
+                            }
+                            assert!(Instant::now() < deadline, "peer never published");
+                            tasklet::sleep(Duration::from_micros(200));
+                        };
+                        peer.unpark();
+                    }
+                    // Publish ours and park until the peer wakes us.
+                    if !(first && round == ROUNDS - 1) {
+                        tx.send(hub::current_unparker().remote()).unwrap();
+                        let w = hub::park(Some(deadline)).unwrap();
+                        assert_eq!(w, Wake::Unparked, "round {round}: wake-up lost");
+                    }
+                }
+            })
+        }
+    };
+    let a = std::thread::spawn(side(to_b, from_b, true));
+    let b = std::thread::spawn(side(to_a, from_a, false));
+    a.join().unwrap();
+    b.join().unwrap();
+}

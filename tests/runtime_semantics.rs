@@ -1120,3 +1120,114 @@ fn huge_stack_request_is_an_error_not_a_panic() {
         assert_eq!(tasklet::spawn(|| 1).join().unwrap(), 1);
     });
 }
+
+// ---------------------------------------------------------------- interplay
+
+#[test]
+fn panic_inside_timeout_scope_propagates() {
+    tasklet::dispatch(|| {
+        let h = tasklet::spawn(|| {
+            tasklet::timeout(Duration::from_secs(10), || -> u32 {
+                tasklet::yield_now();
+                panic!("inside scope {}", std::hint::black_box(1))
+            })
+        });
+        let e = h.join().unwrap_err();
+        assert_eq!(e.panic_message(), Some("inside scope 1"));
+        // The scope's timer was disarmed: main is not interrupted later.
+        tasklet::sleep(Duration::from_millis(2));
+    });
+}
+
+#[test]
+fn kill_wins_over_pending_timeout() {
+    let log = new_log();
+    let l = log.clone();
+    tasklet::dispatch(move || {
+        let l2 = l.clone();
+        let h = tasklet::spawn(move || {
+            let r = tasklet::timeout(Duration::from_secs(10), || tasklet::sleep(LONG));
+            push(&l2, format!("timeout returned {r:?} (must not happen)"));
+        });
+        tasklet::yield_now();
+        h.kill();
+        assert!(h.join().unwrap_err().is_killed());
+
+        // Kill after the scope's deadline passed but before the tasklet ran.
+        let l3 = l.clone();
+        let h = tasklet::spawn(move || {
+            let r = tasklet::timeout(Duration::from_millis(1), || {
+                std::thread::sleep(Duration::from_millis(5));
+                tasklet::yield_now();
+            });
+            push(&l3, format!("timeout returned {r:?} (must not happen)"));
+        });
+        tasklet::yield_now();
+        h.kill();
+        assert!(h.join().unwrap_err().is_killed());
+    });
+    assert!(entries(&log).is_empty(), "{:?}", entries(&log));
+}
+
+#[test]
+fn join_in_destructor_of_killed_tasklet_does_not_wait() {
+    struct JoinOnDrop(Option<tasklet::JoinHandle<u32>>, Log);
+    impl Drop for JoinOnDrop {
+        fn drop(&mut self) {
+            let h = self.0.take().unwrap();
+            let r = h.join();
+            push(
+                &self.1,
+                format!("join in drop killed: {}", r.unwrap_err().is_killed()),
+            );
+        }
+    }
+    let log = new_log();
+    let l = log.clone();
+    tasklet::dispatch(move || {
+        let l2 = l.clone();
+        let h = tasklet::spawn(move || {
+            let other = tasklet::spawn(|| {
+                tasklet::sleep(LONG);
+                1
+            });
+            let _g = JoinOnDrop(Some(other), l2);
+            tasklet::sleep(LONG);
+        });
+        tasklet::yield_now();
+        let t = Instant::now();
+        h.kill();
+        assert!(h.join().unwrap_err().is_killed());
+        assert!(t.elapsed() < Duration::from_secs(1));
+    });
+    assert_eq!(entries(&log), ["join in drop killed: true"]);
+}
+
+#[test]
+fn dispatchers_on_several_threads_are_independent() {
+    let threads: Vec<_> = (0..4u64)
+        .map(|k| {
+            std::thread::spawn(move || {
+                tasklet::dispatch(move || {
+                    let hs: Vec<_> = (0..1000u64)
+                        .map(|i| {
+                            tasklet::spawn(move || {
+                                tasklet::sleep(Duration::from_millis(i % 5));
+                                tasklet::yield_now();
+                                k * 1_000_000 + i
+                            })
+                        })
+                        .collect();
+                    tasklet::joinall(hs)
+                        .into_iter()
+                        .map(Result::unwrap)
+                        .sum::<u64>()
+                })
+            })
+        })
+        .collect();
+    for (k, t) in threads.into_iter().enumerate() {
+        let k = k as u64;
+        assert_eq!(t.join().unwrap(), k * 1_000_000 * 1000 + 999 * 1000 / 2);
+    }
+}
