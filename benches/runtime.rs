@@ -86,6 +86,61 @@ fn bench_yield(c: &mut Criterion) {
     g.finish();
 }
 
+/// Tasks taking turns in one ring: one iteration is one `yield_now`, with
+/// `TASKS` stacks (or task cells) cycling through the cache.
+const TASKS: u64 = 1000;
+
+fn tasklet_yield_many(iters: u64) -> Duration {
+    tasklet::dispatch(move || {
+        let per = iters.div_ceil(TASKS);
+        let start = Instant::now();
+        let hs: Vec<_> = (0..TASKS)
+            .map(|_| {
+                tasklet::spawn(move || {
+                    for _ in 0..per {
+                        tasklet::yield_now();
+                    }
+                })
+            })
+            .collect();
+        for h in hs {
+            h.join().unwrap();
+        }
+        // Scale to exactly `iters` switches.
+        start.elapsed().mul_f64(iters as f64 / (per * TASKS) as f64)
+    })
+}
+
+fn tokio_yield_many(rt: &tokio::runtime::Runtime, iters: u64) -> Duration {
+    rt.block_on(async move {
+        let per = iters.div_ceil(TASKS);
+        let start = Instant::now();
+        let hs: Vec<_> = (0..TASKS)
+            .map(|_| {
+                tokio::spawn(async move {
+                    for _ in 0..per {
+                        tokio::task::yield_now().await;
+                    }
+                })
+            })
+            .collect();
+        for h in hs {
+            h.await.unwrap();
+        }
+        start.elapsed().mul_f64(iters as f64 / (per * TASKS) as f64)
+    })
+}
+
+fn bench_yield_many(c: &mut Criterion) {
+    let mut g = c.benchmark_group("yield_ring_1000");
+    g.bench_function("tasklet", |b| b.iter_custom(tasklet_yield_many));
+    let rt = tokio_rt();
+    g.bench_function("tokio", |b| {
+        b.iter_custom(|iters| tokio_yield_many(&rt, iters))
+    });
+    g.finish();
+}
+
 /// Warm spawn + join of an empty tasklet (stacks come from the pool).
 fn tasklet_spawn_join(iters: u64) -> Duration {
     tasklet::dispatch(move || {
@@ -114,12 +169,34 @@ fn tokio_spawn_join(rt: &tokio::runtime::Runtime, iters: u64) -> Duration {
     })
 }
 
+/// tokio's closest analogue of a `!Send` tasklet: `spawn_local` on a `LocalSet`.
+fn tokio_local_spawn_join(rt: &tokio::runtime::Runtime, iters: u64) -> Duration {
+    let local = tokio::task::LocalSet::new();
+    local.block_on(rt, async move {
+        for _ in 0..64 {
+            tokio::task::spawn_local(async {}).await.unwrap();
+        }
+        let start = Instant::now();
+        for i in 0..iters {
+            black_box(
+                tokio::task::spawn_local(async move { black_box(i) })
+                    .await
+                    .unwrap(),
+            );
+        }
+        start.elapsed()
+    })
+}
+
 fn bench_spawn_join(c: &mut Criterion) {
     let mut g = c.benchmark_group("spawn_join");
     g.bench_function("tasklet", |b| b.iter_custom(tasklet_spawn_join));
     let rt = tokio_rt();
     g.bench_function("tokio", |b| {
         b.iter_custom(|iters| tokio_spawn_join(&rt, iters))
+    });
+    g.bench_function("tokio_local_set", |b| {
+        b.iter_custom(|iters| tokio_local_spawn_join(&rt, iters))
     });
     g.finish();
 }
@@ -189,5 +266,11 @@ fn bench_timer(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, bench_yield, bench_spawn_join, bench_timer);
+criterion_group!(
+    benches,
+    bench_yield,
+    bench_yield_many,
+    bench_spawn_join,
+    bench_timer
+);
 criterion_main!(benches);
