@@ -3,7 +3,8 @@
 //!
 //! - `channel_pingpong`: one iteration is one round trip (A sends to B, B
 //!   sends back). `tasklet_2_yields` is the floor the goal is stated
-//!   against: two dispatcher switches and nothing else.
+//!   against: two dispatcher switches and nothing else (`_no_watchdog`:
+//!   the same with the watchdog off, to show its switch-path cost).
 //! - `cross_thread_roundtrip`: a plain OS thread sends to a receiver that
 //!   must be woken on another thread (a parked tasklet on its dispatcher, a
 //!   tokio task, or a thread) and gets a reply back; one iteration is one
@@ -41,7 +42,17 @@ fn tasklet_pingpong(iters: u64) -> Duration {
 }
 
 fn tasklet_two_yields(iters: u64) -> Duration {
-    tasklet::dispatch(move || {
+    two_yields(tasklet::Config::new(), iters)
+}
+
+/// The same with the blocked-dispatcher watchdog off: shows what its
+/// switch-path hook costs.
+fn tasklet_two_yields_no_watchdog(iters: u64) -> Duration {
+    two_yields(tasklet::Config::new().max_blocking(None), iters)
+}
+
+fn two_yields(config: tasklet::Config, iters: u64) -> Duration {
+    config.dispatch(move || {
         let b = tasklet::spawn(move || {
             for _ in 0..iters {
                 tasklet::yield_now();
@@ -161,6 +172,9 @@ fn bench_pingpong(c: &mut Criterion) {
     let mut g = c.benchmark_group("channel_pingpong");
     g.bench_function("tasklet", |b| b.iter_custom(tasklet_pingpong));
     g.bench_function("tasklet_2_yields", |b| b.iter_custom(tasklet_two_yields));
+    g.bench_function("tasklet_2_yields_no_watchdog", |b| {
+        b.iter_custom(tasklet_two_yields_no_watchdog)
+    });
     let rt = tokio_rt();
     g.bench_function("tokio_mpsc", |b| b.iter_custom(|n| tokio_pingpong(&rt, n)));
     g.bench_function("crossbeam_threads", |b| b.iter_custom(crossbeam_pingpong));
