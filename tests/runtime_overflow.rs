@@ -44,6 +44,10 @@ fn overflow_if_child() -> bool {
         "main" => tasklet::Config::new().stack_size(128 * 1024).dispatch(|| {
             std::hint::black_box(bottomless(0));
         }),
+        // The default stack size comes from TASKLET_STACK_SIZE (set by the parent).
+        "env" => tasklet::dispatch(|| {
+            let _ = tasklet::spawn(|| bottomless(0)).join();
+        }),
         other => panic!("unknown {MODE_ENV} {other:?}"),
     }
     true
@@ -51,10 +55,17 @@ fn overflow_if_child() -> bool {
 
 /// Re-runs `test` in a child with `mode`; returns its exit status and stderr.
 fn run_child(test: &str, mode: &str) -> (ExitStatus, String) {
+    run_child_env(test, mode, &[])
+}
+
+/// Like [`run_child`], with extra environment variables for the child.
+fn run_child_env(test: &str, mode: &str, env: &[(&str, &str)]) -> (ExitStatus, String) {
     let exe = std::env::current_exe().expect("current_exe");
     let mut child = Command::new(exe)
         .args(["--exact", test, "--nocapture", "--test-threads=1"])
         .env(MODE_ENV, mode)
+        .env_remove("TASKLET_STACK_SIZE")
+        .envs(env.iter().copied())
         .env("RUST_BACKTRACE", "0")
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -126,4 +137,14 @@ fn overflow_in_main_tasklet_is_reported() {
     }
     let (status, stderr) = run_child("overflow_in_main_tasklet_is_reported", "main");
     assert_reported(status, &stderr, "'main'", "131072");
+}
+
+#[test]
+fn overflow_report_uses_stack_size_from_environment() {
+    if overflow_if_child() {
+        return;
+    }
+    let test = "overflow_report_uses_stack_size_from_environment";
+    let (status, stderr) = run_child_env(test, "env", &[("TASKLET_STACK_SIZE", "96k")]);
+    assert_reported(status, &stderr, "<unnamed>", "98304");
 }
