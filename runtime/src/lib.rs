@@ -26,8 +26,14 @@
 //!   [`spawn`] needs no `Send`. Tasklet APIs called outside `dispatch` panic
 //!   with a message that says so.
 //! - Scheduling is cooperative: a tasklet runs until it blocks (sleep, join,
-//!   I/O, a channel) or calls [`yield_now`]. Long CPU work belongs in a
-//!   separate thread.
+//!   I/O, a channel) or calls [`yield_now`]. Long CPU work and blocking
+//!   third-party calls belong in [`unblock`], which runs them on a thread
+//!   pool while the tasklet parks; a watchdog logs a warning naming any
+//!   tasklet that holds its dispatcher longer than 100 ms
+//!   ([`Config::max_blocking`]).
+//! - [`sync`] has channels, events, one-shot results, semaphores and
+//!   mutexes that park tasklets (and work across threads); [`Pool`] and
+//!   [`Group`] manage sets of tasklets.
 //! - A panic in a tasklet is caught at its root: [`JoinHandle::join`] returns
 //!   it, and if nobody joins it is logged with `log::error!`. The dispatcher
 //!   and other tasklets carry on.
