@@ -148,3 +148,59 @@ fn works_from_several_dispatchers() {
         assert_eq!(t.join().unwrap(), (0..20).sum::<i32>() + 20 * k as i32);
     }
 }
+
+/// Threads of this process named like the offload pool's.
+fn offload_threads() -> usize {
+    std::fs::read_dir("/proc/self/task")
+        .map(|dir| {
+            dir.filter_map(Result::ok)
+                .filter(|t| {
+                    std::fs::read_to_string(t.path().join("comm"))
+                        .map(|c| c.trim() == "tasklet-unblock")
+                        .unwrap_or(false)
+                })
+                .count()
+        })
+        .unwrap_or(0)
+}
+
+#[test]
+fn pool_is_bounded_and_idle_threads_retire() {
+    let limit: usize = std::env::var("TASKLET_UNBLOCK_THREADS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(64);
+    let peak = tasklet::dispatch(move || {
+        let hs: Vec<_> = (0..limit + 40)
+            .map(|_| {
+                tasklet::spawn(|| {
+                    tasklet::unblock(|| std::thread::sleep(Duration::from_millis(50)))
+                })
+            })
+            .collect();
+        let mut peak = 0;
+        let sampler = tasklet::spawn(move || {
+            for _ in 0..20 {
+                peak = peak.max(offload_threads());
+                tasklet::sleep(Duration::from_millis(5));
+            }
+            peak
+        });
+        for h in hs {
+            h.join().unwrap();
+        }
+        sampler.join().unwrap()
+    });
+    assert!(peak > 0, "no offload thread seen");
+    assert!(peak <= limit, "{peak} offload threads, limit {limit}");
+    // Idle threads exit after UNBLOCK_IDLE_TIMEOUT (other tests in this binary
+    // may still use the pool briefly, so allow a few periods).
+    let deadline = Instant::now() + tasklet::UNBLOCK_IDLE_TIMEOUT * 4;
+    while offload_threads() > 0 {
+        assert!(
+            Instant::now() < deadline,
+            "idle offload threads never retired"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
