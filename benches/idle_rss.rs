@@ -13,6 +13,8 @@
 //!
 //! Positional arguments select scenarios by substring (e.g.
 //! `cargo bench --bench idle_rss -- 100k`); the default runs all of them.
+//! Run without `--bench` (as `cargo test --benches` does), it only checks
+//! that every scenario works, with 1,000 tasks each.
 
 use std::cell::Cell;
 use std::process::Command;
@@ -206,18 +208,21 @@ fn main() {
         return;
     }
     // `cargo bench` passes `--bench`; other positional arguments filter.
+    let benching = args.iter().any(|a| a == "--bench");
     let filters: Vec<&String> = args.iter().filter(|a| !a.starts_with('-')).collect();
     let exe = std::env::current_exe().expect("current_exe");
     println!(
         "{:<14} {:>10} {:>12} {:>14} {:>12} {:>7} {:>10} {:>10}",
         "scenario", "tasks", "RSS delta", "RSS/task", "PTE/task", "maps", "spawn", "teardown"
     );
+    let mut failed = 0;
     for sc in SCENARIOS {
         if !filters.is_empty() && !filters.iter().any(|f| sc.label.contains(f.as_str())) {
             continue;
         }
+        let count = if benching { sc.count } else { 1_000 };
         let out = Command::new(&exe)
-            .args(["--child", sc.kind, &sc.count.to_string()])
+            .args(["--child", sc.kind, &count.to_string()])
             .output()
             .expect("run child");
         let stdout = String::from_utf8_lossy(&out.stdout);
@@ -228,6 +233,7 @@ fn main() {
                 out.status,
                 String::from_utf8_lossy(&out.stderr).trim()
             );
+            failed += 1;
             continue;
         };
         let v: Vec<u128> = line
@@ -248,5 +254,9 @@ fn main() {
             spawn_ns as f64 / 1e6,
             down_ns as f64 / 1e6,
         );
+    }
+    if failed > 0 {
+        eprintln!("idle_rss: {failed} scenario(s) failed");
+        std::process::exit(1);
     }
 }
