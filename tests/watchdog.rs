@@ -5,7 +5,7 @@
 //! each test looks only at records naming its own, uniquely named tasklet,
 //! so tests running in parallel do not see each other's warnings.
 
-use std::sync::{Mutex, Once};
+use std::sync::{Mutex, MutexGuard, Once, PoisonError};
 use std::time::{Duration, Instant};
 
 struct Capture;
@@ -23,6 +23,14 @@ impl log::Log for Capture {
             .push((record.level(), record.args().to_string()));
     }
     fn flush(&self) {}
+}
+
+/// Runs the tests of this binary one at a time: spinning tests running in
+/// parallel on a small machine could starve a dispatcher or the monitor
+/// thread of CPU and blur what is measured.
+fn serial() -> MutexGuard<'static, ()> {
+    static SERIAL: Mutex<()> = Mutex::new(());
+    SERIAL.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 fn install() {
@@ -53,6 +61,7 @@ fn spin(d: Duration) {
 
 #[test]
 fn warns_about_a_tasklet_that_spins() {
+    let _serial = serial();
     install();
     let name = "wd-spinner-300ms";
     tasklet::Config::new()
@@ -105,6 +114,7 @@ fn warns_about_a_tasklet_that_spins() {
 
 #[test]
 fn silent_for_a_tasklet_that_yields() {
+    let _serial = serial();
     install();
     let name = "wd-polite-yielder";
     tasklet::Config::new()
@@ -130,6 +140,7 @@ fn silent_for_a_tasklet_that_yields() {
 
 #[test]
 fn disabled_by_config() {
+    let _serial = serial();
     install();
     let name = "wd-spinner-unwatched";
     tasklet::Config::new().max_blocking(None).dispatch(move || {
@@ -146,6 +157,7 @@ fn disabled_by_config() {
 
 #[test]
 fn a_blocked_dispatcher_idling_in_the_hub_is_not_reported() {
+    let _serial = serial();
     install();
     // The main tasklet sleeps (the thread waits in epoll) for longer than the
     // limit: that is idling, not blocking.
