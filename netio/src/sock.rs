@@ -85,7 +85,9 @@ impl<S: AsRawFd> Sock<S> {
     /// receive queue, so if the next read comes before the hub has polled
     /// again (no readiness event can have been dropped meanwhile), it waits
     /// for the next event at once instead of paying for an `EAGAIN` read.
-    /// This gives one read call per message in a request/response loop.
+    /// This gives one read call per message in a request/response loop. A
+    /// read side the hub has seen closed is always read (an end-of-file
+    /// can wait behind the data and gets no new event).
     #[inline]
     pub(crate) fn read_stream(
         &self,
@@ -96,7 +98,10 @@ impl<S: AsRawFd> Sock<S> {
         let mut deadline: Option<Instant> = None;
         if len > 0 {
             if let Some(tick) = self.drained_at.take() {
-                if !self.nonblocking.get() && hub::io_tick() == Some(tick) {
+                if !self.nonblocking.get()
+                    && hub::io_tick() == Some(tick)
+                    && !self.io.is_read_closed()
+                {
                     deadline = timeout.and_then(|t| Instant::now().checked_add(t));
                     self.wait(Direction::Read, deadline)?;
                 }

@@ -114,6 +114,8 @@ struct IoEntry {
     gen: u32,
     readers: Vec<Unparker>,
     writers: Vec<Unparker>,
+    /// The hub has seen the read side close (peer FIN, hang-up); sticky.
+    read_closed: bool,
 }
 
 /// The event loop of one dispatcher.
@@ -244,6 +246,9 @@ impl Hub {
                 continue;
             }
             let err = ev.is_error();
+            if ev.is_read_closed() {
+                entry.read_closed = true;
+            }
             if ev.is_readable() || ev.is_read_closed() || err {
                 for u in entry.readers.drain(..) {
                     u.unpark_in(d);
@@ -293,6 +298,7 @@ impl Hub {
             gen,
             readers: Vec::new(),
             writers: Vec::new(),
+            read_closed: false,
         });
         let token = make_token(slot, gen);
         let r = self.poll.borrow().registry().register(
@@ -578,6 +584,22 @@ impl<S: AsRawFd> IoSource<S> {
             reg,
         }));
         Ok(reg)
+    }
+
+    /// Whether the hub has reported that the read side of this source is
+    /// closed (peer FIN or hang-up). Sticky: edge-triggered epoll reports it
+    /// once, and a read may still find data before the end-of-file. Used
+    /// together with [`io_tick`] to decide that a drained source can be
+    /// waited on without retrying the operation first.
+    pub fn is_read_closed(&self) -> bool {
+        let Some(r) = self.reg.get() else {
+            return false;
+        };
+        context::try_with(|d| {
+            d.id == r.dispatcher
+                && matches!(d.hub.io.borrow().get(r.reg.slot), Some(e) if e.gen == r.reg.gen && e.read_closed)
+        })
+        .unwrap_or(false)
     }
 
     /// Parks until the hub reports `dir` readiness (or a spurious wake-up).
