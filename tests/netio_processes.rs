@@ -1,0 +1,235 @@
+//! Multi-process netio tests: the `echo_server` example driven by the
+//! `echo_client` example, and 10,000 connections held open at once (the
+//! client side in a separate process so each process stays well under the
+//! 20,000 open-file limit).
+//!
+//! The examples are built by `cargo test` (examples are part of the default
+//! test build); the binaries are looked up next to this test executable.
+
+use std::cell::Cell;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use tasklet::netio::TcpListener;
+
+fn example(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    // target/<profile>/deps/<test> -> target/<profile>/examples/<name>
+    let dir = exe
+        .parent()
+        .and_then(|d| d.parent())
+        .expect("target profile dir");
+    let path = dir.join("examples").join(name);
+    assert!(
+        path.exists(),
+        "{} not found: build the examples first (`cargo test` does; for a single test run \
+         `cargo build --release --examples`)",
+        path.display()
+    );
+    path
+}
+
+fn raise_fd_limit() {
+    let mut rl = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit read and write a valid local rlimit.
+    unsafe {
+        assert_eq!(libc::getrlimit(libc::RLIMIT_NOFILE, &mut rl), 0);
+        if rl.rlim_cur < rl.rlim_max {
+            rl.rlim_cur = rl.rlim_max;
+            assert_eq!(libc::setrlimit(libc::RLIMIT_NOFILE, &rl), 0);
+        }
+    }
+}
+
+/// Waits for a child to exit, killing it after `limit`.
+fn wait_bounded(child: &mut Child, limit: Duration) -> std::process::ExitStatus {
+    let start = Instant::now();
+    loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            return st;
+        }
+        if start.elapsed() > limit {
+            let _ = child.kill();
+            panic!("child {} did not exit within {limit:?}", child.id());
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+struct KillOnDrop(Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn echo_server_example_driven_by_echo_client_then_ctrl_c() {
+    let mut server = KillOnDrop(
+        Command::new(example("echo_server"))
+            .args(["--addr", "127.0.0.1:0"])
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    // The server logs "echo server listening on ADDR".
+    let mut stderr = BufReader::new(server.0.stderr.take().unwrap());
+    let mut log = String::new();
+    let addr = loop {
+        let mut line = String::new();
+        assert!(
+            stderr.read_line(&mut line).unwrap() > 0,
+            "server exited early: {log}"
+        );
+        log.push_str(&line);
+        if let Some(rest) = line.split("listening on ").nth(1) {
+            break rest.split_whitespace().next().unwrap().to_owned();
+        }
+    };
+    // Keep draining the log so the server never blocks on a full pipe.
+    let drain = std::thread::spawn(move || {
+        let mut rest = String::new();
+        let _ = stderr.read_to_string(&mut rest);
+        rest
+    });
+
+    let out = Command::new(example("echo_client"))
+        .args([
+            "--addr",
+            &addr,
+            "--conns",
+            "50",
+            "--messages",
+            "200",
+            "--size",
+            "100",
+        ])
+        .env("RUST_LOG", "warn")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "echo_client failed: {stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("10000 round trips"), "{stdout}");
+    assert!(
+        stdout.contains("all 1000000 echoed bytes verified"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("RESULT conns=50 size=100"), "{stdout}");
+
+    // Ctrl-C: a clean stop with exit status 0.
+    // SAFETY: sending SIGINT to our own child process.
+    assert_eq!(unsafe { libc::kill(server.0.id() as i32, libc::SIGINT) }, 0);
+    let status = wait_bounded(&mut server.0, Duration::from_secs(10));
+    assert!(status.success(), "echo_server exited with {status}");
+    let rest = drain.join().unwrap();
+    assert!(rest.contains("connected"), "connections are logged: {rest}");
+    assert!(rest.contains("disconnected"), "{rest}");
+    assert!(rest.contains("shutting down"), "{rest}");
+}
+
+#[test]
+fn echo_client_reports_a_dead_server_as_a_failure() {
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let out = Command::new(example("echo_client"))
+        .args(["--addr", &format!("127.0.0.1:{port}"), "--conns", "3"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("cannot connect"), "{err}");
+}
+
+#[test]
+fn examples_print_help() {
+    for name in ["echo_server", "echo_client"] {
+        let out = Command::new(example(name)).arg("--help").output().unwrap();
+        assert!(out.status.success(), "{name} --help");
+        assert!(
+            String::from_utf8_lossy(&out.stdout).contains("USAGE"),
+            "{name}"
+        );
+        let out = Command::new(example(name)).arg("--bogus").output().unwrap();
+        assert_eq!(out.status.code(), Some(2), "{name} --bogus");
+    }
+}
+
+#[test]
+fn ten_thousand_connections_held_open_at_once() {
+    const N: usize = 10_000;
+    raise_fd_limit();
+    let (peak, served) = tasklet::Config::new().stack_size(32 * 1024).dispatch(|| {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap();
+        let open = Rc::new(Cell::new(0usize));
+        let peak = Rc::new(Cell::new(0usize));
+        let served = Rc::new(Cell::new(0usize));
+        let (o, p, s) = (open.clone(), peak.clone(), served.clone());
+        tasklet::spawn(move || loop {
+            let (mut c, _) = l.accept().unwrap();
+            o.set(o.get() + 1);
+            p.set(p.get().max(o.get()));
+            let (o, s) = (o.clone(), s.clone());
+            tasklet::spawn(move || {
+                let mut buf = [0u8; 256];
+                loop {
+                    match c.read(&mut buf) {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => {
+                            if c.write_all(&buf[..n]).is_err() {
+                                break;
+                            }
+                        }
+                    }
+                }
+                o.set(o.get() - 1);
+                s.set(s.get() + 1);
+            });
+        });
+        // The client holds all N open until every one has had its echo.
+        let client = Command::new(example("echo_client"))
+            .args(["--addr", &addr.to_string(), "--conns", &N.to_string()])
+            .args(["--messages", "2", "--size", "16"])
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let out = tasklet::unblock(move || client.wait_with_output()).unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(
+            out.status.success(),
+            "echo_client: {stdout}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            stdout.contains(&format!("{} round trips", 2 * N)),
+            "{stdout}"
+        );
+        // Wait (bounded) for the server side to see every EOF.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while served.get() < N && Instant::now() < deadline {
+            tasklet::sleep(Duration::from_millis(5));
+        }
+        let _ = std::io::stdout().flush();
+        (peak.get(), served.get())
+    });
+    assert_eq!(peak, N, "connections open at the same time");
+    assert_eq!(served, N);
+}
