@@ -78,6 +78,10 @@ mod addr;
 mod sock;
 mod sys;
 mod tcp;
+mod udp;
+mod unix;
 
 pub use addr::{lookup_host, ToSocketAddrs};
 pub use tcp::{Incoming, TcpListener, TcpStream};
+pub use udp::UdpSocket;
+pub use unix::{UnixDatagram, UnixIncoming, UnixListener, UnixStream};
