@@ -203,3 +203,22 @@ fn group_is_unbounded() {
         assert!(group.is_empty());
     });
 }
+
+#[test]
+fn killed_while_waiting_for_a_slot_leaks_nothing() {
+    tasklet::dispatch(|| {
+        let pool = Pool::new(1);
+        let busy = pool.spawn(|| tasklet::sleep(Duration::from_millis(20)));
+        let p = pool.clone();
+        let waiter = tasklet::spawn(move || {
+            p.spawn(|| ()).join().unwrap();
+        });
+        tasklet::yield_now();
+        waiter.kill();
+        assert!(waiter.join().unwrap_err().is_killed());
+        busy.join().unwrap();
+        pool.join();
+        assert_eq!(pool.free_count(), 1);
+        assert_eq!(pool.spawn(|| 8).join().unwrap(), 8);
+    });
+}

@@ -344,3 +344,20 @@ fn mutex_killed_waiter_does_not_block_others() {
         assert!(!m.is_locked());
     });
 }
+
+#[test]
+fn killed_async_result_waiter_leaves_the_others_waiting() {
+    tasklet::dispatch(|| {
+        let r: Rc<AsyncResult<u8, ()>> = Rc::new(AsyncResult::new());
+        let r1 = r.clone();
+        let a = tasklet::spawn(move || r1.wait());
+        let r2 = r.clone();
+        let b = tasklet::spawn(move || r2.wait());
+        tasklet::yield_now();
+        a.kill();
+        assert!(a.join().unwrap_err().is_killed());
+        r.set(3);
+        let got = tasklet::timeout(Duration::from_secs(5), || b.join().unwrap());
+        assert_eq!(got, Ok(Ok(3)));
+    });
+}
