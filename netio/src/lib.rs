@@ -75,6 +75,7 @@
 #![warn(missing_docs)]
 
 mod addr;
+mod server;
 mod sock;
 mod sys;
 mod tcp;
@@ -82,6 +83,7 @@ mod udp;
 mod unix;
 
 pub use addr::{lookup_host, ToSocketAddrs};
+pub use server::{HandlerResult, ServerHandle, StreamServer};
 pub use tcp::{Incoming, TcpListener, TcpStream};
 pub use udp::UdpSocket;
 pub use unix::{UnixDatagram, UnixIncoming, UnixListener, UnixStream};

@@ -155,6 +155,22 @@ pub fn ctrl_c() -> io::Result<()> {
     wait(&[Signal::Int]).map(|_| ())
 }
 
+/// How many waits (tasklets or threads) are currently registered for `sig`.
+///
+/// A diagnostic: a signal that arrives while this is 0 has its default
+/// effect (see the module docs).
+pub fn waiting(sig: Signal) -> usize {
+    match global() {
+        Ok(g) => g
+            .lock()
+            .waiters
+            .iter()
+            .filter(|w| w.mask & sig.bit() != 0)
+            .count(),
+        Err(_) => 0,
+    }
+}
+
 enum Wake {
     Tasklet(RemoteUnparker),
     Thread(Thread),
