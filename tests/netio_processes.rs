@@ -158,7 +158,14 @@ fn echo_client_reports_a_dead_server_as_a_failure() {
 
 #[test]
 fn examples_print_help() {
-    for name in ["echo_server", "echo_client"] {
+    for name in [
+        "echo_server",
+        "echo_client",
+        "chat_server",
+        "port_forward",
+        "http_hello",
+        "tokio_echo_server",
+    ] {
         let out = Command::new(example(name)).arg("--help").output().unwrap();
         assert!(out.status.success(), "{name} --help");
         assert!(
@@ -232,4 +239,152 @@ fn ten_thousand_connections_held_open_at_once() {
     });
     assert_eq!(peak, N, "connections open at the same time");
     assert_eq!(served, N);
+}
+
+/// Starts an example server; returns it, the address it logged after
+/// `marker`, and a thread collecting the rest of its log.
+fn start_example(
+    name: &str,
+    args: &[&str],
+    marker: &str,
+) -> (KillOnDrop, String, std::thread::JoinHandle<String>) {
+    let mut child = KillOnDrop(
+        Command::new(example(name))
+            .args(args)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let mut stderr = BufReader::new(child.0.stderr.take().unwrap());
+    let mut log = String::new();
+    let addr = loop {
+        let mut line = String::new();
+        assert!(
+            stderr.read_line(&mut line).unwrap() > 0,
+            "{name} exited early: {log}"
+        );
+        log.push_str(&line);
+        if let Some(rest) = line.split(marker).nth(1) {
+            break rest
+                .trim_start_matches("http://")
+                .split_whitespace()
+                .next()
+                .unwrap()
+                .to_owned();
+        }
+    };
+    let drain = std::thread::spawn(move || {
+        let mut rest = String::new();
+        let _ = stderr.read_to_string(&mut rest);
+        rest
+    });
+    (child, addr, drain)
+}
+
+fn sigterm_and_wait(child: &mut KillOnDrop, name: &str) {
+    // SAFETY: sending SIGTERM to our own child process.
+    assert_eq!(unsafe { libc::kill(child.0.id() as i32, libc::SIGTERM) }, 0);
+    let status = wait_bounded(&mut child.0, Duration::from_secs(10));
+    assert!(status.success(), "{name} exited with {status}");
+}
+
+fn read_line_from(s: &mut BufReader<std::net::TcpStream>) -> String {
+    let mut line = String::new();
+    s.read_line(&mut line).unwrap();
+    line
+}
+
+#[test]
+fn chat_server_example_broadcasts_lines_to_the_others() {
+    let (mut server, addr, drain) =
+        start_example("chat_server", &["--addr", "127.0.0.1:0"], "listening on ");
+    let connect = |nick: &str| {
+        let s = std::net::TcpStream::connect(&addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let mut w = s.try_clone().unwrap();
+        let mut r = BufReader::new(s);
+        let mut prompt = [0u8; 24];
+        r.read_exact(&mut prompt).unwrap();
+        assert_eq!(&prompt, b"welcome! your nickname? ");
+        writeln!(w, "{nick}").unwrap();
+        (w, r)
+    };
+    let (mut aw, mut ar) = connect("ann");
+    // Joining is announced only once the server has registered the client;
+    // wait for ann to be registered by waiting for bob's announcement.
+    let (mut bw, mut br) = connect("bob");
+    assert_eq!(read_line_from(&mut ar), "* bob joined\n");
+    writeln!(aw, "hello bob").unwrap();
+    assert_eq!(read_line_from(&mut br), "<ann> hello bob\n");
+    writeln!(bw, "hi ann").unwrap();
+    assert_eq!(read_line_from(&mut ar), "<bob> hi ann\n");
+    drop(bw);
+    drop(br);
+    assert_eq!(read_line_from(&mut ar), "* bob left\n");
+    sigterm_and_wait(&mut server, "chat_server");
+    let log = drain.join().unwrap();
+    assert!(log.contains("joined as 'ann'"), "{log}");
+}
+
+#[test]
+fn port_forward_example_relays_echo_client_traffic() {
+    let (mut echo, echo_addr, _d1) =
+        start_example("echo_server", &["--addr", "127.0.0.1:0"], "listening on ");
+    let (mut fwd, fwd_addr, d2) = start_example(
+        "port_forward",
+        &["--listen", "127.0.0.1:0", "--to", &echo_addr],
+        "forwarding ",
+    );
+    let out = Command::new(example("echo_client"))
+        .args([
+            "--addr",
+            &fwd_addr,
+            "--conns",
+            "20",
+            "--messages",
+            "100",
+            "--size",
+            "1000",
+        ])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("all 2000000 echoed bytes verified"),
+        "{stdout}"
+    );
+    sigterm_and_wait(&mut fwd, "port_forward");
+    sigterm_and_wait(&mut echo, "echo_server");
+    let log = d2.join().unwrap();
+    assert!(log.contains("100000 bytes up, 100000 bytes down"), "{log}");
+}
+
+#[test]
+fn http_hello_example_answers_pipelined_keep_alive_requests() {
+    let (mut server, addr, _d) =
+        start_example("http_hello", &["--addr", "127.0.0.1:0"], "listening on ");
+    let mut s = std::net::TcpStream::connect(&addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    // Two pipelined requests, the second asking to close.
+    s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\nGET /again HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut all = String::new();
+    s.read_to_string(&mut all).unwrap();
+    assert_eq!(all.matches("HTTP/1.1 200 OK").count(), 2, "{all}");
+    assert_eq!(all.matches("Hello, World!").count(), 2, "{all}");
+    // Garbage gets a 400 and a close.
+    let mut s = std::net::TcpStream::connect(&addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(b"\x01\x02 nonsense\r\n\r\n").unwrap();
+    let mut all = String::new();
+    s.read_to_string(&mut all).unwrap();
+    assert!(all.starts_with("HTTP/1.1 400"), "{all}");
+    sigterm_and_wait(&mut server, "http_hello");
 }

@@ -1,0 +1,131 @@
+//! A TCP port forwarder (proxy): every accepted connection is connected to
+//! `--to`, and two tasklets copy bytes both ways until each side closes.
+//!
+//! ```text
+//! cargo run --release --example echo_server &                  # 127.0.0.1:8001
+//! cargo run --release --example port_forward -- --listen 127.0.0.1:8004 --to 127.0.0.1:8001
+//! cargo run --release --example echo_client -- --addr 127.0.0.1:8004
+//! ```
+
+use std::io::{self, Read, Write};
+use std::net::{Shutdown, SocketAddr};
+use std::process::ExitCode;
+use std::rc::Rc;
+use std::time::Duration;
+
+use tasklet::netio::{StreamServer, TcpStream};
+
+const USAGE: &str = "\
+port_forward: forward TCP connections (two copying tasklets per connection)
+
+USAGE:
+    port_forward [--listen HOST:PORT] [--to HOST:PORT]
+
+OPTIONS:
+    --listen HOST:PORT   address to accept on [default: 127.0.0.1:8004]
+    --to HOST:PORT       address to forward to; host names are resolved
+                         without blocking [default: 127.0.0.1:8001]
+    -h, --help           print this help
+
+Ctrl-C or SIGTERM stops it (open connections get 1 s to finish).";
+
+/// Copies `from` to `to` until EOF, then half-closes `to` so the other side
+/// sees the end too. Returns the byte count.
+fn pump(from: &TcpStream, to: &TcpStream) -> io::Result<u64> {
+    let mut buf = vec![0u8; 32 * 1024];
+    let mut total = 0u64;
+    let mut from = from;
+    let mut to = to;
+    loop {
+        let n = from.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        to.write_all(&buf[..n])?;
+        total += n as u64;
+    }
+    // The peer may already be gone: nothing left to tell it then.
+    let _ = to.shutdown(Shutdown::Write);
+    Ok(total)
+}
+
+fn forward(client: TcpStream, peer: SocketAddr, target: Rc<str>) -> io::Result<()> {
+    let upstream = match TcpStream::connect(&*target) {
+        Ok(u) => u,
+        Err(e) => {
+            log::warn!("{peer}: cannot connect to {target}: {e}");
+            return Err(e);
+        }
+    };
+    client.set_nodelay(true)?;
+    upstream.set_nodelay(true)?;
+    log::info!("{peer}: forwarding to {target}");
+    let client = Rc::new(client);
+    let upstream = Rc::new(upstream);
+    let (c, u) = (client.clone(), upstream.clone());
+    let up = tasklet::spawn(move || pump(&c, &u));
+    let down = pump(&upstream, &client);
+    let up = up
+        .join()
+        .unwrap_or_else(|e| Err(io::Error::other(e.to_string())));
+    match (up, down) {
+        (Ok(up), Ok(down)) => {
+            log::info!("{peer}: closed ({up} bytes up, {down} bytes down)");
+            Ok(())
+        }
+        (Err(e), _) | (_, Err(e)) => {
+            log::info!("{peer}: closed with error: {e}");
+            Err(e)
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    let mut listen = "127.0.0.1:8004".to_owned();
+    let mut to = "127.0.0.1:8001".to_owned();
+    let mut args = std::env::args().skip(1);
+    while let Some(a) = args.next() {
+        let slot = match a.as_str() {
+            "-h" | "--help" => {
+                println!("{USAGE}");
+                return ExitCode::SUCCESS;
+            }
+            "--listen" => &mut listen,
+            "--to" => &mut to,
+            other => {
+                eprintln!("port_forward: unknown argument '{other}'\n\n{USAGE}");
+                return ExitCode::from(2);
+            }
+        };
+        match args.next() {
+            Some(v) => *slot = v,
+            None => {
+                eprintln!("port_forward: {a} needs a value\n\n{USAGE}");
+                return ExitCode::from(2);
+            }
+        }
+    }
+    tasklet::dispatch(move || {
+        let target: Rc<str> = Rc::from(to.as_str());
+        let server = match StreamServer::bind(listen.as_str(), move |s, peer| {
+            forward(s, peer, target.clone())
+        }) {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("port_forward: cannot listen on {listen}: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        log::info!(
+            "forwarding {} -> {to} (Ctrl-C to stop)",
+            server.local_addr()
+        );
+        server
+            .grace_period(Duration::from_secs(1))
+            .stop_on_signals(true)
+            .serve_forever();
+        log::info!("port_forward stopped");
+        ExitCode::SUCCESS
+    })
+}
