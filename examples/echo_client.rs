@@ -100,7 +100,7 @@ fn raise_fd_limit() {
 
 /// The bytes connection `conn` sends as message `msg`: a window into a
 /// pattern that differs per connection and per message.
-fn message<'a>(pattern: &'a [u8], conn: usize, msg: usize, size: usize) -> &'a [u8] {
+fn message(pattern: &[u8], conn: usize, msg: usize, size: usize) -> &[u8] {
     let off = (conn.wrapping_mul(7) + msg) % 251;
     &pattern[off..off + size]
 }

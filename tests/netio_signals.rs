@@ -63,7 +63,7 @@ fn signals_wake_tasklets_threads_and_stop_servers() {
             assert_eq!(signal::waiting(Signal::Usr2), 0);
 
             // So does a killed one.
-            let k = tasklet::spawn(|| signal::ctrl_c());
+            let k = tasklet::spawn(signal::ctrl_c);
             until_waiting(Signal::Int, 1);
             k.kill();
             assert!(k.join().unwrap_err().is_killed());

@@ -131,7 +131,7 @@ fn peer_reset_mid_write_is_an_error_not_sigpipe() {
         let mut errors = Vec::new();
         for _ in 0..10_000 {
             match c.write(&chunk) {
-                Ok(_) => {}
+                Ok(n) => assert!(n > 0),
                 Err(e) => {
                     errors.push(e.kind());
                     if errors.len() == 2 {
