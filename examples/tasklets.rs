@@ -19,17 +19,17 @@ fn main() {
     let answer = tasklet::dispatch(move || {
         // 1. gevent's foo/bar: two tasklets hand control back and forth.
         println!("[{}] -- switching with yield_now --", stamp());
-        let foo = tasklet::spawn(move || {
+        let foo_tasklet = tasklet::spawn(move || {
             println!("[{}] foo: running", stamp());
             tasklet::yield_now();
             println!("[{}] foo: explicit context switch to foo again", stamp());
         });
-        let bar = tasklet::spawn(move || {
+        let bar_tasklet = tasklet::spawn(move || {
             println!("[{}] bar: explicit context to bar", stamp());
             tasklet::yield_now();
             println!("[{}] bar: implicit context switch back to bar", stamp());
         });
-        tasklet::joinall([foo, bar]);
+        tasklet::joinall([foo_tasklet, bar_tasklet]);
 
         // 2. Concurrent sleeps: three tasklets sleeping 100 ms take 100 ms, not 300.
         println!("[{}] -- three 100 ms sleeps at once --", stamp());
