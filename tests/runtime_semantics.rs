@@ -1231,3 +1231,33 @@ fn dispatchers_on_several_threads_are_independent() {
         assert_eq!(t.join().unwrap(), k * 1_000_000 * 1000 + 999 * 1000 / 2);
     }
 }
+
+#[test]
+fn tasklet_ids_are_unique_across_threads() {
+    let threads: Vec<_> = (0..4)
+        .map(|_| {
+            std::thread::spawn(|| {
+                tasklet::dispatch(|| {
+                    let mut ids = vec![tasklet::current().id().as_u64()];
+                    // More than one id block per thread.
+                    for _ in 0..3000 {
+                        let h = tasklet::spawn(|| tasklet::current().id());
+                        let id = h.id();
+                        assert_eq!(h.join().unwrap(), id);
+                        ids.push(id.as_u64());
+                    }
+                    ids
+                })
+            })
+        })
+        .collect();
+    let mut all: Vec<u64> = threads
+        .into_iter()
+        .flat_map(|t| t.join().unwrap())
+        .collect();
+    let n = all.len();
+    all.sort_unstable();
+    all.dedup();
+    assert_eq!(all.len(), n, "a tasklet id was handed out twice");
+    assert!(all.iter().all(|&id| id > 0));
+}
