@@ -203,7 +203,7 @@ fn run_seed(seed: u64) {
                 let alive = Alive::new(&st);
                 drop(tasklet::spawn(move || {
                     let _a = alive;
-                    tasklet::sleep(Duration::from_secs(3600));
+                    tasklet::sleep(Duration::from_secs(20));
                 }));
             }
             tasklet::yield_now();

@@ -9,7 +9,10 @@ use std::time::{Duration, Instant};
 
 use tasklet::hub::{self, Direction, IoSource, Unparker, Wake};
 
-const LONG: Duration = Duration::from_secs(3600);
+/// "Forever" for a test: long enough never to end on its own during a passing
+/// test, short enough that a broken kill or timeout fails the test (the code
+/// after the sleep runs, or a join returns Ok) instead of hanging it.
+const LONG: Duration = Duration::from_secs(20);
 
 #[test]
 fn park_with_deadline_times_out() {

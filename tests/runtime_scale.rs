@@ -97,7 +97,7 @@ fn kill_timeout_and_detach_cycles_do_not_grow_memory() {
         let cycle = |n: usize| {
             for i in 0..n {
                 // A sleeper killed at its blocking point (timer cancelled).
-                let h = tasklet::spawn(|| tasklet::sleep(Duration::from_secs(3600)));
+                let h = tasklet::spawn(|| tasklet::sleep(Duration::from_secs(20)));
                 // A timeout that completes in time (timer armed and cancelled).
                 let r = tasklet::timeout(Duration::from_secs(60), tasklet::yield_now);
                 assert!(r.is_ok());
@@ -210,7 +210,7 @@ fn hundred_thousand_sleepers_and_teardown_at_exit() {
             let c = Counted(d.clone());
             drop(tasklet::spawn(move || {
                 let _c = c;
-                tasklet::sleep(Duration::from_secs(3600));
+                tasklet::sleep(Duration::from_secs(20));
             }));
         }
         tasklet::yield_now();
