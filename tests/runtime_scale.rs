@@ -220,3 +220,61 @@ fn hundred_thousand_sleepers_and_teardown_at_exit() {
     let el = t0.elapsed();
     assert!(el < Duration::from_secs(30), "took {el:?}");
 }
+
+/// Recurses with KiB-sized frames until `target` bytes of stack are in use.
+#[inline(never)]
+fn touch_stack(top: usize, target: usize) -> usize {
+    let frame = std::hint::black_box([1u8; 1024]);
+    let used = top.abs_diff(frame.as_ptr() as usize);
+    if used >= target {
+        return used;
+    }
+    touch_stack(top, target).max(frame[used % 1024] as usize)
+}
+
+#[test]
+fn stack_pool_limit_returns_memory_of_freed_stacks() {
+    let _s = serial();
+    const N: usize = 2000;
+    const TOUCH: usize = 64 * 1024;
+    let run = |pool: usize| {
+        tasklet::Config::new().stack_pool_size(pool).dispatch(|| {
+            let before = rss_bytes();
+            let hs: Vec<_> = (0..N)
+                .map(|_| {
+                    tasklet::spawn(|| {
+                        let marker = 0u8;
+                        let top = std::hint::black_box(&marker) as *const u8 as usize;
+                        let used = touch_stack(top, TOUCH);
+                        // All N stacks are touched and alive at once.
+                        tasklet::yield_now();
+                        used
+                    })
+                })
+                .collect();
+            // FIFO: every tasklet runs up to its yield before main resumes.
+            tasklet::yield_now();
+            let peak = rss_bytes();
+            for r in tasklet::joinall(hs) {
+                assert!(r.unwrap() >= TOUCH);
+            }
+            let after = rss_bytes();
+            (before, peak, after)
+        })
+    };
+    let (before, peak, after) = run(0);
+    // Restore the process-wide default for whatever runs next.
+    tasklet::Config::new().stack_pool_size(1024).dispatch(|| ());
+    let touched = N * TOUCH;
+    assert!(
+        peak.saturating_sub(before) >= touched / 2,
+        "the stacks were not touched? peak growth {} KiB",
+        peak.saturating_sub(before) / 1024
+    );
+    assert!(
+        after.saturating_sub(before) < touched / 8,
+        "with a pool limit of 0, freed stacks keep {} KiB of {} KiB touched",
+        after.saturating_sub(before) / 1024,
+        touched / 1024
+    );
+}
