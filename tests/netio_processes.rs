@@ -165,6 +165,7 @@ fn examples_print_help() {
         "port_forward",
         "http_hello",
         "tokio_echo_server",
+        "hyper_hello",
     ] {
         let out = Command::new(example(name)).arg("--help").output().unwrap();
         assert!(out.status.success(), "{name} --help");
