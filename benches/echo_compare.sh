@@ -27,25 +27,38 @@ fi
 cargo build --release --quiet "${examples[@]}"
 
 TCK=$(getconf CLK_TCK)
+
+# Never leave a server behind (an interrupted run would hold its port).
+trap 'kill $(jobs -p) 2>/dev/null || true' EXIT
+
+# Pick a base port with nothing listening on the next 100 ports' first one.
+port_busy() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 
-# Waits until something accepts on 127.0.0.1:$1.
+# Waits until server $2 accepts on 127.0.0.1:$1 (fails if it exited).
 wait_port() {
     for _ in $(seq 1 200); do
-        if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then return 0; fi
+        if ! kill -0 "$2" 2>/dev/null; then
+            echo "server for port $1 exited (port in use?)" >&2
+            return 1
+        fi
+        if port_busy "$1"; then return 0; fi
         sleep 0.05
     done
     echo "server on port $1 did not come up" >&2
     return 1
 }
 
-PORT=18500
+PORT=${BASE_PORT:-18500}
+while port_busy "$PORT" || port_busy $((PORT + 1)); do PORT=$((PORT + 100)); done
 # run_echo SERVER_BIN CONNS MESSAGES SIZE PORT -> "rtps rt_per_cpu_s"
 run_echo() {
+    set +e
     local bin=$1 conns=$2 msgs=$3 size=$4 PORT=$5
+    while port_busy "$PORT"; do PORT=$((PORT + 1000)); done
     RUST_LOG=warn taskset -c "$SERVER_CORE" "$EX/$bin" --addr "127.0.0.1:$PORT" >/dev/null 2>&1 &
     local pid=$!
-    wait_port "$PORT"
+    wait_port "$PORT" "$pid" || { kill "$pid" 2>/dev/null; echo "0 0"; return; }
     local c0 c1 out
     c0=$(cpu_ticks "$pid")
     out=$(RUST_LOG=warn taskset -c "$CLIENT_CORE" "$EX/echo_client" --addr "127.0.0.1:$PORT" \
@@ -94,10 +107,12 @@ if [[ "${HTTP:-0}" == 1 ]]; then
     DUR=${DUR:-5}
     # run_http SERVER_BIN CONNS PORT -> "req_per_s req_per_cpu_s"
     run_http() {
+        set +e
         local bin=$1 conns=$2 PORT=$3
+        while port_busy "$PORT"; do PORT=$((PORT + 1000)); done
         RUST_LOG=warn taskset -c "$SERVER_CORE" "$EX/$bin" --addr "127.0.0.1:$PORT" >/dev/null 2>&1 &
         local pid=$!
-        wait_port "$PORT"
+        wait_port "$PORT" "$pid" || { kill "$pid" 2>/dev/null; echo "0 0"; return; }
         local c0 c1 out
         c0=$(cpu_ticks "$pid")
         out=$(taskset -c "$CLIENT_CORE" wrk -t1 -c"$conns" -d"${DUR}s" "http://127.0.0.1:$PORT/")
@@ -115,7 +130,8 @@ if [[ "${HTTP:-0}" == 1 ]]; then
     echo
     echo "| wrk conns | tasklet req/s | hyper req/s | ratio | tasklet req/CPU-s | hyper req/CPU-s | ratio |"
     echo "|---|---:|---:|---:|---:|---:|---:|"
-    for conns in ${HTTP_CONNS:-"10 100"}; do
+    HTTP_CONNS=${HTTP_CONNS:-10 100}
+    for conns in $HTTP_CONNS; do
         ta=() tc=() ka=() kc=()
         for _ in $(seq 1 "$REPS"); do
             PORT=$((PORT + 2))
