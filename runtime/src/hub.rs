@@ -42,7 +42,7 @@ use std::io;
 use std::os::fd::{AsRawFd, RawFd};
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
 use crossbeam_queue::SegQueue;
@@ -128,6 +128,10 @@ pub(crate) struct Hub {
     io_tick: Cell<u64>,
     pub(crate) timers: RefCell<TimerQueue<TimerAction>>,
     shared: Arc<Shared>,
+    /// Waits registered through [`WaitKey::register`] and not yet ended:
+    /// like a live `RemoteUnparker`, each may be woken from another thread,
+    /// so the dispatcher does not report a deadlock while any exists.
+    key_waits: Cell<usize>,
 }
 
 impl Hub {
@@ -148,6 +152,7 @@ impl Hub {
                 alive: AtomicBool::new(true),
                 waker,
             }),
+            key_waits: Cell::new(0),
         })
     }
 
@@ -185,7 +190,8 @@ impl Hub {
             match self.timers.borrow_mut().next_deadline() {
                 Some(dl) => Some(dl.saturating_duration_since(now.unwrap_or_else(Instant::now))),
                 None => {
-                    if !io_live && Arc::strong_count(&self.shared) == 1 {
+                    if !io_live && self.key_waits.get() == 0 && Arc::strong_count(&self.shared) == 1
+                    {
                         // The last `RemoteUnparker` may have queued its
                         // wake-up after `drain_remote` above and then been
                         // dropped: its `Release` decrement pairs with this
@@ -457,6 +463,134 @@ impl fmt::Debug for RemoteUnparker {
             .field("dispatcher", &self.shared.dispatcher_id)
             .field("tasklet", &self.id)
             .finish()
+    }
+}
+
+/// A `Send` wake-up key for one wait of one tasklet: plain integers, no
+/// reference count (cheaper to make and drop than a [`RemoteUnparker`]).
+///
+/// Used by the `sync` primitives for their waiter queues. On the tasklet's
+/// own dispatcher thread [`WaitKey::wake_local`] wakes it directly; from any
+/// other thread the waker needs the dispatcher's [`HubRef`] (which the
+/// primitive caches once per dispatcher) to build a [`RemoteUnparker`].
+/// While a key is registered (between [`WaitKey::register`] and the drop of
+/// its [`KeyWait`]) the dispatcher counts it as a possible cross-thread
+/// wake-up and does not report a deadlock.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct WaitKey {
+    dispatcher: u64,
+    slot: u32,
+    id: TaskletId,
+    epoch: u32,
+}
+
+/// Ends a [`WaitKey`] registration when dropped (on the waiting tasklet's
+/// own thread: it is not `Send`).
+pub(crate) struct KeyWait {
+    _not_send: std::marker::PhantomData<*const ()>,
+}
+
+impl Drop for KeyWait {
+    fn drop(&mut self) {
+        context::try_with(|d| d.hub.key_waits.set(d.hub.key_waits.get() - 1));
+    }
+}
+
+impl WaitKey {
+    /// A key for the calling tasklet's current wait, and the guard that keeps
+    /// the dispatcher from reporting a deadlock while it is registered.
+    /// `None` outside a dispatcher.
+    #[inline]
+    pub(crate) fn register() -> Option<(WaitKey, KeyWait)> {
+        context::try_with(|d| {
+            let h = d.current_header();
+            d.hub.key_waits.set(d.hub.key_waits.get() + 1);
+            (
+                WaitKey {
+                    dispatcher: d.id,
+                    slot: h.slot.get() as u32,
+                    id: h.id,
+                    epoch: h.epoch.get(),
+                },
+                KeyWait {
+                    _not_send: std::marker::PhantomData,
+                },
+            )
+        })
+    }
+
+    /// The dispatcher the waiting tasklet runs on.
+    #[inline]
+    pub(crate) fn dispatcher(&self) -> u64 {
+        self.dispatcher
+    }
+
+    /// Whether the calling thread runs this key's dispatcher (so
+    /// [`wake_local`](WaitKey::wake_local) delivers it).
+    #[inline]
+    pub(crate) fn is_local(&self) -> bool {
+        context::try_with(|d| d.id == self.dispatcher).unwrap_or(false)
+    }
+
+    /// Wakes the tasklet if it is still in that wait. Only on the key's own
+    /// dispatcher thread (see [`is_local`](WaitKey::is_local)); elsewhere it
+    /// does nothing and returns `false`.
+    #[inline]
+    pub(crate) fn wake_local(&self) -> bool {
+        context::try_with(|d| {
+            if d.id != self.dispatcher {
+                return false;
+            }
+            if let Some(task) = d.task_at(self.slot as usize, self.id) {
+                d.wake(&task, self.epoch, Wake::Unparked);
+            }
+            true
+        })
+        .unwrap_or(false)
+    }
+
+    /// A [`RemoteUnparker`] for this key, if `hub` is its dispatcher's and
+    /// that dispatcher still runs.
+    pub(crate) fn remote(&self, hub: &HubRef) -> Option<RemoteUnparker> {
+        if hub.dispatcher != self.dispatcher {
+            return None;
+        }
+        hub.shared.upgrade().map(|shared| RemoteUnparker {
+            shared,
+            slot: self.slot,
+            id: self.id,
+            epoch: self.epoch,
+        })
+    }
+}
+
+/// A weak, `Send + Sync` reference to a dispatcher's cross-thread wake-up
+/// queue: does not keep it alive and does not count against deadlock
+/// detection. See [`WaitKey`].
+#[derive(Clone)]
+pub(crate) struct HubRef {
+    dispatcher: u64,
+    shared: Weak<Shared>,
+}
+
+impl HubRef {
+    /// The calling thread's dispatcher (`None` outside one).
+    pub(crate) fn current() -> Option<HubRef> {
+        context::try_with(|d| HubRef {
+            dispatcher: d.id,
+            shared: Arc::downgrade(&d.hub.shared),
+        })
+    }
+
+    /// The dispatcher's id.
+    #[inline]
+    pub(crate) fn dispatcher(&self) -> u64 {
+        self.dispatcher
+    }
+
+    /// Whether that dispatcher has exited.
+    pub(crate) fn is_gone(&self) -> bool {
+        self.shared.strong_count() == 0
     }
 }
 

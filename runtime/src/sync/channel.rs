@@ -6,7 +6,7 @@ use std::io;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use super::wait::{block, lock, Blocked, WaitQueue, Wakeup};
+use super::wait::{block, lock, Blocked, Ticket, WaitQueue};
 
 struct State<T> {
     queue: VecDeque<T>,
@@ -102,14 +102,14 @@ enum Side {
 struct Registration<'a, T> {
     chan: &'a Chan<T>,
     side: Side,
-    key: Option<u64>,
+    ticket: Option<Ticket>,
 }
 
 impl<T> Registration<'_, T> {
     /// Removes the registration under the lock; returns whether it had been
     /// notified (popped by the other side) in the meantime.
     fn leave(&mut self, st: &mut State<T>) -> bool {
-        let Some(key) = self.key.take() else {
+        let Some(Ticket { key, .. }) = self.ticket.take() else {
             return false;
         };
         match self.side {
@@ -124,7 +124,7 @@ impl<T> Registration<'_, T> {
 
 impl<T> Drop for Registration<'_, T> {
     fn drop(&mut self) {
-        if self.key.is_none() {
+        if self.ticket.is_none() {
             return;
         }
         let mut st = lock(&self.chan.state);
@@ -202,7 +202,7 @@ impl<T> Sender<T> {
         let mut reg = Registration {
             chan,
             side: Side::Send,
-            key: None,
+            ticket: None,
         };
         let mut gave_up = false;
         loop {
@@ -237,7 +237,7 @@ impl<T> Sender<T> {
                 }
                 return Err(SendTimeoutError::Timeout(value));
             }
-            reg.key = Some(st.send_q.push(Wakeup::current()));
+            reg.ticket = Some(st.send_q.push_current());
             drop(st);
             match block(deadline) {
                 Blocked::Woken => {}
@@ -315,7 +315,7 @@ impl<T> Receiver<T> {
         let mut reg = Registration {
             chan,
             side: Side::Recv,
-            key: None,
+            ticket: None,
         };
         let mut gave_up = false;
         loop {
@@ -344,7 +344,7 @@ impl<T> Receiver<T> {
                 // The queue is empty: a notification has nothing to pass on.
                 return Err(RecvTimeoutError::Timeout);
             }
-            reg.key = Some(st.recv_q.push(Wakeup::current()));
+            reg.ticket = Some(st.recv_q.push_current());
             st.recv_waiting += 1;
             // A rendezvous sender can now hand over a value.
             let sender = if chan.cap == Some(0) {

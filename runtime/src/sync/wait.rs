@@ -11,12 +11,15 @@ use std::collections::VecDeque;
 use std::thread::{self, Thread};
 use std::time::Instant;
 
-use crate::hub::{self, RemoteUnparker, Wake};
+use crate::hub::{self, HubRef, KeyWait, RemoteUnparker, WaitKey, Wake};
 
 /// How to wake one waiter.
 pub(crate) enum Wakeup {
     /// A parked tasklet, on this or another dispatcher.
     Tasklet(RemoteUnparker),
+    /// A parked tasklet on the dispatcher of the thread holding this
+    /// `Wakeup` (see [`WaitQueue::push_current`]): no reference count.
+    Key(WaitKey),
     /// A plain OS thread blocked in [`block`].
     Thread(Thread),
 }
@@ -35,6 +38,9 @@ impl Wakeup {
     pub(crate) fn wake(self) {
         match self {
             Wakeup::Tasklet(u) => u.unpark(),
+            Wakeup::Key(k) => {
+                k.wake_local();
+            }
             Wakeup::Thread(t) => t.unpark(),
         }
     }
@@ -94,6 +100,19 @@ pub(crate) fn block(deadline: Option<Instant>) -> Blocked {
 pub(crate) struct WaitQueue {
     next_key: u64,
     entries: VecDeque<(u64, Wakeup)>,
+    /// The hubs of the dispatchers whose tasklets registered through
+    /// [`WaitQueue::push_current`] (weak: kept only to wake them from other
+    /// threads), one per dispatcher.
+    hubs: Vec<HubRef>,
+}
+
+/// A registration made by [`WaitQueue::push_current`]: its key, and for a
+/// tasklet the guard that keeps its dispatcher from reporting a deadlock
+/// while it may be woken from another thread. Drop it (on the waiting
+/// thread) once the registration is over: removed, or found notified.
+pub(crate) struct Ticket {
+    pub(crate) key: u64,
+    _wait: Option<KeyWait>,
 }
 
 impl WaitQueue {
@@ -106,6 +125,32 @@ impl WaitQueue {
         self.next_key = self.next_key.wrapping_add(1);
         self.entries.push_back((self.next_key, w));
         self.next_key
+    }
+
+    /// Registers the calling tasklet (by a reference-count-free [`WaitKey`])
+    /// or thread.
+    pub(crate) fn push_current(&mut self) -> Ticket {
+        match WaitKey::register() {
+            Some((k, wait)) => {
+                if !self.hubs.iter().any(|h| h.dispatcher() == k.dispatcher()) {
+                    self.add_hub();
+                }
+                Ticket {
+                    key: self.push(Wakeup::Key(k)),
+                    _wait: Some(wait),
+                }
+            }
+            None => Ticket {
+                key: self.push(Wakeup::Thread(thread::current())),
+                _wait: None,
+            },
+        }
+    }
+
+    #[cold]
+    fn add_hub(&mut self) {
+        self.hubs.retain(|h| !h.is_gone());
+        self.hubs.extend(HubRef::current());
     }
 
     /// Removes a registration; `false` if it was already popped (notified).
@@ -121,13 +166,39 @@ impl WaitQueue {
     }
 
     /// Takes the longest-waiting registration, to be woken after the lock is released.
+    ///
+    /// A [`Wakeup::Key`] for another dispatcher than the caller's comes back
+    /// as a [`Wakeup::Tasklet`] through that dispatcher's hub.
+    #[inline]
     pub(crate) fn pop(&mut self) -> Option<Wakeup> {
-        self.entries.pop_front().map(|(_, w)| w)
+        let (_, w) = self.entries.pop_front()?;
+        Some(match w {
+            Wakeup::Key(k) if !k.is_local() => self.resolve(k),
+            w => w,
+        })
+    }
+
+    /// The cross-thread form of a key (a no-op key if its dispatcher has exited).
+    #[cold]
+    fn resolve(&self, k: WaitKey) -> Wakeup {
+        match self.hubs.iter().find_map(|h| k.remote(h)) {
+            Some(u) => Wakeup::Tasklet(u),
+            // The dispatcher is gone, and its tasklets with it.
+            None => Wakeup::Key(k),
+        }
     }
 
     /// Takes every registration.
     pub(crate) fn take_all(&mut self) -> VecDeque<(u64, Wakeup)> {
-        std::mem::take(&mut self.entries)
+        let mut all = std::mem::take(&mut self.entries);
+        for (_, w) in all.iter_mut() {
+            if let Wakeup::Key(k) = *w {
+                if !k.is_local() {
+                    *w = self.resolve(k);
+                }
+            }
+        }
+        all
     }
 }
 
