@@ -5,7 +5,7 @@
 //! handler for the requested signals. The handler only writes the signal
 //! number to a self-pipe (async-signal-safe); a helper thread reads it and
 //! wakes the waiting tasklets through their dispatcher's waker
-//! ([`RemoteUnparker`](crate::hub::RemoteUnparker)), so a signal wakes an
+//! ([`RemoteUnparker`]), so a signal wakes an
 //! idle `epoll_wait` at once.
 //!
 //! Every tasklet waiting for a signal when it arrives gets it. A signal that
