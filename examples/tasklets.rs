@@ -45,7 +45,10 @@ fn main() {
                     .expect("spawn")
             })
             .collect();
-        let sum: i32 = tasklet::joinall(sleepers).into_iter().map(|r| r.unwrap()).sum();
+        let sum: i32 = tasklet::joinall(sleepers)
+            .into_iter()
+            .map(|r| r.unwrap())
+            .sum();
         println!("[{}] sum {sum} after {:?}", stamp(), t.elapsed());
 
         // 3. spawn_loop: a ticker that runs until killed.
@@ -60,7 +63,12 @@ fn main() {
         tasklet::sleep(Duration::from_millis(55));
         ticker.kill();
         let r = ticker.join();
-        println!("[{}] ticker ticked {} times, then: {:?}", stamp(), ticks.get(), r.err());
+        println!(
+            "[{}] ticker ticked {} times, then: {:?}",
+            stamp(),
+            ticks.get(),
+            r.err()
+        );
 
         // 4. timeout: interrupt whatever the closure is blocked in.
         println!("[{}] -- timeout --", stamp());

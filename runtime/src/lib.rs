@@ -67,5 +67,5 @@ pub use dispatcher::{
 };
 pub use offload::{unblock, IDLE_TIMEOUT as UNBLOCK_IDLE_TIMEOUT};
 pub use pool::{Group, ImapUnordered, Pool};
-pub use watchdog::DEFAULT_MAX_BLOCKING;
 pub use task::{current, joinall, spawn, Builder, JoinError, JoinHandle, Tasklet, TaskletId};
+pub use watchdog::DEFAULT_MAX_BLOCKING;
