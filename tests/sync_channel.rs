@@ -198,6 +198,49 @@ fn killed_receiver_passes_wakeup_on() {
 }
 
 #[test]
+fn killed_receiver_gives_back_a_handed_value_in_order() {
+    // A value sent to a parked receiver is handed straight to it; if that
+    // receiver is killed before it runs and nobody else waits, the value
+    // goes back to the front of the queue, ahead of later values.
+    for cap in [0, 1] {
+        tasklet::dispatch(move || {
+            let (tx, rx) = channel::<u32>(cap);
+            let rx1 = rx.clone();
+            let a = tasklet::spawn(move || rx1.recv());
+            tasklet::yield_now(); // `a` parks in recv
+            assert_eq!(tx.try_send(1), Ok(())); // handed to `a`
+            if cap == 1 {
+                tx.send(2).unwrap(); // queued
+            }
+            a.kill();
+            assert!(a.join().unwrap_err().is_killed());
+            assert_eq!(rx.try_recv(), Ok(1), "capacity {cap}");
+            if cap == 1 {
+                assert_eq!(rx.try_recv(), Ok(2));
+            }
+            assert_eq!(rx.try_recv(), Err(TryRecvError::Empty));
+        });
+    }
+}
+
+#[test]
+fn value_handed_over_before_a_recv_timeout_is_delivered() {
+    tasklet::dispatch(|| {
+        let (tx, rx) = channel::<u32>(1);
+        let a = tasklet::spawn(move || rx.recv_timeout(Duration::from_millis(5)));
+        tasklet::yield_now(); // `a` parks with a 5 ms deadline
+        tx.send(3).unwrap(); // handed to `a`
+                             // Hold the dispatcher past the deadline: `a` is woken by the value
+                             // and its timer expires before it runs; the value must not be lost.
+        let t = Instant::now();
+        while t.elapsed() < Duration::from_millis(20) {
+            std::hint::spin_loop();
+        }
+        assert_eq!(a.join().unwrap(), Ok(3));
+    });
+}
+
+#[test]
 fn killed_sender_passes_wakeup_on() {
     tasklet::dispatch(|| {
         let (tx, rx) = channel::<u32>(1);

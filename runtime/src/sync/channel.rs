@@ -1,22 +1,51 @@
 //! Multi-producer, multi-consumer channels (gevent `queue.Queue`, Go channels).
+//!
+//! A value sent while a receiver is parked is handed straight to that
+//! receiver (written into a slot on its stack, under the channel lock it
+//! already holds), so the woken receiver returns without locking again.
 
+use std::cell::UnsafeCell;
 use std::collections::VecDeque;
 use std::fmt;
 use std::io;
+use std::ptr::NonNull;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use super::wait::{block, lock, Blocked, Ticket, WaitQueue};
+use super::wait::{block, lock, Blocked, Ticket, WaitQueue, Wakeup};
 
 struct State<T> {
     queue: VecDeque<T>,
     senders: usize,
     receivers: usize,
-    /// Receivers currently registered as waiting: a rendezvous channel
-    /// accepts one value per waiting receiver.
-    recv_waiting: usize,
-    recv_q: WaitQueue,
+    /// Parked receivers, each with the slot a sender fills. Invariant: while
+    /// a receiver is registered here, `queue` is empty (a sender hands its
+    /// value to the first registered receiver instead of queueing it) —
+    /// except transiently after a killed receiver gives back a value it was
+    /// handed and no other receiver waits.
+    recv_q: WaitQueue<SlotRef<T>>,
     send_q: WaitQueue,
+}
+
+impl<T> State<T> {
+    /// Hands `v` to the longest-parked receiver (returning its wake-up), or
+    /// gives it back if no receiver is parked.
+    #[inline]
+    fn hand_over(&mut self, v: T) -> Result<Wakeup, T> {
+        match self.recv_q.pop_with() {
+            Some((w, slot)) => {
+                // SAFETY: `slot` was just removed from `recv_q` under the
+                // channel lock we hold, so the receiver that registered it is
+                // still inside `recv_until` (it removes its slot under this
+                // lock before its frame ends; see `RecvRegistration`) and
+                // nobody else can reach the slot any more.
+                unsafe { slot.fill(v) };
+                Ok(w)
+            }
+            None => Err(v),
+        }
+    }
 }
 
 struct Chan<T> {
@@ -29,9 +58,73 @@ impl<T> Chan<T> {
     fn has_room(&self, st: &State<T>) -> bool {
         match self.cap {
             None => true,
-            Some(0) => st.queue.len() < st.recv_waiting,
+            // A rendezvous channel accepts a value only for a parked receiver.
+            Some(0) => !st.recv_q.is_empty(),
             Some(c) => st.queue.len() < c,
         }
+    }
+}
+
+/// Where a sender hands a value to one parked receiver: lives on the stack
+/// of that receiver's `recv_until` call.
+///
+/// Protocol: only a thread holding the channel lock that has just popped the
+/// slot's [`SlotRef`] from `recv_q` writes `value` and then sets `filled`
+/// (`Release`). The receiver reads `value` only after seeing `filled`
+/// (`Acquire`), when no [`SlotRef`] to it is left anywhere.
+struct Slot<T> {
+    value: UnsafeCell<Option<T>>,
+    filled: AtomicBool,
+}
+
+impl<T> Slot<T> {
+    fn new() -> Slot<T> {
+        Slot {
+            value: UnsafeCell::new(None),
+            filled: AtomicBool::new(false),
+        }
+    }
+
+    /// Takes the handed-over value if there is one.
+    fn take(&self) -> Option<T> {
+        if !self.filled.load(Ordering::Acquire) {
+            return None;
+        }
+        self.filled.store(false, Ordering::Relaxed);
+        // SAFETY: `filled` was set (Acquire pairs with the filler's Release
+        // store, so its write of `value` is visible) after the filler
+        // removed the slot's only `SlotRef` from `recv_q`; nobody else
+        // accesses `value` any more, and this receiver's own accesses are
+        // sequential.
+        unsafe { (*self.value.get()).take() }
+    }
+}
+
+/// A pointer to a parked receiver's [`Slot`], kept in `recv_q`.
+struct SlotRef<T>(NonNull<Slot<T>>);
+
+// SAFETY: a `SlotRef` only moves a `T` into the slot (from whichever thread
+// pops it, under the channel lock), which is sound for `T: Send`; the slot's
+// other field is atomic.
+unsafe impl<T: Send> Send for SlotRef<T> {}
+
+impl<T> SlotRef<T> {
+    fn new(slot: &Slot<T>) -> SlotRef<T> {
+        SlotRef(NonNull::from(slot))
+    }
+
+    /// Moves `v` into the slot and marks it filled.
+    ///
+    /// # Safety
+    /// The caller holds the channel lock and has just removed this
+    /// `SlotRef` from `recv_q` (so the slot is alive and unshared).
+    unsafe fn fill(self, v: T) {
+        // SAFETY: per the contract, the receiver's frame is alive and it does
+        // not touch `value` until it sees `filled`.
+        let slot = unsafe { self.0.as_ref() };
+        // SAFETY: as above: no other access to `value` is possible now.
+        unsafe { *slot.value.get() = Some(v) };
+        slot.filled.store(true, Ordering::Release);
     }
 }
 
@@ -82,7 +175,6 @@ fn new_chan<T>(cap: Option<usize>) -> (Sender<T>, Receiver<T>) {
             queue: VecDeque::with_capacity(cap.unwrap_or(0).min(1024)),
             senders: 1,
             receivers: 1,
-            recv_waiting: 0,
             recv_q: WaitQueue::new(),
             send_q: WaitQueue::new(),
         }),
@@ -90,55 +182,87 @@ fn new_chan<T>(cap: Option<usize>) -> (Sender<T>, Receiver<T>) {
     (Sender { chan: chan.clone() }, Receiver { chan })
 }
 
-/// Which queue a registration is in.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Side {
-    Send,
-    Recv,
-}
-
-/// A waiter's registration; removes it (passing on an unused notification)
-/// if the wait is left by unwinding (a kill or `timeout`).
-struct Registration<'a, T> {
+/// A blocked sender's registration; removes it (passing on an unused
+/// notification) if the wait is left by unwinding (a kill or `timeout`).
+struct SendRegistration<'a, T> {
     chan: &'a Chan<T>,
-    side: Side,
     ticket: Option<Ticket>,
 }
 
-impl<T> Registration<'_, T> {
+impl<T> SendRegistration<'_, T> {
     /// Removes the registration under the lock; returns whether it had been
-    /// notified (popped by the other side) in the meantime.
+    /// notified (popped by a receiver) in the meantime.
     fn leave(&mut self, st: &mut State<T>) -> bool {
         let Some(Ticket { key, .. }) = self.ticket.take() else {
             return false;
         };
-        match self.side {
-            Side::Send => !st.send_q.remove(key),
-            Side::Recv => {
-                st.recv_waiting -= 1;
-                !st.recv_q.remove(key)
-            }
-        }
+        !st.send_q.remove(key)
     }
 }
 
-impl<T> Drop for Registration<'_, T> {
+impl<T> Drop for SendRegistration<'_, T> {
     fn drop(&mut self) {
         if self.ticket.is_none() {
             return;
         }
         let mut st = lock(&self.chan.state);
-        let notified = self.leave(&mut st);
-        let next = if notified {
-            match self.side {
-                Side::Send => st.send_q.pop(),
-                Side::Recv => st.recv_q.pop(),
-            }
+        let next = if self.leave(&mut st) {
+            st.send_q.pop()
         } else {
             None
         };
         drop(st);
         if let Some(w) = next {
+            w.wake();
+        }
+    }
+}
+
+/// A parked receiver's registration of its [`Slot`].
+///
+/// However `recv_until` ends (return, kill, `timeout`), this removes the
+/// slot from `recv_q` under the lock before the slot goes away: that is what
+/// keeps every [`SlotRef`] valid. A value handed to a receiver that then
+/// unwinds is passed to the next parked receiver, or put back at the front
+/// of the queue: never lost.
+struct RecvRegistration<'a, T> {
+    chan: &'a Chan<T>,
+    slot: &'a Slot<T>,
+    ticket: Option<Ticket>,
+}
+
+impl<T> RecvRegistration<'_, T> {
+    /// Ends the registration under the lock; returns the value a sender
+    /// handed over, if any.
+    fn leave(&mut self, st: &mut State<T>) -> Option<T> {
+        let Ticket { key, .. } = self.ticket.take()?;
+        let v = self.slot.take();
+        if v.is_none() {
+            // Still queued, or taken by a closing sender without a value.
+            st.recv_q.remove(key);
+        }
+        v
+    }
+}
+
+impl<T> Drop for RecvRegistration<'_, T> {
+    fn drop(&mut self) {
+        if self.ticket.is_none() {
+            return;
+        }
+        let mut st = lock(&self.chan.state);
+        let w = match self.leave(&mut st) {
+            Some(v) => match st.hand_over(v) {
+                Ok(w) => Some(w),
+                Err(v) => {
+                    st.queue.push_front(v);
+                    None
+                }
+            },
+            None => None,
+        };
+        drop(st);
+        if let Some(w) = w {
             w.wake();
         }
     }
@@ -178,8 +302,13 @@ impl<T> Sender<T> {
         if !self.chan.has_room(&st) {
             return Err(TrySendError::Full(value));
         }
-        st.queue.push_back(value);
-        let w = st.recv_q.pop();
+        let w = match st.hand_over(value) {
+            Ok(w) => Some(w),
+            Err(v) => {
+                st.queue.push_back(v);
+                None
+            }
+        };
         drop(st);
         if let Some(w) = w {
             w.wake();
@@ -199,11 +328,7 @@ impl<T> Sender<T> {
 
     fn send_until(&self, value: T, deadline: Option<Instant>) -> Result<(), SendTimeoutError<T>> {
         let chan = &*self.chan;
-        let mut reg = Registration {
-            chan,
-            side: Side::Send,
-            ticket: None,
-        };
+        let mut reg = SendRegistration { chan, ticket: None };
         let mut gave_up = false;
         loop {
             let mut st = lock(&chan.state);
@@ -212,8 +337,13 @@ impl<T> Sender<T> {
                 return Err(SendTimeoutError::Disconnected(value));
             }
             if chan.has_room(&st) {
-                st.queue.push_back(value);
-                let w = st.recv_q.pop();
+                let w = match st.hand_over(value) {
+                    Ok(w) => Some(w),
+                    Err(v) => {
+                        st.queue.push_back(v);
+                        None
+                    }
+                };
                 // Room for more: let the next blocked sender try too.
                 let next = if notified && chan.has_room(&st) {
                     st.send_q.pop()
@@ -312,27 +442,22 @@ impl<T> Receiver<T> {
 
     fn recv_until(&self, deadline: Option<Instant>) -> Result<T, RecvTimeoutError> {
         let chan = &*self.chan;
-        let mut reg = Registration {
+        let slot = Slot::new();
+        let mut reg = RecvRegistration {
             chan,
-            side: Side::Recv,
+            slot: &slot,
             ticket: None,
         };
         let mut gave_up = false;
         loop {
             let mut st = lock(&chan.state);
-            let notified = reg.leave(&mut st);
+            if let Some(v) = reg.leave(&mut st) {
+                return Ok(v);
+            }
             if let Some(v) = st.queue.pop_front() {
                 let w = st.send_q.pop();
-                let next = if notified && !st.queue.is_empty() {
-                    st.recv_q.pop()
-                } else {
-                    None
-                };
                 drop(st);
                 if let Some(w) = w {
-                    w.wake();
-                }
-                if let Some(w) = next {
                     w.wake();
                 }
                 return Ok(v);
@@ -341,11 +466,9 @@ impl<T> Receiver<T> {
                 return Err(RecvTimeoutError::Disconnected);
             }
             if gave_up {
-                // The queue is empty: a notification has nothing to pass on.
                 return Err(RecvTimeoutError::Timeout);
             }
-            reg.ticket = Some(st.recv_q.push_current());
-            st.recv_waiting += 1;
+            reg.ticket = Some(st.recv_q.push_current_with(SlotRef::new(&slot)));
             // A rendezvous sender can now hand over a value.
             let sender = if chan.cap == Some(0) {
                 st.send_q.pop()
@@ -356,7 +479,14 @@ impl<T> Receiver<T> {
             if let Some(w) = sender {
                 w.wake();
             }
-            match block(deadline) {
+            let r = block(deadline);
+            if let Some(v) = slot.take() {
+                // Handed over by a sender, which removed the registration:
+                // no need to lock again.
+                reg.ticket = None;
+                return Ok(v);
+            }
+            match r {
                 Blocked::Woken => {}
                 Blocked::TimedOut | Blocked::Interrupted => gave_up = true,
             }

@@ -95,11 +95,12 @@ pub(crate) fn block(deadline: Option<Instant>) -> Blocked {
 ///
 /// Each registration gets a key; a waiter that finds its key gone was
 /// notified (popped by [`WaitQueue::pop`]) and, if it does not use the
-/// notification, passes it on so no wake-up is lost.
-#[derive(Default)]
-pub(crate) struct WaitQueue {
+/// notification, passes it on so no wake-up is lost. Each entry carries a
+/// `D` for the popper (the channel's receivers leave the slot a sender
+/// fills).
+pub(crate) struct WaitQueue<D = ()> {
     next_key: u64,
-    entries: VecDeque<(u64, Wakeup)>,
+    entries: VecDeque<(u64, Wakeup, D)>,
     /// The hubs of the dispatchers whose tasklets registered through
     /// [`WaitQueue::push_current`] (weak: kept only to wake them from other
     /// threads), one per dispatcher.
@@ -115,33 +116,70 @@ pub(crate) struct Ticket {
     _wait: Option<KeyWait>,
 }
 
-impl WaitQueue {
-    pub(crate) fn new() -> WaitQueue {
-        WaitQueue::default()
+impl<D> Default for WaitQueue<D> {
+    fn default() -> Self {
+        WaitQueue {
+            next_key: 0,
+            entries: VecDeque::new(),
+            hubs: Vec::new(),
+        }
     }
+}
 
+impl WaitQueue {
     /// Registers the caller; returns its key.
     pub(crate) fn push(&mut self, w: Wakeup) -> u64 {
-        self.next_key = self.next_key.wrapping_add(1);
-        self.entries.push_back((self.next_key, w));
-        self.next_key
+        self.push_entry(w, ())
     }
 
     /// Registers the calling tasklet (by a reference-count-free [`WaitKey`])
     /// or thread.
     pub(crate) fn push_current(&mut self) -> Ticket {
+        self.push_current_with(())
+    }
+
+    /// Takes the longest-waiting registration, to be woken after the lock is released.
+    ///
+    /// A [`Wakeup::Key`] for another dispatcher than the caller's comes back
+    /// as a [`Wakeup::Tasklet`] through that dispatcher's hub.
+    #[inline]
+    pub(crate) fn pop(&mut self) -> Option<Wakeup> {
+        self.pop_with().map(|(w, ())| w)
+    }
+}
+
+impl<D> WaitQueue<D> {
+    pub(crate) fn new() -> WaitQueue<D> {
+        WaitQueue::default()
+    }
+
+    fn push_entry(&mut self, w: Wakeup, d: D) -> u64 {
+        self.next_key = self.next_key.wrapping_add(1);
+        self.entries.push_back((self.next_key, w, d));
+        self.next_key
+    }
+
+    /// Whether nobody is registered.
+    #[inline]
+    pub(crate) fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// Like [`WaitQueue::push_current`], with `d` for the popper.
+    #[inline]
+    pub(crate) fn push_current_with(&mut self, d: D) -> Ticket {
         match WaitKey::register() {
             Some((k, wait)) => {
                 if !self.hubs.iter().any(|h| h.dispatcher() == k.dispatcher()) {
                     self.add_hub();
                 }
                 Ticket {
-                    key: self.push(Wakeup::Key(k)),
+                    key: self.push_entry(Wakeup::Key(k), d),
                     _wait: Some(wait),
                 }
             }
             None => Ticket {
-                key: self.push(Wakeup::Thread(thread::current())),
+                key: self.push_entry(Wakeup::Thread(thread::current()), d),
                 _wait: None,
             },
         }
@@ -156,7 +194,7 @@ impl WaitQueue {
     /// Removes a registration; `false` if it was already popped (notified).
     pub(crate) fn remove(&mut self, key: u64) -> bool {
         // Waiters usually leave from the front (FIFO wake-up order).
-        match self.entries.iter().position(|(k, _)| *k == key) {
+        match self.entries.iter().position(|(k, _, _)| *k == key) {
             Some(i) => {
                 self.entries.remove(i);
                 true
@@ -165,16 +203,13 @@ impl WaitQueue {
         }
     }
 
-    /// Takes the longest-waiting registration, to be woken after the lock is released.
-    ///
-    /// A [`Wakeup::Key`] for another dispatcher than the caller's comes back
-    /// as a [`Wakeup::Tasklet`] through that dispatcher's hub.
+    /// [`WaitQueue::pop`], with the entry's `D`.
     #[inline]
-    pub(crate) fn pop(&mut self) -> Option<Wakeup> {
-        let (_, w) = self.entries.pop_front()?;
+    pub(crate) fn pop_with(&mut self) -> Option<(Wakeup, D)> {
+        let (_, w, d) = self.entries.pop_front()?;
         Some(match w {
-            Wakeup::Key(k) if !k.is_local() => self.resolve(k),
-            w => w,
+            Wakeup::Key(k) if !k.is_local() => (self.resolve(k), d),
+            w => (w, d),
         })
     }
 
@@ -189,9 +224,9 @@ impl WaitQueue {
     }
 
     /// Takes every registration.
-    pub(crate) fn take_all(&mut self) -> VecDeque<(u64, Wakeup)> {
+    pub(crate) fn take_all(&mut self) -> VecDeque<(u64, Wakeup, D)> {
         let mut all = std::mem::take(&mut self.entries);
-        for (_, w) in all.iter_mut() {
+        for (_, w, _) in all.iter_mut() {
             if let Wakeup::Key(k) = *w {
                 if !k.is_local() {
                     *w = self.resolve(k);
@@ -203,8 +238,8 @@ impl WaitQueue {
 }
 
 /// Wakes every registration in `list` (call without holding the lock).
-pub(crate) fn wake_all(list: VecDeque<(u64, Wakeup)>) {
-    for (_, w) in list {
+pub(crate) fn wake_all<D>(list: VecDeque<(u64, Wakeup, D)>) {
+    for (_, w, _) in list {
         w.wake();
     }
 }
