@@ -10,10 +10,10 @@ use std::fmt;
 use std::io;
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::wait::{block, lock, Blocked, Ticket, WaitQueue, Wakeup};
+use super::wait::{block, Blocked, SpinLock, Ticket, WaitQueue, Wakeup};
 
 struct State<T> {
     queue: VecDeque<T>,
@@ -51,7 +51,7 @@ impl<T> State<T> {
 struct Chan<T> {
     /// `None`: unbounded.
     cap: Option<usize>,
-    state: Mutex<State<T>>,
+    state: SpinLock<State<T>>,
 }
 
 impl<T> Chan<T> {
@@ -171,7 +171,7 @@ pub fn unbounded<T>() -> (Sender<T>, Receiver<T>) {
 fn new_chan<T>(cap: Option<usize>) -> (Sender<T>, Receiver<T>) {
     let chan = Arc::new(Chan {
         cap,
-        state: Mutex::new(State {
+        state: SpinLock::new(State {
             queue: VecDeque::with_capacity(cap.unwrap_or(0).min(1024)),
             senders: 1,
             receivers: 1,
@@ -205,7 +205,7 @@ impl<T> Drop for SendRegistration<'_, T> {
         if self.ticket.is_none() {
             return;
         }
-        let mut st = lock(&self.chan.state);
+        let mut st = self.chan.state.lock();
         let next = if self.leave(&mut st) {
             st.send_q.pop()
         } else {
@@ -250,7 +250,7 @@ impl<T> Drop for RecvRegistration<'_, T> {
         if self.ticket.is_none() {
             return;
         }
-        let mut st = lock(&self.chan.state);
+        let mut st = self.chan.state.lock();
         let w = match self.leave(&mut st) {
             Some(v) => match st.hand_over(v) {
                 Ok(w) => Some(w),
@@ -295,7 +295,7 @@ impl<T> Sender<T> {
 
     /// Sends `value` if there is room right now.
     pub fn try_send(&self, value: T) -> Result<(), TrySendError<T>> {
-        let mut st = lock(&self.chan.state);
+        let mut st = self.chan.state.lock();
         if st.receivers == 0 {
             return Err(TrySendError::Disconnected(value));
         }
@@ -331,7 +331,7 @@ impl<T> Sender<T> {
         let mut reg = SendRegistration { chan, ticket: None };
         let mut gave_up = false;
         loop {
-            let mut st = lock(&chan.state);
+            let mut st = chan.state.lock();
             let notified = reg.leave(&mut st);
             if st.receivers == 0 {
                 return Err(SendTimeoutError::Disconnected(value));
@@ -378,12 +378,12 @@ impl<T> Sender<T> {
 
     /// Whether every receiver has been dropped.
     pub fn is_closed(&self) -> bool {
-        lock(&self.chan.state).receivers == 0
+        self.chan.state.lock().receivers == 0
     }
 
     /// Number of values queued.
     pub fn len(&self) -> usize {
-        lock(&self.chan.state).queue.len()
+        self.chan.state.lock().queue.len()
     }
 
     /// Whether no value is queued.
@@ -415,7 +415,7 @@ impl<T> Receiver<T> {
 
     /// Takes a value if one is queued right now.
     pub fn try_recv(&self) -> Result<T, TryRecvError> {
-        let mut st = lock(&self.chan.state);
+        let mut st = self.chan.state.lock();
         match st.queue.pop_front() {
             Some(v) => {
                 let w = st.send_q.pop();
@@ -450,7 +450,7 @@ impl<T> Receiver<T> {
         };
         let mut gave_up = false;
         loop {
-            let mut st = lock(&chan.state);
+            let mut st = chan.state.lock();
             if let Some(v) = reg.leave(&mut st) {
                 return Ok(v);
             }
@@ -506,12 +506,12 @@ impl<T> Receiver<T> {
 
     /// Whether every sender has been dropped (values may still be queued).
     pub fn is_closed(&self) -> bool {
-        lock(&self.chan.state).senders == 0
+        self.chan.state.lock().senders == 0
     }
 
     /// Number of values queued.
     pub fn len(&self) -> usize {
-        lock(&self.chan.state).queue.len()
+        self.chan.state.lock().queue.len()
     }
 
     /// Whether no value is queued.
@@ -527,7 +527,7 @@ impl<T> Receiver<T> {
 
 impl<T> Clone for Sender<T> {
     fn clone(&self) -> Self {
-        lock(&self.chan.state).senders += 1;
+        self.chan.state.lock().senders += 1;
         Sender {
             chan: self.chan.clone(),
         }
@@ -536,7 +536,7 @@ impl<T> Clone for Sender<T> {
 
 impl<T> Clone for Receiver<T> {
     fn clone(&self) -> Self {
-        lock(&self.chan.state).receivers += 1;
+        self.chan.state.lock().receivers += 1;
         Receiver {
             chan: self.chan.clone(),
         }
@@ -545,7 +545,7 @@ impl<T> Clone for Receiver<T> {
 
 impl<T> Drop for Sender<T> {
     fn drop(&mut self) {
-        let mut st = lock(&self.chan.state);
+        let mut st = self.chan.state.lock();
         st.senders -= 1;
         if st.senders > 0 {
             return;
@@ -558,7 +558,7 @@ impl<T> Drop for Sender<T> {
 
 impl<T> Drop for Receiver<T> {
     fn drop(&mut self) {
-        let mut st = lock(&self.chan.state);
+        let mut st = self.chan.state.lock();
         st.receivers -= 1;
         if st.receivers > 0 {
             return;
