@@ -201,10 +201,18 @@ impl<T> SendRegistration<'_, T> {
 }
 
 impl<T> Drop for SendRegistration<'_, T> {
+    #[inline]
     fn drop(&mut self) {
-        if self.ticket.is_none() {
-            return;
+        if self.ticket.is_some() {
+            self.abandon();
         }
+    }
+}
+
+impl<T> SendRegistration<'_, T> {
+    /// Leaves the queue when the wait is left by unwinding.
+    #[cold]
+    fn abandon(&mut self) {
         let mut st = self.chan.state.lock();
         let next = if self.leave(&mut st) {
             st.send_q.pop()
@@ -246,10 +254,19 @@ impl<T> RecvRegistration<'_, T> {
 }
 
 impl<T> Drop for RecvRegistration<'_, T> {
+    #[inline]
     fn drop(&mut self) {
-        if self.ticket.is_none() {
-            return;
+        if self.ticket.is_some() {
+            self.abandon();
         }
+    }
+}
+
+impl<T> RecvRegistration<'_, T> {
+    /// Leaves the queue when the wait is left by unwinding, passing on a
+    /// value handed over in the meantime.
+    #[cold]
+    fn abandon(&mut self) {
         let mut st = self.chan.state.lock();
         let w = match self.leave(&mut st) {
             Some(v) => match st.hand_over(v) {
@@ -294,6 +311,7 @@ impl<T> Sender<T> {
     }
 
     /// Sends `value` if there is room right now.
+    #[inline]
     pub fn try_send(&self, value: T) -> Result<(), TrySendError<T>> {
         let mut st = self.chan.state.lock();
         if st.receivers == 0 {
@@ -327,6 +345,19 @@ impl<T> Sender<T> {
     }
 
     fn send_until(&self, value: T, deadline: Option<Instant>) -> Result<(), SendTimeoutError<T>> {
+        // Room right now (the common case): no registration to set up.
+        match self.try_send(value) {
+            Ok(()) => Ok(()),
+            Err(TrySendError::Disconnected(v)) => Err(SendTimeoutError::Disconnected(v)),
+            Err(TrySendError::Full(v)) => self.send_blocking(v, deadline),
+        }
+    }
+
+    fn send_blocking(
+        &self,
+        value: T,
+        deadline: Option<Instant>,
+    ) -> Result<(), SendTimeoutError<T>> {
         let chan = &*self.chan;
         let mut reg = SendRegistration { chan, ticket: None };
         let mut gave_up = false;
