@@ -738,6 +738,11 @@ impl<S: AsRawFd> IoSource<S> {
 
     /// Parks until the hub reports `dir` readiness (or a spurious wake-up).
     ///
+    /// Readiness is edge-triggered: call this only after the operation
+    /// failed with `WouldBlock` (as [`do_io`](Self::do_io) does). A source
+    /// that is already ready produces no new event, so waiting on it without
+    /// trying first sleeps until the deadline.
+    ///
     /// Fails with `ErrorKind::TimedOut` when `deadline` passes first, and with
     /// an error if the tasklet is being unwound (see [`park`]).
     pub fn wait(&self, dir: Direction, deadline: Option<Instant>) -> io::Result<()> {
