@@ -525,7 +525,7 @@ pub fn sleep(d: Duration) {
         return yield_now();
     }
     match Instant::now().checked_add(d) {
-        Some(deadline) => sleep_until(deadline),
+        Some(deadline) => park_until(deadline),
         None => sleep_until_forever(),
     }
 }
@@ -539,7 +539,27 @@ fn sleep_until_forever() {
 }
 
 /// Suspends the current tasklet until `deadline`.
+///
+/// A deadline that has already passed arms no timer: the tasklet just yields
+/// (like [`yield_now`]), so other tasklets still get their turn.
+///
+/// ```
+/// use std::time::{Duration, Instant};
+/// tasklet::dispatch(|| {
+///     let deadline = Instant::now() + Duration::from_millis(5);
+///     tasklet::sleep_until(deadline);
+///     assert!(Instant::now() >= deadline);
+/// });
+/// ```
 pub fn sleep_until(deadline: Instant) {
+    if Instant::now() >= deadline {
+        return yield_now();
+    }
+    park_until(deadline)
+}
+
+/// Parks the current tasklet until `deadline` (which is normally in the future).
+fn park_until(deadline: Instant) {
     context::with(|d| loop {
         match d.park(Some(deadline)) {
             Ok(Wake::TimedOut) | Err(_) => return,
