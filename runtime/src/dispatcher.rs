@@ -457,7 +457,7 @@ impl Dispatcher {
     /// Suspends the running tasklet until woken; see [`crate::hub::park`].
     pub(crate) fn park(&self, deadline: Option<Instant>) -> Result<Wake, task::Interrupted> {
         let h = self.current_header();
-        h.check_interrupt()?;
+        h.check_interrupt(self.shutting_down.get())?;
         let epoch = h.epoch.get();
         if h.notified.replace(false) {
             h.epoch.set(epoch.wrapping_add(1));
@@ -480,7 +480,7 @@ impl Dispatcher {
                 self.hub.timers.borrow_mut().cancel(t);
             }
         }
-        h.check_interrupt()?;
+        h.check_interrupt(self.shutting_down.get())?;
         Ok(reason)
     }
 
@@ -489,13 +489,13 @@ impl Dispatcher {
             panic!("{}", context::OUTSIDE)
         };
         let h = header_at(self, p);
-        if h.check_interrupt().is_err() {
+        if h.check_interrupt(self.shutting_down.get()).is_err() {
             return;
         }
         h.state.set(State::Ready);
         self.ready.push_back(p);
         context::suspend(h.yielder.get());
-        let _ = h.check_interrupt();
+        let _ = h.check_interrupt(self.shutting_down.get());
     }
 
     fn next_timeout_id(&self) -> u64 {

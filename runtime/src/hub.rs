@@ -607,9 +607,12 @@ pub fn current_unparker() -> Unparker {
 ///
 /// If the tasklet is killed or its [`timeout`](crate::timeout) expires while
 /// parked (or before), `park` unwinds it instead of returning — put cleanup in
-/// destructors (guards). When the tasklet is *already* unwinding (a
-/// destructor that blocks), it returns `Err(Interrupted)` at once instead:
-/// give up without blocking.
+/// destructors (guards). A tasklet that is *already* unwinding (a destructor
+/// that blocks, say to flush a socket) is not unwound again: it parks
+/// normally, like gevent's `finally` blocks. Only while the dispatcher shuts
+/// down (`dispatch`'s first tasklet has returned and the rest are being
+/// killed) does such a park return `Err(Interrupted)` at once: give up
+/// without blocking.
 pub fn park(deadline: Option<Instant>) -> Result<Wake, Interrupted> {
     context::with(|d| d.park(deadline))
 }

@@ -41,7 +41,9 @@
 //!   point by unwinding it with a private payload (destructors run, nothing is
 //!   printed). If your code uses `catch_unwind`, rethrow payloads you do not
 //!   recognise with `resume_unwind`; a swallowed kill is raised again at the
-//!   next blocking call.
+//!   next blocking call. Destructors that run during that unwinding may block
+//!   (flush a socket, take a lock), except at `dispatch` exit, where blocking
+//!   calls in them fail instead of holding up the exit.
 //!
 //! See `docs/architecture.md` in the repository for the design.
 

@@ -136,8 +136,8 @@ struct SlotState<T> {
 ///   expires, it unwinds at once; `f` still runs to completion on its thread
 ///   (a thread cannot be interrupted) and its result is dropped there. The
 ///   pool is unaffected.
-/// - Called from a destructor while the tasklet is being killed (it cannot
-///   park then), it blocks the dispatcher's thread until `f` returns.
+/// - Called from a destructor while the tasklet is being killed at
+///   `dispatch` exit (it cannot park then), it blocks the dispatcher's thread until `f` returns.
 /// - **Outside a dispatcher** (a plain thread, including the offload
 ///   threads themselves) it simply calls `f` on the calling thread: blocking
 ///   is what such a thread does anyway, and this avoids a pointless hop.

@@ -183,8 +183,8 @@ impl Pool {
     ///
     /// # Panics
     /// Outside a dispatcher; if the stack cannot be allocated; or if the
-    /// pool is full and the caller is being killed and calls this from a
-    /// destructor (it cannot wait then).
+    /// pool is full and the caller is being killed at `dispatch` exit and
+    /// calls this from a destructor (it cannot wait then).
     pub fn spawn<F, T>(&self, f: F) -> JoinHandle<T>
     where
         F: FnOnce() -> T + 'static,
@@ -194,7 +194,7 @@ impl Pool {
             if !s.acquire_raw(None) {
                 panic!(
                     "Pool::spawn: the pool is full and the calling tasklet is being killed \
-                     (called from a destructor), so it cannot wait for a free slot"
+                     at dispatch exit (called from a destructor), so it cannot wait for a free slot"
                 );
             }
         }

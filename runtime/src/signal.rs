@@ -91,7 +91,7 @@ impl Signal {
 /// # Errors
 /// `InvalidInput` if `signals` is empty; the OS error if the handler or the
 /// helper thread cannot be set up; an error if the tasklet is being killed
-/// and cannot block.
+/// at `dispatch` exit and cannot block.
 pub fn wait(signals: &[Signal]) -> io::Result<Signal> {
     let mask = signals.iter().fold(0, |m, s| m | s.bit());
     if mask == 0 {

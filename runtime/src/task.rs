@@ -46,15 +46,17 @@ pub(crate) enum Interrupt {
 /// Raised with `resume_unwind`, so the panic hook does not run and nothing is printed.
 pub(crate) struct Unwind(pub(crate) Interrupt);
 
-/// Returned by low-level blocking operations when the tasklet has a pending
-/// kill or timeout but is already unwinding (a destructor that blocks), so it
-/// cannot be unwound again. The operation must give up without blocking.
+/// Returned by low-level blocking operations when the dispatcher is shutting
+/// down (the first tasklet returned and every other tasklet is being killed)
+/// and the calling tasklet is already unwinding — a destructor that blocks —
+/// so it can neither be unwound again nor be allowed to hold up `dispatch`.
+/// The operation must give up without blocking.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Interrupted;
 
 impl fmt::Display for Interrupted {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("the tasklet is being killed or timed out and cannot block")
+        f.write_str("the dispatcher is shutting down and this unwinding tasklet cannot block")
     }
 }
 
@@ -101,17 +103,22 @@ impl Header {
 
     /// Unwinds the running tasklet if an interrupt is pending.
     ///
-    /// Returns `Err(Interrupted)` instead when the tasklet is already
-    /// unwinding, because a second unwind from a destructor would abort.
+    /// While the tasklet is already unwinding (a destructor that blocks) it
+    /// is not unwound again — a second panic would abort. It may then block
+    /// normally (gevent lets `finally` blocks block too), unless
+    /// `shutting_down` (the dispatcher is killing everything at exit), when it
+    /// gets `Err(Interrupted)` and must give up without blocking.
     #[inline]
-    pub(crate) fn check_interrupt(&self) -> Result<(), Interrupted> {
+    pub(crate) fn check_interrupt(&self, shutting_down: bool) -> Result<(), Interrupted> {
         match self.interrupt.get() {
             None => Ok(()),
             Some(i) => {
-                if std::thread::panicking() {
+                if !std::thread::panicking() {
+                    panic::resume_unwind(Box::new(Unwind(i)))
+                } else if shutting_down {
                     Err(Interrupted)
                 } else {
-                    panic::resume_unwind(Box::new(Unwind(i)))
+                    Ok(())
                 }
             }
         }
@@ -209,7 +216,7 @@ where
         header.yielder.set(yielder as *const Yielder<(), ()>);
         let outcome = panic::catch_unwind(AssertUnwindSafe(|| {
             // A tasklet killed before it first ran never calls `f`.
-            let _ = header.check_interrupt();
+            let _ = header.check_interrupt(false);
             f()
         }));
         let outcome = outcome.map_err(JoinError::from_payload);
@@ -348,9 +355,9 @@ impl<T> JoinHandle<T> {
     /// Waits for the tasklet to finish and returns its value.
     ///
     /// Parks the calling tasklet (never the thread). Returns `Err` if the
-    /// tasklet panicked (with the payload) or was killed. If the *caller* is
-    /// being killed and calls `join` from a destructor while unwinding, `join`
-    /// cannot wait and returns `Err` (killed) at once.
+    /// tasklet panicked (with the payload) or was killed. A destructor of a
+    /// killed tasklet may `join`; only at `dispatch` exit, when the caller is
+    /// being unwound, `join` cannot wait and returns `Err` (killed) at once.
     ///
     /// ```
     /// let v = tasklet::dispatch(|| tasklet::spawn(|| 6 * 7).join().unwrap());

@@ -145,15 +145,16 @@ impl<T: Clone, E: Clone> AsyncResult<T, E> {
     /// Parks until the result is set and returns a clone of it (gevent `get`).
     ///
     /// # Panics
-    /// If called from a destructor while the tasklet is being killed and the
+    /// If called from a destructor while the tasklet is being killed at
+    /// `dispatch` exit and the
     /// result is not set yet (the tasklet cannot park then).
     pub fn wait(&self) -> Result<T, E> {
         self.wait_ready(None);
         match self.try_get() {
             Some(r) => r,
             None => panic!(
-                "AsyncResult::wait: the tasklet is being killed and cannot wait \
-                 (called from a destructor); use try_get or wait_timeout there"
+                "AsyncResult::wait: the tasklet is being killed at dispatch exit and \
+                 cannot wait (called from a destructor); use try_get or wait_timeout there"
             ),
         }
     }

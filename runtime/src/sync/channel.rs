@@ -303,8 +303,8 @@ impl<T> Sender<T> {
     /// dispatcher) while the channel is full.
     ///
     /// Fails, handing the value back, when every receiver has been dropped
-    /// — or when the tasklet is being killed and this is called from a
-    /// destructor, where it cannot wait.
+    /// — or when the tasklet is being killed at `dispatch` exit and this is
+    /// called from a destructor, where it cannot wait.
     pub fn send(&self, value: T) -> Result<(), SendError<T>> {
         self.send_until(value, None)
             .map_err(|e| SendError(e.into_inner()))

@@ -76,8 +76,8 @@ impl Event {
 
     /// Parks until the flag is set (returns at once if it is).
     ///
-    /// Called from a destructor while the tasklet is being killed (when it
-    /// cannot park) it returns at once.
+    /// Called from a destructor while the tasklet is being killed at
+    /// `dispatch` exit (when it cannot park) it returns at once.
     pub fn wait(&self) {
         self.wait_until(None);
     }

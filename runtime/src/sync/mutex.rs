@@ -68,8 +68,8 @@ impl<T: ?Sized> Mutex<T> {
     /// dispatcher) while another holder has it.
     ///
     /// # Panics
-    /// If the lock is held and the tasklet is being killed and this is
-    /// called from a destructor (it cannot park then): use
+    /// If the lock is held and the tasklet is being killed at `dispatch`
+    /// exit and this is called from a destructor (it cannot park then): use
     /// [`try_lock`](Mutex::try_lock) in destructors.
     pub fn lock(&self) -> MutexGuard<'_, T> {
         let permit = self.sem.acquire();

@@ -60,14 +60,14 @@ impl Semaphore {
     /// a dispatcher) until one is free.
     ///
     /// # Panics
-    /// If no permit is free and the tasklet is being killed and this is
-    /// called from a destructor (it cannot park then): use
+    /// If no permit is free and the tasklet is being killed at `dispatch`
+    /// exit and this is called from a destructor (it cannot park then): use
     /// [`try_acquire`](Semaphore::try_acquire) in destructors.
     pub fn acquire(&self) -> SemaphorePermit<'_> {
         if !self.acquire_raw(None) {
             panic!(
-                "Semaphore::acquire: the tasklet is being killed and cannot wait \
-                 (called from a destructor); use try_acquire there"
+                "Semaphore::acquire: the tasklet is being killed at dispatch exit and \
+                 cannot wait (called from a destructor); use try_acquire there"
             );
         }
         SemaphorePermit { sem: self }
