@@ -24,6 +24,9 @@ use crate::task::{
 
 static NEXT_DISPATCHER_ID: AtomicU64 = AtomicU64::new(1);
 
+/// How long `dispatch` lets killed tasklets' destructors block at exit.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(1);
+
 /// Stacks a dispatcher keeps for immediate reuse.
 const STACK_CACHE: usize = 64;
 
@@ -169,6 +172,8 @@ pub(crate) struct Dispatcher {
     /// pool lookup); the thread's stack pool sits behind it.
     stack_cache: RefCell<Vec<TaskletStack>>,
     shutting_down: Cell<bool>,
+    /// Late in shutdown: blocking calls of unwinding tasklets fail at once.
+    no_block: Cell<bool>,
     next_timeout: Cell<u64>,
 }
 
@@ -186,6 +191,7 @@ impl Dispatcher {
             )?,
             stack_cache: RefCell::new(Vec::with_capacity(STACK_CACHE)),
             shutting_down: Cell::new(false),
+            no_block: Cell::new(false),
             next_timeout: Cell::new(0),
         })
     }
@@ -418,46 +424,85 @@ impl Dispatcher {
     }
 
     /// Kills every remaining tasklet and runs them until they have unwound.
+    ///
+    /// Their destructors may block (flush a socket, wait for a lock held by
+    /// another dying tasklet), so the hub keeps serving them for up to
+    /// [`SHUTDOWN_GRACE`]. After that, blocking calls in unwinding tasklets
+    /// fail at once (`Err(Interrupted)`) so their remaining destructors still
+    /// run; a tasklet that is still alive after that is abandoned with an
+    /// error log (its stack is leaked, never freed while in use).
     fn shutdown(&self) {
         self.shutting_down.set(true);
+        let grace = Instant::now() + SHUTDOWN_GRACE;
         for round in 0.. {
             let live: Vec<TaskRef> = self.tasks.borrow().iter().map(|(_, t)| t.clone()).collect();
             if live.is_empty() {
                 break;
             }
             if round >= 64 {
-                log::error!(
-                    "tasklet: {} tasklet(s) still alive after 64 kill rounds at dispatcher exit \
-                     (a tasklet keeps catching its kill unwind); dropping them",
-                    live.len()
-                );
-                self.ready.clear();
-                for t in &live {
-                    let co = t.header.coroutine.borrow_mut().take();
-                    drop(co);
-                    t.header.state.set(State::Done);
-                }
-                let mut tasks = self.tasks.borrow_mut();
-                for t in &live {
-                    tasks.remove(t.header.slot.get());
-                }
+                self.abandon(live);
                 break;
             }
             for t in &live {
                 self.interrupt(t, Interrupt::Kill);
             }
-            while !self.ready.is_empty() {
+            loop {
                 self.run_pass();
-                let _ = self.hub.poll(self, false);
+                if self.task_count() == 0 {
+                    break;
+                }
+                let blocked = self.ready.is_empty();
+                if blocked && (self.no_block.get() || Instant::now() >= grace) {
+                    if !self.no_block.replace(true) {
+                        log::warn!(
+                            "tasklet: {} tasklet(s) still unwinding {SHUTDOWN_GRACE:?} after                              dispatch returned; their blocking calls now fail",
+                            self.task_count()
+                        );
+                    }
+                    break;
+                }
+                if self.hub.poll_until(self, true, Some(grace)).is_err() {
+                    // Nothing can wake the parked ones: stop waiting for them.
+                    self.no_block.set(true);
+                    break;
+                }
             }
         }
         self.ready.clear();
     }
 
+    /// Gives up on tasklets that survived every kill round at exit.
+    fn abandon(&self, live: Vec<TaskRef>) {
+        log::error!(
+            "tasklet: {} tasklet(s) still alive after 64 kill rounds at dispatcher exit \
+             (each keeps catching its kill unwind); abandoning them",
+            live.len()
+        );
+        self.ready.clear();
+        for t in &live {
+            let co = t.header.coroutine.borrow_mut().take();
+            if let Some(co) = co {
+                if co.started() {
+                    // Unwinding it again could abort (it may be suspended in
+                    // a destructor); leaking its stack is safe: spawned
+                    // tasklets own only `'static` data and never run again.
+                    std::mem::forget(co);
+                } else {
+                    drop(co);
+                }
+            }
+            t.header.state.set(State::Done);
+        }
+        let mut tasks = self.tasks.borrow_mut();
+        for t in &live {
+            tasks.remove(t.header.slot.get());
+        }
+    }
+
     /// Suspends the running tasklet until woken; see [`crate::hub::park`].
     pub(crate) fn park(&self, deadline: Option<Instant>) -> Result<Wake, task::Interrupted> {
         let h = self.current_header();
-        h.check_interrupt(self.shutting_down.get())?;
+        h.check_interrupt(self.no_block.get())?;
         let epoch = h.epoch.get();
         if h.notified.replace(false) {
             h.epoch.set(epoch.wrapping_add(1));
@@ -480,7 +525,7 @@ impl Dispatcher {
                 self.hub.timers.borrow_mut().cancel(t);
             }
         }
-        h.check_interrupt(self.shutting_down.get())?;
+        h.check_interrupt(self.no_block.get())?;
         Ok(reason)
     }
 
@@ -489,13 +534,13 @@ impl Dispatcher {
             panic!("{}", context::OUTSIDE)
         };
         let h = header_at(self, p);
-        if h.check_interrupt(self.shutting_down.get()).is_err() {
+        if h.check_interrupt(self.no_block.get()).is_err() {
             return;
         }
         h.state.set(State::Ready);
         self.ready.push_back(p);
         context::suspend(h.yielder.get());
-        let _ = h.check_interrupt(self.shutting_down.get());
+        let _ = h.check_interrupt(self.no_block.get());
     }
 
     fn next_timeout_id(&self) -> u64 {

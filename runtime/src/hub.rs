@@ -172,6 +172,16 @@ impl Hub {
     /// the next timer deadline. Returns `Err(())` if it would wait forever with
     /// nothing able to wake it (a deadlock).
     pub(crate) fn poll(&self, d: &Dispatcher, may_block: bool) -> Result<(), ()> {
+        self.poll_until(d, may_block, None)
+    }
+
+    /// [`poll`](Self::poll), waiting at most until `limit` when it blocks.
+    pub(crate) fn poll_until(
+        &self,
+        d: &Dispatcher,
+        may_block: bool,
+        limit: Option<Instant>,
+    ) -> Result<(), ()> {
         self.drain_remote(d);
         let mut now = None;
         if !self.timers.borrow().is_empty() {
@@ -206,6 +216,11 @@ impl Hub {
                     None
                 }
             }
+        };
+        let timeout = match (timeout, limit) {
+            (t, None) => t,
+            (None, Some(l)) => Some(l.saturating_duration_since(Instant::now())),
+            (Some(t), Some(l)) => Some(t.min(l.saturating_duration_since(Instant::now()))),
         };
         self.poll_io(d, timeout);
         if block {

@@ -42,8 +42,9 @@
 //!   printed). If your code uses `catch_unwind`, rethrow payloads you do not
 //!   recognise with `resume_unwind`; a swallowed kill is raised again at the
 //!   next blocking call. Destructors that run during that unwinding may block
-//!   (flush a socket, take a lock), except at `dispatch` exit, where blocking
-//!   calls in them fail instead of holding up the exit.
+//!   (flush a socket, take a lock); at `dispatch` exit only for a one-second
+//!   grace period, after which their blocking calls fail instead of holding
+//!   up the exit.
 //!
 //! See `docs/architecture.md` in the repository for the design.
 

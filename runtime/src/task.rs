@@ -47,10 +47,11 @@ pub(crate) enum Interrupt {
 pub(crate) struct Unwind(pub(crate) Interrupt);
 
 /// Returned by low-level blocking operations when the dispatcher is shutting
-/// down (the first tasklet returned and every other tasklet is being killed)
-/// and the calling tasklet is already unwinding — a destructor that blocks —
-/// so it can neither be unwound again nor be allowed to hold up `dispatch`.
-/// The operation must give up without blocking.
+/// down (the first tasklet returned and every other tasklet is being killed),
+/// the calling tasklet is already unwinding — a destructor that blocks — and
+/// the exit's grace period (1 s) is over, so it can neither be unwound again
+/// nor be allowed to hold up `dispatch` any longer. The operation must give
+/// up without blocking.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Interrupted;
 
@@ -105,17 +106,17 @@ impl Header {
     ///
     /// While the tasklet is already unwinding (a destructor that blocks) it
     /// is not unwound again — a second panic would abort. It may then block
-    /// normally (gevent lets `finally` blocks block too), unless
-    /// `shutting_down` (the dispatcher is killing everything at exit), when it
-    /// gets `Err(Interrupted)` and must give up without blocking.
+    /// normally (gevent lets `finally` blocks block too), unless `no_block`
+    /// (late in the dispatcher's shutdown, see `Dispatcher::shutdown`), when
+    /// it gets `Err(Interrupted)` and must give up without blocking.
     #[inline]
-    pub(crate) fn check_interrupt(&self, shutting_down: bool) -> Result<(), Interrupted> {
+    pub(crate) fn check_interrupt(&self, no_block: bool) -> Result<(), Interrupted> {
         match self.interrupt.get() {
             None => Ok(()),
             Some(i) => {
                 if !std::thread::panicking() {
                     panic::resume_unwind(Box::new(Unwind(i)))
-                } else if shutting_down {
+                } else if no_block {
                     Err(Interrupted)
                 } else {
                     Ok(())
