@@ -484,8 +484,11 @@ impl Dispatcher {
             if let Some(co) = co {
                 if co.started() {
                     // Unwinding it again could abort (it may be suspended in
-                    // a destructor); leaking its stack is safe: spawned
-                    // tasklets own only `'static` data and never run again.
+                    // a destructor), so its stack is leaked instead: the
+                    // coroutine is never resumed, so nothing on it runs or
+                    // reads its captures again (spawned tasklets capture only
+                    // `'static` data; the first tasklet, which may borrow from
+                    // `dispatch`'s caller, has normally finished by now).
                     std::mem::forget(co);
                 } else {
                     drop(co);
