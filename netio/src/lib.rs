@@ -74,9 +74,10 @@
 
 #![warn(missing_docs)]
 
+#[macro_use]
+mod sock;
 mod addr;
 mod server;
-mod sock;
 mod sys;
 mod tcp;
 mod udp;

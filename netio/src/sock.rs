@@ -193,3 +193,119 @@ impl<S: AsRawFd + fmt::Debug> fmt::Debug for Sock<S> {
         self.io.get_ref().fmt(f)
     }
 }
+
+/// Implements the std file-descriptor traits (`AsRawFd`, `AsFd`,
+/// `IntoRawFd`, `FromRawFd`, `From<OwnedFd>`) for a socket type that keeps
+/// its [`Sock`] in a field `sock` and converts `From<$std>` (which makes the
+/// socket non-blocking). `$what` names the socket kind in the docs.
+macro_rules! impl_fd_traits {
+    ($ty:ty, $std:ty, $what:literal) => {
+        impl std::os::fd::AsRawFd for $ty {
+            fn as_raw_fd(&self) -> std::os::fd::RawFd {
+                self.sock.fd()
+            }
+        }
+
+        impl std::os::fd::AsFd for $ty {
+            fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+                std::os::fd::AsFd::as_fd(self.sock.get())
+            }
+        }
+
+        impl std::os::fd::IntoRawFd for $ty {
+            fn into_raw_fd(self) -> std::os::fd::RawFd {
+                std::os::fd::IntoRawFd::into_raw_fd(self.sock.into_inner())
+            }
+        }
+
+        impl std::os::fd::FromRawFd for $ty {
+            #[doc = concat!("Takes ownership of ", $what, " and makes it non-blocking.")]
+            ///
+            /// # Safety
+            #[doc = concat!("`fd` must be an open, owned ", $what, ".")]
+            unsafe fn from_raw_fd(fd: std::os::fd::RawFd) -> $ty {
+                // SAFETY: the caller hands over an owned, open socket of this kind.
+                <$ty>::from(unsafe { <$std as std::os::fd::FromRawFd>::from_raw_fd(fd) })
+            }
+        }
+
+        impl From<std::os::fd::OwnedFd> for $ty {
+            #[doc = concat!("Takes ownership of ", $what, " and makes it non-blocking.")]
+            fn from(fd: std::os::fd::OwnedFd) -> $ty {
+                <$ty>::from(<$std>::from(fd))
+            }
+        }
+    };
+}
+
+/// Implements `Read` and `Write` for a stream socket type and for shared
+/// references to it (one tasklet may read while another writes). Reads use
+/// [`Sock::read_stream`] (one `recv` per message); writes use `send` with
+/// `MSG_NOSIGNAL`, so a reset peer is an error, never `SIGPIPE`.
+macro_rules! impl_stream_io {
+    ($ty:ty) => {
+        impl std::io::Read for &$ty {
+            #[inline]
+            fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+                let len = buf.len();
+                self.sock
+                    .read_stream(len, |mut s| std::io::Read::read(&mut s, buf))
+            }
+
+            fn read_vectored(
+                &mut self,
+                bufs: &mut [std::io::IoSliceMut<'_>],
+            ) -> std::io::Result<usize> {
+                self.sock
+                    .read_with(|mut s| std::io::Read::read_vectored(&mut s, bufs))
+            }
+        }
+
+        impl std::io::Write for &$ty {
+            #[inline]
+            fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+                let fd = self.sock.fd();
+                self.sock.write_with(|_| $crate::sys::send(fd, buf))
+            }
+
+            fn write_vectored(&mut self, bufs: &[std::io::IoSlice<'_>]) -> std::io::Result<usize> {
+                let fd = self.sock.fd();
+                self.sock
+                    .write_with(|_| $crate::sys::send_vectored(fd, bufs))
+            }
+
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+
+        impl std::io::Read for $ty {
+            #[inline]
+            fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+                std::io::Read::read(&mut &*self, buf)
+            }
+
+            fn read_vectored(
+                &mut self,
+                bufs: &mut [std::io::IoSliceMut<'_>],
+            ) -> std::io::Result<usize> {
+                std::io::Read::read_vectored(&mut &*self, bufs)
+            }
+        }
+
+        impl std::io::Write for $ty {
+            #[inline]
+            fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+                std::io::Write::write(&mut &*self, buf)
+            }
+
+            fn write_vectored(&mut self, bufs: &[std::io::IoSlice<'_>]) -> std::io::Result<usize> {
+                std::io::Write::write_vectored(&mut &*self, bufs)
+            }
+
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+    };
+}

@@ -1,9 +1,9 @@
 //! TCP: [`TcpListener`] and [`TcpStream`].
 
 use std::fmt;
-use std::io::{self, IoSlice, IoSliceMut, Read, Write};
+use std::io;
 use std::net::{self, Shutdown, SocketAddr};
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd};
 use std::time::{Duration, Instant};
 
 use tasklet_runtime::hub::Direction;
@@ -150,41 +150,7 @@ impl fmt::Debug for TcpListener {
     }
 }
 
-impl AsRawFd for TcpListener {
-    fn as_raw_fd(&self) -> RawFd {
-        self.sock.fd()
-    }
-}
-
-impl AsFd for TcpListener {
-    fn as_fd(&self) -> BorrowedFd<'_> {
-        self.sock.get().as_fd()
-    }
-}
-
-impl IntoRawFd for TcpListener {
-    fn into_raw_fd(self) -> RawFd {
-        self.sock.into_inner().into_raw_fd()
-    }
-}
-
-impl FromRawFd for TcpListener {
-    /// Takes ownership of a listening socket and makes it non-blocking.
-    ///
-    /// # Safety
-    /// `fd` must be an open, owned listening TCP socket.
-    unsafe fn from_raw_fd(fd: RawFd) -> TcpListener {
-        // SAFETY: the caller hands over an owned, open socket fd.
-        TcpListener::from(unsafe { net::TcpListener::from_raw_fd(fd) })
-    }
-}
-
-impl From<OwnedFd> for TcpListener {
-    /// Takes ownership of a listening socket and makes it non-blocking.
-    fn from(fd: OwnedFd) -> TcpListener {
-        TcpListener::from(net::TcpListener::from(fd))
-    }
-}
+impl_fd_traits!(TcpListener, net::TcpListener, "a listening TCP socket");
 
 /// Iterator returned by [`TcpListener::incoming`]; never yields `None`.
 #[derive(Debug)]
@@ -202,7 +168,7 @@ impl Iterator for Incoming<'_> {
 /// A TCP connection whose reads and writes park the calling tasklet instead
 /// of blocking the thread.
 ///
-/// It implements [`Read`] and [`Write`] for `TcpStream` **and** for
+/// It implements [`Read`](std::io::Read) and [`Write`](std::io::Write) for `TcpStream` **and** for
 /// `&TcpStream`, so one tasklet can read while another writes the same
 /// socket (share it with an `Rc`). Each operation tries the system call
 /// first and parks only on `WouldBlock`; the socket is registered with the
@@ -396,60 +362,7 @@ impl From<net::TcpStream> for TcpStream {
     }
 }
 
-impl Read for &TcpStream {
-    #[inline]
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let len = buf.len();
-        self.sock.read_stream(len, |mut s| s.read(buf))
-    }
-
-    fn read_vectored(&mut self, bufs: &mut [IoSliceMut<'_>]) -> io::Result<usize> {
-        self.sock.read_with(|mut s| s.read_vectored(bufs))
-    }
-}
-
-impl Write for &TcpStream {
-    #[inline]
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let fd = self.sock.fd();
-        self.sock.write_with(|_| sys::send(fd, buf))
-    }
-
-    fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
-        let fd = self.sock.fd();
-        self.sock.write_with(|_| sys::send_vectored(fd, bufs))
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
-}
-
-impl Read for TcpStream {
-    #[inline]
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        (&*self).read(buf)
-    }
-
-    fn read_vectored(&mut self, bufs: &mut [IoSliceMut<'_>]) -> io::Result<usize> {
-        (&*self).read_vectored(bufs)
-    }
-}
-
-impl Write for TcpStream {
-    #[inline]
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        (&*self).write(buf)
-    }
-
-    fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
-        (&*self).write_vectored(bufs)
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
-}
+impl_stream_io!(TcpStream);
 
 impl fmt::Debug for TcpStream {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -464,38 +377,4 @@ impl fmt::Debug for TcpStream {
     }
 }
 
-impl AsRawFd for TcpStream {
-    fn as_raw_fd(&self) -> RawFd {
-        self.sock.fd()
-    }
-}
-
-impl AsFd for TcpStream {
-    fn as_fd(&self) -> BorrowedFd<'_> {
-        self.sock.get().as_fd()
-    }
-}
-
-impl IntoRawFd for TcpStream {
-    fn into_raw_fd(self) -> RawFd {
-        self.sock.into_inner().into_raw_fd()
-    }
-}
-
-impl FromRawFd for TcpStream {
-    /// Takes ownership of a connected socket and makes it non-blocking.
-    ///
-    /// # Safety
-    /// `fd` must be an open, owned TCP socket.
-    unsafe fn from_raw_fd(fd: RawFd) -> TcpStream {
-        // SAFETY: the caller hands over an owned, open socket fd.
-        TcpStream::from(unsafe { net::TcpStream::from_raw_fd(fd) })
-    }
-}
-
-impl From<OwnedFd> for TcpStream {
-    /// Takes ownership of a connected socket and makes it non-blocking.
-    fn from(fd: OwnedFd) -> TcpStream {
-        TcpStream::from(net::TcpStream::from(fd))
-    }
-}
+impl_fd_traits!(TcpStream, net::TcpStream, "a connected TCP socket");

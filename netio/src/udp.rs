@@ -3,7 +3,7 @@
 use std::fmt;
 use std::io;
 use std::net::{self, Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};
+use std::os::fd::AsRawFd;
 use std::time::Duration;
 
 use crate::addr::{each_addr, ToSocketAddrs};
@@ -206,41 +206,7 @@ impl From<net::UdpSocket> for UdpSocket {
     }
 }
 
-impl From<OwnedFd> for UdpSocket {
-    /// Takes ownership of a UDP socket and makes it non-blocking.
-    fn from(fd: OwnedFd) -> UdpSocket {
-        UdpSocket::from(net::UdpSocket::from(fd))
-    }
-}
-
-impl FromRawFd for UdpSocket {
-    /// Takes ownership of a UDP socket and makes it non-blocking.
-    ///
-    /// # Safety
-    /// `fd` must be an open, owned UDP socket.
-    unsafe fn from_raw_fd(fd: RawFd) -> UdpSocket {
-        // SAFETY: the caller hands over an owned, open socket fd.
-        UdpSocket::from(unsafe { net::UdpSocket::from_raw_fd(fd) })
-    }
-}
-
-impl IntoRawFd for UdpSocket {
-    fn into_raw_fd(self) -> RawFd {
-        self.sock.into_inner().into_raw_fd()
-    }
-}
-
-impl AsRawFd for UdpSocket {
-    fn as_raw_fd(&self) -> RawFd {
-        self.sock.fd()
-    }
-}
-
-impl AsFd for UdpSocket {
-    fn as_fd(&self) -> BorrowedFd<'_> {
-        self.sock.get().as_fd()
-    }
-}
+impl_fd_traits!(UdpSocket, net::UdpSocket, "a UDP socket");
 
 impl fmt::Debug for UdpSocket {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

@@ -1,9 +1,9 @@
 //! Unix domain sockets: [`UnixListener`], [`UnixStream`], [`UnixDatagram`].
 
 use std::fmt;
-use std::io::{self, IoSlice, IoSliceMut, Read, Write};
+use std::io;
 use std::net::Shutdown;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::net::{self, SocketAddr};
 use std::path::Path;
 use std::time::Duration;
@@ -101,17 +101,11 @@ impl From<net::UnixListener> for UnixListener {
     }
 }
 
-impl AsRawFd for UnixListener {
-    fn as_raw_fd(&self) -> RawFd {
-        self.sock.fd()
-    }
-}
-
-impl AsFd for UnixListener {
-    fn as_fd(&self) -> BorrowedFd<'_> {
-        self.sock.get().as_fd()
-    }
-}
+impl_fd_traits!(
+    UnixListener,
+    net::UnixListener,
+    "a listening Unix stream socket"
+);
 
 impl fmt::Debug for UnixListener {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -254,84 +248,12 @@ impl From<net::UnixStream> for UnixStream {
     }
 }
 
-impl Read for &UnixStream {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        self.sock.read_with(|mut s| s.read(buf))
-    }
-
-    fn read_vectored(&mut self, bufs: &mut [IoSliceMut<'_>]) -> io::Result<usize> {
-        self.sock.read_with(|mut s| s.read_vectored(bufs))
-    }
-}
-
-impl Write for &UnixStream {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let fd = self.sock.fd();
-        self.sock.write_with(|_| sys::send(fd, buf))
-    }
-
-    fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
-        let fd = self.sock.fd();
-        self.sock.write_with(|_| sys::send_vectored(fd, bufs))
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
-}
-
-impl Read for UnixStream {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        (&*self).read(buf)
-    }
-
-    fn read_vectored(&mut self, bufs: &mut [IoSliceMut<'_>]) -> io::Result<usize> {
-        (&*self).read_vectored(bufs)
-    }
-}
-
-impl Write for UnixStream {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        (&*self).write(buf)
-    }
-
-    fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
-        (&*self).write_vectored(bufs)
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
-}
-
-impl AsRawFd for UnixStream {
-    fn as_raw_fd(&self) -> RawFd {
-        self.sock.fd()
-    }
-}
-
-impl AsFd for UnixStream {
-    fn as_fd(&self) -> BorrowedFd<'_> {
-        self.sock.get().as_fd()
-    }
-}
-
-impl IntoRawFd for UnixStream {
-    fn into_raw_fd(self) -> RawFd {
-        self.sock.into_inner().into_raw_fd()
-    }
-}
-
-impl FromRawFd for UnixStream {
-    /// Takes ownership of a connected Unix stream socket and makes it non-blocking.
-    ///
-    /// # Safety
-    /// `fd` must be an open, owned Unix stream socket.
-    unsafe fn from_raw_fd(fd: RawFd) -> UnixStream {
-        // SAFETY: the caller hands over an owned, open socket fd.
-        UnixStream::from(unsafe { net::UnixStream::from_raw_fd(fd) })
-    }
-}
+impl_stream_io!(UnixStream);
+impl_fd_traits!(
+    UnixStream,
+    net::UnixStream,
+    "a connected Unix stream socket"
+);
 
 impl fmt::Debug for UnixStream {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -443,17 +365,17 @@ impl UnixDatagram {
     }
 }
 
-impl AsRawFd for UnixDatagram {
-    fn as_raw_fd(&self) -> RawFd {
-        self.sock.fd()
+impl From<net::UnixDatagram> for UnixDatagram {
+    /// Wraps a std socket, switching it to non-blocking mode.
+    fn from(s: net::UnixDatagram) -> UnixDatagram {
+        if let Err(e) = s.set_nonblocking(true) {
+            log::error!("tasklet-netio: cannot make a Unix datagram socket non-blocking: {e}");
+        }
+        UnixDatagram { sock: Sock::new(s) }
     }
 }
 
-impl AsFd for UnixDatagram {
-    fn as_fd(&self) -> BorrowedFd<'_> {
-        self.sock.get().as_fd()
-    }
-}
+impl_fd_traits!(UnixDatagram, net::UnixDatagram, "a Unix datagram socket");
 
 impl fmt::Debug for UnixDatagram {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
