@@ -4,7 +4,7 @@ use std::fmt;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use super::wait::{block, lock, wake_all, Blocked, WaitQueue, Wakeup};
+use super::wait::{block, lock, wake_all, Blocked, Ticket, WaitQueue};
 
 struct State<T, E> {
     value: Option<Result<T, E>>,
@@ -110,14 +110,14 @@ impl<T, E> AsyncResult<T, E> {
         }
         let mut guard = Leave {
             r: self,
-            key: Some(st.waiters.push(Wakeup::current())),
+            key: Some(st.waiters.push_current()),
         };
         drop(st);
         loop {
             let b = block(deadline);
             let mut st = lock(&self.state);
             if let Some(k) = guard.key.take() {
-                st.waiters.remove(k);
+                st.waiters.remove(k.key);
             }
             if st.value.is_some() {
                 return true;
@@ -125,7 +125,7 @@ impl<T, E> AsyncResult<T, E> {
             if b != Blocked::Woken {
                 return false;
             }
-            guard.key = Some(st.waiters.push(Wakeup::current()));
+            guard.key = Some(st.waiters.push_current());
         }
     }
 
@@ -168,13 +168,13 @@ impl<T: Clone, E: Clone> AsyncResult<T, E> {
 
 struct Leave<'a, T, E> {
     r: &'a AsyncResult<T, E>,
-    key: Option<u64>,
+    key: Option<Ticket>,
 }
 
 impl<T, E> Drop for Leave<'_, T, E> {
     fn drop(&mut self) {
         if let Some(k) = self.key.take() {
-            lock(&self.r.state).waiters.remove(k);
+            lock(&self.r.state).waiters.remove(k.key);
         }
     }
 }

@@ -4,7 +4,7 @@ use std::fmt;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use super::wait::{block, lock, wake_all, Blocked, WaitQueue, Wakeup};
+use super::wait::{block, lock, wake_all, Blocked, Ticket, WaitQueue};
 
 struct State {
     set: bool,
@@ -100,14 +100,14 @@ impl Event {
         let generation = st.generation;
         let mut guard = Leave {
             ev: self,
-            key: Some(st.waiters.push(Wakeup::current())),
+            key: Some(st.waiters.push_current()),
         };
         drop(st);
         loop {
             let r = block(deadline);
             let mut st = lock(&self.state);
             if let Some(k) = guard.key.take() {
-                st.waiters.remove(k);
+                st.waiters.remove(k.key);
             }
             if st.set || st.generation != generation {
                 return true;
@@ -116,7 +116,7 @@ impl Event {
                 return false;
             }
             // Spurious wake-up: register again for the next park.
-            guard.key = Some(st.waiters.push(Wakeup::current()));
+            guard.key = Some(st.waiters.push_current());
         }
     }
 }
@@ -124,13 +124,13 @@ impl Event {
 /// Removes an unwinding waiter from the queue.
 struct Leave<'a> {
     ev: &'a Event,
-    key: Option<u64>,
+    key: Option<Ticket>,
 }
 
 impl Drop for Leave<'_> {
     fn drop(&mut self) {
         if let Some(k) = self.key.take() {
-            lock(&self.ev.state).waiters.remove(k);
+            lock(&self.ev.state).waiters.remove(k.key);
         }
     }
 }

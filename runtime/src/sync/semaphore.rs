@@ -4,7 +4,7 @@ use std::fmt;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use super::wait::{block, lock, Blocked, WaitQueue, Wakeup};
+use super::wait::{block, lock, Blocked, Ticket, WaitQueue};
 
 struct State {
     permits: usize,
@@ -138,7 +138,7 @@ impl Semaphore {
             if gave_up {
                 return false;
             }
-            reg.key = Some(st.waiters.push(Wakeup::current()));
+            reg.key = Some(st.waiters.push_current());
             drop(st);
             if block(deadline) != Blocked::Woken {
                 gave_up = true;
@@ -166,13 +166,13 @@ fn far_future() -> Instant {
 /// wake-up it was given but did not use, so no permit goes unclaimed.
 struct Registration<'a> {
     sem: &'a Semaphore,
-    key: Option<u64>,
+    key: Option<Ticket>,
 }
 
 impl Registration<'_> {
     fn leave(&mut self, st: &mut State) -> bool {
         match self.key.take() {
-            Some(k) => !st.waiters.remove(k),
+            Some(k) => !st.waiters.remove(k.key),
             None => false,
         }
     }

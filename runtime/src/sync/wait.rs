@@ -1,11 +1,13 @@
 //! Waiting that works for tasklets and plain OS threads alike.
 //!
-//! Every primitive in [`crate::sync`] keeps its state behind a `std` mutex
-//! that is only ever held for a few instructions and never across a park, so
-//! on one dispatcher it is always uncontended. A caller that must wait leaves
-//! a [`Wakeup`] in a [`WaitQueue`] under that mutex, releases it, and
-//! [`block`]s. A tasklet parks (its dispatcher keeps running other tasklets);
-//! a thread outside any dispatcher parks the thread.
+//! Every primitive in [`crate::sync`] keeps its state behind a lock (a
+//! `std` mutex, or the channel's [`SpinLock`]) that is only ever held for a
+//! few instructions and never across a park, so on one dispatcher it is
+//! always uncontended. A caller that must wait registers in a [`WaitQueue`]
+//! under that lock ([`WaitQueue::push_current`]: a tasklet by a
+//! reference-count-free [`WaitKey`], a plain thread by its `Thread`),
+//! releases it, and [`block`]s. A tasklet parks (its dispatcher keeps running
+//! other tasklets); a thread outside any dispatcher parks the thread.
 
 use std::cell::UnsafeCell;
 use std::collections::VecDeque;
@@ -129,11 +131,6 @@ impl<D> Default for WaitQueue<D> {
 }
 
 impl WaitQueue {
-    /// Registers the caller; returns its key.
-    pub(crate) fn push(&mut self, w: Wakeup) -> u64 {
-        self.push_entry(w, ())
-    }
-
     /// Registers the calling tasklet (by a reference-count-free [`WaitKey`])
     /// or thread.
     pub(crate) fn push_current(&mut self) -> Ticket {
