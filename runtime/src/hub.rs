@@ -767,6 +767,7 @@ impl<S: AsRawFd> IoSource<S> {
         context::with(|d| {
             let reg = self.registration(d)?;
             let me = d.current_unparker();
+            let id = me.tasklet_id();
             {
                 let mut io = d.hub.io.borrow_mut();
                 let entry = io
@@ -774,16 +775,11 @@ impl<S: AsRawFd> IoSource<S> {
                     .filter(|e| e.gen == reg.gen)
                     .ok_or_else(|| io::Error::other("I/O source was deregistered"))?;
                 match dir {
-                    Direction::Read => entry.readers.push(me.clone()),
-                    Direction::Write => entry.writers.push(me.clone()),
+                    Direction::Read => entry.readers.push(me),
+                    Direction::Write => entry.writers.push(me),
                 }
             }
-            let _guard = WaiterGuard {
-                d,
-                reg,
-                dir,
-                me: &me,
-            };
+            let _guard = WaiterGuard { d, reg, dir, id };
             match d.park(deadline)? {
                 Wake::Unparked => Ok(()),
                 Wake::TimedOut => Err(io::Error::new(
@@ -843,7 +839,7 @@ struct WaiterGuard<'a> {
     d: &'a Dispatcher,
     reg: Reg,
     dir: Direction,
-    me: &'a Unparker,
+    id: TaskletId,
 }
 
 impl Drop for WaiterGuard<'_> {
@@ -854,7 +850,7 @@ impl Drop for WaiterGuard<'_> {
                 Direction::Read => &mut e.readers,
                 Direction::Write => &mut e.writers,
             };
-            list.retain(|u| !u.same_tasklet(self.me));
+            list.retain(|u| u.tasklet_id() != self.id);
         }
     }
 }
