@@ -1,9 +1,11 @@
-//! The two places the runtime reaches through raw pointers: the thread's
-//! current dispatcher, and the running tasklet's corosensei yielder.
+//! The places the runtime reaches through raw pointers: the thread's current
+//! dispatcher, the running tasklet, the running tasklet's corosensei
+//! yielder, and the ready queue (an intrusive list through task headers).
+//! [`crate::raw`] holds the other half: task allocations and their counts.
 //!
-//! Both pointers are published only for the exact span in which their targets
-//! are alive and pinned (see the `SAFETY:` comments), and neither is ever
-//! handed out beyond a closure's borrow, so the rest of the runtime is safe code.
+//! Every pointer is published only for the exact span in which its target
+//! is alive and pinned (see the `SAFETY:` comments), and none is ever
+//! handed out beyond a borrow, so the rest of the runtime is safe code.
 
 use std::cell::Cell;
 use std::ptr;
@@ -11,9 +13,15 @@ use std::ptr;
 use corosensei::Yielder;
 
 use crate::dispatcher::Dispatcher;
+use crate::overflow::StackInfo;
+use crate::task::{Header, TaskRef};
 
 thread_local! {
     static DISPATCHER: Cell<*const Dispatcher> = const { Cell::new(ptr::null()) };
+    /// The tasklet being resumed right now (null while the dispatcher itself
+    /// runs). Const-initialised and without destructor, so the stack
+    /// overflow handler can read it with a plain TLS load.
+    static CURRENT: Cell<*const Header> = const { Cell::new(ptr::null()) };
 }
 
 /// The message every tasklet API panics with outside a dispatcher.
@@ -93,25 +101,61 @@ pub(crate) fn suspend(yielder: RawYielder) {
 }
 
 /// A non-owning pointer to a live tasklet's header, as kept in the ready
-/// queue and as the dispatcher's current tasklet: a thin pointer, so the
+/// queue and as the thread's current tasklet: a thin pointer, so the
 /// switch path does no reference counting and no `dyn` layout arithmetic.
-pub(crate) type TaskPtr = std::ptr::NonNull<crate::task::Header>;
+pub(crate) type TaskPtr = std::ptr::NonNull<Header>;
 
-/// A pointer to the header of the tasklet `task` owns.
+/// The tasklet the dispatcher is resuming right now, if any.
 #[inline]
-pub(crate) fn task_ptr(task: &crate::task::TaskRef) -> TaskPtr {
-    std::ptr::NonNull::from(&task.header)
+pub(crate) fn current() -> Option<TaskPtr> {
+    TaskPtr::new(CURRENT.with(Cell::get).cast_mut())
+}
+
+/// A counted reference to the tasklet being resumed right now, if any.
+#[inline]
+pub(crate) fn current_task() -> Option<TaskRef> {
+    // SAFETY: a published current tasklet is alive (see `set_current`).
+    current().map(|p| unsafe { TaskRef::clone_from_ptr(p) })
+}
+
+/// Publishes the tasklet about to be resumed (`None` once it switched back).
+///
+/// Only the dispatcher calls this, with a tasklet from its ready queue, and
+/// clears it before that tasklet can finish, so the published header is
+/// alive whenever `CURRENT` is non-null.
+#[inline]
+pub(crate) fn set_current(p: Option<TaskPtr>) {
+    let raw = match p {
+        Some(p) => p.as_ptr().cast_const(),
+        None => ptr::null(),
+    };
+    CURRENT.with(|c| c.set(raw));
+}
+
+/// The stack description of the tasklet running on this thread, or null.
+///
+/// Async-signal-safe (one TLS load and an address computation): the stack
+/// overflow handler calls it. The pointer stays valid while the tasklet is
+/// current, i.e. for the whole time its code can fault.
+pub(crate) fn current_stack_info() -> *const StackInfo {
+    let h = CURRENT.try_with(Cell::get).unwrap_or(ptr::null());
+    if h.is_null() {
+        return ptr::null();
+    }
+    // SAFETY: a non-null CURRENT points to a live header (see `set_current`);
+    // `addr_of!` computes the field address without creating a reference.
+    unsafe { ptr::addr_of!((*h).stack_info) }
 }
 
 /// Borrows the tasklet header behind `p` for as long as `d` is borrowed.
 ///
-/// `p` must come from the ready queue or the `current` slot of `d`.
+/// `p` must come from the ready queue or be the current tasklet of `d`.
 #[inline]
-pub(crate) fn header_at(d: &Dispatcher, p: TaskPtr) -> &crate::task::Header {
+pub(crate) fn header_at(d: &Dispatcher, p: TaskPtr) -> &Header {
     let _ = d;
-    // SAFETY: the dispatcher's registry holds a strong reference (`TaskRef`)
+    // SAFETY: the dispatcher's registry holds a counted reference (`TaskRef`)
     // to every tasklet until `Dispatcher::finish` removes it, and a tasklet is
-    // only put in the ready queue or `current` while it is registered and not
+    // only in the ready queue or current while it is registered and not
     // `Done` (wake/interrupt enqueue only `Blocked` tasklets, yield only the
     // running one; `finish` runs after the tasklet left both; shutdown clears
     // the queue before dropping any registry entry). So `p` points into a live
@@ -120,57 +164,84 @@ pub(crate) fn header_at(d: &Dispatcher, p: TaskPtr) -> &crate::task::Header {
     unsafe { p.as_ref() }
 }
 
-/// The dispatcher's FIFO of ready tasklets.
+/// The dispatcher's FIFO of ready tasklets: an intrusive singly linked list
+/// through the headers' `next` fields, so pushing and popping touch no
+/// buffer and never allocate.
 ///
-/// A `RefCell<VecDeque>` without the borrow flag: every method finishes
-/// without calling out to other code, so no two accesses can overlap.
+/// Invariant (upheld by the dispatcher, see `header_at`): every queued
+/// tasklet is registered, `Ready`, and queued at most once, so its `next`
+/// link belongs to this queue alone.
 pub(crate) struct ReadyQueue {
-    q: std::cell::UnsafeCell<std::collections::VecDeque<TaskPtr>>,
+    head: Cell<Option<TaskPtr>>,
+    tail: Cell<Option<TaskPtr>>,
+}
+
+/// A batch of ready tasklets detached from a [`ReadyQueue`] with
+/// [`ReadyQueue::take`]; tasklets readied meanwhile go to the queue.
+pub(crate) struct Batch {
+    head: Option<TaskPtr>,
+}
+
+/// Borrows a queued tasklet's header.
+#[inline]
+fn queued<'a>(p: TaskPtr) -> &'a Header {
+    // SAFETY: queued tasklets are alive (registered) until they leave the
+    // queue or batch and run (ReadyQueue invariant); the returned borrow is
+    // used only for the `next` link inside the methods below, while that holds.
+    unsafe { p.as_ref() }
 }
 
 impl ReadyQueue {
     /// An empty queue.
     pub(crate) fn new() -> ReadyQueue {
         ReadyQueue {
-            q: std::cell::UnsafeCell::new(std::collections::VecDeque::with_capacity(256)),
+            head: Cell::new(None),
+            tail: Cell::new(None),
         }
     }
 
-    #[inline]
-    fn with<R>(&self, f: impl FnOnce(&mut std::collections::VecDeque<TaskPtr>) -> R) -> R {
-        // SAFETY: `ReadyQueue` is `!Sync` (UnsafeCell), so only this thread
-        // touches it, and the closures passed by the methods below only call
-        // `VecDeque` methods on `TaskPtr`s (plain pointers, no user code, no
-        // re-entry into the queue), so this `&mut` is the only live reference.
-        f(unsafe { &mut *self.q.get() })
-    }
-
-    /// Appends a tasklet.
+    /// Appends a tasklet (which must not be queued already).
     #[inline]
     pub(crate) fn push_back(&self, p: TaskPtr) {
-        self.with(|q| q.push_back(p))
+        queued(p).next.set(None);
+        match self.tail.get() {
+            Some(t) => queued(t).next.set(Some(p)),
+            None => self.head.set(Some(p)),
+        }
+        self.tail.set(Some(p));
     }
 
-    /// Takes the tasklet at the front.
+    /// Detaches every queued tasklet, in order, leaving the queue empty.
     #[inline]
-    pub(crate) fn pop_front(&self) -> Option<TaskPtr> {
-        self.with(|q| q.pop_front())
-    }
-
-    /// Number of queued tasklets.
-    #[inline]
-    pub(crate) fn len(&self) -> usize {
-        self.with(|q| q.len())
+    pub(crate) fn take(&self) -> Batch {
+        self.tail.set(None);
+        Batch {
+            head: self.head.take(),
+        }
     }
 
     /// Whether the queue is empty.
     #[inline]
     pub(crate) fn is_empty(&self) -> bool {
-        self.with(|q| q.is_empty())
+        self.head.get().is_none()
     }
 
     /// Forgets every queued tasklet.
     pub(crate) fn clear(&self) {
-        self.with(|q| q.clear())
+        self.head.set(None);
+        self.tail.set(None);
+    }
+}
+
+impl Iterator for Batch {
+    type Item = TaskPtr;
+
+    /// Takes the next tasklet. Its link is read before it is handed out, so
+    /// the tasklet may be queued again (into the queue) right away.
+    #[inline]
+    fn next(&mut self) -> Option<TaskPtr> {
+        let p = self.head?;
+        self.head = queued(p).next.get();
+        Some(p)
     }
 }

@@ -7,20 +7,17 @@ use std::fmt;
 use std::io;
 use std::ops::ControlFlow;
 use std::panic::{self, AssertUnwindSafe};
-use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use corosensei::CoroutineResult;
 
-use crate::context::{self, header_at, task_ptr, Enter, ReadyQueue, TaskPtr};
+use crate::context::{self, header_at, Enter, ReadyQueue, TaskPtr};
 use crate::hub::{Hub, TimerAction, Unparker, Wake};
 use crate::overflow;
 use crate::slab::Slab;
 use crate::stack::{self, TaskletStack};
-use crate::task::{
-    self, Interrupt, JoinError, JoinHandle, ResultSlot, State, Task, TaskRef, TaskletId, Unwind,
-};
+use crate::task::{self, Interrupt, JoinError, JoinHandle, State, TaskRef, TaskletId, Unwind};
 
 static NEXT_DISPATCHER_ID: AtomicU64 = AtomicU64::new(1);
 
@@ -165,7 +162,6 @@ pub(crate) struct Dispatcher {
     ready: ReadyQueue,
     /// Owns every live tasklet (the ready queue and `current` borrow from it).
     tasks: RefCell<Slab<TaskRef>>,
-    current: Cell<Option<TaskPtr>>,
     pub(crate) hub: Hub,
     stack_size: usize,
     /// Finished tasklets' default-size stacks, reused first (a `Vec` pop, no
@@ -184,7 +180,6 @@ impl Dispatcher {
             id,
             ready: ReadyQueue::new(),
             tasks: RefCell::new(Slab::new()),
-            current: Cell::new(None),
             hub: Hub::new(id)?,
             stack_size: stack::round_stack_size(
                 config.stack_size.unwrap_or_else(stack::default_stack_size),
@@ -198,9 +193,8 @@ impl Dispatcher {
 
     /// The running tasklet. Panics if called from the dispatcher itself.
     pub(crate) fn current_task(&self) -> TaskRef {
-        let h = self.current_header();
-        match self.tasks.borrow().get(h.slot.get()) {
-            Some(t) => t.clone(),
+        match context::current_task() {
+            Some(t) => t,
             None => panic!("{}", context::OUTSIDE),
         }
     }
@@ -208,7 +202,7 @@ impl Dispatcher {
     /// The running tasklet's header. Panics if called from the dispatcher itself.
     #[inline]
     pub(crate) fn current_header(&self) -> &task::Header {
-        match self.current.get() {
+        match context::current() {
             Some(p) => header_at(self, p),
             None => panic!("{}", context::OUTSIDE),
         }
@@ -217,14 +211,14 @@ impl Dispatcher {
     /// An unparker for the running tasklet's current wait.
     pub(crate) fn current_unparker(&self) -> Unparker {
         let task = self.current_task();
-        let epoch = task.header.epoch.get();
+        let epoch = task.epoch.get();
         Unparker::new(task, epoch)
     }
 
     /// Looks up a live tasklet by registry slot, checking its id.
     pub(crate) fn task_at(&self, slot: usize, id: TaskletId) -> Option<TaskRef> {
         match self.tasks.borrow().get(slot) {
-            Some(t) if t.header.id == id => Some(t.clone()),
+            Some(t) if t.id == id => Some(t.clone()),
             _ => None,
         }
     }
@@ -241,13 +235,14 @@ impl Dispatcher {
     }
 
     fn register(&self, task: TaskRef) {
-        let slot = self.tasks.borrow_mut().insert(task.clone());
-        task.header.slot.set(slot);
-        crate::watchdog::named(&task.header);
+        let p = task.as_ptr();
+        crate::watchdog::named(&task);
         if self.shutting_down.get() {
-            task.header.interrupt.set(Some(Interrupt::Kill));
+            task.interrupt.set(Some(Interrupt::Kill));
         }
-        self.ready.push_back(task_ptr(&task));
+        let slot = self.tasks.borrow_mut().insert(task);
+        header_at(self, p).slot.set(slot);
+        self.ready.push_back(p);
     }
 
     pub(crate) fn spawn<F, T>(
@@ -264,8 +259,8 @@ impl Dispatcher {
             Some(n) if n != self.stack_size => TaskletStack::new(n)?,
             _ => self.default_stack()?,
         };
-        let task: Rc<Task<ResultSlot<T>>> = task::new_task(TaskletId::next(), name, stack, f);
-        self.register(task.clone());
+        let task = task::new_task(TaskletId::next(), name, stack, f);
+        self.register(task.erased().clone());
         Ok(JoinHandle::new(task))
     }
 
@@ -283,7 +278,7 @@ impl Dispatcher {
                 deliver(panic::catch_unwind(AssertUnwindSafe(f)).map_err(JoinError::from_payload))
             },
         );
-        let task: TaskRef = task;
+        let task: TaskRef = task.erased().clone();
         self.register(task.clone());
         Ok(task)
     }
@@ -311,7 +306,7 @@ impl Dispatcher {
 
     /// Makes a blocked tasklet ready if `epoch` is its current wait.
     pub(crate) fn wake(&self, task: &TaskRef, epoch: u32, reason: Wake) -> bool {
-        let h = &task.header;
+        let h: &task::Header = task;
         if h.epoch.get() != epoch {
             return false;
         }
@@ -319,7 +314,7 @@ impl Dispatcher {
             State::Blocked => {
                 h.wake.set(reason);
                 h.state.set(State::Ready);
-                self.ready.push_back(task_ptr(task));
+                self.ready.push_back(task.as_ptr());
                 true
             }
             State::Ready | State::Running => {
@@ -332,7 +327,7 @@ impl Dispatcher {
 
     /// Requests that `task` unwind at its next blocking point, waking it if parked.
     pub(crate) fn interrupt(&self, task: &TaskRef, what: Interrupt) {
-        let h = &task.header;
+        let h: &task::Header = task;
         if h.state.get() == State::Done {
             return;
         }
@@ -348,7 +343,7 @@ impl Dispatcher {
         }
         if h.state.get() == State::Blocked {
             h.state.set(State::Ready);
-            self.ready.push_back(task_ptr(task));
+            self.ready.push_back(task.as_ptr());
         }
     }
 
@@ -356,7 +351,7 @@ impl Dispatcher {
     fn run(&self, main: &TaskRef) -> Result<(), usize> {
         loop {
             self.run_pass();
-            if main.header.state.get() == State::Done {
+            if main.state.get() == State::Done {
                 return Ok(());
             }
             // Fast path: tasklets are ready and the hub has nothing that
@@ -372,13 +367,8 @@ impl Dispatcher {
 
     /// Resumes every tasklet that was ready when the pass began.
     fn run_pass(&self) {
-        let n = self.ready.len();
-        for _ in 0..n {
-            let next = self.ready.pop_front();
-            match next {
-                Some(p) => self.run_task(p),
-                None => break,
-            }
+        for p in self.ready.take() {
+            self.run_task(p);
         }
     }
 
@@ -389,15 +379,13 @@ impl Dispatcher {
             return;
         }
         h.state.set(State::Running);
-        overflow::set_current(&h.stack_info);
-        self.current.set(Some(p));
+        context::set_current(Some(p));
         let _watch = crate::watchdog::running(h);
         let result = match h.coroutine.borrow_mut().as_mut() {
             Some(co) => co.resume(()),
             None => CoroutineResult::Return(()),
         };
-        self.current.set(None);
-        overflow::set_current(std::ptr::null());
+        context::set_current(None);
         if let CoroutineResult::Return(()) = result {
             self.finish(p);
         }
@@ -480,7 +468,7 @@ impl Dispatcher {
         );
         self.ready.clear();
         for t in &live {
-            let co = t.header.coroutine.borrow_mut().take();
+            let co = t.coroutine.borrow_mut().take();
             if let Some(co) = co {
                 if co.started() {
                     // Unwinding it again could abort (it may be suspended in
@@ -494,11 +482,11 @@ impl Dispatcher {
                     drop(co);
                 }
             }
-            t.header.state.set(State::Done);
+            t.state.set(State::Done);
         }
         let mut tasks = self.tasks.borrow_mut();
         for t in &live {
-            tasks.remove(t.header.slot.get());
+            tasks.remove(t.slot.get());
         }
     }
 
@@ -533,7 +521,7 @@ impl Dispatcher {
     }
 
     fn yield_now(&self) {
-        let Some(p) = self.current.get() else {
+        let Some(p) = context::current() else {
             panic!("{}", context::OUTSIDE)
         };
         let h = header_at(self, p);
@@ -712,8 +700,8 @@ where
     let mine = Some(Interrupt::Timeout(id));
     match r {
         Ok(v) => {
-            if task.header.interrupt.get() == mine {
-                task.header.interrupt.set(None);
+            if task.interrupt.get() == mine {
+                task.interrupt.set(None);
                 Err(Elapsed(()))
             } else {
                 Ok(v)
@@ -721,11 +709,11 @@ where
         }
         Err(payload) => {
             if matches!(payload.downcast_ref::<Unwind>(), Some(Unwind(i)) if Some(*i) == mine) {
-                task.header.interrupt.set(None);
+                task.interrupt.set(None);
                 Err(Elapsed(()))
             } else {
-                if task.header.interrupt.get() == mine {
-                    task.header.interrupt.set(None);
+                if task.interrupt.get() == mine {
+                    task.interrupt.set(None);
                 }
                 panic::resume_unwind(payload)
             }

@@ -40,7 +40,6 @@ use std::cell::{Cell, RefCell};
 use std::fmt;
 use std::io;
 use std::os::fd::{AsRawFd, RawFd};
-use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
@@ -398,12 +397,12 @@ impl Unparker {
 
     /// Whether both unparkers wake the same tasklet.
     pub fn same_tasklet(&self, other: &Unparker) -> bool {
-        Rc::ptr_eq(&self.task, &other.task)
+        TaskRef::ptr_eq(&self.task, &other.task)
     }
 
     /// The id of the tasklet this unparker wakes.
     pub fn tasklet_id(&self) -> TaskletId {
-        self.task.header.id
+        self.task.id
     }
 
     /// A `Send + Sync` unparker for the same wait, usable from any thread.
@@ -413,8 +412,8 @@ impl Unparker {
     pub fn remote(&self) -> RemoteUnparker {
         context::with(|d| RemoteUnparker {
             shared: d.hub.shared.clone(),
-            slot: self.task.header.slot.get() as u32,
-            id: self.task.header.id,
+            slot: self.task.slot.get() as u32,
+            id: self.task.id,
             epoch: self.epoch,
         })
     }
@@ -423,7 +422,7 @@ impl Unparker {
 impl fmt::Debug for Unparker {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Unparker")
-            .field("tasklet", &self.task.header.id)
+            .field("tasklet", &self.task.id)
             .field("epoch", &self.epoch)
             .finish()
     }

@@ -56,6 +56,7 @@ pub mod hub;
 mod offload;
 mod overflow;
 mod pool;
+mod raw;
 pub mod signal;
 mod slab;
 mod stack;

@@ -4,7 +4,7 @@
 //! [`crate::stack`]. The `SIGSEGV`/`SIGBUS` handler installed by [`install`] checks
 //! whether the faulting address lies in (or just below) the guard page of the
 //! tasklet currently running on this thread (published by the dispatcher with
-//! [`set_current`]). If so it writes one line naming the tasklet and its stack size
+//! [`crate::context::set_current`]). If so it writes one line naming the tasklet and its stack size
 //! to stderr and aborts; it never tries to resume the tasklet. Any other fault is
 //! chained to the previously installed handler (Rust std's own guard-page handler,
 //! a sanitizer, ...) or, if there was none, re-raised with the default action.
@@ -16,7 +16,7 @@
 //! locks, no `log`, no formatting machinery; only `write(2)`, `sigaction(2)` and
 //! `abort(3)`.
 
-use std::cell::{Cell, UnsafeCell};
+use std::cell::UnsafeCell;
 use std::io;
 use std::marker::PhantomData;
 use std::mem::{self, MaybeUninit};
@@ -61,7 +61,7 @@ impl StackInfo {
     /// Describes `stack` for tasklet `id` with an optional `name`.
     ///
     /// The caller must keep the name's bytes alive (and unmoved) as long as the
-    /// returned value may be published with [`set_current`].
+    /// tasklet may run (the overflow handler reads it while its tasklet is current).
     pub(crate) fn new(stack: &TaskletStack, id: u64, name: Option<&str>) -> StackInfo {
         let (guard_lo, guard_hi) = stack.guard_range();
         let (name_ptr, name_len) = match name {
@@ -77,19 +77,6 @@ impl StackInfo {
             name_len,
         }
     }
-}
-
-thread_local! {
-    /// The tasklet running on this thread (null when none). Const-initialised and
-    /// without destructor, so reading it from a signal handler is a plain TLS load.
-    static CURRENT: Cell<*const StackInfo> = const { Cell::new(ptr::null()) };
-}
-
-/// Publishes the tasklet about to run on this thread (null when switching back to
-/// the dispatcher). `info` must stay valid until it is replaced.
-#[inline]
-pub(crate) fn set_current(info: *const StackInfo) {
-    CURRENT.with(|c| c.set(info));
 }
 
 /// Returns true if a fault at `addr` is an overflow of the stack described by `info`:
@@ -241,10 +228,11 @@ extern "C" fn handler(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut li
     // SAFETY: the kernel passes a valid siginfo_t for SA_SIGINFO handlers; for
     // SIGSEGV/SIGBUS the si_addr union member is the one filled in.
     let addr = unsafe { (*info).si_addr() } as usize;
-    let current = CURRENT.try_with(Cell::get).unwrap_or(ptr::null());
+    let current = crate::context::current_stack_info();
     if !current.is_null() {
-        // SAFETY: set_current's contract keeps the published StackInfo valid while
-        // it is current; this thread is the one that published it.
+        // SAFETY: `current_stack_info` returns the running tasklet's StackInfo,
+        // valid while it is current; the fault happened on this thread, in
+        // that tasklet's code.
         let current = unsafe { &*current };
         if is_guard_fault(current, addr) {
             write_stderr(report(current).as_bytes());

@@ -6,14 +6,15 @@ use std::fmt;
 use std::io;
 use std::num::NonZeroU64;
 use std::panic::{self, AssertUnwindSafe};
-use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use corosensei::{Coroutine, Yielder};
 
-use crate::context::{self, RawYielder};
+use crate::context::{self, RawYielder, TaskPtr};
 use crate::hub::{Unparker, Wake};
 use crate::overflow::StackInfo;
+pub(crate) use crate::raw::TaskRef;
+use crate::raw::{RawHeader, TypedRef};
 use crate::stack::TaskletStack;
 
 /// The coroutine type every tasklet runs in.
@@ -72,6 +73,10 @@ impl From<Interrupted> for io::Error {
 
 /// The non-generic part of a tasklet, seen by the dispatcher.
 pub(crate) struct Header {
+    /// Reference count and destructor of the allocation (see [`crate::raw`]).
+    pub(crate) raw: RawHeader,
+    /// The next tasklet in the ready queue (see [`context::ReadyQueue`]).
+    pub(crate) next: Cell<Option<TaskPtr>>,
     pub(crate) id: TaskletId,
     pub(crate) name: Option<Box<str>>,
     pub(crate) state: Cell<State>,
@@ -126,15 +131,6 @@ impl Header {
     }
 }
 
-/// A tasklet: header plus the slot its result is delivered to.
-pub(crate) struct Task<R: ?Sized> {
-    pub(crate) header: Header,
-    pub(crate) result: R,
-}
-
-/// How the dispatcher holds any tasklet, whatever its result type.
-pub(crate) type TaskRef = Rc<Task<dyn Any>>;
-
 /// Where a spawned tasklet's result waits for its `JoinHandle`.
 pub(crate) type ResultSlot<T> = RefCell<Option<Result<T, JoinError>>>;
 
@@ -187,33 +183,32 @@ pub(crate) fn new_task<T, F>(
     name: Option<String>,
     stack: TaskletStack,
     f: F,
-) -> Rc<Task<ResultSlot<T>>>
+) -> TypedRef<T>
 where
     F: FnOnce() -> T,
 {
     let name: Option<Box<str>> = name.map(String::into_boxed_str);
     let stack_info = StackInfo::new(&stack, id.as_u64(), name.as_deref());
-    let task = Rc::new(Task {
-        header: Header {
-            id,
-            name,
-            state: Cell::new(State::Ready),
-            interrupt: Cell::new(None),
-            epoch: Cell::new(0),
-            notified: Cell::new(false),
-            wake: Cell::new(Wake::Unparked),
-            coroutine: RefCell::new(None),
-            yielder: Cell::new(std::ptr::null()),
-            joiner: RefCell::new(None),
-            slot: Cell::new(usize::MAX),
-            detached: Cell::new(false),
-            stack_info,
-        },
-        result: RefCell::new(None),
+    let task = TypedRef::<T>::new(|raw| Header {
+        raw,
+        next: Cell::new(None),
+        id,
+        name,
+        state: Cell::new(State::Ready),
+        interrupt: Cell::new(None),
+        epoch: Cell::new(0),
+        notified: Cell::new(false),
+        wake: Cell::new(Wake::Unparked),
+        coroutine: RefCell::new(None),
+        yielder: Cell::new(std::ptr::null()),
+        joiner: RefCell::new(None),
+        slot: Cell::new(usize::MAX),
+        detached: Cell::new(false),
+        stack_info,
     });
-    let inner = Rc::clone(&task);
+    let inner = task.clone();
     let body = move |yielder: &Yielder<(), ()>, ()| {
-        let header = &inner.header;
+        let header: &Header = &inner;
         header.yielder.set(yielder as *const Yielder<(), ()>);
         let outcome = panic::catch_unwind(AssertUnwindSafe(|| {
             // A tasklet killed before it first ran never calls `f`.
@@ -229,7 +224,7 @@ where
                 );
             }
         }
-        *inner.result.borrow_mut() = Some(outcome);
+        *inner.result().borrow_mut() = Some(outcome);
         // `inner` is dropped here, breaking the task -> coroutine -> task cycle.
     };
     // SAFETY: `with_stack_unchecked` requires everything `body` borrows to
@@ -239,7 +234,7 @@ where
     // coroutine before `dispatch` returns or unwinds past its own frame, and
     // coroutines are owned by tasks that cannot leave the dispatcher thread.
     let coroutine = unsafe { Coroutine::with_stack_unchecked(stack, body) };
-    *task.header.coroutine.borrow_mut() = Some(coroutine);
+    *task.coroutine.borrow_mut() = Some(coroutine);
     task
 }
 
@@ -345,11 +340,11 @@ impl From<JoinError> for io::Error {
 /// Dropping the handle detaches the tasklet: it keeps running, and a panic in
 /// it is then logged with `log::error!` instead of being returned.
 pub struct JoinHandle<T> {
-    task: Rc<Task<ResultSlot<T>>>,
+    task: TypedRef<T>,
 }
 
 impl<T> JoinHandle<T> {
-    pub(crate) fn new(task: Rc<Task<ResultSlot<T>>>) -> Self {
+    pub(crate) fn new(task: TypedRef<T>) -> Self {
         JoinHandle { task }
     }
 
@@ -366,13 +361,13 @@ impl<T> JoinHandle<T> {
     /// ```
     pub fn join(self) -> Result<T, JoinError> {
         loop {
-            if let Some(r) = self.task.result.borrow_mut().take() {
+            if let Some(r) = self.task.result().borrow_mut().take() {
                 return r;
             }
             let me = context::with(|d| d.current_unparker());
-            *self.task.header.joiner.borrow_mut() = Some(me);
+            *self.task.joiner.borrow_mut() = Some(me);
             if crate::hub::park(None).is_err() {
-                self.task.header.joiner.borrow_mut().take();
+                self.task.joiner.borrow_mut().take();
                 return Err(JoinError::killed());
             }
         }
@@ -380,7 +375,7 @@ impl<T> JoinHandle<T> {
 
     /// Whether the tasklet has finished (returned, panicked or been killed).
     pub fn is_finished(&self) -> bool {
-        self.task.header.state.get() == State::Done
+        self.task.state.get() == State::Done
     }
 
     /// Kills the tasklet (gevent `Greenlet.kill`): it is woken at its blocking
@@ -405,18 +400,17 @@ impl<T> JoinHandle<T> {
         if self.is_finished() {
             return;
         }
-        let task: TaskRef = self.task.clone();
-        context::try_with(|d| d.interrupt(&task, Interrupt::Kill));
+        context::try_with(|d| d.interrupt(self.task.erased(), Interrupt::Kill));
     }
 
     /// The tasklet's id.
     pub fn id(&self) -> TaskletId {
-        self.task.header.id
+        self.task.id
     }
 
     /// The tasklet's name, if it was given one with [`Builder::name`].
     pub fn name(&self) -> Option<&str> {
-        self.task.header.name.as_deref()
+        self.task.name.as_deref()
     }
 
     /// A handle describing the tasklet (id and name), as [`current`] returns.
@@ -425,16 +419,16 @@ impl<T> JoinHandle<T> {
         T: 'static,
     {
         Tasklet {
-            task: self.task.clone(),
+            task: self.task.erased().clone(),
         }
     }
 }
 
 impl<T> Drop for JoinHandle<T> {
     fn drop(&mut self) {
-        let header = &self.task.header;
+        let header: &Header = &self.task;
         header.detached.set(true);
-        if let Some(Err(e)) = &*self.task.result.borrow() {
+        if let Some(Err(e)) = &*self.task.result().borrow() {
             if e.is_panic() {
                 log::error!(
                     "tasklet {} panicked and its JoinHandle was dropped without join: {e}",
@@ -464,17 +458,17 @@ pub struct Tasklet {
 impl Tasklet {
     /// The tasklet's id.
     pub fn id(&self) -> TaskletId {
-        self.task.header.id
+        self.task.id
     }
 
     /// The tasklet's name, if any.
     pub fn name(&self) -> Option<&str> {
-        self.task.header.name.as_deref()
+        self.task.name.as_deref()
     }
 
     /// Kills the tasklet, like [`JoinHandle::kill`] (used by `Pool::kill`).
     pub(crate) fn kill(&self) {
-        if self.task.header.state.get() != State::Done {
+        if self.task.state.get() != State::Done {
             context::try_with(|d| d.interrupt(&self.task, Interrupt::Kill));
         }
     }
