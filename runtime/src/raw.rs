@@ -63,21 +63,20 @@ impl TaskRef {
     /// Allocates a `Task<T>` with an empty result slot and the header
     /// `make` builds around the [`RawHeader`] it is given (count 1).
     fn new<T>(make: impl FnOnce(RawHeader) -> Header) -> TaskRef {
-        let header = make(RawHeader {
+        let raw = RawHeader {
             refs: Cell::new(1),
             drop_and_free: drop_and_free::<T>,
-        });
-        let layout = Layout::new::<Task<T>>();
-        let block = block_alloc(layout).cast::<Task<T>>();
-        // SAFETY: `block` is a fresh allocation of `Task<T>`'s size and
-        // alignment (see `block_alloc`), so writing one `Task<T>` is in bounds
-        // and aligned.
-        unsafe {
-            block.as_ptr().write(Task {
-                header,
-                result: RefCell::new(None),
-            })
         };
+        let block = block_alloc(Layout::new::<Task<T>>()).cast::<Task<T>>();
+        let t = block.as_ptr();
+        // SAFETY: `block` is a fresh allocation of `Task<T>`'s size and
+        // alignment (see `block_alloc`), so both fields are in bounds and
+        // aligned; writing them field by field lets the header be built in
+        // place instead of copied.
+        unsafe {
+            ptr::addr_of_mut!((*t).result).write(RefCell::new(None));
+            ptr::addr_of_mut!((*t).header).write(make(raw));
+        }
         TaskRef { ptr: block.cast() }
     }
 
@@ -201,27 +200,39 @@ const PER_CLASS: usize = 256;
 /// Alignment of cached blocks (covers every `Task<T>` with `align_of::<T>() <= 16`).
 const BLOCK_ALIGN: usize = 16;
 
-/// Freed task blocks of this thread, by size class.
-struct BlockCache {
-    free: [Vec<NonNull<u8>>; CLASSES],
+thread_local! {
+    /// Per size class, a stack of this thread's freed blocks linked through
+    /// their first word. Const-initialised without destructor, so the
+    /// allocation fast path is a plain TLS access.
+    static FREE: [Cell<*mut u8>; CLASSES] = const { [const { Cell::new(ptr::null_mut()) }; CLASSES] };
+    /// How many blocks each class holds.
+    static FREE_LEN: [Cell<usize>; CLASSES] = const { [const { Cell::new(0) }; CLASSES] };
+    /// Returns the cached blocks to the allocator when the thread exits;
+    /// touched once per thread, when the first block is cached.
+    static RELEASE: Release = const { Release };
 }
 
-impl Drop for BlockCache {
+/// See `RELEASE`.
+struct Release;
+
+impl Drop for Release {
     fn drop(&mut self) {
-        for (c, list) in self.free.iter_mut().enumerate() {
-            for b in list.drain(..) {
-                // SAFETY: cached blocks were allocated by `block_alloc` with
-                // the class layout and are unused while in the cache.
-                unsafe { alloc::dealloc(b.as_ptr(), class_layout(c)) };
+        for c in 0..CLASSES {
+            let Ok(mut b) = FREE.try_with(|f| f[c].replace(ptr::null_mut())) else {
+                return;
+            };
+            let _ = FREE_LEN.try_with(|l| l[c].set(0));
+            while !b.is_null() {
+                // SAFETY: every block on a free list came from `block_alloc`
+                // with the class layout, is unused, and stores the next
+                // block's address in its first (aligned) word.
+                let next = unsafe { b.cast::<*mut u8>().read() };
+                // SAFETY: as above; the block is off the list and freed once.
+                unsafe { alloc::dealloc(b, class_layout(c)) };
+                b = next;
             }
         }
     }
-}
-
-thread_local! {
-    static CACHE: RefCell<BlockCache> = const {
-        RefCell::new(BlockCache { free: [const { Vec::new() }; CLASSES] })
-    };
 }
 
 /// The size class serving `layout`, if it is cached.
@@ -240,21 +251,29 @@ fn class_layout(c: usize) -> Layout {
 }
 
 /// Allocates a block for `layout` (a `Task<T>`'s, never zero-sized).
+#[inline]
 fn block_alloc(layout: Layout) -> NonNull<u8> {
-    let (layout, class) = match class_of(layout) {
+    let layout = match class_of(layout) {
         Some(c) => {
-            let cached = CACHE
-                .try_with(|cache| cache.borrow_mut().free[c].pop())
-                .ok()
-                .flatten();
-            if let Some(b) = cached {
+            let cached = FREE
+                .try_with(|f| {
+                    let b = f[c].get();
+                    if !b.is_null() {
+                        // SAFETY: a cached block is unused and holds the
+                        // next cached block's address in its first word.
+                        f[c].set(unsafe { b.cast::<*mut u8>().read() });
+                        FREE_LEN.with(|l| l[c].set(l[c].get() - 1));
+                    }
+                    b
+                })
+                .unwrap_or(ptr::null_mut());
+            if let Some(b) = NonNull::new(cached) {
                 return b;
             }
-            (class_layout(c), true)
+            class_layout(c)
         }
-        None => (layout, false),
+        None => layout,
     };
-    debug_assert!(class || layout.size() > 0);
     // SAFETY: `layout` has a non-zero size (a `Task` contains a `Header`).
     let p = unsafe { alloc::alloc(layout) };
     match NonNull::new(p) {
@@ -267,27 +286,36 @@ fn block_alloc(layout: Layout) -> NonNull<u8> {
 ///
 /// # Safety
 /// `p` must come from `block_alloc(layout)` and not be used afterwards.
+#[inline]
 unsafe fn block_free(p: NonNull<u8>, layout: Layout) {
-    match class_of(layout) {
-        Some(c) => {
-            let kept = CACHE
-                .try_with(|cache| {
-                    let mut cache = cache.borrow_mut();
-                    if cache.free[c].len() < PER_CLASS {
-                        cache.free[c].push(p);
-                        true
-                    } else {
-                        false
-                    }
-                })
-                .unwrap_or(false);
-            if !kept {
-                // SAFETY: allocated with the class layout, per the contract.
-                unsafe { alloc::dealloc(p.as_ptr(), class_layout(c)) };
-            }
-        }
+    let Some(c) = class_of(layout) else {
         // SAFETY: allocated with `layout` itself, per the contract.
-        None => unsafe { alloc::dealloc(p.as_ptr(), layout) },
+        unsafe { alloc::dealloc(p.as_ptr(), layout) };
+        return;
+    };
+    let kept = FREE_LEN
+        .try_with(|l| {
+            let n = l[c].get();
+            if n >= PER_CLASS {
+                return false;
+            }
+            if n == 0 && RELEASE.try_with(|_| ()).is_err() {
+                // The thread is exiting: nothing would free the cache.
+                return false;
+            }
+            l[c].set(n + 1);
+            FREE.with(|f| {
+                // SAFETY: the block is at least one word, word-aligned and
+                // unused from now on (contract), so it can hold the link.
+                unsafe { p.as_ptr().cast::<*mut u8>().write(f[c].get()) };
+                f[c].set(p.as_ptr());
+            });
+            true
+        })
+        .unwrap_or(false);
+    if !kept {
+        // SAFETY: allocated with the class layout, per the contract.
+        unsafe { alloc::dealloc(p.as_ptr(), class_layout(c)) };
     }
 }
 
