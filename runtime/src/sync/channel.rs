@@ -1,31 +1,34 @@
 //! Multi-producer, multi-consumer channels (gevent `queue.Queue`, Go channels).
 //!
-//! A value sent while a receiver is parked is handed straight to that
-//! receiver (written into a slot on its stack, under the channel lock it
-//! already holds), so the woken receiver returns without locking again.
+//! Waiters are nodes in their own stack frames, linked into the channel's
+//! lists ([`WaitList`]): registering costs no allocation. A value sent while
+//! a receiver is parked is handed straight to that receiver (written into
+//! its node under the channel lock the sender already holds), so the woken
+//! receiver returns without locking again.
 
-use std::cell::UnsafeCell;
 use std::collections::VecDeque;
 use std::fmt;
 use std::io;
-use std::ptr::NonNull;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::wait::{block, Blocked, SpinLock, Ticket, WaitQueue, Wakeup};
+use super::wait::{block_as, current_wakeup, Blocked, Hubs, SpinLock, WaitList, Waiter, Wakeup};
+use crate::hub::{KeyWait, WaitKey};
 
 struct State<T> {
     queue: VecDeque<T>,
     senders: usize,
     receivers: usize,
-    /// Parked receivers, each with the slot a sender fills. Invariant: while
-    /// a receiver is registered here, `queue` is empty (a sender hands its
-    /// value to the first registered receiver instead of queueing it) —
-    /// except transiently after a killed receiver gives back a value it was
-    /// handed and no other receiver waits.
-    recv_q: WaitQueue<SlotRef<T>>,
-    send_q: WaitQueue,
+    /// Parked receivers. A sender hands its value to the first one instead
+    /// of queueing it. Invariant: while a receiver is linked here, `queue`
+    /// is empty.
+    recv_q: WaitList<Option<T>>,
+    /// Blocked senders. Whoever makes room for one (a receiver taking a
+    /// queued value, or parking on a rendezvous channel) pops it; the sender
+    /// then sends itself, so a sender killed before it runs never sends.
+    send_q: WaitList<()>,
+    /// The dispatchers of the waiters, for wake-ups from other threads.
+    hubs: Hubs,
 }
 
 impl<T> State<T> {
@@ -33,18 +36,16 @@ impl<T> State<T> {
     /// gives it back if no receiver is parked.
     #[inline]
     fn hand_over(&mut self, v: T) -> Result<Wakeup, T> {
-        match self.recv_q.pop_with() {
-            Some((w, slot)) => {
-                // SAFETY: `slot` was just removed from `recv_q` under the
-                // channel lock we hold, so the receiver that registered it is
-                // still inside `recv_until` (it removes its slot under this
-                // lock before its frame ends; see `RecvRegistration`) and
-                // nobody else can reach the slot any more.
-                unsafe { slot.fill(v) };
-                Ok(w)
-            }
-            None => Err(v),
+        self.recv_q.pop_with(v, |slot, v| *slot = Some(v))
+    }
+
+    /// Pops the longest-blocked sender, to retry now that there is room.
+    #[inline]
+    fn pop_sender(&mut self) -> Option<Wakeup> {
+        if self.send_q.is_empty() {
+            return None;
         }
+        self.send_q.pop_with((), |_, ()| {}).ok()
     }
 }
 
@@ -55,76 +56,40 @@ struct Chan<T> {
 }
 
 impl<T> Chan<T> {
-    fn has_room(&self, st: &State<T>) -> bool {
+    /// Whether a value can be queued (a rendezvous channel never queues).
+    #[inline]
+    fn queue_has_room(&self, st: &State<T>) -> bool {
         match self.cap {
             None => true,
-            // A rendezvous channel accepts a value only for a parked receiver.
-            Some(0) => !st.recv_q.is_empty(),
             Some(c) => st.queue.len() < c,
         }
     }
-}
 
-/// Where a sender hands a value to one parked receiver: lives on the stack
-/// of that receiver's `recv_until` call.
-///
-/// Protocol: only a thread holding the channel lock that has just popped the
-/// slot's [`SlotRef`] from `recv_q` writes `value` and then sets `filled`
-/// (`Release`). The receiver reads `value` only after seeing `filled`
-/// (`Acquire`), when no [`SlotRef`] to it is left anywhere.
-struct Slot<T> {
-    value: UnsafeCell<Option<T>>,
-    filled: AtomicBool,
-}
-
-impl<T> Slot<T> {
-    fn new() -> Slot<T> {
-        Slot {
-            value: UnsafeCell::new(None),
-            filled: AtomicBool::new(false),
+    /// Delivers a wake-up popped from one of the lists (after the lock is
+    /// released): on the waiter's own dispatcher directly, from anywhere
+    /// else through that dispatcher's hub.
+    #[inline]
+    fn wake(&self, w: Wakeup) {
+        if let Some(k) = w.wake_popped() {
+            self.wake_remote(k);
         }
     }
 
-    /// Takes the handed-over value if there is one.
-    fn take(&self) -> Option<T> {
-        if !self.filled.load(Ordering::Acquire) {
-            return None;
+    #[cold]
+    fn wake_remote(&self, k: WaitKey) {
+        let u = self.state.lock().hubs.remote(&k);
+        if let Some(u) = u {
+            u.unpark();
         }
-        self.filled.store(false, Ordering::Relaxed);
-        // SAFETY: `filled` was set (Acquire pairs with the filler's Release
-        // store, so its write of `value` is visible) after the filler
-        // removed the slot's only `SlotRef` from `recv_q`; nobody else
-        // accesses `value` any more, and this receiver's own accesses are
-        // sequential.
-        unsafe { (*self.value.get()).take() }
-    }
-}
-
-/// A pointer to a parked receiver's [`Slot`], kept in `recv_q`.
-struct SlotRef<T>(NonNull<Slot<T>>);
-
-// SAFETY: a `SlotRef` only moves a `T` into the slot (from whichever thread
-// pops it, under the channel lock), which is sound for `T: Send`; the slot's
-// other field is atomic.
-unsafe impl<T: Send> Send for SlotRef<T> {}
-
-impl<T> SlotRef<T> {
-    fn new(slot: &Slot<T>) -> SlotRef<T> {
-        SlotRef(NonNull::from(slot))
     }
 
-    /// Moves `v` into the slot and marks it filled.
-    ///
-    /// # Safety
-    /// The caller holds the channel lock and has just removed this
-    /// `SlotRef` from `recv_q` (so the slot is alive and unshared).
-    unsafe fn fill(self, v: T) {
-        // SAFETY: per the contract, the receiver's frame is alive and it does
-        // not touch `value` until it sees `filled`.
-        let slot = unsafe { self.0.as_ref() };
-        // SAFETY: as above: no other access to `value` is possible now.
-        unsafe { *slot.value.get() = Some(v) };
-        slot.filled.store(true, Ordering::Release);
+    /// Whether a blocked sender could send now.
+    fn has_room(&self, st: &State<T>) -> bool {
+        match self.cap {
+            // A rendezvous channel accepts a value only for a parked receiver.
+            Some(0) => !st.recv_q.is_empty(),
+            _ => self.queue_has_room(st),
+        }
     }
 }
 
@@ -175,112 +140,107 @@ fn new_chan<T>(cap: Option<usize>) -> (Sender<T>, Receiver<T>) {
             queue: VecDeque::with_capacity(cap.unwrap_or(0).min(1024)),
             senders: 1,
             receivers: 1,
-            recv_q: WaitQueue::new(),
-            send_q: WaitQueue::new(),
+            recv_q: WaitList::default(),
+            send_q: WaitList::default(),
+            hubs: Hubs::default(),
         }),
     });
     (Sender { chan: chan.clone() }, Receiver { chan })
 }
 
-/// A blocked sender's registration; removes it (passing on an unused
-/// notification) if the wait is left by unwinding (a kill or `timeout`).
-struct SendRegistration<'a, T> {
-    chan: &'a Chan<T>,
-    ticket: Option<Ticket>,
-}
-
-impl<T> SendRegistration<'_, T> {
-    /// Removes the registration under the lock; returns whether it had been
-    /// notified (popped by a receiver) in the meantime.
-    fn leave(&mut self, st: &mut State<T>) -> bool {
-        let Some(Ticket { key, .. }) = self.ticket.take() else {
-            return false;
-        };
-        !st.send_q.remove(key)
-    }
-}
-
-impl<T> Drop for SendRegistration<'_, T> {
-    #[inline]
-    fn drop(&mut self) {
-        if self.ticket.is_some() {
-            self.abandon();
+macro_rules! registration {
+    ($(#[$m:meta])* $name:ident, $data:ty) => {
+        $(#[$m])*
+        ///
+        /// However the call ends (return, kill, `timeout`), the waiter is
+        /// unlinked under the lock before its frame goes away: that is what
+        /// keeps every pointer in the lists valid. Declared after the waiter,
+        /// so dropped first.
+        struct $name<'a, T> {
+            chan: &'a Chan<T>,
+            node: &'a Waiter<$data>,
+            /// Whether `node` may be linked, or hold a notification not yet seen.
+            active: bool,
+            /// Counts a tasklet's wait for deadlock detection while it lasts.
+            key: Option<KeyWait>,
         }
-    }
-}
 
-impl<T> SendRegistration<'_, T> {
-    /// Leaves the queue when the wait is left by unwinding.
-    #[cold]
-    fn abandon(&mut self) {
-        let mut st = self.chan.state.lock();
-        let next = if self.leave(&mut st) {
-            st.send_q.pop()
-        } else {
-            None
-        };
-        drop(st);
-        if let Some(w) = next {
-            w.wake();
+        impl<T> $name<'_, T> {
+            /// The wait is over and `node` is known to be unlinked.
+            #[inline]
+            fn done(&mut self) {
+                self.active = false;
+                self.key = None;
+            }
         }
-    }
-}
 
-/// A parked receiver's registration of its [`Slot`].
-///
-/// However `recv_until` ends (return, kill, `timeout`), this removes the
-/// slot from `recv_q` under the lock before the slot goes away: that is what
-/// keeps every [`SlotRef`] valid. A value handed to a receiver that then
-/// unwinds is passed to the next parked receiver, or put back at the front
-/// of the queue: never lost.
-struct RecvRegistration<'a, T> {
-    chan: &'a Chan<T>,
-    slot: &'a Slot<T>,
-    ticket: Option<Ticket>,
-}
-
-impl<T> RecvRegistration<'_, T> {
-    /// Ends the registration under the lock; returns the value a sender
-    /// handed over, if any.
-    fn leave(&mut self, st: &mut State<T>) -> Option<T> {
-        let Ticket { key, .. } = self.ticket.take()?;
-        let v = self.slot.take();
-        if v.is_none() {
-            // Still queued, or taken by a closing sender without a value.
-            st.recv_q.remove(key);
-        }
-        v
-    }
-}
-
-impl<T> Drop for RecvRegistration<'_, T> {
-    #[inline]
-    fn drop(&mut self) {
-        if self.ticket.is_some() {
-            self.abandon();
-        }
-    }
-}
-
-impl<T> RecvRegistration<'_, T> {
-    /// Leaves the queue when the wait is left by unwinding, passing on a
-    /// value handed over in the meantime.
-    #[cold]
-    fn abandon(&mut self) {
-        let mut st = self.chan.state.lock();
-        let w = match self.leave(&mut st) {
-            Some(v) => match st.hand_over(v) {
-                Ok(w) => Some(w),
-                Err(v) => {
-                    st.queue.push_front(v);
-                    None
+        impl<T> Drop for $name<'_, T> {
+            #[inline]
+            fn drop(&mut self) {
+                if self.active {
+                    self.abandon();
                 }
-            },
-            None => None,
-        };
-        drop(st);
-        if let Some(w) = w {
-            w.wake();
+            }
+        }
+    };
+}
+
+registration!(
+    /// A receiving call's registration of its [`Waiter`] in `recv_q`.
+    RecvRegistration,
+    Option<T>
+);
+
+registration!(
+    /// A sending call's registration of its [`Waiter`] in `send_q`.
+    SendRegistration,
+    ()
+);
+
+impl<T> RecvRegistration<'_, T> {
+    /// Leaves the wait when it is left by unwinding: a value handed over
+    /// meanwhile goes to the next parked receiver, or back to the front of
+    /// the queue: never lost.
+    #[cold]
+    fn abandon(&mut self) {
+        let mut guard = self.chan.state.lock();
+        let st = &mut *guard;
+        let mut wake = None;
+        if st.recv_q.is_linked(self.node) {
+            // SAFETY: linked, and only ever into this channel's `recv_q`.
+            unsafe { st.recv_q.remove(self.node) };
+        } else if let Some(Some(v)) = self.node.take_notified() {
+            match st.hand_over(v) {
+                Ok(w) => wake = Some(w),
+                Err(v) => st.queue.push_front(v),
+            }
+        }
+        self.done();
+        drop(guard);
+        if let Some(w) = wake {
+            self.chan.wake(w);
+        }
+    }
+}
+
+impl<T> SendRegistration<'_, T> {
+    /// Leaves the wait when it is left by unwinding: room granted meanwhile
+    /// goes to the next blocked sender.
+    #[cold]
+    fn abandon(&mut self) {
+        let mut guard = self.chan.state.lock();
+        let st = &mut *guard;
+        let mut wake = None;
+        if st.send_q.is_linked(self.node) {
+            // SAFETY: linked, and only ever into this channel's `send_q`.
+            unsafe { st.send_q.remove(self.node) };
+        } else if self.node.take_notified().is_some() && self.chan.has_room(st) {
+            wake = st.pop_sender();
+        }
+        self.done();
+        drop(guard);
+        if let Some(w) = wake {
+            self.chan.wake(w);
         }
     }
 }
@@ -313,25 +273,24 @@ impl<T> Sender<T> {
     /// Sends `value` if there is room right now.
     #[inline]
     pub fn try_send(&self, value: T) -> Result<(), TrySendError<T>> {
-        let mut st = self.chan.state.lock();
+        let chan = &*self.chan;
+        let mut guard = chan.state.lock();
+        let st = &mut *guard;
         if st.receivers == 0 {
             return Err(TrySendError::Disconnected(value));
         }
-        if !self.chan.has_room(&st) {
-            return Err(TrySendError::Full(value));
-        }
-        let w = match st.hand_over(value) {
-            Ok(w) => Some(w),
-            Err(v) => {
-                st.queue.push_back(v);
-                None
+        match st.hand_over(value) {
+            Ok(w) => {
+                drop(guard);
+                chan.wake(w);
+                Ok(())
             }
-        };
-        drop(st);
-        if let Some(w) = w {
-            w.wake();
+            Err(v) if chan.queue_has_room(st) => {
+                st.queue.push_back(v);
+                Ok(())
+            }
+            Err(v) => Err(TrySendError::Full(v)),
         }
-        Ok(())
     }
 
     /// Like [`send`](Sender::send), giving up after `timeout`.
@@ -344,8 +303,10 @@ impl<T> Sender<T> {
         self.send_until(value, Some(deadline))
     }
 
+    #[inline]
     fn send_until(&self, value: T, deadline: Option<Instant>) -> Result<(), SendTimeoutError<T>> {
-        // Room right now (the common case): no registration to set up.
+        // A parked receiver or room right now (the common case): no waiter
+        // to set up.
         match self.try_send(value) {
             Ok(()) => Ok(()),
             Err(TrySendError::Disconnected(v)) => Err(SendTimeoutError::Disconnected(v)),
@@ -353,56 +314,93 @@ impl<T> Sender<T> {
         }
     }
 
+    #[inline(never)]
     fn send_blocking(
         &self,
-        value: T,
+        mut value: T,
         deadline: Option<Instant>,
     ) -> Result<(), SendTimeoutError<T>> {
         let chan = &*self.chan;
-        let mut reg = SendRegistration { chan, ticket: None };
+        let node = Waiter::new(());
+        let mut reg = SendRegistration {
+            chan,
+            node: &node,
+            active: false,
+            key: None,
+        };
+        let mut guard = chan.state.lock();
         let mut gave_up = false;
+        let mut granted = false;
         loop {
-            let mut st = chan.state.lock();
-            let notified = reg.leave(&mut st);
+            // Not linked here; `guard` is held.
+            let st = &mut *guard;
             if st.receivers == 0 {
                 return Err(SendTimeoutError::Disconnected(value));
             }
-            if chan.has_room(&st) {
-                let w = match st.hand_over(value) {
-                    Ok(w) => Some(w),
-                    Err(v) => {
-                        st.queue.push_back(v);
-                        None
-                    }
-                };
+            match st.hand_over(value) {
+                Ok(w) => {
+                    drop(guard);
+                    chan.wake(w);
+                    return Ok(());
+                }
+                Err(v) => value = v,
+            }
+            if chan.queue_has_room(st) {
+                st.queue.push_back(value);
                 // Room for more: let the next blocked sender try too.
-                let next = if notified && chan.has_room(&st) {
-                    st.send_q.pop()
+                let next = if granted && chan.queue_has_room(st) {
+                    st.pop_sender()
                 } else {
                     None
                 };
-                drop(st);
-                if let Some(w) = w {
-                    w.wake();
-                }
+                drop(guard);
                 if let Some(w) = next {
-                    w.wake();
+                    chan.wake(w);
                 }
                 return Ok(());
             }
             if gave_up {
-                let next = if notified { st.send_q.pop() } else { None };
-                drop(st);
-                if let Some(w) = next {
-                    w.wake();
-                }
                 return Err(SendTimeoutError::Timeout(value));
             }
-            reg.ticket = Some(st.send_q.push_current());
-            drop(st);
-            match block(deadline) {
-                Blocked::Woken => {}
-                Blocked::TimedOut | Blocked::Interrupted => gave_up = true,
+            let (wakeup, key) = current_wakeup(&mut st.hubs);
+            // SAFETY: `node` is not linked, goes only into this list, and
+            // stays in this frame until `reg` (dropped before it) has seen
+            // it unlinked.
+            unsafe { st.send_q.push_back(&node, wakeup) };
+            reg.active = true;
+            reg.key = key;
+            drop(guard);
+            loop {
+                let r = block_as(reg.key.is_some(), deadline);
+                if node.take_notified().is_some() {
+                    // Granted room (or every receiver is gone): retry.
+                    reg.done();
+                    granted = true;
+                    guard = chan.state.lock();
+                    break;
+                }
+                guard = chan.state.lock();
+                let st = &mut *guard;
+                if !st.send_q.is_linked(&node) {
+                    node.take_notified();
+                    reg.done();
+                    granted = true;
+                    break;
+                }
+                if r != Blocked::Woken {
+                    // SAFETY: linked, into this list.
+                    unsafe { st.send_q.remove(&node) };
+                    reg.done();
+                    gave_up = true;
+                    break;
+                }
+                // Woken spuriously: wait again in the same place, reachable
+                // in the new wait epoch.
+                let (wakeup, key) = current_wakeup(&mut st.hubs);
+                // SAFETY: linked, into this list.
+                unsafe { st.send_q.set_wakeup(&node, wakeup) };
+                reg.key = key;
+                drop(guard);
             }
         }
     }
@@ -446,13 +444,15 @@ impl<T> Receiver<T> {
 
     /// Takes a value if one is queued right now.
     pub fn try_recv(&self) -> Result<T, TryRecvError> {
-        let mut st = self.chan.state.lock();
+        let chan = &*self.chan;
+        let mut guard = chan.state.lock();
+        let st = &mut *guard;
         match st.queue.pop_front() {
             Some(v) => {
-                let w = st.send_q.pop();
-                drop(st);
+                let w = st.pop_sender();
+                drop(guard);
                 if let Some(w) = w {
-                    w.wake();
+                    chan.wake(w);
                 }
                 Ok(v)
             }
@@ -473,23 +473,24 @@ impl<T> Receiver<T> {
 
     fn recv_until(&self, deadline: Option<Instant>) -> Result<T, RecvTimeoutError> {
         let chan = &*self.chan;
-        let slot = Slot::new();
+        let node = Waiter::new(None);
         let mut reg = RecvRegistration {
             chan,
-            slot: &slot,
-            ticket: None,
+            node: &node,
+            active: false,
+            key: None,
         };
+        let mut guard = chan.state.lock();
         let mut gave_up = false;
         loop {
-            let mut st = chan.state.lock();
-            if let Some(v) = reg.leave(&mut st) {
-                return Ok(v);
-            }
+            // Not linked here; `guard` is held.
+            let st = &mut *guard;
             if let Some(v) = st.queue.pop_front() {
-                let w = st.send_q.pop();
-                drop(st);
+                // Room for a blocked sender (a rendezvous channel never queues).
+                let w = st.pop_sender();
+                drop(guard);
                 if let Some(w) = w {
-                    w.wake();
+                    chan.wake(w);
                 }
                 return Ok(v);
             }
@@ -499,27 +500,59 @@ impl<T> Receiver<T> {
             if gave_up {
                 return Err(RecvTimeoutError::Timeout);
             }
-            reg.ticket = Some(st.recv_q.push_current_with(SlotRef::new(&slot)));
+            let (wakeup, key) = current_wakeup(&mut st.hubs);
+            // SAFETY: `node` is not linked, goes only into this list, and
+            // stays in this frame until `reg` (dropped before it) has seen
+            // it unlinked.
+            unsafe { st.recv_q.push_back(&node, wakeup) };
+            reg.active = true;
+            reg.key = key;
             // A rendezvous sender can now hand over a value.
             let sender = if chan.cap == Some(0) {
-                st.send_q.pop()
+                st.pop_sender()
             } else {
                 None
             };
-            drop(st);
+            drop(guard);
             if let Some(w) = sender {
-                w.wake();
+                chan.wake(w);
             }
-            let r = block(deadline);
-            if let Some(v) = slot.take() {
-                // Handed over by a sender, which removed the registration:
-                // no need to lock again.
-                reg.ticket = None;
-                return Ok(v);
-            }
-            match r {
-                Blocked::Woken => {}
-                Blocked::TimedOut | Blocked::Interrupted => gave_up = true,
+            loop {
+                let r = block_as(reg.key.is_some(), deadline);
+                if let Some(v) = node.take_notified() {
+                    // Popped by a sender, with its value (the common case:
+                    // no need to lock again), or by the last one closing.
+                    reg.done();
+                    if let Some(v) = v {
+                        return Ok(v);
+                    }
+                    guard = chan.state.lock();
+                    break;
+                }
+                guard = chan.state.lock();
+                let st = &mut *guard;
+                if !st.recv_q.is_linked(&node) {
+                    let v = node.take_notified();
+                    reg.done();
+                    if let Some(Some(v)) = v {
+                        return Ok(v);
+                    }
+                    break;
+                }
+                if r != Blocked::Woken {
+                    // SAFETY: linked, into this list.
+                    unsafe { st.recv_q.remove(&node) };
+                    reg.done();
+                    gave_up = true;
+                    break;
+                }
+                // Woken spuriously: wait again in the same place, reachable
+                // in the new wait epoch.
+                let (wakeup, key) = current_wakeup(&mut st.hubs);
+                // SAFETY: linked, into this list.
+                unsafe { st.recv_q.set_wakeup(&node, wakeup) };
+                reg.key = key;
+                drop(guard);
             }
         }
     }
@@ -576,28 +609,35 @@ impl<T> Clone for Receiver<T> {
 
 impl<T> Drop for Sender<T> {
     fn drop(&mut self) {
-        let mut st = self.chan.state.lock();
+        let mut guard = self.chan.state.lock();
+        let st = &mut *guard;
         st.senders -= 1;
         if st.senders > 0 {
             return;
         }
-        let waiters = st.recv_q.take_all();
-        drop(st);
-        super::wait::wake_all(waiters);
+        // Parked receivers are popped without a value: they see the close.
+        let waiters = st.recv_q.pop_all();
+        drop(guard);
+        for w in waiters {
+            self.chan.wake(w);
+        }
     }
 }
 
 impl<T> Drop for Receiver<T> {
     fn drop(&mut self) {
-        let mut st = self.chan.state.lock();
+        let mut guard = self.chan.state.lock();
+        let st = &mut *guard;
         st.receivers -= 1;
         if st.receivers > 0 {
             return;
         }
-        let waiters = st.send_q.take_all();
+        let waiters = st.send_q.pop_all();
         let queued = std::mem::take(&mut st.queue);
-        drop(st);
-        super::wait::wake_all(waiters);
+        drop(guard);
+        for w in waiters {
+            self.chan.wake(w);
+        }
         // Values nobody can receive any more are dropped now, outside the lock.
         drop(queued);
     }

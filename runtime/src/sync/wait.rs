@@ -11,7 +11,10 @@
 
 use std::cell::UnsafeCell;
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::marker::PhantomPinned;
+use std::mem::MaybeUninit;
+use std::ptr::NonNull;
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::thread::{self, Thread};
 use std::time::Instant;
 
@@ -50,6 +53,28 @@ impl Wakeup {
     }
 }
 
+impl Wakeup {
+    /// Delivers a wake-up popped from a [`WaitList`], unless it is a key of
+    /// another thread's dispatcher: that one comes back, to be delivered
+    /// through [`Hubs::remote`]. (Not generic, so the local wake-up path is
+    /// compiled, and inlined, in this crate.)
+    pub(crate) fn wake_popped(self) -> Option<WaitKey> {
+        match self {
+            Wakeup::Key(k) => {
+                if k.wake_local() {
+                    None
+                } else {
+                    Some(k)
+                }
+            }
+            w => {
+                w.wake();
+                None
+            }
+        }
+    }
+}
+
 /// Why [`block`] returned.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Blocked {
@@ -67,13 +92,12 @@ pub(crate) enum Blocked {
 /// In a tasklet a kill or `timeout` unwinds out of this call (see
 /// [`hub::park`]); keep waiter cleanup in a drop guard.
 pub(crate) fn block(deadline: Option<Instant>) -> Blocked {
-    if hub::in_dispatcher() {
-        match hub::park(deadline) {
-            Ok(Wake::Unparked) => Blocked::Woken,
-            Ok(Wake::TimedOut) => Blocked::TimedOut,
-            Err(_) => Blocked::Interrupted,
-        }
-    } else {
+    block_as(hub::in_dispatcher(), deadline)
+}
+
+/// [`block`] for a plain thread.
+fn block_thread(deadline: Option<Instant>) -> Blocked {
+    {
         match deadline {
             None => {
                 thread::park();
@@ -158,12 +182,6 @@ impl<D> WaitQueue<D> {
         self.next_key
     }
 
-    /// Whether nobody is registered.
-    #[inline]
-    pub(crate) fn is_empty(&self) -> bool {
-        self.entries.is_empty()
-    }
-
     /// Like [`WaitQueue::push_current`], with `d` for the popper.
     #[inline]
     pub(crate) fn push_current_with(&mut self, d: D) -> Ticket {
@@ -240,6 +258,281 @@ impl<D> WaitQueue<D> {
 pub(crate) fn wake_all<D>(list: VecDeque<(u64, Wakeup, D)>) {
     for (_, w, _) in list {
         w.wake();
+    }
+}
+
+/// The wake-up of the calling tasklet (its [`WaitKey`], noted in `hubs`,
+/// and the guard that counts it for deadlock detection: keep it until the
+/// wait is over) or plain thread, for a [`Waiter`] about to be linked.
+#[inline]
+pub(crate) fn current_wakeup(hubs: &mut Hubs) -> (Wakeup, Option<KeyWait>) {
+    match WaitKey::register() {
+        Some((k, wait)) => {
+            hubs.note(&k);
+            (Wakeup::Key(k), Some(wait))
+        }
+        None => (Wakeup::Thread(thread::current()), None),
+    }
+}
+
+/// Waits after linking a [`Waiter`] with the wake-up from
+/// [`current_wakeup`]: `tasklet` tells whether that was a tasklet's key
+/// (saves [`block`] finding out again).
+#[inline]
+pub(crate) fn block_as(tasklet: bool, deadline: Option<Instant>) -> Blocked {
+    if tasklet {
+        match hub::park(deadline) {
+            Ok(Wake::Unparked) => Blocked::Woken,
+            Ok(Wake::TimedOut) => Blocked::TimedOut,
+            Err(_) => Blocked::Interrupted,
+        }
+    } else {
+        block_thread(deadline)
+    }
+}
+
+/// The dispatchers whose tasklets waited on one primitive (weak references,
+/// one per dispatcher): what turns a [`WaitKey`] popped on another thread
+/// into a [`RemoteUnparker`].
+#[derive(Default)]
+pub(crate) struct Hubs {
+    /// The dispatcher noted last (0: none; dispatcher ids start at 1).
+    last: u64,
+    all: Vec<HubRef>,
+}
+
+impl Hubs {
+    /// Makes sure `k`'s dispatcher (the caller's) is known.
+    #[inline]
+    fn note(&mut self, k: &WaitKey) {
+        if self.last != k.dispatcher() {
+            self.note_slow(k);
+        }
+    }
+
+    #[cold]
+    fn note_slow(&mut self, k: &WaitKey) {
+        self.last = k.dispatcher();
+        if !self.all.iter().any(|h| h.dispatcher() == k.dispatcher()) {
+            self.all.retain(|h| !h.is_gone());
+            self.all.extend(HubRef::current());
+        }
+    }
+
+    /// A cross-thread unparker for `k` (`None` if its dispatcher has exited,
+    /// and its tasklets with it).
+    #[cold]
+    pub(crate) fn remote(&self, k: &WaitKey) -> Option<RemoteUnparker> {
+        self.all.iter().find_map(|h| k.remote(h))
+    }
+}
+
+/// [`Waiter::state`]: not in any list.
+const IDLE: u8 = 0;
+/// [`Waiter::state`]: linked in a [`WaitList`].
+const LINKED: u8 = 1;
+/// [`Waiter::state`]: taken out of its list by another party, which may have
+/// left data, and which touches the waiter no more.
+const NOTIFIED: u8 = 2;
+
+/// One waiter of a [`WaitList`]: a node that lives in the waiting call's own
+/// stack frame, so registering costs no allocation and no key bookkeeping.
+///
+/// Protocol. Only the owner (the waiting call, on its own thread: `Waiter`
+/// is not `Sync`) holds a reference; lists hold raw pointers. While the
+/// waiter is `LINKED`, its links, wake-up and data are accessed only under
+/// the lock that guards the list (by whoever holds it). The party that pops
+/// it writes the data and takes the wake-up under that lock, then stores
+/// `NOTIFIED` (`Release`) as its last access. The owner reads the data only
+/// after loading `NOTIFIED` (`Acquire`), or under the lock. Before the frame
+/// ends, the owner makes sure the waiter is not linked (removing it under
+/// the lock if needed): that keeps every pointer in a list valid.
+pub(crate) struct Waiter<D> {
+    prev: UnsafeCell<Option<NonNull<Waiter<D>>>>,
+    next: UnsafeCell<Option<NonNull<Waiter<D>>>>,
+    /// Initialised exactly while the waiter is linked.
+    wakeup: UnsafeCell<MaybeUninit<Wakeup>>,
+    data: UnsafeCell<D>,
+    state: AtomicU8,
+    /// Lists point at it: it must not move while linked.
+    _pinned: PhantomPinned,
+}
+
+impl<D> Waiter<D> {
+    /// An unlinked waiter holding `data`.
+    #[inline]
+    pub(crate) fn new(data: D) -> Waiter<D> {
+        Waiter {
+            prev: UnsafeCell::new(None),
+            next: UnsafeCell::new(None),
+            wakeup: UnsafeCell::new(MaybeUninit::uninit()),
+            data: UnsafeCell::new(data),
+            state: AtomicU8::new(IDLE),
+            _pinned: PhantomPinned,
+        }
+    }
+
+    /// If another party popped this waiter, marks it unlinked and returns
+    /// its data (replaced by `D::default()`). Lock-free.
+    #[inline]
+    pub(crate) fn take_notified(&self) -> Option<D>
+    where
+        D: Default,
+    {
+        if self.state.load(Ordering::Acquire) != NOTIFIED {
+            return None;
+        }
+        self.state.store(IDLE, Ordering::Relaxed);
+        // SAFETY: `NOTIFIED` was the popper's last access (its writes are
+        // visible through the `Acquire` load) and the waiter is in no list,
+        // so only its owner can reach `data`; the owner is on this thread
+        // (`Waiter` is not `Sync`) and does not hold another borrow of it.
+        Some(unsafe { std::mem::take(&mut *self.data.get()) })
+    }
+}
+
+/// An intrusive FIFO of [`Waiter`]s, kept under a primitive's lock (every
+/// method takes `&mut self`, which only the lock holder has).
+pub(crate) struct WaitList<D> {
+    head: Option<NonNull<Waiter<D>>>,
+    tail: Option<NonNull<Waiter<D>>>,
+}
+
+// SAFETY: the list only holds pointers to waiters, whose fields it touches
+// under the lock that guards it (see `Waiter`); a waiter's data crosses
+// threads only by being written by the popper, which is sound for `D: Send`.
+// Wake-ups are `Send`.
+unsafe impl<D: Send> Send for WaitList<D> {}
+
+impl<D> Default for WaitList<D> {
+    fn default() -> Self {
+        WaitList {
+            head: None,
+            tail: None,
+        }
+    }
+}
+
+impl<D> WaitList<D> {
+    /// Whether nobody is linked.
+    #[inline]
+    pub(crate) fn is_empty(&self) -> bool {
+        self.head.is_none()
+    }
+
+    /// Links `w` at the back, to be woken through `wakeup`.
+    ///
+    /// # Safety
+    /// `w` is not linked in any list, is linked only into this list until it
+    /// is unlinked again, and its owner keeps it in place (alive, unmoved)
+    /// until it has seen it unlinked: [`Waiter::take_notified`] returned
+    /// `Some`, or under this list's lock [`is_linked`](Self::is_linked) is
+    /// false or [`remove`](Self::remove) took it out.
+    #[inline]
+    pub(crate) unsafe fn push_back(&mut self, w: &Waiter<D>, wakeup: Wakeup) {
+        let p = NonNull::from(w);
+        // SAFETY: `w` is unlinked and we hold the list's lock, so no other
+        // party accesses its fields; the tail, if any, is a live linked
+        // waiter (the contract of every `push_back`), accessed under the lock.
+        unsafe {
+            (*w.wakeup.get()).write(wakeup);
+            *w.prev.get() = self.tail;
+            *w.next.get() = None;
+            match self.tail {
+                Some(t) => *t.as_ref().next.get() = Some(p),
+                None => self.head = Some(p),
+            }
+        }
+        self.tail = Some(p);
+        w.state.store(LINKED, Ordering::Relaxed);
+    }
+
+    /// Whether `w` is still linked (false once popped). Call under the lock
+    /// of the list `w` was linked into.
+    #[inline]
+    pub(crate) fn is_linked(&self, w: &Waiter<D>) -> bool {
+        w.state.load(Ordering::Relaxed) == LINKED
+    }
+
+    /// Replaces a linked waiter's wake-up (its owner is about to wait again
+    /// in a new epoch) without losing its place.
+    ///
+    /// # Safety
+    /// `w` is linked in this list.
+    #[inline]
+    pub(crate) unsafe fn set_wakeup(&mut self, w: &Waiter<D>, wakeup: Wakeup) {
+        // SAFETY: linked in this list, whose lock we hold: nobody else
+        // accesses the field now, and it is initialised (linked).
+        unsafe {
+            let slot = &mut *w.wakeup.get();
+            slot.assume_init_drop();
+            slot.write(wakeup);
+        }
+    }
+
+    /// Unlinks `w` (its owner gives up waiting).
+    ///
+    /// # Safety
+    /// `w` is linked in this list.
+    pub(crate) unsafe fn remove(&mut self, w: &Waiter<D>) {
+        // SAFETY: `w` and its neighbours are linked in this list, whose lock
+        // we hold; all are alive per the `push_back` contract.
+        unsafe {
+            let prev = *w.prev.get();
+            let next = *w.next.get();
+            match prev {
+                Some(p) => *p.as_ref().next.get() = next,
+                None => self.head = next,
+            }
+            match next {
+                Some(n) => *n.as_ref().prev.get() = prev,
+                None => self.tail = prev,
+            }
+            // Initialised while linked; unlinked from now on.
+            (*w.wakeup.get()).assume_init_drop();
+        }
+        w.state.store(IDLE, Ordering::Relaxed);
+    }
+
+    /// Unlinks the longest-waiting waiter, stores `x` in its data with `put`
+    /// and returns how to wake it (after the lock is released: a
+    /// [`Wakeup::Key`] for another thread's dispatcher needs the primitive's
+    /// [`Hubs::remote`]); gives `x` back if nobody waits.
+    #[inline]
+    pub(crate) fn pop_with<X>(&mut self, x: X, put: impl FnOnce(&mut D, X)) -> Result<Wakeup, X> {
+        let Some(p) = self.head else {
+            return Err(x);
+        };
+        // SAFETY: `p` is the head of this list, whose lock we hold: linked,
+        // alive (see `push_back`), and accessed by nobody else until our
+        // `NOTIFIED` store below, after which we do not touch it.
+        let wakeup = unsafe {
+            let w = p.as_ref();
+            let next = *w.next.get();
+            self.head = next;
+            match next {
+                Some(n) => *n.as_ref().prev.get() = None,
+                None => self.tail = None,
+            }
+            put(&mut *w.data.get(), x);
+            // Initialised while linked; unlinked from now on.
+            let wakeup = (*w.wakeup.get()).assume_init_read();
+            w.state.store(NOTIFIED, Ordering::Release);
+            wakeup
+        };
+        Ok(wakeup)
+    }
+}
+
+impl<D> WaitList<D> {
+    /// Pops every waiter, leaving its data as it is, and returns their
+    /// wake-ups.
+    pub(crate) fn pop_all(&mut self) -> Vec<Wakeup> {
+        let mut all = Vec::new();
+        while let Ok(w) = self.pop_with((), |_, ()| {}) {
+            all.push(w);
+        }
+        all
     }
 }
 
