@@ -48,8 +48,16 @@ pub(crate) fn try_with<R>(f: impl FnOnce(&Dispatcher) -> R) -> Option<R> {
 pub(crate) fn with<R>(f: impl FnOnce(&Dispatcher) -> R) -> R {
     match try_with(f) {
         Some(r) => r,
-        None => panic!("{OUTSIDE}"),
+        None => outside(),
     }
+}
+
+/// Panics with the message for tasklet APIs called outside `dispatch`.
+#[cold]
+#[inline(never)]
+#[track_caller]
+pub(crate) fn outside() -> ! {
+    panic!("{OUTSIDE}")
 }
 
 /// Whether a dispatcher runs on this thread.

@@ -522,7 +522,7 @@ impl Dispatcher {
 
     fn yield_now(&self) {
         let Some(p) = context::current() else {
-            panic!("{}", context::OUTSIDE)
+            context::outside()
         };
         let h = header_at(self, p);
         if h.check_interrupt(self.no_block.get()).is_err() {
