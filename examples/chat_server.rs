@@ -8,7 +8,7 @@
 //! nc 127.0.0.1 8003                                     # in two or more terminals
 //! ```
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::io::{self, BufRead, BufReader, Write};
 use std::net::SocketAddr;
@@ -30,35 +30,89 @@ OPTIONS:
     -h, --help         print this help
 
 Connect with `nc HOST PORT`. The first line you send is your nickname.
+Lines are limited to 4096 bytes; a longer one ends the session.
 Ctrl-C or SIGTERM stops the server (clients get 2 s to finish).";
 
 /// How many lines may wait for one slow client before it misses some.
 const BACKLOG: usize = 256;
+/// The longest line a client may send (bytes); a longer one ends its session.
+const MAX_LINE: usize = 4096;
+/// The longest nickname kept (characters).
+const MAX_NICK: usize = 32;
 
-type Clients = Rc<RefCell<HashMap<SocketAddr, Sender<Rc<str>>>>>;
+/// A connected client as the others see it: its outgoing channel, and
+/// whether it is currently missing lines (logged once per episode).
+struct Client {
+    tx: Sender<Rc<str>>,
+    dropping: Cell<bool>,
+}
+
+type Clients = Rc<RefCell<HashMap<SocketAddr, Client>>>;
 
 fn broadcast(clients: &Clients, from: SocketAddr, line: &str) {
     let line: Rc<str> = Rc::from(line);
-    for (peer, tx) in clients.borrow().iter() {
+    for (peer, c) in clients.borrow().iter() {
         if *peer == from {
             continue;
         }
-        match tx.try_send(line.clone()) {
-            Ok(()) => {}
+        match c.tx.try_send(line.clone()) {
+            Ok(()) => {
+                if c.dropping.replace(false) {
+                    log::info!("{peer} caught up");
+                }
+            }
             Err(TrySendError::Full(_)) => {
-                log::warn!("{peer} is too slow: a line was dropped for it")
+                if !c.dropping.replace(true) {
+                    log::warn!("{peer} is too slow: lines are dropped for it until it catches up");
+                }
             }
             Err(TrySendError::Disconnected(_)) => {}
         }
     }
 }
 
+/// Reads one line (without its `\n` or `\r\n`) of at most [`MAX_LINE`]
+/// bytes; invalid UTF-8 is replaced, not fatal. `None` at end of input; an
+/// `InvalidData` error for a longer line, so that a client that never sends
+/// a newline cannot make the server buffer without bound.
+fn read_line(r: &mut impl BufRead) -> io::Result<Option<String>> {
+    let mut line = Vec::new();
+    loop {
+        let buf = r.fill_buf()?;
+        if buf.is_empty() {
+            break; // EOF: a last line without newline still counts
+        }
+        let (take, done) = match buf.iter().position(|&b| b == b'\n') {
+            Some(i) => (i + 1, true),
+            None => (buf.len(), false),
+        };
+        if line.len() + take > MAX_LINE + 1 {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("line longer than {MAX_LINE} bytes"),
+            ));
+        }
+        line.extend_from_slice(&buf[..take]);
+        r.consume(take);
+        if done {
+            break;
+        }
+    }
+    if line.is_empty() {
+        return Ok(None);
+    }
+    while matches!(line.last(), Some(b'\n' | b'\r')) {
+        line.pop();
+    }
+    Ok(Some(String::from_utf8_lossy(&line).into_owned()))
+}
+
 fn handle(stream: TcpStream, peer: SocketAddr, clients: Clients) -> io::Result<()> {
     let stream = Rc::new(stream);
     (&*stream).write_all(b"welcome! your nickname? ")?;
-    let mut lines = BufReader::new(&*stream).lines();
-    let nick = match lines.next() {
-        Some(n) => n?.trim().to_owned(),
+    let mut reader = BufReader::new(&*stream);
+    let nick = match read_line(&mut reader)? {
+        Some(n) => n.trim().chars().take(MAX_NICK).collect::<String>(),
         None => return Ok(()),
     };
     let nick = if nick.is_empty() {
@@ -77,14 +131,34 @@ fn handle(stream: TcpStream, peer: SocketAddr, clients: Clients) -> io::Result<(
         }
         Ok(())
     });
-    clients.borrow_mut().insert(peer, tx);
+    clients.borrow_mut().insert(
+        peer,
+        Client {
+            tx,
+            dropping: Cell::new(false),
+        },
+    );
     broadcast(&clients, peer, &format!("* {nick} joined\n"));
 
-    // This tasklet: read lines and broadcast them.
-    let result = lines.try_for_each(|line| {
-        broadcast(&clients, peer, &format!("<{nick}> {}\n", line?));
-        Ok(())
-    });
+    // This tasklet: read lines and broadcast them. After each line the
+    // writers it woke run first (a yield), so a client sending a burst of
+    // lines cannot fill the channels of clients that keep up: only a client
+    // whose socket is full misses lines.
+    let result = loop {
+        match read_line(&mut reader) {
+            Ok(Some(line)) => {
+                broadcast(&clients, peer, &format!("<{nick}> {line}\n"));
+                tasklet::yield_now();
+            }
+            Ok(None) => break Ok(()),
+            Err(e) => {
+                if e.kind() == io::ErrorKind::InvalidData {
+                    let _ = (&*stream).write_all(format!("* bye: {e}\n").as_bytes());
+                }
+                break Err(e);
+            }
+        }
+    };
 
     clients.borrow_mut().remove(&peer); // drops the sender: the writer ends
     broadcast(&clients, peer, &format!("* {nick} left\n"));

@@ -14,8 +14,9 @@
 //! echoed byte differs.
 
 use std::io::{self, Read, Write};
-use std::net::SocketAddr;
+use std::net::{Shutdown, SocketAddr};
 use std::process::ExitCode;
+use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use tasklet::netio::TcpStream;
@@ -105,23 +106,50 @@ fn message(pattern: &[u8], conn: usize, msg: usize, size: usize) -> &[u8] {
     &pattern[off..off + size]
 }
 
+/// Messages up to this size are written whole before the echo is read: the
+/// socket buffers hold them. Larger ones are written by a second tasklet
+/// while this one reads, or the server, unable to write the echo back to a
+/// client that is not reading yet, would stop reading too (a deadlock).
+const WRITE_THEN_READ_MAX: usize = 64 * 1024;
+
 /// Sends every message and checks every echo; returns latencies in ns.
 fn run_conn(
-    s: &TcpStream,
-    pattern: &[u8],
+    s: &Rc<TcpStream>,
+    pattern: &Rc<[u8]>,
     conn: usize,
     messages: usize,
     size: usize,
 ) -> io::Result<Vec<u32>> {
     let mut lat = Vec::with_capacity(messages);
     let mut echo = vec![0u8; size];
-    let mut s = s;
+    let mut r: &TcpStream = s;
     for msg in 0..messages {
         let out = message(pattern, conn, msg, size);
         let t = Instant::now();
-        s.write_all(out)?;
-        s.read_exact(&mut echo)
-            .map_err(|e| io::Error::new(e.kind(), format!("reading echo of message {msg}: {e}")))?;
+        let writer = if size <= WRITE_THEN_READ_MAX {
+            r.write_all(out)?;
+            None
+        } else {
+            let (s, pattern) = (s.clone(), pattern.clone());
+            Some(tasklet::spawn(move || {
+                (&*s).write_all(message(&pattern, conn, msg, size))
+            }))
+        };
+        let read = r
+            .read_exact(&mut echo)
+            .map_err(|e| io::Error::new(e.kind(), format!("reading echo of message {msg}: {e}")));
+        if let Some(w) = writer {
+            if let Err(e) = &read {
+                // The writer may be parked on a server that stopped reading.
+                let _ = s.shutdown(Shutdown::Both);
+                w.kill();
+                return Err(io::Error::new(e.kind(), e.to_string()));
+            }
+            w.join()
+                .map_err(|e| io::Error::other(e.to_string()))?
+                .map_err(|e| io::Error::new(e.kind(), format!("writing message {msg}: {e}")))?;
+        }
+        read?;
         lat.push(t.elapsed().as_nanos().min(u32::MAX as u128) as u32);
         if echo != out {
             let at = echo.iter().zip(out).position(|(a, b)| a != b).unwrap_or(0);
@@ -174,7 +202,7 @@ fn run(a: Args) -> Result<(), String> {
     println!("opened {} connection(s) in {:.1?}", a.conns, t0.elapsed());
 
     // Phase 2: every connection runs its messages; all stay open until all are done.
-    let pattern: std::rc::Rc<[u8]> = (0..a.size + 251).map(|i| (i * 131 + 17) as u8).collect();
+    let pattern: Rc<[u8]> = (0..a.size + 251).map(|i| (i * 131 + 17) as u8).collect();
     let t1 = Instant::now();
     let workers: Vec<_> = streams
         .into_iter()
@@ -183,6 +211,7 @@ fn run(a: Args) -> Result<(), String> {
             let pattern = pattern.clone();
             let (messages, size) = (a.messages, a.size);
             tasklet::spawn(move || {
+                let s = Rc::new(s);
                 let r = run_conn(&s, &pattern, conn, messages, size);
                 (s, r)
             })

@@ -7,9 +7,9 @@
 //! ```
 
 use std::io::{self, Read, Write};
-use std::net::SocketAddr;
+use std::net::{Shutdown, SocketAddr};
 use std::process::ExitCode;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tasklet::netio::{StreamServer, TcpStream};
 
@@ -25,82 +25,322 @@ OPTIONS:
 
 Ctrl-C or SIGTERM stops it.";
 
+/// The usual response: HTTP/1.1, keep-alive.
 const HELLO: &[u8] = b"HTTP/1.1 200 OK\r\nServer: tasklet\r\nContent-Type: text/plain\r\nContent-Length: 13\r\n\r\nHello, World!";
-const BAD: &[u8] = b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
+/// [`HELLO`]'s status line and headers, for responses that add a header or
+/// (to `HEAD`) have no body.
+const HELLO_HEADERS: &[u8] =
+    b"HTTP/1.1 200 OK\r\nServer: tasklet\r\nContent-Type: text/plain\r\nContent-Length: 13\r\n";
+const HELLO_BODY: &[u8] = b"Hello, World!";
 const MAX_HEADERS: usize = 32;
-const MAX_REQUEST: usize = 64 * 1024;
+/// The largest request head (request line and headers) accepted.
+const MAX_HEAD: usize = 64 * 1024;
+/// The longest chunk-size or trailer line accepted in a chunked body.
+const MAX_LINE: usize = 4096;
+
+/// Where a connection is in the request it is reading.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum State {
+    /// Waiting for (the rest of) a request head.
+    Head,
+    /// Discarding this many more bytes of a `Content-Length` body.
+    Body(u64),
+    /// In a chunked body, before a chunk-size line.
+    ChunkSize,
+    /// Discarding this many more bytes of chunk data.
+    ChunkData(u64),
+    /// Before the CRLF that ends a chunk's data.
+    ChunkEnd,
+    /// Reading trailer lines up to the empty line that ends the body.
+    Trailers,
+}
+
+/// What the head of a request says about the rest of it.
+struct Request {
+    body: State,
+    head_only: bool,
+    keep_alive: bool,
+    http10: bool,
+    expect_continue: bool,
+}
+
+/// A request the server refuses: the status line, sent before closing.
+struct Reject(&'static str);
+
+impl Reject {
+    const BAD_REQUEST: Reject = Reject("400 Bad Request");
+    const TOO_LARGE: Reject = Reject("431 Request Header Fields Too Large");
+    const NOT_IMPLEMENTED: Reject = Reject("501 Not Implemented");
+
+    fn response(&self) -> Vec<u8> {
+        format!(
+            "HTTP/1.1 {}\r\nServer: tasklet\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+            self.0
+        )
+        .into_bytes()
+    }
+}
+
+/// Whether a comma-separated header value contains `token` (case-insensitive).
+fn has_token(value: &[u8], token: &str) -> bool {
+    value
+        .split(|&b| b == b',')
+        .any(|t| t.trim_ascii().eq_ignore_ascii_case(token.as_bytes()))
+}
+
+/// Reads the framing of a request from its head: how long its body is
+/// (`Content-Length` or chunked; RFC 9112 section 6), whether the connection
+/// stays open after it, whether the client waits for `100 Continue`.
+fn framing(req: &httparse::Request<'_, '_>) -> Result<Request, Reject> {
+    let http10 = req.version == Some(0);
+    let mut r = Request {
+        body: State::Body(0),
+        head_only: req.method == Some("HEAD"),
+        keep_alive: !http10,
+        http10,
+        expect_continue: false,
+    };
+    let mut length: Option<u64> = None;
+    let mut chunked = false;
+    for h in req.headers.iter() {
+        if h.name.eq_ignore_ascii_case("content-length") {
+            // Digits only (no sign, no spaces inside), and every copy equal:
+            // anything else could make us and a proxy disagree on where the
+            // next request starts.
+            let v = h.value.trim_ascii();
+            if v.is_empty() || !v.iter().all(u8::is_ascii_digit) {
+                return Err(Reject::BAD_REQUEST);
+            }
+            let n: u64 = std::str::from_utf8(v)
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .ok_or(Reject::BAD_REQUEST)?;
+            if length.is_some_and(|l| l != n) {
+                return Err(Reject::BAD_REQUEST);
+            }
+            length = Some(n);
+        } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
+            // Only "chunked" alone is understood (gzip etc. are not).
+            if http10 || chunked || !h.value.trim_ascii().eq_ignore_ascii_case(b"chunked") {
+                return Err(if http10 {
+                    Reject::BAD_REQUEST
+                } else {
+                    Reject::NOT_IMPLEMENTED
+                });
+            }
+            chunked = true;
+        } else if h.name.eq_ignore_ascii_case("connection") {
+            if has_token(h.value, "close") {
+                r.keep_alive = false;
+            } else if has_token(h.value, "keep-alive") {
+                r.keep_alive = true;
+            }
+        } else if h.name.eq_ignore_ascii_case("expect") && has_token(h.value, "100-continue") {
+            r.expect_continue = !http10;
+        }
+    }
+    r.body = match (chunked, length) {
+        (true, Some(_)) => return Err(Reject::BAD_REQUEST),
+        (true, None) => State::ChunkSize,
+        (false, n) => State::Body(n.unwrap_or(0)),
+    };
+    Ok(r)
+}
+
+/// One connection's request reader: a state machine fed with whatever bytes
+/// have arrived. Bodies are discarded as they stream in (never buffered), so
+/// a request of any size is served in constant memory.
+struct Conn {
+    state: State,
+    /// The request being read (set once its head is parsed).
+    req: Option<Request>,
+}
+
+impl Conn {
+    /// Consumes what it can of `data`, appending responses to `out`.
+    /// Returns how many bytes were consumed and whether the connection must
+    /// close once `out` is written.
+    fn feed(&mut self, data: &[u8], out: &mut Vec<u8>) -> (usize, bool) {
+        let mut pos = 0;
+        loop {
+            let rest = &data[pos..];
+            match self.state {
+                State::Head => {
+                    if rest.is_empty() {
+                        return (pos, false);
+                    }
+                    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+                    let mut req = httparse::Request::new(&mut headers);
+                    let parsed = req.parse(rest);
+                    let reject = match parsed {
+                        Ok(httparse::Status::Complete(len)) => match framing(&req) {
+                            Ok(r) => {
+                                pos += len;
+                                if r.expect_continue && r.body != State::Body(0) {
+                                    out.extend_from_slice(b"HTTP/1.1 100 Continue\r\n\r\n");
+                                }
+                                self.state = r.body;
+                                self.req = Some(r);
+                                continue;
+                            }
+                            Err(reject) => reject,
+                        },
+                        Ok(httparse::Status::Partial) if rest.len() < MAX_HEAD => {
+                            return (pos, false)
+                        }
+                        Ok(httparse::Status::Partial) => Reject::TOO_LARGE,
+                        Err(httparse::Error::TooManyHeaders) => Reject::TOO_LARGE,
+                        Err(e) => {
+                            log::debug!("bad request: {e}");
+                            Reject::BAD_REQUEST
+                        }
+                    };
+                    out.extend_from_slice(&reject.response());
+                    return (pos, true);
+                }
+                State::Body(0) => {
+                    if self.respond(out) {
+                        return (pos, true);
+                    }
+                }
+                State::Body(n) | State::ChunkData(n) => {
+                    let take = n.min(rest.len() as u64);
+                    pos += take as usize;
+                    let left = n - take;
+                    self.state = match self.state {
+                        State::Body(_) => State::Body(left),
+                        _ if left == 0 => State::ChunkEnd,
+                        _ => State::ChunkData(left),
+                    };
+                    if left > 0 {
+                        return (pos, false);
+                    }
+                }
+                State::ChunkSize => match httparse::parse_chunk_size(rest) {
+                    Ok(httparse::Status::Complete((used, size))) => {
+                        pos += used;
+                        self.state = if size == 0 {
+                            State::Trailers
+                        } else {
+                            State::ChunkData(size)
+                        };
+                    }
+                    Ok(httparse::Status::Partial) if rest.len() < MAX_LINE => return (pos, false),
+                    _ => {
+                        out.extend_from_slice(&Reject::BAD_REQUEST.response());
+                        return (pos, true);
+                    }
+                },
+                State::ChunkEnd => {
+                    if rest.len() < 2 {
+                        return (pos, false);
+                    }
+                    if &rest[..2] != b"\r\n" {
+                        out.extend_from_slice(&Reject::BAD_REQUEST.response());
+                        return (pos, true);
+                    }
+                    pos += 2;
+                    self.state = State::ChunkSize;
+                }
+                State::Trailers => match rest.iter().position(|&b| b == b'\n') {
+                    Some(i) => {
+                        pos += i + 1;
+                        if rest[..i].trim_ascii().is_empty() && self.respond(out) {
+                            return (pos, true);
+                        }
+                    }
+                    None if rest.len() < MAX_LINE => return (pos, false),
+                    None => {
+                        out.extend_from_slice(&Reject::BAD_REQUEST.response());
+                        return (pos, true);
+                    }
+                },
+            }
+        }
+    }
+
+    /// The request is complete: queues its response and gets ready for the
+    /// next one. Returns whether the connection closes after it.
+    fn respond(&mut self, out: &mut Vec<u8>) -> bool {
+        self.state = State::Head;
+        let Some(r) = self.req.take() else {
+            return false;
+        };
+        if r.keep_alive && !r.http10 && !r.head_only {
+            out.extend_from_slice(HELLO);
+            return false;
+        }
+        out.extend_from_slice(HELLO_HEADERS);
+        if !r.keep_alive {
+            out.extend_from_slice(b"Connection: close\r\n");
+        } else {
+            out.extend_from_slice(b"Connection: keep-alive\r\n"); // HTTP/1.0 asked for it
+        }
+        out.extend_from_slice(b"\r\n");
+        if !r.head_only {
+            out.extend_from_slice(HELLO_BODY);
+        }
+        !r.keep_alive
+    }
+}
+
+/// Closes after a final response so the client gets to read it: closing a
+/// socket with unread request bytes would reset the connection and could
+/// destroy the response in flight. Sends FIN, then discards what the client
+/// still sends, for at most a second and 1 MiB.
+fn linger_close(s: &TcpStream) {
+    let _ = s.shutdown(Shutdown::Write);
+    let deadline = Instant::now() + Duration::from_secs(1);
+    let mut sink = [0u8; 8192];
+    let mut left = 1usize << 20;
+    let mut r = s;
+    while left > 0 {
+        let now = Instant::now();
+        if now >= deadline || s.set_read_timeout(Some(deadline - now)).is_err() {
+            return;
+        }
+        match r.read(&mut sink) {
+            Ok(n) if n > 0 => left = left.saturating_sub(n),
+            _ => return,
+        }
+    }
+}
 
 /// Serves requests on one connection until the client closes or asks to.
+/// Pipelined requests are answered in order, with one write per batch.
 fn serve(mut s: TcpStream, peer: SocketAddr) -> io::Result<()> {
     let mut buf = vec![0u8; 8192];
     let mut filled = 0;
     let mut out = Vec::with_capacity(4096);
+    let mut conn = Conn {
+        state: State::Head,
+        req: None,
+    };
     loop {
         if filled == buf.len() {
-            if buf.len() >= MAX_REQUEST {
-                s.write_all(BAD)?;
-                return Ok(());
-            }
+            // Only a request head (or a chunk line) can fill the buffer:
+            // `feed` refuses one past MAX_HEAD, so this stays bounded.
             buf.resize(buf.len() * 2, 0);
         }
         let n = s.read(&mut buf[filled..])?;
         if n == 0 {
+            if filled > 0 || conn.state != State::Head {
+                log::debug!("{peer}: closed in the middle of a request");
+            }
             return Ok(());
         }
         filled += n;
-        // Answer every complete request in the buffer (pipelining), then write once.
-        let mut start = 0;
-        let mut close = false;
-        while start < filled {
-            let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-            let mut req = httparse::Request::new(&mut headers);
-            match req.parse(&buf[start..filled]) {
-                Ok(httparse::Status::Complete(len)) => {
-                    let mut body = 0usize;
-                    let mut keep_alive = req.version == Some(1);
-                    for h in req.headers.iter() {
-                        if h.name.eq_ignore_ascii_case("content-length") {
-                            body = std::str::from_utf8(h.value)
-                                .ok()
-                                .and_then(|v| v.trim().parse().ok())
-                                .unwrap_or(0);
-                        } else if h.name.eq_ignore_ascii_case("connection") {
-                            let v = h.value.to_ascii_lowercase();
-                            if v == b"close" {
-                                keep_alive = false;
-                            } else if v == b"keep-alive" {
-                                keep_alive = true;
-                            }
-                        }
-                    }
-                    if filled - start < len + body {
-                        break; // the body is not all here yet
-                    }
-                    start += len + body;
-                    out.extend_from_slice(HELLO);
-                    if !keep_alive {
-                        close = true;
-                        break;
-                    }
-                }
-                Ok(httparse::Status::Partial) => break,
-                Err(e) => {
-                    log::debug!("{peer}: bad request: {e}");
-                    out.extend_from_slice(BAD);
-                    close = true;
-                    break;
-                }
-            }
-        }
+        let (used, close) = conn.feed(&buf[..filled], &mut out);
         if !out.is_empty() {
             s.write_all(&out)?;
             out.clear();
         }
         if close {
+            linger_close(&s);
             return Ok(());
         }
-        buf.copy_within(start..filled, 0);
-        filled -= start;
+        buf.copy_within(used..filled, 0);
+        filled -= used;
     }
 }
 

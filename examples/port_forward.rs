@@ -31,22 +31,37 @@ Ctrl-C or SIGTERM stops it (open connections get 1 s to finish).";
 
 /// Copies `from` to `to` until EOF, then half-closes `to` so the other side
 /// sees the end too. Returns the byte count.
+///
+/// On an error (a peer reset, a write to a closed peer) both connections are
+/// shut down: the pump of the other direction may be parked on a peer that
+/// will never read or write again, and the shutdown wakes it with EOF or an
+/// error instead of leaving both connections open forever.
 fn pump(from: &TcpStream, to: &TcpStream) -> io::Result<u64> {
+    let r = copy(from, to);
+    match r {
+        // The peer may already be gone: nothing left to tell it then.
+        Ok(_) => {
+            let _ = to.shutdown(Shutdown::Write);
+        }
+        Err(_) => {
+            let _ = from.shutdown(Shutdown::Both);
+            let _ = to.shutdown(Shutdown::Both);
+        }
+    }
+    r
+}
+
+fn copy(mut from: &TcpStream, mut to: &TcpStream) -> io::Result<u64> {
     let mut buf = vec![0u8; 32 * 1024];
     let mut total = 0u64;
-    let mut from = from;
-    let mut to = to;
     loop {
         let n = from.read(&mut buf)?;
         if n == 0 {
-            break;
+            return Ok(total);
         }
         to.write_all(&buf[..n])?;
         total += n as u64;
     }
-    // The peer may already be gone: nothing left to tell it then.
-    let _ = to.shutdown(Shutdown::Write);
-    Ok(total)
 }
 
 fn forward(client: TcpStream, peer: SocketAddr, target: Rc<str>) -> io::Result<()> {
