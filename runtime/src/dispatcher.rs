@@ -350,14 +350,9 @@ impl Dispatcher {
     /// Runs until the main tasklet finishes. `Err(n)` reports a deadlock.
     fn run(&self, main: &TaskRef) -> Result<(), usize> {
         loop {
-            self.run_pass();
+            self.run_passes(main);
             if main.state.get() == State::Done {
                 return Ok(());
-            }
-            // Fast path: tasklets are ready and the hub has nothing that
-            // could fire (no timer, no socket, no cross-thread wake-up).
-            if !self.ready_is_empty() && self.hub.is_idle() {
-                continue;
             }
             if let Err(()) = self.hub.poll(self, true) {
                 return Err(self.task_count().saturating_sub(1));
@@ -365,14 +360,28 @@ impl Dispatcher {
         }
     }
 
+    /// Runs passes over the ready queue for as long as tasklets are ready
+    /// and the hub has nothing that could fire (no timer, no socket, no
+    /// cross-thread wake-up), so polling it would be wasted; returns when the
+    /// hub needs a poll, nothing is ready, or `main` finished.
+    fn run_passes(&self, main: &TaskRef) {
+        loop {
+            self.run_pass();
+            if self.ready_is_empty() || main.state.get() == State::Done || !self.hub.is_idle() {
+                return;
+            }
+        }
+    }
+
     /// Resumes every tasklet that was ready when the pass began.
+    #[inline]
     fn run_pass(&self) {
         for p in self.ready.take() {
             self.run_task(p);
         }
     }
 
-    #[inline]
+    #[inline(always)]
     fn run_task(&self, p: TaskPtr) {
         let h = header_at(self, p);
         if h.state.get() != State::Ready {
@@ -391,6 +400,7 @@ impl Dispatcher {
         }
     }
 
+    #[inline(never)]
     fn finish(&self, p: TaskPtr) {
         let h = header_at(self, p);
         h.state.set(State::Done);
