@@ -15,8 +15,9 @@ use tasklet_runtime::JoinHandle;
 
 use crate::{TcpListener, TcpStream, ToSocketAddrs};
 
-/// What a connection handler may return: `()` or a `Result` whose error is
-/// logged (at debug level: a peer that resets is business as usual).
+/// What a connection handler may return: `()` or a `Result` (with any
+/// success value, e.g. a byte count) whose error is logged (at debug level:
+/// a peer that resets is business as usual).
 pub trait HandlerResult {
     /// Logs the outcome of the handler for the connection from `peer`.
     fn report(self, peer: SocketAddr);
@@ -26,7 +27,7 @@ impl HandlerResult for () {
     fn report(self, _peer: SocketAddr) {}
 }
 
-impl<E: fmt::Display> HandlerResult for Result<(), E> {
+impl<T, E: fmt::Display> HandlerResult for Result<T, E> {
     fn report(self, peer: SocketAddr) {
         if let Err(e) = self {
             log::debug!("tasklet-netio: connection from {peer} ended with an error: {e}");

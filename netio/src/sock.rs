@@ -33,6 +33,16 @@ impl<S: AsRawFd> Sock<S> {
         }
     }
 
+    /// A `Sock` for `s` (a `dup` of this socket) with this one's timeouts
+    /// and non-blocking mode: what `try_clone` returns.
+    pub(crate) fn twin<T: AsRawFd>(&self, s: T) -> Sock<T> {
+        let t = Sock::new(s);
+        t.read_timeout.set(self.read_timeout.get());
+        t.write_timeout.set(self.write_timeout.get());
+        t.nonblocking.set(self.nonblocking.get());
+        t
+    }
+
     #[inline]
     pub(crate) fn get(&self) -> &S {
         self.io.get_ref()
@@ -248,6 +258,12 @@ macro_rules! impl_stream_io {
             #[inline]
             fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
                 let len = buf.len();
+                if len == 0 {
+                    // As std's blocking sockets: at once, never parking (a
+                    // non-blocking `recv` of 0 bytes fails with EAGAIN when
+                    // nothing is queued, which would park until data came).
+                    return Ok(0);
+                }
                 self.sock
                     .read_stream(len, |mut s| std::io::Read::read(&mut s, buf))
             }
@@ -256,6 +272,9 @@ macro_rules! impl_stream_io {
                 &mut self,
                 bufs: &mut [std::io::IoSliceMut<'_>],
             ) -> std::io::Result<usize> {
+                if bufs.iter().all(|b| b.is_empty()) {
+                    return Ok(0); // see `read`
+                }
                 self.sock
                     .read_with(|mut s| std::io::Read::read_vectored(&mut s, bufs))
             }

@@ -104,11 +104,13 @@ impl TcpListener {
         Ok(())
     }
 
-    /// A second handle to the same listening socket (a `dup` of the fd).
+    /// A second handle to the same listening socket (a `dup` of the fd),
+    /// e.g. for a second accepting tasklet. It starts in this handle's
+    /// [non-blocking mode](Self::set_nonblocking).
     pub fn try_clone(&self) -> io::Result<TcpListener> {
         let fd = self.sock.get().as_fd().try_clone_to_owned()?;
         Ok(TcpListener {
-            sock: Sock::new(mio::net::TcpListener::from(fd)),
+            sock: self.sock.twin(mio::net::TcpListener::from(fd)),
         })
     }
 
@@ -279,11 +281,19 @@ impl TcpStream {
     /// Sets how long a read may park before failing with
     /// `ErrorKind::TimedOut` (`None`: forever). A zero duration is an
     /// `InvalidInput` error, as in std.
+    ///
+    /// The error kind is always `TimedOut`, inside a dispatcher or not
+    /// (std on Unix reports `WouldBlock` for an expired timeout; here
+    /// `WouldBlock` only ever means [non-blocking mode](Self::set_nonblocking)).
+    /// A read that times out consumes nothing: the socket stays usable.
     pub fn set_read_timeout(&self, dur: Option<Duration>) -> io::Result<()> {
         self.sock.set_read_timeout(dur)
     }
 
-    /// Sets how long a write may park before failing with `ErrorKind::TimedOut`.
+    /// Sets how long a write may park before failing with
+    /// `ErrorKind::TimedOut` (see [`set_read_timeout`](Self::set_read_timeout)).
+    /// Bytes a `write` accepted before the deadline are sent; a `write_all`
+    /// that times out has sent an unknown prefix.
     pub fn set_write_timeout(&self, dur: Option<Duration>) -> io::Result<()> {
         self.sock.set_write_timeout(dur)
     }
@@ -299,26 +309,31 @@ impl TcpStream {
     }
 
     /// Makes reads and writes return `WouldBlock` instead of parking (the
-    /// socket itself is always non-blocking at the OS level).
+    /// socket itself is always non-blocking at the OS level). The mode
+    /// belongs to this handle: handles made by [`try_clone`](Self::try_clone)
+    /// keep their own.
     pub fn set_nonblocking(&self, nonblocking: bool) -> io::Result<()> {
         self.sock.set_nonblocking(nonblocking);
         Ok(())
     }
 
-    /// Reads without consuming the data, parking until some arrives.
+    /// Reads without consuming the data, parking until some arrives. An
+    /// empty `buf` returns `Ok(0)` at once.
     pub fn peek(&self, buf: &mut [u8]) -> io::Result<usize> {
+        if buf.is_empty() {
+            return Ok(0);
+        }
         self.sock.read_with(|s| s.peek(buf))
     }
 
     /// A second handle to the same connection (a `dup` of the fd), e.g. to
     /// give a reader and a writer tasklet one each. The clone starts with
-    /// this handle's timeouts; afterwards they are set independently.
+    /// this handle's timeouts and [non-blocking mode](Self::set_nonblocking);
+    /// afterwards each handle's are set independently (unlike std, where
+    /// `set_nonblocking` on one handle affects all of them).
     pub fn try_clone(&self) -> io::Result<TcpStream> {
         let s = self.sock.get().try_clone()?;
-        let c = Sock::new(s);
-        c.set_read_timeout(self.sock.read_timeout())?;
-        c.set_write_timeout(self.sock.write_timeout())?;
-        Ok(TcpStream::from_sock(c))
+        Ok(TcpStream::from_sock(self.sock.twin(s)))
     }
 
     /// Wraps a std stream, switching it to non-blocking mode.

@@ -148,6 +148,38 @@ impl UdpSocket {
         self.sock.get().ttl()
     }
 
+    /// Sets `IP_MULTICAST_LOOP`: whether multicast datagrams sent from this
+    /// socket are looped back to the local host.
+    pub fn set_multicast_loop_v4(&self, on: bool) -> io::Result<()> {
+        self.sock.get().set_multicast_loop_v4(on)
+    }
+
+    /// The `IP_MULTICAST_LOOP` value.
+    pub fn multicast_loop_v4(&self) -> io::Result<bool> {
+        self.sock.get().multicast_loop_v4()
+    }
+
+    /// Sets `IP_MULTICAST_TTL`, the time-to-live of outgoing multicast
+    /// datagrams (1, the default, keeps them on the local network).
+    pub fn set_multicast_ttl_v4(&self, ttl: u32) -> io::Result<()> {
+        self.sock.get().set_multicast_ttl_v4(ttl)
+    }
+
+    /// The `IP_MULTICAST_TTL` value.
+    pub fn multicast_ttl_v4(&self) -> io::Result<u32> {
+        self.sock.get().multicast_ttl_v4()
+    }
+
+    /// Sets `IPV6_MULTICAST_LOOP`.
+    pub fn set_multicast_loop_v6(&self, on: bool) -> io::Result<()> {
+        self.sock.get().set_multicast_loop_v6(on)
+    }
+
+    /// The `IPV6_MULTICAST_LOOP` value.
+    pub fn multicast_loop_v6(&self) -> io::Result<bool> {
+        self.sock.get().multicast_loop_v6()
+    }
+
     /// Joins an IPv4 multicast group.
     pub fn join_multicast_v4(&self, multiaddr: &Ipv4Addr, interface: &Ipv4Addr) -> io::Result<()> {
         self.sock.get().join_multicast_v4(multiaddr, interface)
@@ -173,10 +205,12 @@ impl UdpSocket {
         self.sock.get().take_error()
     }
 
-    /// A second handle to the same socket (a `dup` of the fd).
+    /// A second handle to the same socket (a `dup` of the fd). It starts
+    /// with this handle's timeouts and non-blocking mode; afterwards each
+    /// handle's are set independently.
     pub fn try_clone(&self) -> io::Result<UdpSocket> {
         Ok(UdpSocket {
-            sock: Sock::new(self.sock.get().try_clone()?),
+            sock: self.sock.twin(self.sock.get().try_clone()?),
         })
     }
 

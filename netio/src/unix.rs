@@ -3,7 +3,7 @@
 use std::fmt;
 use std::io;
 use std::net::Shutdown;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::net::{self, SocketAddr};
 use std::path::Path;
 use std::time::Duration;
@@ -43,6 +43,15 @@ impl UnixListener {
         Ok(UnixListener { sock: Sock::new(l) })
     }
 
+    /// Creates a listener bound to `addr`, e.g. an address in Linux's
+    /// abstract namespace (`SocketAddr::from_abstract_name`), which needs no
+    /// file and vanishes with the socket.
+    pub fn bind_addr(addr: &SocketAddr) -> io::Result<UnixListener> {
+        let l = mio::net::UnixListener::bind_addr(addr)?;
+        sys::set_backlog(l.as_raw_fd())?;
+        Ok(UnixListener { sock: Sock::new(l) })
+    }
+
     /// Accepts a connection, parking the tasklet until one arrives.
     pub fn accept(&self) -> io::Result<(UnixStream, SocketAddr)> {
         let (s, addr) = self.sock.read_with(|l| l.accept())?;
@@ -71,6 +80,15 @@ impl UnixListener {
     pub fn set_nonblocking(&self, nonblocking: bool) -> io::Result<()> {
         self.sock.set_nonblocking(nonblocking);
         Ok(())
+    }
+
+    /// A second handle to the same listening socket (a `dup` of the fd),
+    /// e.g. for a second accepting tasklet.
+    pub fn try_clone(&self) -> io::Result<UnixListener> {
+        let fd = self.sock.get().as_fd().try_clone_to_owned()?;
+        Ok(UnixListener {
+            sock: self.sock.twin(mio::net::UnixListener::from(fd)),
+        })
     }
 
     /// Wraps a std listener, switching it to non-blocking mode.
@@ -131,6 +149,26 @@ impl Iterator for UnixIncoming<'_> {
 /// A Unix domain stream connection (std's `UnixStream`, cooperative):
 /// `Read`/`Write` for the stream and for `&UnixStream`, timeouts giving
 /// `ErrorKind::TimedOut`, writes that never raise `SIGPIPE`.
+///
+/// ```
+/// use std::io::{Read, Write};
+/// use tasklet_netio::UnixStream;
+///
+/// tasklet_runtime::dispatch(|| {
+///     let (a, b) = UnixStream::pair().unwrap();
+///     let echo = tasklet_runtime::spawn(move || {
+///         let mut b = b;
+///         let mut buf = [0; 4];
+///         b.read_exact(&mut buf).unwrap();
+///         b.write_all(&buf).unwrap();
+///     });
+///     (&a).write_all(b"ping").unwrap();
+///     let mut reply = [0; 4];
+///     (&a).read_exact(&mut reply).unwrap();
+///     assert_eq!(&reply, b"ping");
+///     echo.join().unwrap();
+/// });
+/// ```
 pub struct UnixStream {
     sock: Sock<net::UnixStream>,
 }
@@ -143,9 +181,23 @@ impl UnixStream {
     /// Connects to the socket file `path`. If the listener's backlog is full,
     /// retries (parking between tries) until it has room.
     pub fn connect<P: AsRef<Path>>(path: P) -> io::Result<UnixStream> {
+        let path = path.as_ref();
+        UnixStream::connect_with(|| mio::net::UnixStream::connect(path))
+    }
+
+    /// Connects to `addr`, e.g. an address in Linux's abstract namespace
+    /// (`SocketAddr::from_abstract_name`). Retries like [`connect`](Self::connect)
+    /// while the listener's backlog is full.
+    pub fn connect_addr(addr: &SocketAddr) -> io::Result<UnixStream> {
+        UnixStream::connect_with(|| mio::net::UnixStream::connect_addr(addr))
+    }
+
+    fn connect_with(
+        mut connect: impl FnMut() -> io::Result<mio::net::UnixStream>,
+    ) -> io::Result<UnixStream> {
         let mut pause = Duration::from_millis(1);
         loop {
-            match mio::net::UnixStream::connect(path.as_ref()) {
+            match connect() {
                 Ok(s) => {
                     let sock = Sock::new(net::UnixStream::from(OwnedFd::from(s)));
                     return Ok(UnixStream::from_sock(sock));
@@ -215,13 +267,12 @@ impl UnixStream {
         self.sock.get().take_error()
     }
 
-    /// A second handle to the same connection (a `dup` of the fd); it starts
-    /// with this handle's timeouts.
+    /// A second handle to the same connection (a `dup` of the fd). It
+    /// starts with this handle's timeouts and non-blocking mode; afterwards
+    /// each handle's are set independently.
     pub fn try_clone(&self) -> io::Result<UnixStream> {
-        let c = Sock::new(self.sock.get().try_clone()?);
-        c.set_read_timeout(self.sock.read_timeout())?;
-        c.set_write_timeout(self.sock.write_timeout())?;
-        Ok(UnixStream::from_sock(c))
+        let s = self.sock.get().try_clone()?;
+        Ok(UnixStream::from_sock(self.sock.twin(s)))
     }
 
     /// Wraps a std stream, switching it to non-blocking mode.
@@ -263,7 +314,24 @@ impl fmt::Debug for UnixStream {
     }
 }
 
-/// A Unix domain datagram socket (std's `UnixDatagram`, cooperative).
+/// A Unix domain datagram socket (std's `UnixDatagram`, cooperative):
+/// message boundaries are kept, and a send parks while the receiver's queue
+/// is full.
+///
+/// ```
+/// use tasklet_netio::UnixDatagram;
+///
+/// tasklet_runtime::dispatch(|| {
+///     let (a, b) = UnixDatagram::pair().unwrap();
+///     let reader = tasklet_runtime::spawn(move || {
+///         let mut buf = [0; 16];
+///         let n = b.recv(&mut buf).unwrap();
+///         buf[..n].to_vec()
+///     });
+///     a.send(b"one message").unwrap();
+///     assert_eq!(reader.join().unwrap(), b"one message");
+/// });
+/// ```
 pub struct UnixDatagram {
     sock: Sock<net::UnixDatagram>,
 }
@@ -277,6 +345,12 @@ impl UnixDatagram {
     /// Creates a socket bound to the file `path`.
     pub fn bind<P: AsRef<Path>>(path: P) -> io::Result<UnixDatagram> {
         UnixDatagram::wrap(net::UnixDatagram::bind(path)?)
+    }
+
+    /// Creates a socket bound to `addr`, e.g. an address in Linux's
+    /// abstract namespace (`SocketAddr::from_abstract_name`).
+    pub fn bind_addr(addr: &SocketAddr) -> io::Result<UnixDatagram> {
+        UnixDatagram::wrap(net::UnixDatagram::bind_addr(addr)?)
     }
 
     /// Creates an unbound socket.
@@ -295,10 +369,20 @@ impl UnixDatagram {
         self.sock.get().connect(path)
     }
 
+    /// Sets the default destination for [`send`](Self::send) to `addr`.
+    pub fn connect_addr(&self, addr: &SocketAddr) -> io::Result<()> {
+        self.sock.get().connect_addr(addr)
+    }
+
     /// Sends a datagram to `path`, parking while the receiver's queue is full.
     pub fn send_to<P: AsRef<Path>>(&self, buf: &[u8], path: P) -> io::Result<usize> {
         let path = path.as_ref();
         self.sock.write_with(|s| s.send_to(buf, path))
+    }
+
+    /// Sends a datagram to `addr`, parking while the receiver's queue is full.
+    pub fn send_to_addr(&self, buf: &[u8], addr: &SocketAddr) -> io::Result<usize> {
+        self.sock.write_with(|s| s.send_to_addr(buf, addr))
     }
 
     /// Receives one datagram and its sender, parking until it arrives.
@@ -336,10 +420,29 @@ impl UnixDatagram {
         self.sock.set_write_timeout(dur)
     }
 
+    /// The receive timeout.
+    pub fn read_timeout(&self) -> io::Result<Option<Duration>> {
+        Ok(self.sock.read_timeout())
+    }
+
+    /// The send timeout.
+    pub fn write_timeout(&self) -> io::Result<Option<Duration>> {
+        Ok(self.sock.write_timeout())
+    }
+
     /// Makes operations return `WouldBlock` instead of parking.
     pub fn set_nonblocking(&self, nonblocking: bool) -> io::Result<()> {
         self.sock.set_nonblocking(nonblocking);
         Ok(())
+    }
+
+    /// A second handle to the same socket (a `dup` of the fd). It starts
+    /// with this handle's timeouts and non-blocking mode; afterwards each
+    /// handle's are set independently.
+    pub fn try_clone(&self) -> io::Result<UnixDatagram> {
+        Ok(UnixDatagram {
+            sock: self.sock.twin(self.sock.get().try_clone()?),
+        })
     }
 
     /// Shuts down the read half, the write half or both.
