@@ -786,6 +786,45 @@ fn detached_panic_is_logged_and_disturbs_nobody() {
     );
 }
 
+/// A value whose destructor panics.
+struct PanicsOnDrop;
+
+impl Drop for PanicsOnDrop {
+    fn drop(&mut self) {
+        panic!("drop of the result blew up");
+    }
+}
+
+#[test]
+fn panicking_drop_of_a_detached_result_disturbs_nobody() {
+    capture_logs();
+    let n = tasklet::dispatch(|| {
+        // Detached before it finishes: the runtime drops the result itself.
+        drop(
+            Builder::new()
+                .name("bad-result")
+                .spawn(|| {
+                    tasklet::sleep(Duration::from_millis(2));
+                    PanicsOnDrop
+                })
+                .unwrap(),
+        );
+        let steady = tasklet::spawn(|| {
+            tasklet::sleep(Duration::from_millis(10));
+            7
+        });
+        steady.join().unwrap()
+    });
+    assert_eq!(n, 7);
+    let logs = CAPTURED.with(|c| c.borrow().clone());
+    assert!(
+        logs.iter().any(|l| l.starts_with("ERROR")
+            && l.contains("bad-result")
+            && l.contains("drop of the result blew up")),
+        "panicking result destructor not logged: {logs:?}"
+    );
+}
+
 #[test]
 fn panic_in_main_is_reraised_after_cleanup() {
     let log = new_log();

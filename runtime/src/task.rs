@@ -216,15 +216,31 @@ where
             f()
         }));
         let outcome = outcome.map_err(JoinError::from_payload);
-        if let Err(e) = &outcome {
-            if e.is_panic() && header.detached.get() {
+        if !header.detached.get() {
+            *inner.result().borrow_mut() = Some(outcome);
+        } else {
+            if let Err(e) = &outcome {
+                if e.is_panic() {
+                    log::error!(
+                        "tasklet {} panicked and nobody joins it: {e}",
+                        header.describe()
+                    );
+                }
+            }
+            // Nobody can take the result: drop it here, on the tasklet's own
+            // stack, so a destructor that panics (the value's, or a panic
+            // payload's) is caught and logged instead of unwinding the
+            // dispatcher when it releases the finished tasklet.
+            if let Err(p) = panic::catch_unwind(AssertUnwindSafe(move || drop(outcome))) {
                 log::error!(
-                    "tasklet {} panicked and nobody joins it: {e}",
-                    header.describe()
+                    "tasklet {}: dropping its unjoined result panicked: {}",
+                    header.describe(),
+                    payload_str(p.as_ref()).unwrap_or("(non-string payload)")
                 );
+                // The payload may panic on drop too; leak it rather than risk that.
+                std::mem::forget(p);
             }
         }
-        *inner.result().borrow_mut() = Some(outcome);
         // `inner` is dropped here, breaking the task -> coroutine -> task cycle.
     };
     // SAFETY: `with_stack_unchecked` requires everything `body` borrows to
