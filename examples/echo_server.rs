@@ -45,6 +45,16 @@ fn handle(mut client: TcpStream) -> io::Result<u64> {
     }
 }
 
+/// Errors that only mean the client went away abruptly.
+fn is_disconnect(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::ConnectionReset
+            | io::ErrorKind::ConnectionAborted
+            | io::ErrorKind::BrokenPipe
+    )
+}
+
 fn serve(listener: TcpListener) {
     loop {
         match listener.accept() {
@@ -52,6 +62,8 @@ fn serve(listener: TcpListener) {
                 log::info!("{peer}: connected");
                 tasklet::spawn(move || match handle(client) {
                     Ok(bytes) => log::info!("{peer}: disconnected ({bytes} bytes echoed)"),
+                    // A client that resets is routine, not worth a warning.
+                    Err(e) if is_disconnect(&e) => log::info!("{peer}: disconnected: {e}"),
                     Err(e) => log::warn!("{peer}: disconnected with error: {e}"),
                 });
             }

@@ -23,7 +23,9 @@ OPTIONS:
     --addr HOST:PORT   address to listen on [default: 127.0.0.1:8080]
     -h, --help         print this help
 
-Ctrl-C or SIGTERM stops it.";
+Requests are framed strictly (Content-Length or chunked; anything ambiguous
+gets a 400 and a close); bodies are read and discarded. Connections idle for
+60 s are closed. Ctrl-C or SIGTERM stops it.";
 
 /// The usual response: HTTP/1.1, keep-alive.
 const HELLO: &[u8] = b"HTTP/1.1 200 OK\r\nServer: tasklet\r\nContent-Type: text/plain\r\nContent-Length: 13\r\n\r\nHello, World!";
@@ -37,6 +39,9 @@ const MAX_HEADERS: usize = 32;
 const MAX_HEAD: usize = 64 * 1024;
 /// The longest chunk-size or trailer line accepted in a chunked body.
 const MAX_LINE: usize = 4096;
+/// A connection on which nothing arrives for this long is closed (an idle
+/// keep-alive connection, or a client stalling in the middle of a request).
+const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Where a connection is in the request it is reading.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -309,6 +314,7 @@ fn linger_close(s: &TcpStream) {
 /// Serves requests on one connection until the client closes or asks to.
 /// Pipelined requests are answered in order, with one write per batch.
 fn serve(mut s: TcpStream, peer: SocketAddr) -> io::Result<()> {
+    s.set_read_timeout(Some(IDLE_TIMEOUT))?;
     let mut buf = vec![0u8; 8192];
     let mut filled = 0;
     let mut out = Vec::with_capacity(4096);
