@@ -14,13 +14,20 @@
 //!   `WouldBlock`; a socket registers with the hub once, on its first wait;
 //! - `Read`/`Write` are implemented for the stream types and for shared
 //!   references to them, so one tasklet can read while another writes;
-//! - read/write timeouts fail with `ErrorKind::TimedOut`, and
-//!   [`tasklet_runtime::timeout`] and `JoinHandle::kill` interrupt any wait;
+//! - read/write timeouts fail with `ErrorKind::TimedOut`, inside a
+//!   dispatcher or not (std on Unix reports `WouldBlock`; here `WouldBlock`
+//!   only comes from a socket put in non-blocking mode with
+//!   `set_nonblocking`), and [`tasklet_runtime::timeout`] and
+//!   `JoinHandle::kill` interrupt any wait;
+//! - a read into an empty buffer returns `Ok(0)` at once, as with std's
+//!   blocking sockets;
 //! - host names are resolved on the runtime's offload threads
 //!   ([`ToSocketAddrs`]), never blocking the dispatcher;
 //! - writes never raise `SIGPIPE`: a reset peer is an `io::Error`;
 //! - sockets may be created outside a dispatcher and used inside one; on a
-//!   thread without a dispatcher they simply block like the std types.
+//!   thread without a dispatcher they simply block like the std types. A
+//!   socket is `Send`: it may move to another dispatcher's thread (it
+//!   registers with that dispatcher on its first wait).
 //!
 //! [`StreamServer`] is gevent's `StreamServer`: a handler per connection,
 //! an optional connection limit and a graceful stop (also on SIGINT/SIGTERM).
