@@ -212,3 +212,24 @@ fn a_handler_may_return_any_result() {
         assert_eq!(handle.stop(Duration::from_secs(5)), 0);
     });
 }
+
+#[test]
+fn writing_to_a_closed_unix_peer_is_an_error_not_sigpipe() {
+    // Default SIGPIPE action (terminate): a write raising it would kill the
+    // test binary instead of failing politely.
+    // SAFETY: installing SIG_DFL for SIGPIPE is always sound.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+    run(|| {
+        let (a, b) = UnixStream::pair().unwrap();
+        drop(b);
+        let e = (&a).write(b"x").unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::BrokenPipe, "{e}");
+        let e = (&a)
+            .write_vectored(&[io::IoSlice::new(b"a"), io::IoSlice::new(b"b")])
+            .unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::BrokenPipe, "{e}");
+        assert_eq!((&a).read(&mut [0u8; 4]).unwrap(), 0);
+    });
+}
