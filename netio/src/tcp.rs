@@ -64,6 +64,23 @@ impl TcpListener {
     ///
     /// The new stream is non-blocking at the OS level and cooperative like
     /// every stream here. Honours [`set_nonblocking`](Self::set_nonblocking).
+    /// Like std, a listener has no accept timeout; bound the wait with
+    /// [`tasklet_runtime::timeout`] (the listener stays usable):
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tasklet_netio::TcpListener;
+    ///
+    /// tasklet_runtime::dispatch(|| {
+    ///     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    ///     let r = tasklet_runtime::timeout(Duration::from_millis(10), || listener.accept());
+    ///     assert!(r.is_err(), "nobody connected");
+    ///     let c = tasklet_netio::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+    ///     let (s, peer) = listener.accept().unwrap();
+    ///     assert_eq!(peer, c.local_addr().unwrap());
+    ///     # drop(s);
+    /// });
+    /// ```
     pub fn accept(&self) -> io::Result<(TcpStream, SocketAddr)> {
         let (s, addr) = self.sock.read_with(|l| l.accept())?;
         Ok((
