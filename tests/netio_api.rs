@@ -233,3 +233,35 @@ fn writing_to_a_closed_unix_peer_is_an_error_not_sigpipe() {
         assert_eq!((&a).read(&mut [0u8; 4]).unwrap(), 0);
     });
 }
+
+#[test]
+fn sockets_convert_to_and_from_owned_fds() {
+    use std::os::fd::OwnedFd;
+    run(|| {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap();
+        let l = TcpListener::from(OwnedFd::from(l));
+        let c = TcpStream::connect(addr).unwrap();
+        let (s, _) = l.accept().unwrap();
+        // Through an OwnedFd and back: still cooperative.
+        let mut c = TcpStream::from(OwnedFd::from(c));
+        let mut s = TcpStream::from(OwnedFd::from(s));
+        c.write_all(b"fd").unwrap();
+        let mut buf = [0u8; 2];
+        s.read_exact(&mut buf).unwrap();
+        assert_eq!(&buf, b"fd");
+        let (a, b) = UnixDatagram::pair().unwrap();
+        let a = UnixDatagram::from(OwnedFd::from(a));
+        let reader = tasklet::spawn(move || {
+            let mut buf = [0u8; 8];
+            let n = a.recv(&mut buf).unwrap();
+            buf[..n].to_vec()
+        });
+        b.send(b"dgram").unwrap();
+        assert_eq!(reader.join().unwrap(), b"dgram");
+        let u = UdpSocket::from(OwnedFd::from(UdpSocket::bind("127.0.0.1:0").unwrap()));
+        assert!(u.local_addr().is_ok());
+        let (x, _y) = UnixStream::pair().unwrap();
+        let _x = UnixStream::from(OwnedFd::from(x));
+    });
+}

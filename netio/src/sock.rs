@@ -205,7 +205,7 @@ impl<S: AsRawFd + fmt::Debug> fmt::Debug for Sock<S> {
 }
 
 /// Implements the std file-descriptor traits (`AsRawFd`, `AsFd`,
-/// `IntoRawFd`, `FromRawFd`, `From<OwnedFd>`) for a socket type that keeps
+/// `IntoRawFd`, `FromRawFd`, `From<OwnedFd>`, `From<Self> for OwnedFd`) for a socket type that keeps
 /// its [`Sock`] in a field `sock` and converts `From<$std>` (which makes the
 /// socket non-blocking). `$what` names the socket kind in the docs.
 macro_rules! impl_fd_traits {
@@ -236,6 +236,14 @@ macro_rules! impl_fd_traits {
             unsafe fn from_raw_fd(fd: std::os::fd::RawFd) -> $ty {
                 // SAFETY: the caller hands over an owned, open socket of this kind.
                 <$ty>::from(unsafe { <$std as std::os::fd::FromRawFd>::from_raw_fd(fd) })
+            }
+        }
+
+        impl From<$ty> for std::os::fd::OwnedFd {
+            /// Unwraps the socket (left in non-blocking mode), deregistering
+            /// it from the hub.
+            fn from(s: $ty) -> std::os::fd::OwnedFd {
+                std::os::fd::OwnedFd::from(s.sock.into_inner())
             }
         }
 
