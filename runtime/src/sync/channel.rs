@@ -12,7 +12,9 @@ use std::io;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::wait::{block_as, current_wakeup, Blocked, Hubs, SpinLock, WaitList, Waiter, Wakeup};
+use super::wait::{
+    block_as, current_wakeup, Blocked, Hubs, SpinGuard, SpinLock, WaitList, Waiter, Wakeup,
+};
 use crate::hub::{KeyWait, WaitKey};
 
 struct State<T> {
@@ -37,6 +39,19 @@ impl<T> State<T> {
     #[inline]
     fn hand_over(&mut self, v: T) -> Result<Wakeup, T> {
         self.recv_q.pop_with(v, |slot, v| *slot = Some(v))
+    }
+
+    /// After a receiver took a queued value: pops the longest-blocked
+    /// sender if that made room for it (not if the queue holds more than
+    /// the capacity because a killed receiver gave a value back, nor on a
+    /// rendezvous channel, whose senders wait for parked receivers).
+    #[inline]
+    fn pop_sender_if_room(&mut self, chan: &Chan<T>) -> Option<Wakeup> {
+        if chan.queue_has_room(self) {
+            self.pop_sender()
+        } else {
+            None
+        }
     }
 
     /// Pops the longest-blocked sender, to retry now that there is room.
@@ -80,6 +95,25 @@ impl<T> Chan<T> {
         let u = self.state.lock().hubs.remote(&k);
         if let Some(u) = u {
             u.unpark();
+        }
+    }
+
+    /// Ends a blocking send that has just handed over or queued its value
+    /// (`w`: the receiver to wake). A sender that was granted room passes
+    /// on what is left of it (a parked receiver may have taken the value
+    /// instead), so no sender stays blocked while there is room.
+    fn sent(&self, mut guard: SpinGuard<'_, State<T>>, granted: bool, w: Option<Wakeup>) {
+        let next = if granted && self.has_room(&guard) {
+            guard.pop_sender()
+        } else {
+            None
+        };
+        drop(guard);
+        if let Some(w) = w {
+            self.wake(w);
+        }
+        if let Some(w) = next {
+            self.wake(w);
         }
     }
 
@@ -338,26 +372,12 @@ impl<T> Sender<T> {
                 return Err(SendTimeoutError::Disconnected(value));
             }
             match st.hand_over(value) {
-                Ok(w) => {
-                    drop(guard);
-                    chan.wake(w);
-                    return Ok(());
+                Ok(w) => return Ok(chan.sent(guard, granted, Some(w))),
+                Err(v) if chan.queue_has_room(st) => {
+                    st.queue.push_back(v);
+                    return Ok(chan.sent(guard, granted, None));
                 }
                 Err(v) => value = v,
-            }
-            if chan.queue_has_room(st) {
-                st.queue.push_back(value);
-                // Room for more: let the next blocked sender try too.
-                let next = if granted && chan.queue_has_room(st) {
-                    st.pop_sender()
-                } else {
-                    None
-                };
-                drop(guard);
-                if let Some(w) = next {
-                    chan.wake(w);
-                }
-                return Ok(());
             }
             if gave_up {
                 return Err(SendTimeoutError::Timeout(value));
@@ -449,7 +469,7 @@ impl<T> Receiver<T> {
         let st = &mut *guard;
         match st.queue.pop_front() {
             Some(v) => {
-                let w = st.pop_sender();
+                let w = st.pop_sender_if_room(chan);
                 drop(guard);
                 if let Some(w) = w {
                     chan.wake(w);
@@ -486,8 +506,7 @@ impl<T> Receiver<T> {
             // Not linked here; `guard` is held.
             let st = &mut *guard;
             if let Some(v) = st.queue.pop_front() {
-                // Room for a blocked sender (a rendezvous channel never queues).
-                let w = st.pop_sender();
+                let w = st.pop_sender_if_room(chan);
                 drop(guard);
                 if let Some(w) = w {
                     chan.wake(w);
