@@ -64,8 +64,15 @@ fn copy(mut from: &TcpStream, mut to: &TcpStream) -> io::Result<u64> {
     }
 }
 
+/// How long connecting to the target may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
 fn forward(client: TcpStream, peer: SocketAddr, target: Rc<str>) -> io::Result<()> {
-    let upstream = match TcpStream::connect(&*target) {
+    // Resolution and connection together are bounded: an unreachable target
+    // (SYNs dropped) would otherwise hold the client for the kernel's
+    // two-minute connect timeout.
+    let connect = tasklet::timeout(CONNECT_TIMEOUT, || TcpStream::connect(&*target));
+    let upstream = match connect.map_err(io::Error::from).and_then(|r| r) {
         Ok(u) => u,
         Err(e) => {
             log::warn!("{peer}: cannot connect to {target}: {e}");
