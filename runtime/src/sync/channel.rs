@@ -102,7 +102,12 @@ impl<T> Chan<T> {
     /// (`w`: the receiver to wake). A sender that was granted room passes
     /// on what is left of it (a parked receiver may have taken the value
     /// instead), so no sender stays blocked while there is room.
-    fn sent(&self, mut guard: SpinGuard<'_, State<T>>, granted: bool, w: Option<Wakeup>) {
+    fn sent<E>(
+        &self,
+        mut guard: SpinGuard<'_, State<T>>,
+        granted: bool,
+        w: Option<Wakeup>,
+    ) -> Result<(), E> {
         let next = if granted && self.has_room(&guard) {
             guard.pop_sender()
         } else {
@@ -115,6 +120,7 @@ impl<T> Chan<T> {
         if let Some(w) = next {
             self.wake(w);
         }
+        Ok(())
     }
 
     /// Whether a blocked sender could send now.
@@ -372,10 +378,10 @@ impl<T> Sender<T> {
                 return Err(SendTimeoutError::Disconnected(value));
             }
             match st.hand_over(value) {
-                Ok(w) => return Ok(chan.sent(guard, granted, Some(w))),
+                Ok(w) => return chan.sent(guard, granted, Some(w)),
                 Err(v) if chan.queue_has_room(st) => {
                     st.queue.push_back(v);
-                    return Ok(chan.sent(guard, granted, None));
+                    return chan.sent(guard, granted, None);
                 }
                 Err(v) => value = v,
             }
