@@ -72,29 +72,34 @@ impl From<Interrupted> for io::Error {
 }
 
 /// The non-generic part of a tasklet, seen by the dispatcher.
+///
+/// `repr(C)` with the fields the switch path touches first (`next` through
+/// `id` fill the first 64 bytes, the coroutine the next 64), so a switch
+/// touches two cache lines of the header; task blocks are 64-byte aligned.
+#[repr(C)]
 pub(crate) struct Header {
-    /// Reference count and destructor of the allocation (see [`crate::raw`]).
-    pub(crate) raw: RawHeader,
     /// The next tasklet in the ready queue (see [`context::ReadyQueue`]).
     pub(crate) next: Cell<Option<TaskPtr>>,
-    pub(crate) id: TaskletId,
-    pub(crate) name: Option<Box<str>>,
     pub(crate) state: Cell<State>,
-    pub(crate) interrupt: Cell<Option<Interrupt>>,
-    /// Wait epoch: bumped when a park ends, so stale unparkers are ignored.
-    pub(crate) epoch: Cell<u32>,
     /// An unpark arrived for the current epoch before the tasklet parked.
     pub(crate) notified: Cell<bool>,
     /// Why the last park ended.
     pub(crate) wake: Cell<Wake>,
-    pub(crate) coroutine: RefCell<Option<Coro>>,
-    pub(crate) yielder: Cell<RawYielder>,
-    /// The tasklet blocked in `join` on this one.
-    pub(crate) joiner: RefCell<Option<Unparker>>,
-    /// Index in the dispatcher's task registry.
-    pub(crate) slot: Cell<usize>,
     /// No `JoinHandle` is left: a panic is logged instead of returned.
     pub(crate) detached: Cell<bool>,
+    /// Wait epoch: bumped when a park ends, so stale unparkers are ignored.
+    pub(crate) epoch: Cell<u32>,
+    pub(crate) interrupt: Cell<Option<Interrupt>>,
+    pub(crate) yielder: Cell<RawYielder>,
+    pub(crate) id: TaskletId,
+    /// Reference count and destructor of the allocation (see [`crate::raw`]).
+    pub(crate) raw: RawHeader,
+    pub(crate) coroutine: RefCell<Option<Coro>>,
+    /// Index in the dispatcher's task registry.
+    pub(crate) slot: Cell<usize>,
+    /// The tasklet blocked in `join` on this one.
+    pub(crate) joiner: RefCell<Option<Unparker>>,
+    pub(crate) name: Option<Box<str>>,
     pub(crate) stack_info: StackInfo,
 }
 
@@ -605,4 +610,25 @@ where
     I: IntoIterator<Item = JoinHandle<T>>,
 {
     handles.into_iter().map(JoinHandle::join).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::mem::offset_of;
+
+    #[test]
+    fn switch_path_fields_share_the_first_cache_line() {
+        for off in [
+            offset_of!(Header, next),
+            offset_of!(Header, state),
+            offset_of!(Header, interrupt),
+            offset_of!(Header, yielder),
+            offset_of!(Header, id),
+        ] {
+            assert!(off < 64, "hot header field at offset {off}");
+        }
+        assert_eq!(offset_of!(Header, coroutine), 64);
+        assert!(std::mem::size_of::<Option<Coro>>() + std::mem::size_of::<usize>() <= 64);
+    }
 }
