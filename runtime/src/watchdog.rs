@@ -9,15 +9,19 @@
 //! # Design
 //! The switch path pays for two relaxed stores to a per-dispatcher
 //! [`Probe`] reached through a `const` thread-local (no locking, no
-//! read-modify-write instruction): [`running`] bumps the dispatcher's
-//! switch counter and records the id of the tasklet it is about to resume;
-//! the returned guard resets the id to 0 when the tasklet switches back.
+//! read-modify-write instruction): [`running`] records the id of the
+//! tasklet the dispatcher is about to resume; the returned guard resets it
+//! to 0 when the tasklet switches back.
 //!
 //! One process-wide monitor thread, started with the first watched
-//! dispatcher, samples every active probe every `limit / 4`. When a probe
-//! shows the same switch count and a non-zero tasklet id for longer than its
-//! limit, that tasklet has not given the dispatcher back: the monitor warns
-//! once for that episode, and again (with the total) when it finally yields.
+//! dispatcher, samples every active probe every `limit / 4`. When it sees a
+//! tasklet id it has not marked, it sets the id's top bit with a
+//! compare-and-swap; any later switch overwrites the word with a plain
+//! store, so finding the mark still there at a later sample proves that the
+//! same tasklet has run without interruption since the mark was set. Once
+//! that has lasted longer than the limit, the tasklet has not given the
+//! dispatcher back: the monitor warns once for that episode, and again
+//! (with the total) when it finally yields.
 //!
 //! Tasklet names live in the tasklet header, which the monitor thread must
 //! not touch. So each probe keeps a small `Mutex<HashMap<id, name>>` of its
@@ -68,9 +72,8 @@ impl Config {
 
 /// What the monitor can see of one dispatcher.
 struct Probe {
-    /// Resumes so far (written only by the dispatcher thread).
-    switches: AtomicU64,
-    /// The running tasklet's id; 0 while the dispatcher itself runs or idles.
+    /// The running tasklet's id (0 while the dispatcher itself runs or
+    /// idles), stored by the dispatcher thread; the monitor may add [`MARK`].
     current: AtomicU64,
     /// Bumped when the probe is (re)assigned to a dispatcher.
     generation: AtomicU64,
@@ -84,7 +87,6 @@ struct Probe {
 impl Probe {
     fn new() -> Probe {
         Probe {
-            switches: AtomicU64::new(0),
             current: AtomicU64::new(0),
             generation: AtomicU64::new(0),
             dispatcher: AtomicU64::new(0),
@@ -171,7 +173,6 @@ pub(crate) fn register(dispatcher: u64, config: Option<Option<Duration>>) -> Reg
             }
         }
     };
-    probe.switches.store(0, Relaxed);
     probe.current.store(0, Relaxed);
     probe.dispatcher.store(dispatcher, Relaxed);
     probe
@@ -209,9 +210,6 @@ impl Drop for Registration {
 pub(crate) fn running(h: &Header) -> Running {
     Running(PROBE.with(|c| {
         let p = c.get()?;
-        // Single writer: a load and a store, no read-modify-write.
-        p.switches
-            .store(p.switches.load(Relaxed).wrapping_add(1), Relaxed);
         p.current.store(h.id.as_u64(), Relaxed);
         Some(p)
     }))
@@ -252,9 +250,16 @@ pub(crate) fn finished(h: &Header) {
 }
 
 /// The monitor's view of one probe.
+/// Set by the monitor in [`Probe::current`] on a running tasklet's id;
+/// cleared by the dispatcher's next switch (tasklet ids stay below 2^63).
+const MARK: u64 = 1 << 63;
+
+/// What the monitor remembers of the episode it marked on one probe.
 struct Track {
     generation: u64,
-    switches: u64,
+    /// The marked tasklet id (without [`MARK`]).
+    tasklet: u64,
+    /// When the mark was set: the tasklet has run at least since then.
     since: Instant,
     /// Set once the episode was reported: how the tasklet was described.
     warned: Option<String>,
@@ -295,30 +300,45 @@ fn monitor_loop() {
 
 fn check(i: usize, p: &Probe, limit: Duration, now: Instant, tracks: &mut HashMap<usize, Track>) {
     let generation = p.generation.load(Relaxed);
-    let switches = p.switches.load(Relaxed);
-    let tasklet = p.current.load(Relaxed);
-    let fresh = || Track {
-        generation,
-        switches,
-        since: now,
-        warned: None,
-    };
-    let t = tracks.entry(i).or_insert_with(fresh);
-    if t.generation != generation || t.switches != switches || tasklet == 0 {
-        if let (Some(who), true) = (&t.warned, t.generation == generation) {
-            let held = now.saturating_duration_since(t.since);
-            log::warn!(
-                "tasklet {} gave dispatcher {} back after holding it for about {} ms \
-                 (watchdog limit {} ms)",
-                who,
-                p.dispatcher.load(Relaxed),
-                held.as_millis(),
-                limit.as_millis()
+    let cur = p.current.load(Relaxed);
+    let tasklet = cur & !MARK;
+    let same_episode = cur & MARK != 0
+        && matches!(tracks.get(&i), Some(t) if t.generation == generation && t.tasklet == tasklet);
+    if !same_episode {
+        // The tracked episode (if any) is over: the dispatcher switched.
+        if let Some(t) = tracks.remove(&i) {
+            if let (Some(who), true) = (&t.warned, t.generation == generation) {
+                let held = now.saturating_duration_since(t.since);
+                log::warn!(
+                    "tasklet {} gave dispatcher {} back after holding it for about {} ms \
+                     (watchdog limit {} ms)",
+                    who,
+                    p.dispatcher.load(Relaxed),
+                    held.as_millis(),
+                    limit.as_millis()
+                );
+            }
+        }
+        // Mark a running tasklet; if the dispatcher switched meanwhile, the
+        // exchange fails and the next sample starts over.
+        if tasklet != 0
+            && p.current
+                .compare_exchange(cur, tasklet | MARK, Relaxed, Relaxed)
+                .is_ok()
+        {
+            tracks.insert(
+                i,
+                Track {
+                    generation,
+                    tasklet,
+                    since: now,
+                    warned: None,
+                },
             );
         }
-        *t = fresh();
         return;
     }
+    let Some(t) = tracks.get_mut(&i) else { return };
     let held = now.saturating_duration_since(t.since);
     if t.warned.is_none() && held >= limit {
         let who = describe(p, tasklet);
