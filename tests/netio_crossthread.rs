@@ -56,13 +56,10 @@ fn a_stream_moves_to_another_dispatcher_and_to_a_plain_thread() {
     peer.join().unwrap();
 }
 
-/// Fails today with `AlreadyExists` ("File exists", EEXIST): the hub of
-/// the first dispatcher still has the fd in its epoll set when the socket
-/// comes back, and `IoSource` registers it again with EPOLL_CTL_ADD. To be
-/// fixed in the runtime (runtime/src/hub.rs: `IoSource::registration` /
-/// `Hub::register_fd`); un-ignore then.
+/// Regression: the hub of the first dispatcher still has the fd in its epoll
+/// set when the socket comes back; registering it again used to fail with
+/// `AlreadyExists` (EEXIST) instead of re-pointing the registration.
 #[test]
-#[ignore = "runtime bug: a socket returning to a dispatcher it was registered with gets EEXIST"]
 fn a_stream_moves_to_another_dispatcher_and_back() {
     let (addr, peer) = slow_byte_echo();
     let (to_b, from_a) = mpsc::channel::<TcpStream>();

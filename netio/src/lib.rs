@@ -27,9 +27,9 @@
 //! - sockets may be created outside a dispatcher and used inside one; on a
 //!   thread without a dispatcher they simply block like the std types. A
 //!   socket is `Send`: it may move to another dispatcher's thread (it
-//!   registers with that dispatcher on its first wait). Known limitation:
-//!   moving it *back* to a dispatcher it has already waited in currently
-//!   fails its next wait with `AlreadyExists`.
+//!   registers with that dispatcher on its first wait, and may come back).
+//!   The dispatcher it left keeps a stale, ignored registration until the
+//!   socket is closed.
 //!
 //! [`StreamServer`] is gevent's `StreamServer`: a handler per connection,
 //! an optional connection limit and a graceful stop (also on SIGINT/SIGTERM).

@@ -321,11 +321,20 @@ impl Hub {
             read_closed: false,
         });
         let token = make_token(slot, gen);
-        let r = self.poll.borrow().registry().register(
-            &mut SourceFd(&fd),
-            token,
-            Interest::READABLE | Interest::WRITABLE,
-        );
+        let interest = Interest::READABLE | Interest::WRITABLE;
+        let poll = self.poll.borrow();
+        let mut r = poll
+            .registry()
+            .register(&mut SourceFd(&fd), token, interest);
+        if matches!(&r, Err(e) if e.kind() == io::ErrorKind::AlreadyExists) {
+            // The fd is still in this epoll set from an earlier stay in this
+            // dispatcher (the source moved to another one and came back):
+            // point the existing registration at the new slot.
+            r = poll
+                .registry()
+                .reregister(&mut SourceFd(&fd), token, interest);
+        }
+        drop(poll);
         if let Err(e) = r {
             self.io.borrow_mut().remove(slot);
             return Err(e);
