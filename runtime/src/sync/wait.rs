@@ -58,10 +58,11 @@ impl Wakeup {
     /// another thread's dispatcher: that one comes back, to be delivered
     /// through [`Hubs::remote`]. (Not generic, so the local wake-up path is
     /// compiled, and inlined, in this crate.)
+    #[inline]
     pub(crate) fn wake_popped(self) -> Option<WaitKey> {
         match self {
             Wakeup::Key(k) => {
-                if k.wake_local() {
+                if wake_key(&k) {
                     None
                 } else {
                     Some(k)
@@ -74,6 +75,13 @@ impl Wakeup {
         }
     }
 }
+
+/// [`WaitKey::wake_local`], compiled (and inlined) in this crate.
+fn wake_key(k: &WaitKey) -> bool {
+    k.wake_local()
+}
+
+impl Wakeup {}
 
 /// Why [`block`] returned.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
