@@ -123,6 +123,31 @@ impl<T> Chan<T> {
         Ok(())
     }
 
+    /// Links the calling receiver's waiter (queue empty, senders left),
+    /// lets a rendezvous sender know, and releases the lock.
+    #[inline(always)]
+    fn park_receiver(&self, mut guard: SpinGuard<'_, State<T>>, reg: &mut RecvRegistration<'_, T>) {
+        let st = &mut *guard;
+        let (wakeup, key) = current_wakeup(&mut st.hubs);
+        // SAFETY: the waiter is not linked (a registration links it only
+        // here, and only when it is not), goes only into this list, and
+        // stays in its `recv_until` frame until `reg` (dropped before it)
+        // has seen it unlinked.
+        unsafe { st.recv_q.push_back(reg.node, wakeup) };
+        reg.active = true;
+        reg.key = key;
+        // A rendezvous sender can now hand over a value.
+        let sender = if self.cap == Some(0) {
+            st.pop_sender()
+        } else {
+            None
+        };
+        drop(guard);
+        if let Some(w) = sender {
+            self.wake(w);
+        }
+    }
+
     /// Whether a blocked sender could send now.
     fn has_room(&self, st: &State<T>) -> bool {
         match self.cap {
@@ -507,10 +532,81 @@ impl<T> Receiver<T> {
             key: None,
         };
         let mut guard = chan.state.lock();
+        let st = &mut *guard;
+        if let Some(v) = st.queue.pop_front() {
+            let w = st.pop_sender_if_room(chan);
+            drop(guard);
+            if let Some(w) = w {
+                chan.wake(w);
+            }
+            return Ok(v);
+        }
+        if st.senders == 0 {
+            return Err(RecvTimeoutError::Disconnected);
+        }
+        chan.park_receiver(guard, &mut reg);
+        let r = block_as(reg.key.is_some(), deadline);
+        match node.take_notified() {
+            // Popped by a sender with its value (the common case: no need
+            // to lock again).
+            Some(Some(v)) => {
+                reg.done();
+                Ok(v)
+            }
+            // Popped by the last sender closing the channel.
+            Some(None) => {
+                reg.done();
+                self.recv_again(&mut reg, None, deadline)
+            }
+            None => self.recv_again(&mut reg, Some(r), deadline),
+        }
+    }
+
+    /// The rest of a receive whose first wait ended without a value:
+    /// `woken` is how a park ended if the waiter may still be linked
+    /// (`None`: it is not linked).
+    #[inline(never)]
+    fn recv_again(
+        &self,
+        reg: &mut RecvRegistration<'_, T>,
+        mut woken: Option<Blocked>,
+        deadline: Option<Instant>,
+    ) -> Result<T, RecvTimeoutError> {
+        let chan = &*self.chan;
+        let node = reg.node;
         let mut gave_up = false;
         loop {
-            // Not linked here; `guard` is held.
+            let mut guard = chan.state.lock();
             let st = &mut *guard;
+            if let Some(r) = woken.take() {
+                if !st.recv_q.is_linked(node) {
+                    // Popped after all, between the park and the lock.
+                    let v = node.take_notified();
+                    reg.done();
+                    if let Some(Some(v)) = v {
+                        return Ok(v);
+                    }
+                } else if r != Blocked::Woken {
+                    // SAFETY: linked, into this list.
+                    unsafe { st.recv_q.remove(node) };
+                    reg.done();
+                    gave_up = true;
+                } else {
+                    // Woken spuriously: wait again in the same place,
+                    // reachable in the new wait epoch.
+                    let (wakeup, key) = current_wakeup(&mut st.hubs);
+                    // SAFETY: linked, into this list.
+                    unsafe { st.recv_q.set_wakeup(node, wakeup) };
+                    reg.key = key;
+                    drop(guard);
+                    match self.wait_received(reg, deadline) {
+                        Ok(w) => woken = w,
+                        Err(v) => return Ok(v),
+                    }
+                    continue;
+                }
+            }
+            // Not linked here; `guard` is held.
             if let Some(v) = st.queue.pop_front() {
                 let w = st.pop_sender_if_room(chan);
                 drop(guard);
@@ -525,60 +621,33 @@ impl<T> Receiver<T> {
             if gave_up {
                 return Err(RecvTimeoutError::Timeout);
             }
-            let (wakeup, key) = current_wakeup(&mut st.hubs);
-            // SAFETY: `node` is not linked, goes only into this list, and
-            // stays in this frame until `reg` (dropped before it) has seen
-            // it unlinked.
-            unsafe { st.recv_q.push_back(&node, wakeup) };
-            reg.active = true;
-            reg.key = key;
-            // A rendezvous sender can now hand over a value.
-            let sender = if chan.cap == Some(0) {
-                st.pop_sender()
-            } else {
-                None
-            };
-            drop(guard);
-            if let Some(w) = sender {
-                chan.wake(w);
+            chan.park_receiver(guard, reg);
+            match self.wait_received(reg, deadline) {
+                Ok(w) => woken = w,
+                Err(v) => return Ok(v),
             }
-            loop {
-                let r = block_as(reg.key.is_some(), deadline);
-                if let Some(v) = node.take_notified() {
-                    // Popped by a sender, with its value (the common case:
-                    // no need to lock again), or by the last one closing.
-                    reg.done();
-                    if let Some(v) = v {
-                        return Ok(v);
-                    }
-                    guard = chan.state.lock();
-                    break;
+        }
+    }
+
+    /// Parks once for a linked receiver: `Err(v)` if a value was handed
+    /// over, else how the park ended (`None`: popped without a value, so no
+    /// longer linked).
+    #[inline]
+    fn wait_received(
+        &self,
+        reg: &mut RecvRegistration<'_, T>,
+        deadline: Option<Instant>,
+    ) -> Result<Option<Blocked>, T> {
+        let r = block_as(reg.key.is_some(), deadline);
+        match reg.node.take_notified() {
+            Some(v) => {
+                reg.done();
+                match v {
+                    Some(v) => Err(v),
+                    None => Ok(None),
                 }
-                guard = chan.state.lock();
-                let st = &mut *guard;
-                if !st.recv_q.is_linked(&node) {
-                    let v = node.take_notified();
-                    reg.done();
-                    if let Some(Some(v)) = v {
-                        return Ok(v);
-                    }
-                    break;
-                }
-                if r != Blocked::Woken {
-                    // SAFETY: linked, into this list.
-                    unsafe { st.recv_q.remove(&node) };
-                    reg.done();
-                    gave_up = true;
-                    break;
-                }
-                // Woken spuriously: wait again in the same place, reachable
-                // in the new wait epoch.
-                let (wakeup, key) = current_wakeup(&mut st.hubs);
-                // SAFETY: linked, into this list.
-                unsafe { st.recv_q.set_wakeup(&node, wakeup) };
-                reg.key = key;
-                drop(guard);
             }
+            None => Ok(Some(r)),
         }
     }
 
