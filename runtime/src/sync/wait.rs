@@ -51,13 +51,10 @@ impl Wakeup {
             Wakeup::Thread(t) => t.unpark(),
         }
     }
-}
 
-impl Wakeup {
     /// Delivers a wake-up popped from a [`WaitList`], unless it is a key of
     /// another thread's dispatcher: that one comes back, to be delivered
-    /// through [`Hubs::remote`]. (Not generic, so the local wake-up path is
-    /// compiled, and inlined, in this crate.)
+    /// through [`Hubs::remote`].
     #[inline]
     pub(crate) fn wake_popped(self) -> Option<WaitKey> {
         match self {
@@ -76,12 +73,12 @@ impl Wakeup {
     }
 }
 
-/// [`WaitKey::wake_local`], compiled (and inlined) in this crate.
+/// [`WaitKey::wake_local`] behind a non-generic function: the channel's
+/// generic code is compiled in the crate that uses it, where the hub's wake
+/// path would be a cross-crate call; here it is inlined.
 fn wake_key(k: &WaitKey) -> bool {
     k.wake_local()
 }
-
-impl Wakeup {}
 
 /// Why [`block`] returned.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -100,12 +97,13 @@ pub(crate) enum Blocked {
 /// In a tasklet a kill or `timeout` unwinds out of this call (see
 /// [`hub::park`]); keep waiter cleanup in a drop guard.
 pub(crate) fn block(deadline: Option<Instant>) -> Blocked {
-    block_as(hub::in_dispatcher(), deadline)
-}
-
-/// [`block`] for a plain thread.
-fn block_thread(deadline: Option<Instant>) -> Blocked {
-    {
+    if hub::in_dispatcher() {
+        match hub::park(deadline) {
+            Ok(Wake::Unparked) => Blocked::Woken,
+            Ok(Wake::TimedOut) => Blocked::TimedOut,
+            Err(_) => Blocked::Interrupted,
+        }
+    } else {
         match deadline {
             None => {
                 thread::park();
@@ -280,22 +278,6 @@ pub(crate) fn current_wakeup(hubs: &mut Hubs) -> (Wakeup, Option<KeyWait>) {
             (Wakeup::Key(k), Some(wait))
         }
         None => (Wakeup::Thread(thread::current()), None),
-    }
-}
-
-/// Waits after linking a [`Waiter`] with the wake-up from
-/// [`current_wakeup`]: `tasklet` tells whether that was a tasklet's key
-/// (saves [`block`] finding out again).
-#[inline]
-pub(crate) fn block_as(tasklet: bool, deadline: Option<Instant>) -> Blocked {
-    if tasklet {
-        match hub::park(deadline) {
-            Ok(Wake::Unparked) => Blocked::Woken,
-            Ok(Wake::TimedOut) => Blocked::TimedOut,
-            Err(_) => Blocked::Interrupted,
-        }
-    } else {
-        block_thread(deadline)
     }
 }
 
