@@ -29,7 +29,7 @@ pub(crate) const OUTSIDE: &str = "this tasklet API must be called inside tasklet
      (no dispatcher runs on this thread); start one with `tasklet::dispatch(|| ...)`";
 
 /// Runs `f` with the thread's dispatcher, or returns `None` outside `dispatch`.
-#[inline]
+#[inline(always)]
 pub(crate) fn try_with<R>(f: impl FnOnce(&Dispatcher) -> R) -> Option<R> {
     let p = DISPATCHER.with(Cell::get);
     if p.is_null() {
@@ -44,7 +44,7 @@ pub(crate) fn try_with<R>(f: impl FnOnce(&Dispatcher) -> R) -> Option<R> {
 }
 
 /// Runs `f` with the thread's dispatcher; panics (naming `dispatch`) outside one.
-#[inline]
+#[inline(always)]
 pub(crate) fn with<R>(f: impl FnOnce(&Dispatcher) -> R) -> R {
     match try_with(f) {
         Some(r) => r,

@@ -636,8 +636,12 @@ pub fn current_unparker() -> Unparker {
 /// down (`dispatch`'s first tasklet has returned and the rest are being
 /// killed) does such a park return `Err(Interrupted)` at once: give up
 /// without blocking.
+#[inline]
 pub fn park(deadline: Option<Instant>) -> Result<Wake, Interrupted> {
-    context::with(|d| d.park(deadline))
+    context::with(
+        #[inline(always)]
+        |d| d.park(deadline),
+    )
 }
 
 /// Whether the calling thread is running a dispatcher (inside `dispatch`).
