@@ -586,6 +586,7 @@ impl Dispatcher {
 ///
 /// # Panics
 /// Outside [`dispatch`].
+#[inline]
 pub fn sleep(d: Duration) {
     if d.is_zero() {
         return yield_now();
@@ -617,6 +618,7 @@ fn sleep_until_forever() {
 ///     assert!(Instant::now() >= deadline);
 /// });
 /// ```
+#[inline]
 pub fn sleep_until(deadline: Instant) {
     if Instant::now() >= deadline {
         return yield_now();
@@ -625,17 +627,21 @@ pub fn sleep_until(deadline: Instant) {
 }
 
 /// Parks the current tasklet until `deadline` (which is normally in the future).
+#[inline]
 fn park_until(deadline: Instant) {
-    context::with(|d| loop {
-        match d.park(Some(deadline)) {
-            Ok(Wake::TimedOut) | Err(_) => return,
-            Ok(Wake::Unparked) => {
-                if Instant::now() >= deadline {
-                    return;
+    context::with(
+        #[inline(always)]
+        |d| loop {
+            match d.park(Some(deadline)) {
+                Ok(Wake::TimedOut) | Err(_) => return,
+                Ok(Wake::Unparked) => {
+                    if Instant::now() >= deadline {
+                        return;
+                    }
                 }
             }
-        }
-    })
+        },
+    )
 }
 
 /// Lets every other ready tasklet run, then continues (concurrence `Tasklet.yield_`).
