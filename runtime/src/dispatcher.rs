@@ -516,10 +516,7 @@ impl Dispatcher {
             h.epoch.set(epoch.wrapping_add(1));
             return Ok(Wake::Unparked);
         }
-        let timer = match deadline {
-            Some(dl) => Some(self.arm_park_timer(dl, epoch)),
-            None => None,
-        };
+        let timer = deadline.map(|dl| self.arm_park_timer(dl, epoch));
         h.state.set(State::Blocked);
         context::suspend(h.yielder.get());
         h.epoch.set(epoch.wrapping_add(1));
