@@ -10,94 +10,24 @@
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
 use std::os::fd::AsRawFd;
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 const LIMIT: Duration = Duration::from_secs(10);
 
-fn example(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().expect("test executable path");
-    // target/<profile>/deps/<test> -> target/<profile>/examples/<name>
-    let dir = exe
-        .parent()
-        .and_then(|d| d.parent())
-        .expect("target profile dir");
-    let path = dir.join("examples").join(name);
-    assert!(
-        path.exists(),
-        "{} not found: build the examples first (`cargo test` does; for a single test run \
-         `cargo build --release --examples`)",
-        path.display()
-    );
-    path
-}
-
-struct KillOnDrop(Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+mod common;
+use common::{example, sigterm_and_wait, start_example, KillOnDrop};
 
 /// Starts an example server on port 0; returns it, the address it logged
 /// after "listening on " (or "forwarding "), and a thread collecting the
 /// rest of its log.
 fn start(name: &str, args: &[&str]) -> (KillOnDrop, String, std::thread::JoinHandle<String>) {
-    let mut child = KillOnDrop(
-        Command::new(example(name))
-            .args(args)
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap(),
-    );
-    let mut stderr = BufReader::new(child.0.stderr.take().unwrap());
-    let mut log = String::new();
-    let addr = loop {
-        let mut line = String::new();
-        assert!(
-            stderr.read_line(&mut line).unwrap() > 0,
-            "{name} exited early: {log}"
-        );
-        log.push_str(&line);
-        let rest = line
-            .split("listening on ")
-            .nth(1)
-            .or_else(|| line.split("forwarding ").nth(1));
-        if let Some(rest) = rest {
-            break rest
-                .trim_start_matches("http://")
-                .split_whitespace()
-                .next()
-                .unwrap()
-                .to_owned();
-        }
-    };
-    let drain = std::thread::spawn(move || {
-        let mut rest = String::new();
-        let _ = stderr.read_to_string(&mut rest);
-        rest
-    });
-    (child, addr, drain)
+    start_example(name, args, &["listening on ", "forwarding "])
 }
 
 /// SIGTERM, then a bounded wait for a clean exit; returns the rest of the log.
 fn stop(mut child: KillOnDrop, drain: std::thread::JoinHandle<String>, name: &str) -> String {
-    // SAFETY: sending SIGTERM to our own child process.
-    assert_eq!(unsafe { libc::kill(child.0.id() as i32, libc::SIGTERM) }, 0);
-    let start = Instant::now();
-    let status = loop {
-        if let Some(st) = child.0.try_wait().unwrap() {
-            break st;
-        }
-        assert!(start.elapsed() < LIMIT, "{name} did not exit after SIGTERM");
-        std::thread::sleep(Duration::from_millis(10));
-    };
-    assert!(status.success(), "{name} exited with {status}");
+    sigterm_and_wait(&mut child, name);
     let log = drain.join().unwrap();
     assert!(!log.contains("panicked"), "{name} panicked: {log}");
     log

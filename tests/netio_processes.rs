@@ -8,29 +8,14 @@
 
 use std::cell::Cell;
 use std::io::{BufRead, BufReader, Read, Write};
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use tasklet::netio::TcpListener;
 
-fn example(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().expect("test executable path");
-    // target/<profile>/deps/<test> -> target/<profile>/examples/<name>
-    let dir = exe
-        .parent()
-        .and_then(|d| d.parent())
-        .expect("target profile dir");
-    let path = dir.join("examples").join(name);
-    assert!(
-        path.exists(),
-        "{} not found: build the examples first (`cargo test` does; for a single test run \
-         `cargo build --release --examples`)",
-        path.display()
-    );
-    path
-}
+mod common;
+use common::{example, sigterm_and_wait, start_example, wait_bounded, KillOnDrop};
 
 fn raise_fd_limit() {
     let mut rl = libc::rlimit {
@@ -44,30 +29,6 @@ fn raise_fd_limit() {
             rl.rlim_cur = rl.rlim_max;
             assert_eq!(libc::setrlimit(libc::RLIMIT_NOFILE, &rl), 0);
         }
-    }
-}
-
-/// Waits for a child to exit, killing it after `limit`.
-fn wait_bounded(child: &mut Child, limit: Duration) -> std::process::ExitStatus {
-    let start = Instant::now();
-    loop {
-        if let Some(st) = child.try_wait().unwrap() {
-            return st;
-        }
-        if start.elapsed() > limit {
-            let _ = child.kill();
-            panic!("child {} did not exit within {limit:?}", child.id());
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-}
-
-struct KillOnDrop(Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
     }
 }
 
@@ -242,55 +203,6 @@ fn ten_thousand_connections_held_open_at_once() {
     assert_eq!(served, N);
 }
 
-/// Starts an example server; returns it, the address it logged after
-/// `marker`, and a thread collecting the rest of its log.
-fn start_example(
-    name: &str,
-    args: &[&str],
-    marker: &str,
-) -> (KillOnDrop, String, std::thread::JoinHandle<String>) {
-    let mut child = KillOnDrop(
-        Command::new(example(name))
-            .args(args)
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap(),
-    );
-    let mut stderr = BufReader::new(child.0.stderr.take().unwrap());
-    let mut log = String::new();
-    let addr = loop {
-        let mut line = String::new();
-        assert!(
-            stderr.read_line(&mut line).unwrap() > 0,
-            "{name} exited early: {log}"
-        );
-        log.push_str(&line);
-        if let Some(rest) = line.split(marker).nth(1) {
-            break rest
-                .trim_start_matches("http://")
-                .split_whitespace()
-                .next()
-                .unwrap()
-                .to_owned();
-        }
-    };
-    let drain = std::thread::spawn(move || {
-        let mut rest = String::new();
-        let _ = stderr.read_to_string(&mut rest);
-        rest
-    });
-    (child, addr, drain)
-}
-
-fn sigterm_and_wait(child: &mut KillOnDrop, name: &str) {
-    // SAFETY: sending SIGTERM to our own child process.
-    assert_eq!(unsafe { libc::kill(child.0.id() as i32, libc::SIGTERM) }, 0);
-    let status = wait_bounded(&mut child.0, Duration::from_secs(10));
-    assert!(status.success(), "{name} exited with {status}");
-}
-
 fn read_line_from(s: &mut BufReader<std::net::TcpStream>) -> String {
     let mut line = String::new();
     s.read_line(&mut line).unwrap();
@@ -299,8 +211,11 @@ fn read_line_from(s: &mut BufReader<std::net::TcpStream>) -> String {
 
 #[test]
 fn chat_server_example_broadcasts_lines_to_the_others() {
-    let (mut server, addr, drain) =
-        start_example("chat_server", &["--addr", "127.0.0.1:0"], "listening on ");
+    let (mut server, addr, drain) = start_example(
+        "chat_server",
+        &["--addr", "127.0.0.1:0"],
+        &["listening on "],
+    );
     let connect = |nick: &str| {
         let s = std::net::TcpStream::connect(&addr).unwrap();
         s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
@@ -331,12 +246,15 @@ fn chat_server_example_broadcasts_lines_to_the_others() {
 
 #[test]
 fn port_forward_example_relays_echo_client_traffic() {
-    let (mut echo, echo_addr, _d1) =
-        start_example("echo_server", &["--addr", "127.0.0.1:0"], "listening on ");
+    let (mut echo, echo_addr, _d1) = start_example(
+        "echo_server",
+        &["--addr", "127.0.0.1:0"],
+        &["listening on "],
+    );
     let (mut fwd, fwd_addr, d2) = start_example(
         "port_forward",
         &["--listen", "127.0.0.1:0", "--to", &echo_addr],
-        "forwarding ",
+        &["forwarding "],
     );
     let out = Command::new(example("echo_client"))
         .args([
@@ -370,7 +288,7 @@ fn port_forward_example_relays_echo_client_traffic() {
 #[test]
 fn http_hello_example_answers_pipelined_keep_alive_requests() {
     let (mut server, addr, _d) =
-        start_example("http_hello", &["--addr", "127.0.0.1:0"], "listening on ");
+        start_example("http_hello", &["--addr", "127.0.0.1:0"], &["listening on "]);
     let mut s = std::net::TcpStream::connect(&addr).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     // Two pipelined requests, the second asking to close.

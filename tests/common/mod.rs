@@ -1,0 +1,107 @@
+//! Helpers shared by the integration tests that run the example binaries as
+//! child processes (`mod common;` in each test file that needs them).
+
+// Each test crate uses a different subset of these helpers.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read};
+use std::path::PathBuf;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+/// The path of an example binary, built next to this test executable (as
+/// `cargo test` does).
+pub fn example(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    // target/<profile>/deps/<test> -> target/<profile>/examples/<name>
+    let dir = exe
+        .parent()
+        .and_then(|d| d.parent())
+        .expect("target profile dir");
+    let path = dir.join("examples").join(name);
+    assert!(
+        path.exists(),
+        "{} not found: build the examples first (`cargo test` does; for a single test run \
+         `cargo build --release --examples`)",
+        path.display()
+    );
+    path
+}
+
+/// A child process that is killed (and reaped) when the test lets go of it,
+/// also when the test fails.
+pub struct KillOnDrop(pub Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Waits for a child to exit, killing it and failing after `limit`.
+pub fn wait_bounded(child: &mut Child, limit: Duration) -> ExitStatus {
+    let start = Instant::now();
+    loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            return st;
+        }
+        if start.elapsed() > limit {
+            let _ = child.kill();
+            panic!("child {} did not exit within {limit:?}", child.id());
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Starts an example server with `RUST_LOG=info`; returns it, the address it
+/// logged after the first of `markers` found in its log (an `http://` prefix
+/// is dropped), and a thread collecting the rest of its log.
+pub fn start_example(
+    name: &str,
+    args: &[&str],
+    markers: &[&str],
+) -> (KillOnDrop, String, JoinHandle<String>) {
+    let mut child = KillOnDrop(
+        Command::new(example(name))
+            .args(args)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let mut stderr = BufReader::new(child.0.stderr.take().unwrap());
+    let mut log = String::new();
+    let addr = loop {
+        let mut line = String::new();
+        assert!(
+            stderr.read_line(&mut line).unwrap() > 0,
+            "{name} exited early: {log}"
+        );
+        log.push_str(&line);
+        if let Some(rest) = markers.iter().find_map(|m| line.split(m).nth(1)) {
+            break rest
+                .trim_start_matches("http://")
+                .split_whitespace()
+                .next()
+                .unwrap()
+                .to_owned();
+        }
+    };
+    let drain = std::thread::spawn(move || {
+        let mut rest = String::new();
+        let _ = stderr.read_to_string(&mut rest);
+        rest
+    });
+    (child, addr, drain)
+}
+
+/// Sends SIGTERM and waits (bounded) for a successful exit.
+pub fn sigterm_and_wait(child: &mut KillOnDrop, name: &str) {
+    // SAFETY: sending SIGTERM to our own child process.
+    assert_eq!(unsafe { libc::kill(child.0.id() as i32, libc::SIGTERM) }, 0);
+    let status = wait_bounded(&mut child.0, Duration::from_secs(10));
+    assert!(status.success(), "{name} exited with {status}");
+}
