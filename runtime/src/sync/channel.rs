@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::wait::{
-    block, current_wakeup, Blocked, Hubs, SpinGuard, SpinLock, WaitList, Waiter, Wakeup,
+    block_as, current_wakeup, Blocked, Hubs, SpinGuard, SpinLock, WaitList, Waiter, Wakeup,
 };
 use crate::hub::{KeyWait, WaitKey};
 
@@ -422,7 +422,7 @@ impl<T> Sender<T> {
             reg.key = key;
             drop(guard);
             loop {
-                let r = block(deadline);
+                let r = block_as(reg.key.is_some(), deadline);
                 if node.take_notified().is_some() {
                     // Granted room (or every receiver is gone): retry.
                     reg.done();
@@ -545,7 +545,7 @@ impl<T> Receiver<T> {
             return Err(RecvTimeoutError::Disconnected);
         }
         chan.park_receiver(guard, &mut reg);
-        let r = block(deadline);
+        let r = block_as(reg.key.is_some(), deadline);
         match node.take_notified() {
             // Popped by a sender with its value (the common case: no need
             // to lock again).
@@ -638,7 +638,7 @@ impl<T> Receiver<T> {
         reg: &mut RecvRegistration<'_, T>,
         deadline: Option<Instant>,
     ) -> Result<Option<Blocked>, T> {
-        let r = block(deadline);
+        let r = block_as(reg.key.is_some(), deadline);
         match reg.node.take_notified() {
             Some(v) => {
                 reg.done();

@@ -97,13 +97,12 @@ pub(crate) enum Blocked {
 /// In a tasklet a kill or `timeout` unwinds out of this call (see
 /// [`hub::park`]); keep waiter cleanup in a drop guard.
 pub(crate) fn block(deadline: Option<Instant>) -> Blocked {
-    if hub::in_dispatcher() {
-        match hub::park(deadline) {
-            Ok(Wake::Unparked) => Blocked::Woken,
-            Ok(Wake::TimedOut) => Blocked::TimedOut,
-            Err(_) => Blocked::Interrupted,
-        }
-    } else {
+    block_as(hub::in_dispatcher(), deadline)
+}
+
+/// [`block`] for a plain thread.
+fn block_thread(deadline: Option<Instant>) -> Blocked {
+    {
         match deadline {
             None => {
                 thread::park();
@@ -278,6 +277,22 @@ pub(crate) fn current_wakeup(hubs: &mut Hubs) -> (Wakeup, Option<KeyWait>) {
             (Wakeup::Key(k), Some(wait))
         }
         None => (Wakeup::Thread(thread::current()), None),
+    }
+}
+
+/// Waits after linking a [`Waiter`] with the wake-up from
+/// [`current_wakeup`]: `tasklet` tells whether that was a tasklet's key
+/// (saves [`block`] finding out again).
+#[inline]
+pub(crate) fn block_as(tasklet: bool, deadline: Option<Instant>) -> Blocked {
+    if tasklet {
+        match hub::park(deadline) {
+            Ok(Wake::Unparked) => Blocked::Woken,
+            Ok(Wake::TimedOut) => Blocked::TimedOut,
+            Err(_) => Blocked::Interrupted,
+        }
+    } else {
+        block_thread(deadline)
     }
 }
 
