@@ -74,8 +74,8 @@ impl From<Interrupted> for io::Error {
 /// The non-generic part of a tasklet, seen by the dispatcher.
 ///
 /// `repr(C)` with the fields the switch path touches first (`next` through
-/// `id` fill the first 64 bytes, the coroutine the next 64), so a switch
-/// touches two cache lines of the header; task blocks are 64-byte aligned.
+/// `id` fill the first 64 bytes, the coroutine the next 56), so a switch
+/// touches two or three cache lines of the header, not four.
 #[repr(C)]
 pub(crate) struct Header {
     /// The next tasklet in the ready queue (see [`context::ReadyQueue`]).
