@@ -283,7 +283,13 @@ pub(crate) fn current_wakeup(hubs: &mut Hubs) -> (Wakeup, Option<KeyWait>) {
 /// Waits after linking a [`Waiter`] with the wake-up from
 /// [`current_wakeup`]: `tasklet` tells whether that was a tasklet's key
 /// (saves [`block`] finding out again).
-#[inline]
+///
+/// Always inlined, together with the hub's `park`: the waiting call then
+/// resumes from the stack switch directly in its own frame. After a switch
+/// every return is mispredicted (the return predictor still holds the
+/// other stack's frames), so each frame between the switch and the caller
+/// costs one.
+#[inline(always)]
 pub(crate) fn block_as(tasklet: bool, deadline: Option<Instant>) -> Blocked {
     if tasklet {
         match hub::park(deadline) {
