@@ -8,6 +8,11 @@
 //! reference-count-free [`WaitKey`], a plain thread by its `Thread`),
 //! releases it, and [`block`]s. A tasklet parks (its dispatcher keeps running
 //! other tasklets); a thread outside any dispatcher parks the thread.
+//!
+//! The channel, whose waits are the hot path of tasklet-to-tasklet messaging,
+//! uses an intrusive [`WaitList`] instead: each waiter is a [`Waiter`] node
+//! in the waiting call's own stack frame, which also carries the value a
+//! sender hands over, so a wait allocates nothing and keeps no key.
 
 use std::cell::UnsafeCell;
 use std::collections::VecDeque;
