@@ -1231,6 +1231,21 @@ fn huge_stack_request_is_an_error_not_a_panic() {
     });
 }
 
+#[test]
+fn impossible_config_stack_size_is_a_clear_panic_naming_the_setting() {
+    let msg = panic_message_of(|| {
+        tasklet::Config::new()
+            .stack_size(usize::MAX)
+            .dispatch(|| ())
+    });
+    assert!(msg.contains("Config::stack_size"), "unclear message: {msg}");
+    // A tiny one is rounded up, not refused.
+    let v = tasklet::Config::new()
+        .stack_size(0)
+        .dispatch(|| tasklet::spawn(|| 5).join().unwrap());
+    assert_eq!(v, 5);
+}
+
 // ---------------------------------------------------------------- interplay
 
 #[test]

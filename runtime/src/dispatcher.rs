@@ -65,6 +65,10 @@ impl Config {
     }
 
     /// Runs a dispatcher on this thread with `f` as its first tasklet; see [`dispatch`].
+    ///
+    /// # Panics
+    /// As [`dispatch`], and if the configured stack size is unusable (larger
+    /// than the 1 TiB limit); the message names `Config::stack_size`.
     pub fn dispatch<F, T>(self, f: F) -> T
     where
         F: FnOnce() -> T,
@@ -122,7 +126,13 @@ where
     if let Some(n) = config.stack_pool {
         stack::set_pool_limit(n);
     }
-    let d = match Dispatcher::new(&config) {
+    let stack_size = match stack::round_stack_size(
+        config.stack_size.unwrap_or_else(stack::default_stack_size),
+    ) {
+        Ok(n) => n,
+        Err(e) => panic!("tasklet::dispatch: invalid Config::stack_size: {e}"),
+    };
+    let d = match Dispatcher::new(stack_size) {
         Ok(d) => d,
         Err(e) => panic!("tasklet::dispatch: cannot create the event loop: {e}"),
     };
@@ -175,16 +185,16 @@ pub(crate) struct Dispatcher {
 }
 
 impl Dispatcher {
-    fn new(config: &Config) -> io::Result<Dispatcher> {
+    /// A dispatcher whose tasklets get `stack_size`-byte stacks by default
+    /// (already validated and rounded by `stack::round_stack_size`).
+    fn new(stack_size: usize) -> io::Result<Dispatcher> {
         let id = NEXT_DISPATCHER_ID.fetch_add(1, Ordering::Relaxed);
         Ok(Dispatcher {
             id,
             ready: ReadyQueue::new(),
             tasks: RefCell::new(Slab::new()),
             hub: Hub::new(id)?,
-            stack_size: stack::round_stack_size(
-                config.stack_size.unwrap_or_else(stack::default_stack_size),
-            )?,
+            stack_size,
             stack_cache: RefCell::new(Vec::with_capacity(STACK_CACHE)),
             shutting_down: Cell::new(false),
             no_block: Cell::new(false),
