@@ -5,6 +5,11 @@
 //!   sends back). `tasklet_2_yields` is the floor the goal is stated
 //!   against: two dispatcher switches and nothing else (`_no_watchdog`:
 //!   the same with the watchdog off, to show its switch-path cost).
+//! - `channel_stream`: a producer streams values to a consumer on the same
+//!   dispatcher (tokio: the same runtime) through a bounded channel of
+//!   capacity 1 or 16; one iteration is one value. Unlike the ping-pong,
+//!   the producer keeps finding the channel full, so this measures the
+//!   blocked-sender path.
 //! - `cross_thread_roundtrip`: a plain OS thread sends to a receiver that
 //!   must be woken on another thread (a parked tasklet on its dispatcher, a
 //!   tokio task, or a thread) and gets a reply back; one iteration is one
@@ -120,6 +125,44 @@ fn crossbeam_pingpong(iters: u64) -> Duration {
     t
 }
 
+fn tasklet_stream(cap: usize, iters: u64) -> Duration {
+    tasklet::dispatch(move || {
+        let (tx, rx) = tasklet::sync::channel::<u64>(cap);
+        let consumer = tasklet::spawn(move || rx.iter().fold(0u64, |a, v| a.wrapping_add(v)));
+        let start = Instant::now();
+        for i in 0..iters {
+            tx.send(i).unwrap();
+        }
+        drop(tx);
+        let sum = consumer.join().unwrap();
+        let t = start.elapsed();
+        assert_eq!(sum, (0..iters).fold(0u64, |a, v| a.wrapping_add(v)));
+        t
+    })
+}
+
+fn tokio_stream(rt: &tokio::runtime::Runtime, cap: usize, iters: u64) -> Duration {
+    rt.block_on(async move {
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<u64>(cap);
+        let consumer = tokio::spawn(async move {
+            let mut sum = 0u64;
+            while let Some(v) = rx.recv().await {
+                sum = sum.wrapping_add(v);
+            }
+            sum
+        });
+        let start = Instant::now();
+        for i in 0..iters {
+            tx.send(i).await.unwrap();
+        }
+        drop(tx);
+        let sum = consumer.await.unwrap();
+        let t = start.elapsed();
+        assert_eq!(sum, (0..iters).fold(0u64, |a, v| a.wrapping_add(v)));
+        t
+    })
+}
+
 /// A plain thread pings a tasklet parked on a dispatcher in another thread.
 fn tasklet_cross_thread(iters: u64) -> Duration {
     let (to_t, from_thread) = tasklet::sync::channel::<u64>(1);
@@ -181,6 +224,20 @@ fn bench_pingpong(c: &mut Criterion) {
     g.finish();
 }
 
+fn bench_stream(c: &mut Criterion) {
+    let mut g = c.benchmark_group("channel_stream");
+    let rt = tokio_rt();
+    for cap in [1, 16] {
+        g.bench_function(format!("tasklet_cap{cap}"), |b| {
+            b.iter_custom(|n| tasklet_stream(cap, n))
+        });
+        g.bench_function(format!("tokio_mpsc_cap{cap}"), |b| {
+            b.iter_custom(|n| tokio_stream(&rt, cap, n))
+        });
+    }
+    g.finish();
+}
+
 fn bench_cross_thread(c: &mut Criterion) {
     let mut g = c.benchmark_group("cross_thread_roundtrip");
     g.sample_size(30);
@@ -190,5 +247,5 @@ fn bench_cross_thread(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, bench_pingpong, bench_cross_thread);
+criterion_group!(benches, bench_pingpong, bench_stream, bench_cross_thread);
 criterion_main!(benches);
