@@ -157,12 +157,15 @@ pub(crate) fn current_stack_info() -> *const StackInfo {
 
 /// Borrows the tasklet header behind `p` for as long as `d` is borrowed.
 ///
-/// `p` must come from the ready queue or be the current tasklet of `d`.
+/// `p` must point to a tasklet registered with `d`: one in its ready queue,
+/// its current tasklet, or one just looked up in its registry.
 #[inline]
 pub(crate) fn header_at(d: &Dispatcher, p: TaskPtr) -> &Header {
     let _ = d;
     // SAFETY: the dispatcher's registry holds a counted reference (`TaskRef`)
-    // to every tasklet until `Dispatcher::finish` removes it, and a tasklet is
+    // to every tasklet until `Dispatcher::finish` removes it (callers that
+    // look a tasklet up in the registry use the pointer before anything can
+    // run that would remove it), and a tasklet is
     // only in the ready queue or current while it is registered and not
     // `Done` (wake/interrupt enqueue only `Blocked` tasklets, yield only the
     // running one; `finish` runs after the tasklet left both; shutdown clears

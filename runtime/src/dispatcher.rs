@@ -226,12 +226,16 @@ impl Dispatcher {
         Unparker::new(task, epoch)
     }
 
-    /// Looks up a live tasklet by registry slot, checking its id.
-    pub(crate) fn task_at(&self, slot: usize, id: TaskletId) -> Option<TaskRef> {
-        match self.tasks.borrow().get(slot) {
-            Some(t) if t.id == id => Some(t.clone()),
-            _ => None,
-        }
+    /// Wakes the registered tasklet at registry `slot` if it has id `id` and
+    /// `epoch` is its current wait (see [`wake`](Self::wake)); `false` if the
+    /// tasklet is gone. No reference count is taken.
+    #[inline]
+    pub(crate) fn wake_slot(&self, slot: usize, id: TaskletId, epoch: u32, reason: Wake) -> bool {
+        let p = match self.tasks.borrow().get(slot) {
+            Some(t) if t.id == id => t.as_ptr(),
+            _ => return false,
+        };
+        self.wake_ptr(p, epoch, reason)
     }
 
     /// Whether no tasklet is waiting to run.
@@ -317,7 +321,13 @@ impl Dispatcher {
 
     /// Makes a blocked tasklet ready if `epoch` is its current wait.
     pub(crate) fn wake(&self, task: &TaskRef, epoch: u32, reason: Wake) -> bool {
-        let h: &task::Header = task;
+        self.wake_ptr(task.as_ptr(), epoch, reason)
+    }
+
+    /// [`wake`](Self::wake) for a registered tasklet's header pointer.
+    #[inline]
+    fn wake_ptr(&self, p: TaskPtr, epoch: u32, reason: Wake) -> bool {
+        let h = header_at(self, p);
         if h.epoch.get() != epoch {
             return false;
         }
@@ -325,7 +335,7 @@ impl Dispatcher {
             State::Blocked => {
                 h.wake.set(reason);
                 h.state.set(State::Ready);
-                self.ready.push_back(task.as_ptr());
+                self.ready.push_back(p);
                 true
             }
             State::Ready | State::Running => {

@@ -305,9 +305,7 @@ impl Hub {
         }
         self.shared.pending.store(false, Ordering::SeqCst);
         while let Some(w) = self.shared.queue.pop() {
-            if let Some(task) = d.task_at(w.slot as usize, w.id) {
-                d.wake(&task, w.epoch, Wake::Unparked);
-            }
+            d.wake_slot(w.slot as usize, w.id, w.epoch, Wake::Unparked);
         }
     }
 
@@ -457,9 +455,7 @@ impl RemoteUnparker {
     pub fn unpark(&self) {
         let local = context::try_with(|d| {
             if d.id == self.shared.dispatcher_id {
-                if let Some(task) = d.task_at(self.slot as usize, self.id) {
-                    d.wake(&task, self.epoch, Wake::Unparked);
-                }
+                d.wake_slot(self.slot as usize, self.id, self.epoch, Wake::Unparked);
                 true
             } else {
                 false
@@ -514,6 +510,7 @@ pub(crate) struct KeyWait {
 }
 
 impl Drop for KeyWait {
+    #[inline]
     fn drop(&mut self) {
         context::try_with(|d| d.hub.key_waits.set(d.hub.key_waits.get() - 1));
     }
@@ -564,9 +561,7 @@ impl WaitKey {
             if d.id != self.dispatcher {
                 return false;
             }
-            if let Some(task) = d.task_at(self.slot as usize, self.id) {
-                d.wake(&task, self.epoch, Wake::Unparked);
-            }
+            d.wake_slot(self.slot as usize, self.id, self.epoch, Wake::Unparked);
             true
         })
         .unwrap_or(false)
