@@ -516,13 +516,15 @@ fn install_guard(addr: usize, len: usize) -> io::Result<()> {
 ///
 /// Dropping it returns it to the pool of the thread that allocated it, which is why
 /// it is `!Send`.
+///
+/// Two words (the guard page's address is derived), so moving one — and an
+/// `Option` or `io::Result` of one, which use the non-zero `top` as niche —
+/// is a single 16-byte copy.
 pub(crate) struct TaskletStack {
-    /// Lowest address: start of the guard page.
-    lo: usize,
+    /// Highest address (exclusive; corosensei asks for it on every resume).
+    top: NonZeroUsize,
     /// Usable bytes (page multiple), directly above the guard page.
     usable: usize,
-    /// Highest address (cached: corosensei asks for it on every resume).
-    top: usize,
     /// Ties the stack to its thread's pool (`!Send`, `!Sync`).
     _not_send: PhantomData<*const ()>,
 }
@@ -543,10 +545,12 @@ impl TaskletStack {
             // The pool is being destroyed (thread exit): use a private one-stack slab.
             Err(_) => map_slab(usable, 1)?,
         };
+        // Cannot be zero: the range lies inside a successful mmap.
+        let top = NonZeroUsize::new(lo + page_size() + usable)
+            .ok_or_else(|| io::Error::other("tasklet stack mapped at address 0"))?;
         Ok(TaskletStack {
-            lo,
+            top,
             usable,
-            top: lo + page_size() + usable,
             _not_send: PhantomData,
         })
     }
@@ -560,20 +564,27 @@ impl TaskletStack {
     /// Address range `(lo, hi)` of the guard page below the stack (`hi` exclusive).
     #[inline]
     pub(crate) fn guard_range(&self) -> (usize, usize) {
-        (self.lo, self.lo + page_size())
+        let lo = self.lo();
+        (lo, lo + page_size())
+    }
+
+    /// Lowest address: the start of the guard page.
+    #[inline]
+    fn lo(&self) -> usize {
+        self.top.get() - self.usable - page_size()
     }
 
     /// Highest address of the stack (exclusive; the initial stack pointer).
     #[inline]
     pub(crate) fn top(&self) -> usize {
-        self.top
+        self.top.get()
     }
 }
 
 impl fmt::Debug for TaskletStack {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("TaskletStack")
-            .field("guard", &format_args!("{:#x}", self.lo))
+            .field("guard", &format_args!("{:#x}", self.lo()))
             .field("top", &format_args!("{:#x}", self.top()))
             .field("size", &self.usable)
             .finish()
@@ -587,24 +598,23 @@ impl fmt::Debug for TaskletStack {
 unsafe impl corosensei::stack::Stack for TaskletStack {
     #[inline]
     fn base(&self) -> corosensei::stack::StackPointer {
-        let top = self.top();
-        debug_assert_eq!(top % corosensei::stack::STACK_ALIGNMENT, 0);
-        // SAFETY: top is above a successful mmap result, which is never 0.
-        unsafe { NonZeroUsize::new_unchecked(top) }
+        debug_assert_eq!(self.top.get() % corosensei::stack::STACK_ALIGNMENT, 0);
+        self.top
     }
 
     #[inline]
     fn limit(&self) -> corosensei::stack::StackPointer {
-        debug_assert_eq!(self.lo % corosensei::stack::STACK_ALIGNMENT, 0);
-        // SAFETY: lo is (inside) a successful mmap result, which is never 0.
-        unsafe { NonZeroUsize::new_unchecked(self.lo) }
+        let lo = self.lo();
+        debug_assert_eq!(lo % corosensei::stack::STACK_ALIGNMENT, 0);
+        // Never zero: the guard page lies inside a successful mmap.
+        NonZeroUsize::new(lo).unwrap_or(self.top)
     }
 }
 
 impl Drop for TaskletStack {
     #[inline]
     fn drop(&mut self) {
-        let (lo, usable) = (self.lo, self.usable);
+        let (lo, usable) = (self.lo(), self.usable);
         if POOL.try_with(|p| p.borrow_mut().free(lo, usable)).is_err() {
             // The pool is gone (thread-local destruction). Its destructor left our
             // slab mapped because this stack was live; release just our own range.
