@@ -62,6 +62,7 @@ impl StackInfo {
     ///
     /// The caller must keep the name's bytes alive (and unmoved) as long as the
     /// tasklet may run (the overflow handler reads it while its tasklet is current).
+    #[inline]
     pub(crate) fn new(stack: &TaskletStack, id: u64, name: Option<&str>) -> StackInfo {
         let (guard_lo, guard_hi) = stack.guard_range();
         let (name_ptr, name_len) = match name {
