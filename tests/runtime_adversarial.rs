@@ -853,3 +853,124 @@ fn result_released_by_a_stale_joiner_does_not_unwind_the_dispatcher() {
         assert!(caught_in_main);
     });
 }
+
+/// Waits in its destructor, by yielding or by short sleeps, for a flag that
+/// nobody sets.
+struct WaitForever {
+    flag: Rc<Cell<bool>>,
+    by_sleeping: bool,
+}
+
+impl Drop for WaitForever {
+    fn drop(&mut self) {
+        while !self.flag.get() {
+            if self.by_sleeping {
+                tasklet::sleep(Duration::from_millis(1));
+            } else {
+                tasklet::yield_now();
+            }
+        }
+    }
+}
+
+fn exit_with_a_destructor_that_waits_forever(by_sleeping: bool) {
+    bounded(Duration::from_secs(5), move || {
+        tasklet::dispatch(move || {
+            let flag = Rc::new(Cell::new(false));
+            let g = WaitForever {
+                flag: flag.clone(),
+                by_sleeping,
+            };
+            drop(tasklet::spawn(move || {
+                let _g = g;
+                tasklet::sleep(Duration::from_secs(3600));
+            }));
+            tasklet::yield_now();
+        });
+    });
+}
+
+#[test]
+#[ignore = "bug: Dispatcher::shutdown (runtime/src/dispatcher.rs) applies SHUTDOWN_GRACE only when \
+            the ready queue is empty, and after it yield_now returns at once without switching \
+            for an unwinding tasklet: a destructor that waits by yielding keeps dispatch from \
+            ever returning (busy loop; this test leaves its thread spinning when it fails)"]
+fn exit_is_bounded_when_a_destructor_waits_by_yielding() {
+    exit_with_a_destructor_that_waits_forever(false);
+}
+
+#[test]
+#[ignore = "bug: after SHUTDOWN_GRACE, sleep in an unwinding tasklet returns at once (park gives \
+            Err(Interrupted), which sleep hides) without switching, so a destructor that waits \
+            with short sleeps for another tasklet spins forever and dispatch never returns \
+            (this test leaves its thread spinning when it fails)"]
+fn exit_is_bounded_when_a_destructor_waits_by_sleeping() {
+    exit_with_a_destructor_that_waits_forever(true);
+}
+
+#[test]
+fn stale_remote_wakes_from_other_threads_hit_reused_slots_harmlessly() {
+    bounded(LIMIT, || {
+        let (tx, rx) = mpsc::channel::<hub::RemoteUnparker>();
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let hammers: Vec<_> = {
+            // One thread collects the stale unparkers; two keep firing them.
+            let all = Arc::new(std::sync::Mutex::new(Vec::new()));
+            let a = all.clone();
+            let st = stop.clone();
+            let collector = std::thread::spawn(move || {
+                while let Ok(r) = rx.recv() {
+                    a.lock().unwrap().push(r);
+                }
+                st.store(true, Ordering::SeqCst);
+            });
+            let mut v = vec![collector];
+            for _ in 0..2 {
+                let (a, st) = (all.clone(), stop.clone());
+                v.push(std::thread::spawn(move || {
+                    while !st.load(Ordering::SeqCst) {
+                        let batch: Vec<_> = a.lock().unwrap().clone();
+                        for r in &batch {
+                            r.unpark();
+                        }
+                        std::thread::yield_now();
+                    }
+                }));
+            }
+            v
+        };
+        let spurious = tasklet::dispatch(move || {
+            let spurious = Rc::new(Cell::new(0u32));
+            for _ in 0..1000 {
+                let slot: Rc<RefCell<Option<Unparker>>> = Rc::default();
+                let flag = Rc::new(Cell::new(false));
+                let (s, f, sp) = (slot.clone(), flag.clone(), spurious.clone());
+                // Same registry slot, same first epoch as every earlier one:
+                // only the tasklet id tells the stale wake-ups apart.
+                let h = tasklet::spawn(move || loop {
+                    *s.borrow_mut() = Some(hub::current_unparker());
+                    hub::park(None).expect("not interrupted");
+                    if f.get() {
+                        return;
+                    }
+                    sp.set(sp.get() + 1);
+                });
+                tasklet::yield_now();
+                let u = slot.borrow_mut().take().unwrap();
+                let r = u.remote();
+                // Poll the hub (draining the hammers' wake-ups) while it is parked.
+                tasklet::sleep(Duration::from_micros(20));
+                flag.set(true);
+                assert!(u.unpark());
+                h.join().unwrap();
+                tx.send(r).unwrap();
+            }
+            drop(tx);
+            spurious.get()
+        });
+        for h in hammers {
+            h.join().unwrap();
+        }
+        assert_eq!(spurious, 0, "stale remote wake-ups woke later tasklets");
+    });
+}
