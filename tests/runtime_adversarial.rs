@@ -271,8 +271,11 @@ impl Drop for Counted {
     }
 }
 
+/// A handle kept in a thread-local until the thread exits.
+type Kept = JoinHandle<(Vec<u64>, Counted)>;
+
 thread_local! {
-    static KEPT: RefCell<Vec<JoinHandle<(Vec<u64>, Counted)>>> = const { RefCell::new(Vec::new()) };
+    static KEPT: RefCell<Vec<Kept>> = const { RefCell::new(Vec::new()) };
     static KEPT_UNPARKERS: RefCell<Vec<Unparker>> = const { RefCell::new(Vec::new()) };
 }
 
