@@ -361,3 +361,363 @@ fn killed_async_result_waiter_leaves_the_others_waiting() {
         assert_eq!(got, Ok(Ok(3)));
     });
 }
+
+/// Spawns `n` tasklets that each run `f(i)`, letting each one reach its
+/// first park before the next is spawned (so they queue in order).
+fn spawn_in_order<T: 'static>(
+    n: usize,
+    f: impl Fn(usize) -> T + 'static,
+) -> Vec<tasklet::JoinHandle<T>> {
+    let f = Rc::new(f);
+    (0..n)
+        .map(|i| {
+            let f = f.clone();
+            let h = tasklet::spawn(move || f(i));
+            tasklet::yield_now();
+            h
+        })
+        .collect()
+}
+
+#[test]
+fn event_kill_and_timeout_in_the_middle_of_waiters() {
+    tasklet::dispatch(|| {
+        let ev = Rc::new(Event::new());
+        let e = ev.clone();
+        let hs = spawn_in_order(5, move |i| {
+            if i == 0 {
+                // A spurious wake-up: must wait on.
+                assert!(tasklet::hub::current_unparker().unpark());
+            }
+            let d = if i == 3 { 5 } else { 10_000 };
+            e.wait_timeout(Duration::from_millis(d))
+        });
+        tasklet::yield_now();
+        assert!(hs.iter().all(|h| !h.is_finished()));
+        let mut hs = hs.into_iter().map(Some).collect::<Vec<_>>();
+        let killed = hs[1].take().unwrap();
+        killed.kill();
+        assert!(killed.join().unwrap_err().is_killed());
+        let timed_out = hs[3].take().unwrap();
+        assert!(!tasklet::timeout(Duration::from_secs(5), || timed_out.join().unwrap()).unwrap());
+        // The killed and timed-out waiters are gone; the others still wait.
+        assert!(hs.iter().flatten().all(|h| !h.is_finished()));
+        ev.set();
+        for h in hs.into_iter().flatten() {
+            let r = tasklet::timeout(Duration::from_secs(5), || h.join().unwrap());
+            assert_eq!(r, Ok(true), "lost wake-up");
+        }
+    });
+}
+
+#[test]
+fn event_set_from_another_thread_or_dispatcher_while_many_wait() {
+    use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+    for setter_is_tasklet in [false, true] {
+        let ev = Arc::new(Event::new());
+        let waiting = Arc::new(AtomicUsize::new(0));
+        // Two dispatchers with 300 waiting tasklets each, and two plain threads.
+        let waiters: Vec<_> = (0..4)
+            .map(|i| {
+                let (ev, waiting) = (ev.clone(), waiting.clone());
+                std::thread::spawn(move || {
+                    if i < 2 {
+                        tasklet::dispatch(move || {
+                            let hs: Vec<_> = (0..300)
+                                .map(|_| {
+                                    let (ev, waiting) = (ev.clone(), waiting.clone());
+                                    tasklet::spawn(move || {
+                                        waiting.fetch_add(1, SeqCst);
+                                        ev.wait_timeout(Duration::from_secs(20))
+                                    })
+                                })
+                                .collect();
+                            hs.into_iter()
+                                .map(|h| h.join().unwrap())
+                                .filter(|&ok| ok)
+                                .count()
+                        })
+                    } else {
+                        waiting.fetch_add(1, SeqCst);
+                        usize::from(ev.wait_timeout(Duration::from_secs(20)))
+                    }
+                })
+            })
+            .collect();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while waiting.load(SeqCst) < 602 && Instant::now() < deadline {
+            std::thread::yield_now();
+        }
+        if setter_is_tasklet {
+            let ev = ev.clone();
+            std::thread::spawn(move || {
+                tasklet::dispatch(move || tasklet::spawn(move || ev.set()).join().unwrap())
+            })
+            .join()
+            .unwrap();
+        } else {
+            ev.set();
+        }
+        let woken: usize = waiters.into_iter().map(|t| t.join().unwrap()).sum();
+        assert_eq!(woken, 602, "setter_is_tasklet={setter_is_tasklet}");
+    }
+}
+
+#[test]
+fn semaphore_kill_and_timeout_in_the_middle_of_waiters_keep_fifo_order() {
+    tasklet::dispatch(|| {
+        let sem = Rc::new(Semaphore::new(0));
+        let order = Rc::new(RefCell::new(Vec::new()));
+        let (s, o) = (sem.clone(), order.clone());
+        let hs = spawn_in_order(6, move |i| {
+            if i == 0 {
+                // A spurious wake-up: must keep its place.
+                assert!(tasklet::hub::current_unparker().unpark());
+            }
+            let d = if i == 3 { 5 } else { 10_000 };
+            match s.acquire_timeout(Duration::from_millis(d)) {
+                Some(p) => {
+                    o.borrow_mut().push(i);
+                    p.forget();
+                    true
+                }
+                None => false,
+            }
+        });
+        tasklet::yield_now();
+        let mut hs = hs.into_iter().map(Some).collect::<Vec<_>>();
+        let killed = hs[1].take().unwrap();
+        killed.kill();
+        assert!(killed.join().unwrap_err().is_killed());
+        let timed_out = hs[3].take().unwrap();
+        assert_eq!(
+            tasklet::timeout(Duration::from_secs(5), || timed_out.join().unwrap()),
+            Ok(false)
+        );
+        assert_eq!(sem.available_permits(), 0);
+        // try_acquire never overtakes a waiter.
+        sem.add_permits(1);
+        assert!(sem.try_acquire().is_none());
+        sem.add_permits(3);
+        for h in hs.into_iter().flatten() {
+            let r = tasklet::timeout(Duration::from_secs(5), || h.join().unwrap());
+            assert_eq!(r, Ok(true), "lost wake-up");
+        }
+        assert_eq!(*order.borrow(), [0, 2, 4, 5]);
+        assert_eq!(sem.available_permits(), 0);
+    });
+}
+
+#[test]
+fn permit_granted_to_a_killed_waiter_goes_to_the_next() {
+    tasklet::dispatch(|| {
+        let sem = Rc::new(Semaphore::new(1));
+        let held = sem.acquire();
+        let got = Rc::new(RefCell::new(Vec::new()));
+        let (s, g) = (sem.clone(), got.clone());
+        let mut hs = spawn_in_order(4, move |i| {
+            let _p = s.acquire();
+            g.borrow_mut().push(i);
+            tasklet::yield_now();
+        })
+        .into_iter()
+        .map(Some)
+        .collect::<Vec<_>>();
+        drop(held); // hands the permit to waiter 0, which has not run yet
+        assert_eq!(sem.available_permits(), 0);
+        let a = hs[0].take().unwrap();
+        a.kill(); // waiter 0 dies holding a granted permit: passed to 1
+        assert!(a.join().unwrap_err().is_killed());
+        assert_eq!(sem.available_permits(), 0);
+        // Waiter 2 is granted by 1's release and killed too (before it
+        // runs: this tasklet was queued ahead of it): passed to 3.
+        let b = hs[1].take().unwrap();
+        for _ in 0..100 {
+            if b.is_finished() {
+                break;
+            }
+            tasklet::yield_now();
+        }
+        assert!(b.is_finished());
+        b.join().unwrap();
+        assert_eq!(*got.borrow(), [1]);
+        assert_eq!(sem.available_permits(), 0);
+        let c = hs[2].take().unwrap();
+        c.kill();
+        assert!(c.join().unwrap_err().is_killed());
+        let d = hs[3].take().unwrap();
+        tasklet::timeout(Duration::from_secs(5), || d.join().unwrap()).expect("permit lost");
+        assert_eq!(*got.borrow(), [1, 3]);
+        assert_eq!(sem.available_permits(), 1);
+    });
+}
+
+#[test]
+fn mutex_hands_over_in_fifo_order_without_starvation() {
+    tasklet::dispatch(|| {
+        // Each tasklet relocks at once after unlocking: the other waiter
+        // must still get its turn every time (strict alternation).
+        let m = Rc::new(Mutex::new(Vec::new()));
+        let hs: Vec<_> = (0..3)
+            .map(|id| {
+                let m = m.clone();
+                tasklet::spawn(move || {
+                    for _ in 0..100 {
+                        let mut g = m.lock();
+                        g.push(id);
+                        tasklet::yield_now();
+                    }
+                })
+            })
+            .collect();
+        for h in hs {
+            tasklet::timeout(Duration::from_secs(5), || h.join().unwrap()).unwrap();
+        }
+        let v = m.lock();
+        assert_eq!(v.len(), 300);
+        let expected: Vec<i32> = (0..300).map(|i| i % 3).collect();
+        assert_eq!(*v, expected, "not served in FIFO order");
+    });
+}
+
+#[test]
+fn mutex_thread_hammering_the_lock_does_not_starve_a_tasklet() {
+    use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
+    let m = Arc::new(Mutex::new(0u64));
+    let stop = Arc::new(AtomicBool::new(false));
+    let (m2, stop2) = (m.clone(), stop.clone());
+    let hammer = std::thread::spawn(move || {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !stop2.load(SeqCst) && Instant::now() < deadline {
+            *m2.lock() += 1;
+        }
+    });
+    let got = tasklet::dispatch(move || {
+        tasklet::timeout(Duration::from_secs(10), || {
+            for _ in 0..1000 {
+                let g = m.lock();
+                tasklet::yield_now(); // hold it a little
+                drop(g);
+            }
+        })
+    });
+    stop.store(true, SeqCst);
+    hammer.join().unwrap();
+    assert!(got.is_ok(), "the tasklet starved");
+}
+
+#[test]
+fn mutex_kill_and_timeout_in_the_middle_of_waiters() {
+    tasklet::dispatch(|| {
+        let m = Rc::new(Mutex::new(Vec::new()));
+        let g = m.lock();
+        let m2 = m.clone();
+        let mut hs = spawn_in_order(5, move |i| {
+            let d = if i == 2 { 5 } else { 10_000 };
+            match m2.lock_timeout(Duration::from_millis(d)) {
+                Some(mut g) => {
+                    g.push(i);
+                    true
+                }
+                None => false,
+            }
+        })
+        .into_iter()
+        .map(Some)
+        .collect::<Vec<_>>();
+        let killed = hs[1].take().unwrap();
+        killed.kill();
+        assert!(killed.join().unwrap_err().is_killed());
+        let timed_out = hs[2].take().unwrap();
+        assert_eq!(
+            tasklet::timeout(Duration::from_secs(5), || timed_out.join().unwrap()),
+            Ok(false)
+        );
+        drop(g);
+        for h in hs.into_iter().flatten() {
+            assert_eq!(
+                tasklet::timeout(Duration::from_secs(5), || h.join().unwrap()),
+                Ok(true)
+            );
+        }
+        assert_eq!(*m.lock(), [0, 3, 4]);
+        assert!(!m.is_locked());
+    });
+}
+
+#[test]
+fn async_result_kill_and_timeout_in_the_middle_of_waiters() {
+    tasklet::dispatch(|| {
+        let r: Rc<AsyncResult<u32, ()>> = Rc::new(AsyncResult::new());
+        let r2 = r.clone();
+        let mut hs = spawn_in_order(5, move |i| {
+            if i == 0 {
+                assert!(tasklet::hub::current_unparker().unpark());
+            }
+            let d = if i == 3 { 5 } else { 10_000 };
+            r2.wait_timeout(Duration::from_millis(d))
+        })
+        .into_iter()
+        .map(Some)
+        .collect::<Vec<_>>();
+        tasklet::yield_now();
+        let killed = hs[1].take().unwrap();
+        killed.kill();
+        assert!(killed.join().unwrap_err().is_killed());
+        let timed_out = hs[3].take().unwrap();
+        assert_eq!(
+            tasklet::timeout(Duration::from_secs(5), || timed_out.join().unwrap()),
+            Ok(None)
+        );
+        assert!(hs.iter().flatten().all(|h| !h.is_finished()));
+        assert!(r.set(7));
+        for h in hs.into_iter().flatten() {
+            assert_eq!(
+                tasklet::timeout(Duration::from_secs(5), || h.join().unwrap()),
+                Ok(Some(Ok(7)))
+            );
+        }
+    });
+}
+
+#[test]
+fn async_result_set_by_a_plain_thread_for_tasklets_and_threads() {
+    use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+    let r: Arc<AsyncResult<String, ()>> = Arc::new(AsyncResult::new());
+    let waiting = Arc::new(AtomicUsize::new(0));
+    // A plain thread that waits, and one that gives up.
+    let (r1, w1) = (r.clone(), waiting.clone());
+    let thread_waiter = std::thread::spawn(move || {
+        w1.fetch_add(1, SeqCst);
+        r1.wait()
+    });
+    let r3 = r.clone();
+    let gives_up = std::thread::spawn(move || r3.wait_timeout(Duration::from_millis(5)));
+    assert_eq!(gives_up.join().unwrap(), None);
+    let (r2, w2) = (r.clone(), waiting.clone());
+    let setter = std::thread::spawn(move || {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while w2.load(SeqCst) < 101 && Instant::now() < deadline {
+            std::thread::yield_now();
+        }
+        assert!(r2.set("done".to_string()));
+    });
+    let got = tasklet::dispatch(move || {
+        let hs: Vec<_> = (0..100)
+            .map(|_| {
+                let (r, waiting) = (r.clone(), waiting.clone());
+                tasklet::spawn(move || {
+                    waiting.fetch_add(1, SeqCst);
+                    r.wait_timeout(Duration::from_secs(20))
+                })
+            })
+            .collect();
+        hs.into_iter()
+            .map(|h| h.join().unwrap())
+            .filter(|v| *v == Some(Ok("done".to_string())))
+            .count()
+    });
+    setter.join().unwrap();
+    assert_eq!(got, 100);
+    assert_eq!(thread_waiter.join().unwrap(), Ok("done".to_string()));
+}

@@ -1,14 +1,25 @@
 //! A one-shot result many tasklets can wait for (gevent `event.AsyncResult`).
 
 use std::fmt;
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use super::wait::{block, lock, wake_all, Blocked, Ticket, WaitQueue};
+use super::wait::{wait_in, wake_all, SpinLock, WaitState, Waiters, Wakeup};
 
 struct State<T, E> {
     value: Option<Result<T, E>>,
-    waiters: WaitQueue,
+    /// Parked waiters; completing pops them all.
+    waiters: Waiters,
+}
+
+impl<T, E> WaitState for State<T, E> {
+    fn waiters(&mut self) -> &mut Waiters {
+        &mut self.waiters
+    }
+
+    fn pass_on(&mut self) -> Option<Wakeup> {
+        // Every waiter was woken: nothing to pass on.
+        None
+    }
 }
 
 /// A value that is produced once — a success `T` or an error `E` — and that
@@ -34,7 +45,7 @@ struct State<T, E> {
 /// });
 /// ```
 pub struct AsyncResult<T, E> {
-    state: Mutex<State<T, E>>,
+    state: SpinLock<State<T, E>>,
 }
 
 impl<T, E> Default for AsyncResult<T, E> {
@@ -47,9 +58,9 @@ impl<T, E> AsyncResult<T, E> {
     /// An empty result.
     pub fn new() -> Self {
         AsyncResult {
-            state: Mutex::new(State {
+            state: SpinLock::new(State {
                 value: None,
-                waiters: WaitQueue::new(),
+                waiters: Waiters::default(),
             }),
         }
     }
@@ -68,65 +79,48 @@ impl<T, E> AsyncResult<T, E> {
 
     /// Completes with `result`; hands it back if already completed.
     pub fn complete(&self, result: Result<T, E>) -> Result<(), Result<T, E>> {
-        let mut st = lock(&self.state);
+        let mut st = self.state.lock();
         if st.value.is_some() {
             return Err(result);
         }
         st.value = Some(result);
-        let waiters = st.waiters.take_all();
+        let waiters = st.waiters.pop_all();
         drop(st);
-        wake_all(waiters);
+        wake_all(&self.state, waiters);
         Ok(())
     }
 
     /// Whether a value or error has been set.
     pub fn is_ready(&self) -> bool {
-        lock(&self.state).value.is_some()
+        self.state.lock().value.is_some()
     }
 
     /// Whether it completed with a success value.
     pub fn is_successful(&self) -> bool {
-        matches!(lock(&self.state).value, Some(Ok(_)))
+        matches!(self.state.lock().value, Some(Ok(_)))
     }
 
     /// Takes the result out (if set), leaving it empty again.
     pub fn take(&self) -> Option<Result<T, E>> {
-        lock(&self.state).value.take()
+        self.state.lock().value.take()
     }
 
     /// The result, consuming the `AsyncResult`.
     pub fn into_inner(self) -> Option<Result<T, E>> {
-        self.state
-            .into_inner()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .value
+        self.state.into_inner().value
     }
 
-    /// Parks until the result is set or `deadline` passes; returns whether it is set.
+    /// Parks until the result is set or `deadline` passes; returns whether
+    /// it was set (`false`: timed out, or the tasklet cannot park).
+    // Inlined (with the park) into the caller, which then resumes from the
+    // stack switch in its own frame.
+    #[inline(always)]
     fn wait_ready(&self, deadline: Option<Instant>) -> bool {
-        let mut st = lock(&self.state);
+        let st = self.state.lock();
         if st.value.is_some() {
             return true;
         }
-        let mut guard = Leave {
-            r: self,
-            key: Some(st.waiters.push_current()),
-        };
-        drop(st);
-        loop {
-            let b = block(deadline);
-            let mut st = lock(&self.state);
-            if let Some(k) = guard.key.take() {
-                st.waiters.remove(k.key);
-            }
-            if st.value.is_some() {
-                return true;
-            }
-            if b != Blocked::Woken {
-                return false;
-            }
-            guard.key = Some(st.waiters.push_current());
-        }
+        wait_in(&self.state, st, deadline)
     }
 
     /// Parks until the result is set, without taking it; returns whether it
@@ -139,7 +133,7 @@ impl<T, E> AsyncResult<T, E> {
 impl<T: Clone, E: Clone> AsyncResult<T, E> {
     /// The result if it has been set; never parks.
     pub fn try_get(&self) -> Option<Result<T, E>> {
-        lock(&self.state).value.clone()
+        self.state.lock().value.clone()
     }
 
     /// Parks until the result is set and returns a clone of it (gevent `get`).
@@ -149,13 +143,17 @@ impl<T: Clone, E: Clone> AsyncResult<T, E> {
     /// `dispatch` exit and the
     /// result is not set yet (the tasklet cannot park then).
     pub fn wait(&self) -> Result<T, E> {
-        self.wait_ready(None);
-        match self.try_get() {
-            Some(r) => r,
-            None => panic!(
-                "AsyncResult::wait: the tasklet is being killed at dispatch exit and \
-                 cannot wait (called from a destructor); use try_get or wait_timeout there"
-            ),
+        loop {
+            if let Some(r) = self.try_get() {
+                return r;
+            }
+            // Set, then taken again before this waiter ran: wait again.
+            if !self.wait_ready(None) {
+                panic!(
+                    "AsyncResult::wait: the tasklet is being killed at dispatch exit and \
+                     cannot wait (called from a destructor); use try_get or wait_timeout there"
+                );
+            }
         }
     }
 
@@ -166,23 +164,10 @@ impl<T: Clone, E: Clone> AsyncResult<T, E> {
     }
 }
 
-struct Leave<'a, T, E> {
-    r: &'a AsyncResult<T, E>,
-    key: Option<Ticket>,
-}
-
-impl<T, E> Drop for Leave<'_, T, E> {
-    fn drop(&mut self) {
-        if let Some(k) = self.key.take() {
-            lock(&self.r.state).waiters.remove(k.key);
-        }
-    }
-}
-
 impl<T: fmt::Debug, E: fmt::Debug> fmt::Debug for AsyncResult<T, E> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("AsyncResult")
-            .field("value", &lock(&self.state).value)
+            .field("value", &self.state.lock().value)
             .finish()
     }
 }

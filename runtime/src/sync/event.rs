@@ -1,17 +1,26 @@
 //! A flag tasklets can wait for (gevent `event.Event`).
 
 use std::fmt;
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use super::wait::{block, lock, wake_all, Blocked, Ticket, WaitQueue};
+use super::wait::{wait_in, wake, wake_all, SpinLock, WaitState, Waiters, Wakeup};
 
 struct State {
     set: bool,
-    /// Bumped by every `set` that raised the flag: a waiter woken by it
-    /// returns even if the flag was cleared again before it ran.
-    generation: u64,
-    waiters: WaitQueue,
+    /// Parked waiters. `set` pops them all: a popped waiter returns `true`
+    /// even if the flag was cleared again before it ran.
+    waiters: Waiters,
+}
+
+impl WaitState for State {
+    fn waiters(&mut self) -> &mut Waiters {
+        &mut self.waiters
+    }
+
+    fn pass_on(&mut self) -> Option<Wakeup> {
+        // Every waiter was woken: nothing to pass on.
+        None
+    }
 }
 
 /// A boolean flag: [`wait`](Event::wait) parks until it is set; [`set`](Event::set)
@@ -30,7 +39,7 @@ struct State {
 /// });
 /// ```
 pub struct Event {
-    state: Mutex<State>,
+    state: SpinLock<State>,
 }
 
 impl Default for Event {
@@ -43,41 +52,50 @@ impl Event {
     /// A new, unset event.
     pub fn new() -> Event {
         Event {
-            state: Mutex::new(State {
+            state: SpinLock::new(State {
                 set: false,
-                generation: 0,
-                waiters: WaitQueue::new(),
+                waiters: Waiters::default(),
             }),
         }
     }
 
     /// Sets the flag and wakes every waiter. Setting a set event does nothing.
     pub fn set(&self) {
-        let mut st = lock(&self.state);
+        let mut st = self.state.lock();
         if st.set {
             return;
         }
         st.set = true;
-        st.generation = st.generation.wrapping_add(1);
-        let waiters = st.waiters.take_all();
+        let Some(first) = st.waiters.pop() else {
+            return;
+        };
+        if st.waiters.is_empty() {
+            // One waiter (the common case): no list to collect.
+            drop(st);
+            wake(&self.state, first);
+            return;
+        }
+        let rest = st.waiters.pop_all();
         drop(st);
-        wake_all(waiters);
+        wake(&self.state, first);
+        wake_all(&self.state, rest);
     }
 
     /// Clears the flag; later waits park again.
     pub fn clear(&self) {
-        lock(&self.state).set = false;
+        self.state.lock().set = false;
     }
 
     /// Whether the flag is set.
     pub fn is_set(&self) -> bool {
-        lock(&self.state).set
+        self.state.lock().set
     }
 
     /// Parks until the flag is set (returns at once if it is).
     ///
     /// Called from a destructor while the tasklet is being killed at
     /// `dispatch` exit (when it cannot park) it returns at once.
+    #[inline]
     pub fn wait(&self) {
         self.wait_until(None);
     }
@@ -92,46 +110,15 @@ impl Event {
         self.wait_until(Some(deadline))
     }
 
+    // Inlined (with the park) into the caller, which then resumes from the
+    // stack switch in its own frame.
+    #[inline(always)]
     fn wait_until(&self, deadline: Option<Instant>) -> bool {
-        let mut st = lock(&self.state);
+        let st = self.state.lock();
         if st.set {
             return true;
         }
-        let generation = st.generation;
-        let mut guard = Leave {
-            ev: self,
-            key: Some(st.waiters.push_current()),
-        };
-        drop(st);
-        loop {
-            let r = block(deadline);
-            let mut st = lock(&self.state);
-            if let Some(k) = guard.key.take() {
-                st.waiters.remove(k.key);
-            }
-            if st.set || st.generation != generation {
-                return true;
-            }
-            if r != Blocked::Woken {
-                return false;
-            }
-            // Spurious wake-up: register again for the next park.
-            guard.key = Some(st.waiters.push_current());
-        }
-    }
-}
-
-/// Removes an unwinding waiter from the queue.
-struct Leave<'a> {
-    ev: &'a Event,
-    key: Option<Ticket>,
-}
-
-impl Drop for Leave<'_> {
-    fn drop(&mut self) {
-        if let Some(k) = self.key.take() {
-            lock(&self.ev.state).waiters.remove(k.key);
-        }
+        wait_in(&self.state, st, deadline)
     }
 }
 

@@ -11,6 +11,10 @@ use super::semaphore::{Semaphore, SemaphorePermit};
 /// parks the tasklet while another holds it, and may be held across
 /// blocking calls (sleep, I/O, channels).
 ///
+/// Waiters get the lock in FIFO order: an unlock hands it straight to the
+/// longest waiter, so a tasklet that unlocks and locks again at once queues
+/// behind the others instead of starving them.
+///
 /// It is never poisoned: a holder that is killed or panics releases it as
 /// its guard drops, and the next holder sees the data as left.
 ///
@@ -71,6 +75,7 @@ impl<T: ?Sized> Mutex<T> {
     /// If the lock is held and the tasklet is being killed at `dispatch`
     /// exit and this is called from a destructor (it cannot park then): use
     /// [`try_lock`](Mutex::try_lock) in destructors.
+    #[inline]
     pub fn lock(&self) -> MutexGuard<'_, T> {
         let permit = self.sem.acquire();
         self.guard(permit)
@@ -96,6 +101,7 @@ impl<T: ?Sized> Mutex<T> {
         self.data.get_mut().unwrap_or_else(PoisonError::into_inner)
     }
 
+    #[inline]
     fn guard<'a>(&'a self, permit: SemaphorePermit<'a>) -> MutexGuard<'a, T> {
         // Holding the permit, nobody else can hold the data lock: this never waits.
         let data = self.data.lock().unwrap_or_else(PoisonError::into_inner);

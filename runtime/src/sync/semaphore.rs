@@ -1,22 +1,51 @@
 //! A counting semaphore (gevent `lock.Semaphore`).
 
 use std::fmt;
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use super::wait::{block, lock, Blocked, Ticket, WaitQueue};
+use super::wait::{wait_in, wake, SpinLock, WaitState, Waiters, Wakeup};
 
 struct State {
+    /// Free permits. Invariant: 0 while anybody waits (a returned permit
+    /// goes straight to the longest waiter), so nobody overtakes a waiter.
     permits: usize,
-    waiters: WaitQueue,
+    /// Waiters; a popped waiter has been handed a permit.
+    waiters: Waiters,
+}
+
+impl State {
+    /// Returns a permit: hands it to the longest waiter (returned, to be
+    /// woken), or adds it to the free ones.
+    #[inline]
+    fn release(&mut self) -> Option<Wakeup> {
+        let w = self.waiters.pop();
+        if w.is_none() {
+            self.permits += 1;
+        }
+        w
+    }
+}
+
+impl WaitState for State {
+    fn waiters(&mut self) -> &mut Waiters {
+        &mut self.waiters
+    }
+
+    fn pass_on(&mut self) -> Option<Wakeup> {
+        // A waiter handed a permit leaves without it: return it.
+        self.release()
+    }
 }
 
 /// A counting semaphore: at most `n` holders of a permit at a time.
 ///
 /// [`acquire`](Semaphore::acquire) parks while no permit is free and returns
 /// an RAII [`SemaphorePermit`] that gives the permit back when dropped —
-/// also when the holder is killed or panics. A waiter that is killed or
-/// times out never takes a permit with it.
+/// also when the holder is killed or panics. Waiters are served in FIFO
+/// order: a released permit goes straight to the longest waiter, and nobody
+/// (not even [`try_acquire`](Semaphore::try_acquire)) takes a permit while
+/// somebody waits. A waiter that is killed or times out never takes a permit
+/// with it: one it was handed meanwhile goes to the next waiter.
 ///
 /// ```
 /// use std::rc::Rc;
@@ -37,23 +66,23 @@ struct State {
 /// });
 /// ```
 pub struct Semaphore {
-    state: Mutex<State>,
+    state: SpinLock<State>,
 }
 
 impl Semaphore {
     /// A semaphore with `permits` free permits.
     pub fn new(permits: usize) -> Semaphore {
         Semaphore {
-            state: Mutex::new(State {
+            state: SpinLock::new(State {
                 permits,
-                waiters: WaitQueue::new(),
+                waiters: Waiters::default(),
             }),
         }
     }
 
     /// Number of free permits.
     pub fn available_permits(&self) -> usize {
-        lock(&self.state).permits
+        self.state.lock().permits
     }
 
     /// Takes a permit, parking the tasklet (or blocking the thread, outside
@@ -63,19 +92,17 @@ impl Semaphore {
     /// If no permit is free and the tasklet is being killed at `dispatch`
     /// exit and this is called from a destructor (it cannot park then): use
     /// [`try_acquire`](Semaphore::try_acquire) in destructors.
+    #[inline]
     pub fn acquire(&self) -> SemaphorePermit<'_> {
         if !self.acquire_raw(None) {
-            panic!(
-                "Semaphore::acquire: the tasklet is being killed at dispatch exit and \
-                 cannot wait (called from a destructor); use try_acquire there"
-            );
+            acquire_failed()
         }
         SemaphorePermit { sem: self }
     }
 
     /// Takes a permit if one is free right now.
     pub fn try_acquire(&self) -> Option<SemaphorePermit<'_>> {
-        let mut st = lock(&self.state);
+        let mut st = self.state.lock();
         if st.permits > 0 {
             st.permits -= 1;
             Some(SemaphorePermit { sem: self })
@@ -94,106 +121,66 @@ impl Semaphore {
         .then(|| SemaphorePermit { sem: self })
     }
 
-    /// Adds `n` permits (waking up to `n` waiters).
-    pub fn add_permits(&self, n: usize) {
-        let mut st = lock(&self.state);
-        st.permits += n;
-        let mut wake = Vec::new();
-        for _ in 0..n {
-            match st.waiters.pop() {
-                Some(w) => wake.push(w),
-                None => break,
+    /// Adds `n` permits (handing them to up to `n` waiters).
+    pub fn add_permits(&self, mut n: usize) {
+        let mut st = self.state.lock();
+        let mut first = None;
+        let mut more = Vec::new();
+        while n > 0 {
+            let Some(w) = st.waiters.pop() else { break };
+            n -= 1;
+            if first.is_none() {
+                first = Some(w);
+            } else {
+                more.push(w);
             }
         }
+        st.permits += n;
         drop(st);
-        for w in wake {
-            w.wake();
+        if let Some(w) = first {
+            wake(&self.state, w);
+        }
+        for w in more {
+            wake(&self.state, w);
         }
     }
 
     /// Takes a permit without a guard; `false` if the deadline passed or the
     /// tasklet cannot park. The caller must call [`release_raw`](Self::release_raw).
+    // Inlined (with the park) into the caller, which then resumes from the
+    // stack switch in its own frame.
+    #[inline(always)]
     pub(crate) fn acquire_raw(&self, deadline: Option<Instant>) -> bool {
-        let mut reg = Registration {
-            sem: self,
-            key: None,
-        };
-        let mut gave_up = false;
-        loop {
-            let mut st = lock(&self.state);
-            let notified = reg.leave(&mut st);
-            if st.permits > 0 {
-                st.permits -= 1;
-                let next = if notified && st.permits > 0 {
-                    st.waiters.pop()
-                } else {
-                    None
-                };
-                drop(st);
-                if let Some(w) = next {
-                    w.wake();
-                }
-                return true;
-            }
-            if gave_up {
-                return false;
-            }
-            reg.key = Some(st.waiters.push_current());
-            drop(st);
-            if block(deadline) != Blocked::Woken {
-                gave_up = true;
-            }
+        let mut st = self.state.lock();
+        if st.permits > 0 {
+            st.permits -= 1;
+            return true;
         }
+        // Popped means handed a permit.
+        wait_in(&self.state, st, deadline)
     }
 
-    /// Returns one permit, waking the longest waiter.
+    /// Returns one permit, handing it to the longest waiter.
+    #[inline]
     pub(crate) fn release_raw(&self) {
-        let mut st = lock(&self.state);
-        st.permits += 1;
-        let w = st.waiters.pop();
-        drop(st);
+        let w = self.state.lock().release();
         if let Some(w) = w {
-            w.wake();
+            wake(&self.state, w);
         }
     }
+}
+
+#[cold]
+#[inline(never)]
+fn acquire_failed() -> ! {
+    panic!(
+        "Semaphore::acquire: the tasklet is being killed at dispatch exit and \
+         cannot wait (called from a destructor); use try_acquire there"
+    )
 }
 
 fn far_future() -> Instant {
     Instant::now() + Duration::from_secs(86400 * 365 * 30)
-}
-
-/// A waiter's place in the queue; on unwinding it leaves and passes on a
-/// wake-up it was given but did not use, so no permit goes unclaimed.
-struct Registration<'a> {
-    sem: &'a Semaphore,
-    key: Option<Ticket>,
-}
-
-impl Registration<'_> {
-    fn leave(&mut self, st: &mut State) -> bool {
-        match self.key.take() {
-            Some(k) => !st.waiters.remove(k.key),
-            None => false,
-        }
-    }
-}
-
-impl Drop for Registration<'_> {
-    fn drop(&mut self) {
-        if self.key.is_none() {
-            return;
-        }
-        let mut st = lock(&self.sem.state);
-        let next = if self.leave(&mut st) && st.permits > 0 {
-            st.waiters.pop()
-        } else {
-            None
-        };
-        drop(st);
-        if let Some(w) = next {
-            w.wake();
-        }
-    }
 }
 
 /// A permit of a [`Semaphore`], returned when dropped.
@@ -210,6 +197,7 @@ impl SemaphorePermit<'_> {
 }
 
 impl Drop for SemaphorePermit<'_> {
+    #[inline]
     fn drop(&mut self) {
         self.sem.release_raw();
     }

@@ -1,21 +1,22 @@
 //! Waiting that works for tasklets and plain OS threads alike.
 //!
-//! Every primitive in [`crate::sync`] keeps its state behind a lock (a
-//! `std` mutex, or the channel's [`SpinLock`]) that is only ever held for a
-//! few instructions and never across a park, so on one dispatcher it is
-//! always uncontended. A caller that must wait registers in a [`WaitQueue`]
-//! under that lock ([`WaitQueue::push_current`]: a tasklet by a
-//! reference-count-free [`WaitKey`], a plain thread by its `Thread`),
-//! releases it, and [`block`]s. A tasklet parks (its dispatcher keeps running
-//! other tasklets); a thread outside any dispatcher parks the thread.
+//! Every primitive in [`crate::sync`] keeps its state behind a small
+//! [`SpinLock`] that is only ever held for a few instructions and never
+//! across a park, so on one dispatcher it is always uncontended. A caller
+//! that must wait links a [`Waiter`] node, which lives in the waiting call's
+//! own stack frame, into the primitive's intrusive [`WaitList`] under that
+//! lock (a tasklet with a reference-count-free [`WaitKey`], a plain thread
+//! with its `Thread`), releases it, and parks ([`block_as`]): a tasklet
+//! parks (its dispatcher keeps running other tasklets), a thread outside any
+//! dispatcher parks the thread. Whoever pops the waiter may leave data in
+//! the node (the channel's handed-over value), so a wait allocates nothing
+//! and keeps no key. A spuriously woken waiter keeps its place in the list;
+//! one that is killed or times out unlinks itself in O(1).
 //!
-//! The channel, whose waits are the hot path of tasklet-to-tasklet messaging,
-//! uses an intrusive [`WaitList`] instead: each waiter is a [`Waiter`] node
-//! in the waiting call's own stack frame, which also carries the value a
-//! sender hands over, so a wait allocates nothing and keeps no key.
+//! The channel drives its lists itself; the other primitives (event,
+//! one-shot result, semaphore, mutex) share [`Waiters`] and [`wait_in`].
 
 use std::cell::UnsafeCell;
-use std::collections::VecDeque;
 use std::marker::PhantomPinned;
 use std::mem::MaybeUninit;
 use std::ptr::NonNull;
@@ -29,8 +30,9 @@ use crate::hub::{self, HubRef, KeyWait, RemoteUnparker, WaitKey, Wake};
 pub(crate) enum Wakeup {
     /// A parked tasklet, on this or another dispatcher.
     Tasklet(RemoteUnparker),
-    /// A parked tasklet on the dispatcher of the thread holding this
-    /// `Wakeup` (see [`WaitQueue::push_current`]): no reference count.
+    /// A parked tasklet, by its key (see [`current_wakeup`]): no reference
+    /// count. Delivered directly on its own dispatcher's thread; from
+    /// another thread it needs the primitive's [`Hubs::remote`].
     Key(WaitKey),
     /// A plain OS thread blocked in [`block`].
     Thread(Thread),
@@ -126,148 +128,6 @@ fn block_thread(deadline: Option<Instant>) -> Blocked {
                 }
             }
         }
-    }
-}
-
-/// A FIFO of waiters, kept under the owning primitive's mutex.
-///
-/// Each registration gets a key; a waiter that finds its key gone was
-/// notified (popped by [`WaitQueue::pop`]) and, if it does not use the
-/// notification, passes it on so no wake-up is lost. Each entry carries a
-/// `D` for the popper (the channel's receivers leave the slot a sender
-/// fills).
-pub(crate) struct WaitQueue<D = ()> {
-    next_key: u64,
-    entries: VecDeque<(u64, Wakeup, D)>,
-    /// The hubs of the dispatchers whose tasklets registered through
-    /// [`WaitQueue::push_current`] (weak: kept only to wake them from other
-    /// threads), one per dispatcher.
-    hubs: Vec<HubRef>,
-}
-
-/// A registration made by [`WaitQueue::push_current`]: its key, and for a
-/// tasklet the guard that keeps its dispatcher from reporting a deadlock
-/// while it may be woken from another thread. Drop it (on the waiting
-/// thread) once the registration is over: removed, or found notified.
-pub(crate) struct Ticket {
-    pub(crate) key: u64,
-    _wait: Option<KeyWait>,
-}
-
-impl<D> Default for WaitQueue<D> {
-    fn default() -> Self {
-        WaitQueue {
-            next_key: 0,
-            entries: VecDeque::new(),
-            hubs: Vec::new(),
-        }
-    }
-}
-
-impl WaitQueue {
-    /// Registers the calling tasklet (by a reference-count-free [`WaitKey`])
-    /// or thread.
-    pub(crate) fn push_current(&mut self) -> Ticket {
-        self.push_current_with(())
-    }
-
-    /// Takes the longest-waiting registration, to be woken after the lock is released.
-    ///
-    /// A [`Wakeup::Key`] for another dispatcher than the caller's comes back
-    /// as a [`Wakeup::Tasklet`] through that dispatcher's hub.
-    #[inline]
-    pub(crate) fn pop(&mut self) -> Option<Wakeup> {
-        self.pop_with().map(|(w, ())| w)
-    }
-}
-
-impl<D> WaitQueue<D> {
-    pub(crate) fn new() -> WaitQueue<D> {
-        WaitQueue::default()
-    }
-
-    fn push_entry(&mut self, w: Wakeup, d: D) -> u64 {
-        self.next_key = self.next_key.wrapping_add(1);
-        self.entries.push_back((self.next_key, w, d));
-        self.next_key
-    }
-
-    /// Like [`WaitQueue::push_current`], with `d` for the popper.
-    #[inline]
-    pub(crate) fn push_current_with(&mut self, d: D) -> Ticket {
-        match WaitKey::register() {
-            Some((k, wait)) => {
-                if !self.hubs.iter().any(|h| h.dispatcher() == k.dispatcher()) {
-                    self.add_hub();
-                }
-                Ticket {
-                    key: self.push_entry(Wakeup::Key(k), d),
-                    _wait: Some(wait),
-                }
-            }
-            None => Ticket {
-                key: self.push_entry(Wakeup::Thread(thread::current()), d),
-                _wait: None,
-            },
-        }
-    }
-
-    #[cold]
-    fn add_hub(&mut self) {
-        self.hubs.retain(|h| !h.is_gone());
-        self.hubs.extend(HubRef::current());
-    }
-
-    /// Removes a registration; `false` if it was already popped (notified).
-    pub(crate) fn remove(&mut self, key: u64) -> bool {
-        // Waiters usually leave from the front (FIFO wake-up order).
-        match self.entries.iter().position(|(k, _, _)| *k == key) {
-            Some(i) => {
-                self.entries.remove(i);
-                true
-            }
-            None => false,
-        }
-    }
-
-    /// [`WaitQueue::pop`], with the entry's `D`.
-    #[inline]
-    pub(crate) fn pop_with(&mut self) -> Option<(Wakeup, D)> {
-        let (_, w, d) = self.entries.pop_front()?;
-        Some(match w {
-            Wakeup::Key(k) if !k.is_local() => (self.resolve(k), d),
-            w => (w, d),
-        })
-    }
-
-    /// The cross-thread form of a key (a no-op key if its dispatcher has exited).
-    #[cold]
-    fn resolve(&self, k: WaitKey) -> Wakeup {
-        match self.hubs.iter().find_map(|h| k.remote(h)) {
-            Some(u) => Wakeup::Tasklet(u),
-            // The dispatcher is gone, and its tasklets with it.
-            None => Wakeup::Key(k),
-        }
-    }
-
-    /// Takes every registration.
-    pub(crate) fn take_all(&mut self) -> VecDeque<(u64, Wakeup, D)> {
-        let mut all = std::mem::take(&mut self.entries);
-        for (_, w, _) in all.iter_mut() {
-            if let Wakeup::Key(k) = *w {
-                if !k.is_local() {
-                    *w = self.resolve(k);
-                }
-            }
-        }
-        all
-    }
-}
-
-/// Wakes every registration in `list` (call without holding the lock).
-pub(crate) fn wake_all<D>(list: VecDeque<(u64, Wakeup, D)>) {
-    for (_, w, _) in list {
-        w.wake();
     }
 }
 
@@ -587,6 +447,11 @@ impl<T> SpinLock<T> {
         }
     }
 
+    /// The value, consuming the lock.
+    pub(crate) fn into_inner(self) -> T {
+        self.value.into_inner()
+    }
+
     /// Locks, spinning (then yielding the thread) while another thread holds it.
     #[inline]
     pub(crate) fn lock(&self) -> SpinGuard<'_, T> {
@@ -651,5 +516,212 @@ impl<T> Drop for SpinGuard<'_, T> {
     #[inline]
     fn drop(&mut self) {
         self.lock.locked.store(false, Ordering::Release);
+    }
+}
+
+/// The waiters of an event, a one-shot result or a semaphore: an intrusive
+/// FIFO of [`Waiter`]s (their data unused: being popped is the whole
+/// message) and the dispatchers they came from, kept in the primitive's
+/// state under its [`SpinLock`].
+#[derive(Default)]
+pub(crate) struct Waiters {
+    list: WaitList<()>,
+    hubs: Hubs,
+}
+
+impl Waiters {
+    /// Whether nobody waits.
+    #[inline]
+    pub(crate) fn is_empty(&self) -> bool {
+        self.list.is_empty()
+    }
+
+    /// Pops the longest waiter, to be woken with [`wake`] after the lock is
+    /// released.
+    #[inline]
+    pub(crate) fn pop(&mut self) -> Option<Wakeup> {
+        if self.list.is_empty() {
+            return None;
+        }
+        self.list.pop_with((), |_, ()| {}).ok()
+    }
+
+    /// Pops every waiter, oldest first, with wake-ups for other threads'
+    /// dispatchers already resolved (so delivering them needs no lock).
+    pub(crate) fn pop_all(&mut self) -> Vec<Wakeup> {
+        let mut all = self.list.pop_all();
+        for w in all.iter_mut() {
+            if let Wakeup::Key(k) = *w {
+                if !k.is_local() {
+                    if let Some(u) = self.hubs.remote(&k) {
+                        *w = Wakeup::Tasklet(u);
+                    }
+                }
+            }
+        }
+        all
+    }
+}
+
+/// The state of a primitive whose waiters are [`Waiters`].
+pub(crate) trait WaitState {
+    /// The waiters.
+    fn waiters(&mut self) -> &mut Waiters;
+
+    /// A popped waiter leaves (killed, timed out) without using what it was
+    /// popped for: pass that on. Returns the waiter to wake, if any.
+    fn pass_on(&mut self) -> Option<Wakeup>;
+}
+
+/// Delivers a wake-up popped from `lock`'s [`Waiters`] (call without
+/// holding the lock): on the waiter's own dispatcher directly, from
+/// anywhere else through that dispatcher's hub.
+#[inline]
+pub(crate) fn wake<S: WaitState>(lock: &SpinLock<S>, w: Wakeup) {
+    if let Some(k) = w.wake_popped() {
+        wake_remote(lock, k);
+    }
+}
+
+#[cold]
+fn wake_remote<S: WaitState>(lock: &SpinLock<S>, k: WaitKey) {
+    let u = lock.lock().waiters().hubs.remote(&k);
+    if let Some(u) = u {
+        u.unpark();
+    }
+}
+
+/// Wakes the waiters popped by [`Waiters::pop_all`].
+pub(crate) fn wake_all<S: WaitState>(lock: &SpinLock<S>, all: Vec<Wakeup>) {
+    for w in all {
+        wake(lock, w);
+    }
+}
+
+/// A waiting call's registration of its [`Waiter`] in a [`Waiters`] list.
+///
+/// However the call ends (return, kill, `timeout`), the waiter is unlinked
+/// under the lock before its frame goes away: that is what keeps every
+/// pointer in the list valid. Declared after the waiter, so dropped first.
+struct Registration<'a, S: WaitState> {
+    lock: &'a SpinLock<S>,
+    node: &'a Waiter<()>,
+    /// Whether `node` may be linked, or hold a notification not yet seen.
+    active: bool,
+    /// Counts a tasklet's wait for deadlock detection while it lasts.
+    key: Option<KeyWait>,
+}
+
+impl<S: WaitState> Registration<'_, S> {
+    /// The wait is over and `node` is known to be unlinked.
+    #[inline]
+    fn done(&mut self) {
+        self.active = false;
+        self.key = None;
+    }
+
+    /// Leaves the wait when it is left by unwinding: a notification received
+    /// meanwhile is passed on ([`WaitState::pass_on`]).
+    #[cold]
+    fn abandon(&mut self) {
+        let mut guard = self.lock.lock();
+        let mut next = None;
+        if guard.waiters().list.is_linked(self.node) {
+            // SAFETY: linked, and only ever into this primitive's list.
+            unsafe { guard.waiters().list.remove(self.node) };
+        } else if self.node.take_notified().is_some() {
+            next = guard.pass_on();
+        }
+        self.done();
+        drop(guard);
+        if let Some(w) = next {
+            wake(self.lock, w);
+        }
+    }
+}
+
+impl<S: WaitState> Drop for Registration<'_, S> {
+    #[inline]
+    fn drop(&mut self) {
+        if self.active {
+            self.abandon();
+        }
+    }
+}
+
+/// Waits, in the list of the primitive whose lock `guard` holds, until the
+/// waiter is popped (`true`) or `deadline` passes (`false`; also when the
+/// tasklet cannot park: see [`Blocked::Interrupted`]). The caller has seen
+/// under that lock that it must wait; the lock is released while parked.
+/// A waiter that was popped and is then killed or times out before using
+/// the notification passes it on ([`WaitState::pass_on`]).
+///
+/// Always inlined, with the park: the waiting call resumes from the stack
+/// switch in its own frame (see [`block_as`]). Spurious wake-ups (the
+/// waiter keeps its place) and timeouts continue out of line.
+#[inline(always)]
+pub(crate) fn wait_in<S: WaitState>(
+    lock: &SpinLock<S>,
+    mut guard: SpinGuard<'_, S>,
+    deadline: Option<Instant>,
+) -> bool {
+    let node = Waiter::new(());
+    let mut reg = Registration {
+        lock,
+        node: &node,
+        active: false,
+        key: None,
+    };
+    let w = guard.waiters();
+    let (wakeup, key) = current_wakeup(&mut w.hubs);
+    // SAFETY: `node` is not linked, goes only into this list, and stays in
+    // this frame until `reg` (dropped before it) has seen it unlinked.
+    unsafe { w.list.push_back(&node, wakeup) };
+    reg.active = true;
+    reg.key = key;
+    drop(guard);
+    let r = block_as(reg.key.is_some(), deadline);
+    if node.take_notified().is_some() {
+        reg.done();
+        return true;
+    }
+    wait_again(&mut reg, r, deadline)
+}
+
+/// The rest of [`wait_in`] after a park that ended without the waiter
+/// seen popped (`r`: how it ended).
+#[inline(never)]
+fn wait_again<S: WaitState>(
+    reg: &mut Registration<'_, S>,
+    mut r: Blocked,
+    deadline: Option<Instant>,
+) -> bool {
+    loop {
+        let mut guard = reg.lock.lock();
+        let w = guard.waiters();
+        if !w.list.is_linked(reg.node) {
+            // Popped after all, between the park and the lock.
+            reg.node.take_notified();
+            reg.done();
+            return true;
+        }
+        if r != Blocked::Woken {
+            // SAFETY: linked, into this list.
+            unsafe { w.list.remove(reg.node) };
+            reg.done();
+            return false;
+        }
+        // Woken spuriously: wait again in the same place, reachable in the
+        // new wait epoch.
+        let (wakeup, key) = current_wakeup(&mut w.hubs);
+        // SAFETY: linked, into this list.
+        unsafe { w.list.set_wakeup(reg.node, wakeup) };
+        reg.key = key;
+        drop(guard);
+        r = block_as(reg.key.is_some(), deadline);
+        if reg.node.take_notified().is_some() {
+            reg.done();
+            return true;
+        }
     }
 }
