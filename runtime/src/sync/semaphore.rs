@@ -3,7 +3,7 @@
 use std::fmt;
 use std::time::{Duration, Instant};
 
-use super::wait::{wait_in, wake, SpinLock, WaitState, Waiters, Wakeup};
+use super::wait::{wait_in, wake, SpinGuard, SpinLock, WaitState, Waiters, Wakeup};
 
 struct State {
     /// Free permits. Invariant: 0 while anybody waits (a returned permit
@@ -122,24 +122,37 @@ impl Semaphore {
     }
 
     /// Adds `n` permits (handing them to up to `n` waiters).
-    pub fn add_permits(&self, mut n: usize) {
+    pub fn add_permits(&self, n: usize) {
+        if n == 0 {
+            return;
+        }
         let mut st = self.state.lock();
-        let mut first = None;
+        let Some(first) = st.release() else {
+            // Nobody waits.
+            st.permits += n - 1;
+            return;
+        };
+        if n > 1 && !st.waiters.is_empty() {
+            return self.hand_out(st, first, n - 1);
+        }
+        st.permits += n - 1;
+        drop(st);
+        wake(&self.state, first);
+    }
+
+    /// The rest of [`add_permits`](Semaphore::add_permits) when more than
+    /// one waiter gets a permit: `first` has one, `n` are left.
+    #[cold]
+    fn hand_out(&self, mut st: SpinGuard<'_, State>, first: Wakeup, mut n: usize) {
         let mut more = Vec::new();
         while n > 0 {
             let Some(w) = st.waiters.pop() else { break };
+            more.push(w);
             n -= 1;
-            if first.is_none() {
-                first = Some(w);
-            } else {
-                more.push(w);
-            }
         }
         st.permits += n;
         drop(st);
-        if let Some(w) = first {
-            wake(&self.state, w);
-        }
+        wake(&self.state, first);
         for w in more {
             wake(&self.state, w);
         }
