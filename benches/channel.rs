@@ -10,6 +10,11 @@
 //!   capacity 1 or 16; one iteration is one value. Unlike the ping-pong,
 //!   the producer keeps finding the channel full, so this measures the
 //!   blocked-sender path.
+//! - `mutex_contended`: two tasklets (tokio: two tasks of one
+//!   current-thread runtime) each take a mutex, yield while holding it and
+//!   release it, so every lock after the first waits for the other's
+//!   unlock (a FIFO hand-over in both); one iteration is one lock (and
+//!   one yield). The tokio runtime has no I/O or time driver here.
 //! - `cross_thread_roundtrip`: a plain OS thread sends to a receiver that
 //!   must be woken on another thread (a parked tasklet on its dispatcher, a
 //!   tokio task, or a thread) and gets a reply back; one iteration is one
@@ -211,6 +216,69 @@ fn tokio_cross_thread(iters: u64) -> Duration {
     t
 }
 
+fn tasklet_mutex_contended(iters: u64) -> Duration {
+    tasklet::dispatch(move || {
+        let m = std::rc::Rc::new(tasklet::sync::Mutex::new(0u64));
+        let m2 = m.clone();
+        let start = Instant::now();
+        let b = tasklet::spawn(move || {
+            for _ in 0..iters / 2 {
+                let mut g = m2.lock();
+                *g += 1;
+                tasklet::yield_now();
+            }
+        });
+        for _ in 0..iters - iters / 2 {
+            let mut g = m.lock();
+            *g += 1;
+            tasklet::yield_now();
+        }
+        b.join().unwrap();
+        let t = start.elapsed();
+        assert_eq!(*m.lock(), iters);
+        t
+    })
+}
+
+fn tokio_mutex_contended(rt: &tokio::runtime::Runtime, iters: u64) -> Duration {
+    rt.block_on(async move {
+        let m = std::sync::Arc::new(tokio::sync::Mutex::new(0u64));
+        let m2 = m.clone();
+        let start = Instant::now();
+        let b = tokio::spawn(async move {
+            for _ in 0..iters / 2 {
+                let mut g = m2.lock().await;
+                *g += 1;
+                tokio::task::yield_now().await;
+            }
+        });
+        for _ in 0..iters - iters / 2 {
+            let mut g = m.lock().await;
+            *g += 1;
+            tokio::task::yield_now().await;
+        }
+        b.await.unwrap();
+        let t = start.elapsed();
+        assert_eq!(*m.lock().await, iters);
+        t
+    })
+}
+
+fn bench_mutex(c: &mut Criterion) {
+    let mut g = c.benchmark_group("mutex_contended");
+    g.bench_function("tasklet", |b| b.iter_custom(tasklet_mutex_contended));
+    // Without the I/O and time drivers: tokio's `yield_now` defers the task
+    // past a driver poll, which with the I/O driver is an `epoll_wait` per
+    // yield (the tasklet hub skips its poll while no socket is registered).
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .expect("tokio runtime");
+    g.bench_function("tokio", |b| {
+        b.iter_custom(|n| tokio_mutex_contended(&rt, n))
+    });
+    g.finish();
+}
+
 fn bench_pingpong(c: &mut Criterion) {
     let mut g = c.benchmark_group("channel_pingpong");
     g.bench_function("tasklet", |b| b.iter_custom(tasklet_pingpong));
@@ -247,5 +315,11 @@ fn bench_cross_thread(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, bench_pingpong, bench_stream, bench_cross_thread);
+criterion_group!(
+    benches,
+    bench_pingpong,
+    bench_stream,
+    bench_mutex,
+    bench_cross_thread
+);
 criterion_main!(benches);
