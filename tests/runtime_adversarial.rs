@@ -672,9 +672,6 @@ fn interrupts_work_while_another_tasklet_blocks_in_a_destructor() {
 }
 
 #[test]
-#[ignore = "bug: timeout_at (runtime/src/dispatcher.rs, Err branch) clears task.interrupt whenever the \
-            unwind payload is its own Timeout(id), even if a Kill arrived while a destructor blocked \
-            during that unwind; the sticky Kill is lost and the tasklet runs on"]
 fn kill_during_a_blocking_destructor_of_an_expired_timeout_is_not_lost() {
     bounded(LIMIT, || {
         tasklet::dispatch(|| {
@@ -701,9 +698,6 @@ fn kill_during_a_blocking_destructor_of_an_expired_timeout_is_not_lost() {
 }
 
 #[test]
-#[ignore = "bug: timeout_at (runtime/src/dispatcher.rs, Err branch) clears task.interrupt when the \
-            payload is its own Timeout(id) although an outer timeout replaced it while a destructor \
-            blocked during the unwind; the outer timeout is lost"]
 fn outer_timeout_expiring_during_inner_unwind_is_not_lost() {
     bounded(LIMIT, || {
         tasklet::dispatch(|| {
@@ -723,9 +717,6 @@ fn outer_timeout_expiring_during_inner_unwind_is_not_lost() {
 }
 
 #[test]
-#[ignore = "bug: JoinHandle::join (runtime/src/task.rs) leaves its Unparker in the target's \
-            `joiner` when the join is unwound by a timeout or kill; that counted reference keeps \
-            the joiner's finished Task<T> (and its result) alive until the target finishes"]
 fn joiner_that_gave_up_does_not_keep_its_result_alive() {
     bounded(LIMIT, || {
         tasklet::dispatch(|| {
@@ -825,10 +816,6 @@ fn detached_tasklets_panicking_and_killed_in_bulk() {
 }
 
 #[test]
-#[ignore = "bug: a JoinHandle::join abandoned by timeout/kill leaves the joiner's Unparker (a counted \
-            TaskRef) in the target's header; it keeps the joiner's finished Task<T> and its result \
-            alive after the joiner's handle is dropped, and Dispatcher::finish of the target then \
-            drops that result in dispatcher context, so a panicking destructor unwinds dispatch"]
 fn result_released_by_a_stale_joiner_does_not_unwind_the_dispatcher() {
     bounded(LIMIT, || {
         struct PanicOnDrop;

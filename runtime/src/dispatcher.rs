@@ -768,7 +768,12 @@ where
         }
         Err(payload) => {
             if matches!(payload.downcast_ref::<Unwind>(), Some(Unwind(i)) if Some(*i) == mine) {
-                task.interrupt.set(None);
+                // A kill or an outer timeout may have replaced this scope's
+                // interrupt while a destructor blocked during the unwind:
+                // that one stays pending.
+                if task.interrupt.get() == mine {
+                    task.interrupt.set(None);
+                }
                 Err(Elapsed(()))
             } else {
                 if task.interrupt.get() == mine {

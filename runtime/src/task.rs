@@ -381,14 +381,25 @@ impl<T> JoinHandle<T> {
     /// assert_eq!(v, 42);
     /// ```
     pub fn join(self) -> Result<T, JoinError> {
+        /// Withdraws the joiner's registration however the wait ends (also
+        /// when a kill or timeout unwinds it), so the target does not keep
+        /// the joining tasklet alive or wake it later.
+        struct Registered<'a>(&'a Header);
+        impl Drop for Registered<'_> {
+            fn drop(&mut self) {
+                self.0.joiner.borrow_mut().take();
+            }
+        }
         loop {
             if let Some(r) = self.task.result().borrow_mut().take() {
                 return r;
             }
             let me = context::with(|d| d.current_unparker());
             *self.task.joiner.borrow_mut() = Some(me);
-            if crate::hub::park(None).is_err() {
-                self.task.joiner.borrow_mut().take();
+            let registered = Registered(&self.task);
+            let parked = crate::hub::park(None);
+            drop(registered);
+            if parked.is_err() {
                 return Err(JoinError::killed());
             }
         }
