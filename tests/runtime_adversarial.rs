@@ -881,19 +881,11 @@ fn exit_with_a_destructor_that_waits_forever(by_sleeping: bool) {
 }
 
 #[test]
-#[ignore = "bug: Dispatcher::shutdown (runtime/src/dispatcher.rs) applies SHUTDOWN_GRACE only when \
-            the ready queue is empty, and after it yield_now returns at once without switching \
-            for an unwinding tasklet: a destructor that waits by yielding keeps dispatch from \
-            ever returning (busy loop; this test leaves its thread spinning when it fails)"]
 fn exit_is_bounded_when_a_destructor_waits_by_yielding() {
     exit_with_a_destructor_that_waits_forever(false);
 }
 
 #[test]
-#[ignore = "bug: after SHUTDOWN_GRACE, sleep in an unwinding tasklet returns at once (park gives \
-            Err(Interrupted), which sleep hides) without switching, so a destructor that waits \
-            with short sleeps for another tasklet spins forever and dispatch never returns \
-            (this test leaves its thread spinning when it fails)"]
 fn exit_is_bounded_when_a_destructor_waits_by_sleeping() {
     exit_with_a_destructor_that_waits_forever(true);
 }

@@ -453,34 +453,46 @@ impl Dispatcher {
     fn shutdown(&self) {
         self.shutting_down.set(true);
         let grace = Instant::now() + SHUTDOWN_GRACE;
+        let hard = grace + SHUTDOWN_GRACE;
         for round in 0.. {
             let live: Vec<TaskRef> = self.tasks.borrow().iter().map(|(_, t)| t.clone()).collect();
             if live.is_empty() {
                 break;
             }
             if round >= 64 {
-                self.abandon(live);
+                self.abandon(live, "keep catching their kill unwind");
                 break;
             }
             for t in &live {
                 self.interrupt(t, Interrupt::Kill);
             }
+            drop(live);
             loop {
                 self.run_pass();
                 if self.task_count() == 0 {
                     break;
                 }
-                let blocked = self.ready.is_empty();
-                if blocked && (self.no_block.get() || Instant::now() >= grace) {
-                    if !self.no_block.replace(true) {
-                        log::warn!(
-                            "tasklet: {} tasklet(s) still unwinding {SHUTDOWN_GRACE:?} after                              dispatch returned; their blocking calls now fail",
-                            self.task_count()
-                        );
-                    }
+                let now = Instant::now();
+                if now >= hard {
+                    // Still unwinding although every blocking call fails (and
+                    // yields) by now: a destructor that loops forever.
+                    let live = self.tasks.borrow().iter().map(|(_, t)| t.clone()).collect();
+                    self.abandon(live, "are still running destructors");
+                    return;
+                }
+                if now >= grace && !self.no_block.replace(true) {
+                    log::warn!(
+                        "tasklet: {} tasklet(s) still unwinding {SHUTDOWN_GRACE:?} after \
+                         dispatch returned; their blocking calls now fail",
+                        self.task_count()
+                    );
+                }
+                if self.ready.is_empty() && self.no_block.get() {
+                    // Kill again: parked ones wake up and their calls fail.
                     break;
                 }
-                if self.hub.poll_until(self, true, Some(grace)).is_err() {
+                let limit = if self.no_block.get() { hard } else { grace };
+                if self.hub.poll_until(self, true, Some(limit)).is_err() {
                     // Nothing can wake the parked ones: stop waiting for them.
                     self.no_block.set(true);
                     break;
@@ -490,11 +502,13 @@ impl Dispatcher {
         self.ready.clear();
     }
 
-    /// Gives up on tasklets that survived every kill round at exit.
-    fn abandon(&self, live: Vec<TaskRef>) {
+    /// Gives up on tasklets that outlived dispatch's exit (`why` ends the
+    /// log line: they keep catching their kill, or their destructors never
+    /// finish).
+    fn abandon(&self, live: Vec<TaskRef>, why: &str) {
         log::error!(
-            "tasklet: {} tasklet(s) still alive after 64 kill rounds at dispatcher exit \
-             (each keeps catching its kill unwind); abandoning them",
+            "tasklet: {} tasklet(s) still alive at dispatcher exit: they {why}; abandoning them \
+             (their stacks are leaked, never resumed)",
             live.len()
         );
         self.ready.clear();
@@ -530,7 +544,9 @@ impl Dispatcher {
     #[inline(always)]
     pub(crate) fn park(&self, deadline: Option<Instant>) -> Result<Wake, task::Interrupted> {
         let h = self.current_header();
-        h.check_interrupt(self.no_block.get())?;
+        if let Err(e) = h.check_interrupt(self.no_block.get()) {
+            return Err(self.refuse_to_block(e));
+        }
         let epoch = h.epoch.get();
         if h.notified.replace(false) {
             h.epoch.set(epoch.wrapping_add(1));
@@ -549,6 +565,16 @@ impl Dispatcher {
         }
         h.check_interrupt(self.no_block.get())?;
         Ok(reason)
+    }
+
+    /// The blocking call of an unwinding tasklet late in shutdown fails; it
+    /// still yields once, so a destructor that retries in a loop lets the
+    /// dispatcher run (and eventually give up on it) instead of spinning.
+    #[cold]
+    #[inline(never)]
+    fn refuse_to_block(&self, e: task::Interrupted) -> task::Interrupted {
+        self.yield_now();
+        e
     }
 
     /// Arms the timer that ends the current tasklet's wait `epoch` at `deadline`.
@@ -572,9 +598,10 @@ impl Dispatcher {
             context::outside()
         };
         let h = header_at(self, p);
-        if h.check_interrupt(self.no_block.get()).is_err() {
-            return;
-        }
+        // `Err` only for an unwinding tasklet late in shutdown: it cannot be
+        // unwound again, and yielding is not blocking, so it still yields
+        // (a destructor that waits by yielding must let the dispatcher run).
+        let _ = h.check_interrupt(self.no_block.get());
         h.state.set(State::Ready);
         self.ready.push_back(p);
         context::suspend(h.yielder.get());
