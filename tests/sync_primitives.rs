@@ -721,3 +721,67 @@ fn async_result_set_by_a_plain_thread_for_tasklets_and_threads() {
     assert_eq!(got, 100);
     assert_eq!(thread_waiter.join().unwrap(), Ok("done".to_string()));
 }
+
+#[test]
+fn semaphore_kills_and_timeouts_racing_cross_thread_releases_lose_no_permit() {
+    use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+    // Two dispatchers and a plain thread share a semaphore; tasklets wait
+    // with short timeouts or get killed while permits are handed over from
+    // other threads. No permit may be lost or duplicated.
+    let sem = Arc::new(Semaphore::new(2));
+    let inside = Arc::new(AtomicUsize::new(0));
+    let got = Arc::new(AtomicUsize::new(0));
+    let threads: Vec<_> = (0..3)
+        .map(|t| {
+            let (sem, inside, got) = (sem.clone(), inside.clone(), got.clone());
+            std::thread::spawn(move || {
+                let hold = move |sem: &Semaphore| {
+                    let n = inside.fetch_add(1, SeqCst);
+                    assert!(n < 2, "more holders than permits");
+                    got.fetch_add(1, SeqCst);
+                    std::thread::yield_now();
+                    inside.fetch_sub(1, SeqCst);
+                    let _ = sem;
+                };
+                if t == 2 {
+                    for _ in 0..300 {
+                        let p = sem.acquire();
+                        hold(&sem);
+                        drop(p);
+                    }
+                    return;
+                }
+                tasklet::dispatch(move || {
+                    for round in 0..30u64 {
+                        let hs: Vec<_> = (0..10u64)
+                            .map(|i| {
+                                let (sem, hold) = (sem.clone(), hold.clone());
+                                tasklet::spawn(move || {
+                                    let d = Duration::from_micros(50 * ((round + i) % 7));
+                                    if let Some(p) = sem.acquire_timeout(d) {
+                                        hold(&sem);
+                                        tasklet::yield_now();
+                                        drop(p);
+                                    }
+                                })
+                            })
+                            .collect();
+                        tasklet::yield_now();
+                        for (i, h) in hs.into_iter().enumerate() {
+                            if i % 3 == 0 {
+                                h.kill();
+                            }
+                            let r = tasklet::timeout(Duration::from_secs(10), || h.join());
+                            assert!(r.is_ok(), "a waiter hung");
+                        }
+                    }
+                });
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    assert_eq!(sem.available_permits(), 2, "permits lost or duplicated");
+    assert!(got.load(SeqCst) >= 300);
+}
