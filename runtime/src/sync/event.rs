@@ -82,11 +82,13 @@ impl Event {
     }
 
     /// Clears the flag; later waits park again.
+    #[inline]
     pub fn clear(&self) {
         self.state.lock().set = false;
     }
 
     /// Whether the flag is set.
+    #[inline]
     pub fn is_set(&self) -> bool {
         self.state.lock().set
     }
