@@ -417,9 +417,6 @@ fn yielding_tasklets_interleave_fifo_across_detached_batches() {
 }
 
 #[test]
-#[ignore = "bug: same as interrupts_work_while_another_tasklet_blocks_in_a_destructor: a tasklet \
-            spawned (already killed) from a destructor at dispatch exit runs its body while its \
-            spawner is suspended in join during its own unwind"]
 fn spawn_and_kill_from_destructors_during_shutdown() {
     let ran = Arc::new(AtomicUsize::new(0));
     let dropped = Arc::new(AtomicUsize::new(0));
@@ -622,10 +619,6 @@ impl Drop for SlowDrop {
 }
 
 #[test]
-#[ignore = "bug: Header::check_interrupt (runtime/src/task.rs) asks std::thread::panicking(), a \
-            per-THREAD count: while any tasklet is suspended in a destructor during its unwind, \
-            every other tasklet counts as unwinding, so kills and timeouts do not unwind them \
-            and a tasklet killed before it started runs its body"]
 fn interrupts_work_while_another_tasklet_blocks_in_a_destructor() {
     bounded(LIMIT, || {
         tasklet::dispatch(|| {
@@ -990,5 +983,49 @@ fn timeout_inside_a_destructor_of_a_killed_tasklet_fires() {
                 "timeout in the destructor: elapsed={elapsed}, took {took:?}"
             );
         })
+    });
+}
+
+/// Sleeps in its destructor (a `finally` block that blocks).
+struct SleepyDrop(Rc<Cell<u32>>);
+
+impl Drop for SleepyDrop {
+    fn drop(&mut self) {
+        tasklet::sleep(Duration::from_millis(5));
+        self.0.set(self.0.get() + 1);
+    }
+}
+
+#[test]
+fn killing_tasklets_that_block_in_destructors_while_panicking_does_not_abort() {
+    // Two tasklets panic (one while the other is already parked in a
+    // destructor during its unwind), both block in destructors, and both are
+    // killed meanwhile: raising the kill inside those destructors would be a
+    // panic during unwinding (an abort). A third, ordinary tasklet must still
+    // be killable while they unwind.
+    bounded(LIMIT, || {
+        tasklet::dispatch(|| {
+            let dropped = Rc::new(Cell::new(0));
+            let (d1, d2) = (dropped.clone(), dropped.clone());
+            let a = tasklet::spawn(move || {
+                let _g = SleepyDrop(d1);
+                panic!("a fails");
+            });
+            tasklet::yield_now(); // a is now parked in its destructor
+            let b = tasklet::spawn(move || {
+                let _g = SleepyDrop(d2);
+                panic!("b fails");
+            });
+            tasklet::yield_now(); // b too
+            a.kill();
+            b.kill();
+            let c = tasklet::spawn(|| tasklet::sleep(Duration::from_secs(3600)));
+            tasklet::yield_now();
+            c.kill();
+            assert!(c.join().unwrap_err().is_killed());
+            assert_eq!(a.join().unwrap_err().panic_message(), Some("a fails"));
+            assert_eq!(b.join().unwrap_err().panic_message(), Some("b fails"));
+            assert_eq!(dropped.get(), 2);
+        });
     });
 }

@@ -22,6 +22,48 @@ thread_local! {
     /// runs). Const-initialised and without destructor, so the stack
     /// overflow handler can read it with a plain TLS load.
     static CURRENT: Cell<*const Header> = const { Cell::new(ptr::null()) };
+    /// How many suspended tasklets of this thread are unwinding (see
+    /// `Header::is_unwinding`).
+    static SUSPENDED_UNWINDING: Cell<usize> = const { Cell::new(0) };
+}
+
+/// How many suspended tasklets of this thread are unwinding.
+#[inline]
+pub(crate) fn suspended_unwinding() -> usize {
+    SUSPENDED_UNWINDING.with(Cell::get)
+}
+
+/// Adjusts [`suspended_unwinding`] by `delta`.
+#[inline]
+pub(crate) fn add_suspended_unwinding(delta: isize) {
+    SUSPENDED_UNWINDING.with(|c| c.set(c.get().wrapping_add_signed(delta)));
+}
+
+/// Installs (once per process) a panic hook that marks the tasklet running
+/// on the panicking thread as unwinding, then calls the hook that was
+/// installed before (so panics print exactly as before). A hook installed
+/// later by the program replaces it; the runtime then falls back to
+/// inferring a tasklet's unwinding at its switches.
+pub(crate) fn install_panic_hook() {
+    static HOOK: std::sync::Once = std::sync::Once::new();
+    if std::thread::panicking() {
+        // The hook cannot be changed from a panicking thread.
+        return;
+    }
+    HOOK.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            if let Ok(h) = CURRENT.try_with(Cell::get) {
+                if !h.is_null() {
+                    // SAFETY: a non-null CURRENT is the live header of the
+                    // tasklet running on this thread (see `set_current`),
+                    // which is the one panicking; only a `Cell` is touched.
+                    unsafe { (*h).unwinding.set(true) };
+                }
+            }
+            previous(info);
+        }));
+    });
 }
 
 /// The message every tasklet API panics with outside a dispatcher.

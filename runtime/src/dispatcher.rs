@@ -116,6 +116,7 @@ where
         );
     }
     overflow::install();
+    context::install_panic_hook();
     let _alt = match overflow::AltStack::ensure() {
         Ok(a) => Some(a),
         Err(e) => {
@@ -147,6 +148,8 @@ where
         };
         let outcome = d.run(&main);
         d.shutdown();
+        // Abandoned tasklets (if any) are never resumed to undo their count.
+        context::add_suspended_unwinding(-(context::suspended_unwinding() as isize));
         outcome
     };
     drop(d);
@@ -554,7 +557,9 @@ impl Dispatcher {
         }
         let timer = deadline.map(|dl| self.arm_park_timer(dl, epoch));
         h.state.set(State::Blocked);
+        let counted = h.suspending();
         context::suspend(h.yielder.get());
+        h.resumed(counted);
         h.epoch.set(epoch.wrapping_add(1));
         h.notified.set(false);
         let reason = h.wake.replace(Wake::Unparked);
@@ -604,7 +609,9 @@ impl Dispatcher {
         let _ = h.check_interrupt(self.no_block.get());
         h.state.set(State::Ready);
         self.ready.push_back(p);
+        let counted = h.suspending();
         context::suspend(h.yielder.get());
+        h.resumed(counted);
         let _ = h.check_interrupt(self.no_block.get());
     }
 
@@ -781,6 +788,7 @@ where
             .insert(deadline, TimerAction::Interrupt(task.clone(), id));
         (task, id, key)
     });
+    let unwinding = task.unwinding.get();
     let r = panic::catch_unwind(AssertUnwindSafe(f));
     context::with(|d| d.hub.timers.borrow_mut().cancel(key));
     let mine = Some(Interrupt::Timeout(id));
@@ -795,6 +803,8 @@ where
         }
         Err(payload) => {
             if matches!(payload.downcast_ref::<Unwind>(), Some(Unwind(i)) if Some(*i) == mine) {
+                // This scope's own unwind is over: back to the state at entry.
+                task.unwinding.set(unwinding);
                 // A kill or an outer timeout may have replaced this scope's
                 // interrupt while a destructor blocked during the unwind:
                 // that one stays pending.

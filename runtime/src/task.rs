@@ -85,8 +85,8 @@ pub(crate) struct Header {
     pub(crate) notified: Cell<bool>,
     /// Why the last park ended.
     pub(crate) wake: Cell<Wake>,
-    /// No `JoinHandle` is left: a panic is logged instead of returned.
-    pub(crate) detached: Cell<bool>,
+    /// This tasklet is unwinding (see [`Header::is_unwinding`]).
+    pub(crate) unwinding: Cell<bool>,
     /// Wait epoch: bumped when a park ends, so stale unparkers are ignored.
     pub(crate) epoch: Cell<u32>,
     pub(crate) interrupt: Cell<Option<Interrupt>>,
@@ -97,6 +97,8 @@ pub(crate) struct Header {
     pub(crate) coroutine: RefCell<Option<Coro>>,
     /// Index in the dispatcher's task registry.
     pub(crate) slot: Cell<usize>,
+    /// No `JoinHandle` is left: a panic is logged instead of returned.
+    pub(crate) detached: Cell<bool>,
     /// The tasklet blocked in `join` on this one.
     pub(crate) joiner: RefCell<Option<Unparker>>,
     pub(crate) name: Option<Box<str>>,
@@ -123,15 +125,60 @@ impl Header {
     pub(crate) fn check_interrupt(&self, no_block: bool) -> Result<(), Interrupted> {
         match self.interrupt.get() {
             None => Ok(()),
-            Some(i) => {
-                if !std::thread::panicking() {
-                    panic::resume_unwind(Box::new(Unwind(i)))
-                } else if no_block {
-                    Err(Interrupted)
-                } else {
-                    Ok(())
-                }
+            Some(i) => self.interrupt_now(i, no_block),
+        }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn interrupt_now(&self, i: Interrupt, no_block: bool) -> Result<(), Interrupted> {
+        if !self.is_unwinding() {
+            self.unwinding.set(true);
+            panic::resume_unwind(Box::new(Unwind(i)))
+        } else if no_block {
+            Err(Interrupted)
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Whether this tasklet — the running one — is unwinding.
+    ///
+    /// `std::thread::panicking()` is per thread: while one tasklet is parked
+    /// in a destructor during its unwind, every other tasklet of the thread
+    /// sees it too. So each tasklet carries its own flag: set when the
+    /// runtime raises an interrupt in it, by the runtime's panic hook when
+    /// code in it panics, and at a switch when the thread's panic can only
+    /// be its own (no other suspended tasklet is unwinding); cleared at a
+    /// switch when nothing on the thread is panicking.
+    pub(crate) fn is_unwinding(&self) -> bool {
+        std::thread::panicking() && (self.unwinding.get() || context::suspended_unwinding() == 0)
+    }
+
+    /// Bookkeeping before this (running) tasklet switches out: settles its
+    /// unwinding flag and counts it among the suspended unwinding tasklets.
+    /// Returns whether it was counted; pass that to [`Header::resumed`].
+    #[inline]
+    pub(crate) fn suspending(&self) -> bool {
+        if std::thread::panicking() {
+            if !self.unwinding.get() && context::suspended_unwinding() == 0 {
+                self.unwinding.set(true);
             }
+        } else if self.unwinding.get() {
+            self.unwinding.set(false);
+        }
+        let counted = self.unwinding.get();
+        if counted {
+            context::add_suspended_unwinding(1);
+        }
+        counted
+    }
+
+    /// Undoes [`Header::suspending`]'s count once the tasklet runs again.
+    #[inline]
+    pub(crate) fn resumed(&self, counted: bool) {
+        if counted {
+            context::add_suspended_unwinding(-1);
         }
     }
 }
@@ -209,6 +256,7 @@ where
         joiner: RefCell::new(None),
         slot: Cell::new(usize::MAX),
         detached: Cell::new(false),
+        unwinding: Cell::new(false),
         stack_info,
     });
     let inner = task.clone();
