@@ -199,21 +199,22 @@ pub(crate) fn current_stack_info() -> *const StackInfo {
 
 /// Borrows the tasklet header behind `p` for as long as `d` is borrowed.
 ///
-/// `p` must point to a tasklet registered with `d`: one in its ready queue,
-/// its current tasklet, or one just looked up in its registry.
+/// A module invariant of the dispatcher, not checked here: `p` must be
+/// (a) in `d`'s ready queue or `d`'s current tasklet, (b) the pointer of a
+/// `TaskRef` the caller holds, or (c) just looked up in `d`'s registry and
+/// used before any code runs that could finish that tasklet. Only
+/// `dispatcher.rs` calls it, in those three ways.
 #[inline]
 pub(crate) fn header_at(d: &Dispatcher, p: TaskPtr) -> &Header {
     let _ = d;
-    // SAFETY: the dispatcher's registry holds a counted reference (`TaskRef`)
-    // to every tasklet until `Dispatcher::finish` removes it (callers that
-    // look a tasklet up in the registry use the pointer before anything can
-    // run that would remove it), and a tasklet is
-    // only in the ready queue or current while it is registered and not
-    // `Done` (wake/interrupt enqueue only `Blocked` tasklets, yield only the
-    // running one; `finish` runs after the tasklet left both; shutdown clears
-    // the queue before dropping any registry entry). So `p` points into a live
-    // allocation for as long as the dispatcher borrow during which it is
-    // used, and only shared references are ever created from it.
+    // SAFETY: in each allowed case the block is alive for the borrow: (a) a
+    // tasklet is only queued or current while registered and not `Done`
+    // (wake/interrupt enqueue only `Blocked` tasklets, yield only the running
+    // one, `finish` runs after it left both, and `abandon` clears the queue
+    // before it drops registry entries), and the registry's `TaskRef` keeps
+    // it alive until `finish`/`abandon`; (b) the caller's `TaskRef` keeps it
+    // alive; (c) the registry's does, and nothing can remove it before the
+    // pointer is used. Only shared references are ever created from it.
     unsafe { p.as_ref() }
 }
 

@@ -297,11 +297,15 @@ where
         // `inner` is dropped here, breaking the task -> coroutine -> task cycle.
     };
     // SAFETY: `with_stack_unchecked` requires everything `body` borrows to
-    // outlive the coroutine. Spawned tasklets are `'static`. For the main
-    // tasklet of `dispatch`, `f` may borrow from `dispatch`'s
-    // caller: the dispatcher finishes (or drops, which unwinds) every
-    // coroutine before `dispatch` returns or unwinds past its own frame, and
-    // coroutines are owned by tasks that cannot leave the dispatcher thread.
+    // outlive every run of the coroutine. Spawned tasklets are `'static`.
+    // For the main tasklet of `dispatch`, `f` may borrow from `dispatch`'s
+    // caller: the coroutine only runs while the dispatcher resumes it, inside
+    // `dispatch`. A coroutine that has not finished when `dispatch` returns
+    // or unwinds is never resumed again: `abandon` forgets it, and one left
+    // suspended when the dispatcher is dropped stays in its
+    // task -> coroutine -> task cycle and is leaked, not dropped (dropping
+    // would unwind it). Coroutines are owned by tasks that cannot leave the
+    // dispatcher thread.
     let coroutine = unsafe { Coroutine::with_stack_unchecked(stack, body) };
     *task.coroutine.borrow_mut() = Some(coroutine);
     task
