@@ -432,6 +432,7 @@ impl<T> JoinHandle<T> {
     /// let v = tasklet::dispatch(|| tasklet::spawn(|| 6 * 7).join().unwrap());
     /// assert_eq!(v, 42);
     /// ```
+    #[inline]
     pub fn join(self) -> Result<T, JoinError> {
         /// Withdraws the joiner's registration however the wait ends (also
         /// when a kill or timeout unwinds it), so the target does not keep
