@@ -130,6 +130,8 @@ impl<'a> Enter<'a> {
 impl Drop for Enter<'_> {
     fn drop(&mut self) {
         DISPATCHER.with(|c| c.set(ptr::null()));
+        // Tasklets abandoned at exit are never resumed to undo their count.
+        SUSPENDED_UNWINDING.with(|c| c.set(0));
     }
 }
 

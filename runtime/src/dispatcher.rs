@@ -148,8 +148,6 @@ where
         };
         let outcome = d.run(&main);
         d.shutdown();
-        // Abandoned tasklets (if any) are never resumed to undo their count.
-        context::add_suspended_unwinding(-(context::suspended_unwinding() as isize));
         outcome
     };
     drop(d);
@@ -458,7 +456,7 @@ impl Dispatcher {
         let grace = Instant::now() + SHUTDOWN_GRACE;
         let hard = grace + SHUTDOWN_GRACE;
         for round in 0.. {
-            let live: Vec<TaskRef> = self.tasks.borrow().iter().map(|(_, t)| t.clone()).collect();
+            let live = self.live_tasks();
             if live.is_empty() {
                 break;
             }
@@ -479,8 +477,7 @@ impl Dispatcher {
                 if now >= hard {
                     // Still unwinding although every blocking call fails (and
                     // yields) by now: a destructor that loops forever.
-                    let live = self.tasks.borrow().iter().map(|(_, t)| t.clone()).collect();
-                    self.abandon(live, "are still running destructors");
+                    self.abandon(self.live_tasks(), "are still running destructors");
                     return;
                 }
                 if now >= grace && !self.no_block.replace(true) {
@@ -503,6 +500,11 @@ impl Dispatcher {
             }
         }
         self.ready.clear();
+    }
+
+    /// Every registered tasklet.
+    fn live_tasks(&self) -> Vec<TaskRef> {
+        self.tasks.borrow().iter().map(|(_, t)| t.clone()).collect()
     }
 
     /// Gives up on tasklets that outlived dispatch's exit (`why` ends the
