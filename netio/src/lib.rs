@@ -31,8 +31,13 @@
 //!   The dispatcher it left keeps a stale, ignored registration until the
 //!   socket is closed.
 //!
-//! [`StreamServer`] is gevent's `StreamServer`: a handler per connection,
-//! an optional connection limit and a graceful stop (also on SIGINT/SIGTERM).
+//! [`StreamServer`] is gevent's `StreamServer`: a handler per connection
+//! (over TCP, Unix or any [`Listener`]), an optional connection limit and a
+//! graceful stop (also on SIGINT/SIGTERM); [`DatagramServer`] is its
+//! datagram sibling: a handler per datagram, a bound on those in flight.
+//!
+//! With the `tls` feature, [`tls`] adds TLS streams on rustls
+//! (`TlsAcceptor`, `TlsConnector`, `TlsStream`) and PEM loaders.
 //!
 //! ## The gevent echo server
 //!
@@ -89,11 +94,15 @@ mod addr;
 mod server;
 mod sys;
 mod tcp;
+#[cfg(feature = "tls")]
+pub mod tls;
 mod udp;
 mod unix;
 
 pub use addr::{lookup_host, ToSocketAddrs};
-pub use server::{HandlerResult, ServerHandle, StreamServer};
+pub use server::{
+    DatagramServer, DatagramSocket, HandlerResult, Listener, ServerHandle, StreamServer,
+};
 pub use tcp::{Incoming, TcpListener, TcpStream};
 pub use udp::UdpSocket;
 pub use unix::{UnixDatagram, UnixIncoming, UnixListener, UnixStream};

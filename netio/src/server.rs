@@ -1,11 +1,15 @@
-//! [`StreamServer`]: gevent's `StreamServer` — a handler per connection, a
-//! connection limit and a graceful stop.
+//! gevent's servers: [`StreamServer`] (a handler per connection, over TCP or
+//! Unix listeners) and [`DatagramServer`] (a handler per datagram, over UDP
+//! or Unix datagram sockets), with a limit on running handlers and a
+//! graceful stop. Both run on one accept loop, generic over [`Listener`].
 
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::fmt;
 use std::io;
 use std::net::SocketAddr;
+use std::os::unix::net::SocketAddr as UnixSocketAddr;
+use std::path::Path;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
@@ -13,32 +17,117 @@ use tasklet_runtime::hub::{self, Unparker};
 use tasklet_runtime::signal::{self, Signal};
 use tasklet_runtime::JoinHandle;
 
-use crate::{TcpListener, TcpStream, ToSocketAddrs};
+use crate::{TcpListener, TcpStream, ToSocketAddrs, UdpSocket, UnixDatagram, UnixListener};
+use crate::UnixStream;
 
 /// What a connection handler may return: `()` or a `Result` (with any
 /// success value, e.g. a byte count) whose error is logged (at debug level:
 /// a peer that resets is business as usual).
 pub trait HandlerResult {
-    /// Logs the outcome of the handler for the connection from `peer`.
-    fn report(self, peer: SocketAddr);
+    /// Logs the outcome of the handler for the connection (or datagram)
+    /// from `peer`.
+    fn report(self, peer: &dyn fmt::Debug);
 }
 
 impl HandlerResult for () {
-    fn report(self, _peer: SocketAddr) {}
+    fn report(self, _peer: &dyn fmt::Debug) {}
 }
 
 impl<T, E: fmt::Display> HandlerResult for Result<T, E> {
-    fn report(self, peer: SocketAddr) {
+    fn report(self, peer: &dyn fmt::Debug) {
         if let Err(e) = self {
-            log::debug!("tasklet-netio: connection from {peer} ended with an error: {e}");
+            log::debug!("tasklet-netio: handler for {peer:?} ended with an error: {e}");
         }
     }
 }
 
-type Handler = Rc<dyn Fn(TcpStream, SocketAddr)>;
+/// A source of connections for [`StreamServer`]: a listening socket whose
+/// `accept` parks the tasklet until a peer connects. Implemented for
+/// [`TcpListener`] and [`UnixListener`]; implement it to serve another
+/// kind of listener (an inherited fd, a wrapper that filters peers…).
+pub trait Listener: 'static {
+    /// The connected stream handed to the handler.
+    type Stream: 'static;
+    /// The peer's (and the listener's) address.
+    type Addr: Clone + fmt::Debug + 'static;
 
-/// A TCP server that runs a handler in a tasklet of its own for every
-/// connection (gevent's `StreamServer`).
+    /// Accepts a connection, parking until one arrives. Errors are logged
+    /// by the server, which goes on (backing off when out of resources).
+    fn accept(&self) -> io::Result<(Self::Stream, Self::Addr)>;
+
+    /// The address the listener is bound to.
+    fn local_addr(&self) -> io::Result<Self::Addr>;
+}
+
+impl Listener for TcpListener {
+    type Stream = TcpStream;
+    type Addr = SocketAddr;
+
+    fn accept(&self) -> io::Result<(TcpStream, SocketAddr)> {
+        TcpListener::accept(self)
+    }
+
+    fn local_addr(&self) -> io::Result<SocketAddr> {
+        TcpListener::local_addr(self)
+    }
+}
+
+impl Listener for UnixListener {
+    type Stream = UnixStream;
+    type Addr = UnixSocketAddr;
+
+    fn accept(&self) -> io::Result<(UnixStream, UnixSocketAddr)> {
+        UnixListener::accept(self)
+    }
+
+    fn local_addr(&self) -> io::Result<UnixSocketAddr> {
+        UnixListener::local_addr(self)
+    }
+}
+
+/// A socket [`DatagramServer`] receives on: [`UdpSocket`] or
+/// [`UnixDatagram`].
+pub trait DatagramSocket: 'static {
+    /// The address of a datagram's sender (and of the socket).
+    type Addr: Clone + fmt::Debug + 'static;
+
+    /// Receives one datagram into `buf`, parking until one arrives.
+    fn recv_from(&self, buf: &mut [u8]) -> io::Result<(usize, Self::Addr)>;
+
+    /// The address the socket is bound to.
+    fn local_addr(&self) -> io::Result<Self::Addr>;
+}
+
+impl DatagramSocket for UdpSocket {
+    type Addr = SocketAddr;
+
+    fn recv_from(&self, buf: &mut [u8]) -> io::Result<(usize, SocketAddr)> {
+        UdpSocket::recv_from(self, buf)
+    }
+
+    fn local_addr(&self) -> io::Result<SocketAddr> {
+        UdpSocket::local_addr(self)
+    }
+}
+
+impl DatagramSocket for UnixDatagram {
+    type Addr = UnixSocketAddr;
+
+    fn recv_from(&self, buf: &mut [u8]) -> io::Result<(usize, UnixSocketAddr)> {
+        UnixDatagram::recv_from(self, buf)
+    }
+
+    fn local_addr(&self) -> io::Result<UnixSocketAddr> {
+        UnixDatagram::local_addr(self)
+    }
+}
+
+type Handler<L> = Rc<dyn Fn(<L as Listener>::Stream, <L as Listener>::Addr)>;
+
+/// A server that runs a handler in a tasklet of its own for every
+/// connection (gevent's `StreamServer`), over a [`TcpListener`] (the
+/// default), a [`UnixListener`] ([`bind_unix`](StreamServer::bind_unix)) or
+/// any [`Listener`].
 ///
 /// - [`max_connections`](Self::max_connections) bounds how many handlers run
 ///   at once: at the limit the accept loop waits for one to finish (new
@@ -84,15 +173,15 @@ type Handler = Rc<dyn Fn(TcpStream, SocketAddr)>;
 ///     assert_eq!(c.read(&mut b).unwrap(), 0);
 /// });
 /// ```
-pub struct StreamServer {
-    listener: TcpListener,
-    handler: Handler,
-    inner: Rc<Inner>,
+pub struct StreamServer<L: Listener = TcpListener> {
+    listener: L,
+    handler: Handler<L>,
+    inner: Rc<Inner<L::Addr>>,
     grace: Duration,
     signals: bool,
 }
 
-impl StreamServer {
+impl StreamServer<TcpListener> {
     /// Binds a listener to `addr` and prepares a server that calls
     /// `handler(stream, peer)` in a new tasklet per connection.
     pub fn bind<A, F, R>(addr: A, handler: F) -> io::Result<StreamServer>
@@ -103,17 +192,55 @@ impl StreamServer {
     {
         StreamServer::new(TcpListener::bind(addr)?, handler)
     }
+}
 
-    /// A server on an existing listener (bound before `dispatch`, inherited…).
-    pub fn new<F, R>(listener: TcpListener, handler: F) -> io::Result<StreamServer>
+impl StreamServer<UnixListener> {
+    /// Binds a Unix listener to the socket file `path` (which must not
+    /// exist) and prepares a server that calls `handler(stream, peer)` in a
+    /// new tasklet per connection. The file stays after the server stops:
+    /// remove it as with std's `UnixListener`.
+    ///
+    /// ```
+    /// use std::io::{Read, Write};
+    /// use std::time::Duration;
+    /// use tasklet_netio::{StreamServer, UnixStream};
+    /// let path = std::env::temp_dir().join(format!("tasklet-srv-{}.sock", std::process::id()));
+    /// let _ = std::fs::remove_file(&path);
+    /// tasklet_runtime::dispatch(|| {
+    ///     let handle = StreamServer::bind_unix(&path, |mut s: UnixStream, _peer| {
+    ///         s.write_all(b"hello")
+    ///     })
+    ///     .unwrap()
+    ///     .start();
+    ///     let mut c = UnixStream::connect(&path).unwrap();
+    ///     let mut buf = String::new();
+    ///     c.read_to_string(&mut buf).unwrap();
+    ///     assert_eq!(buf, "hello");
+    ///     handle.stop(Duration::from_secs(1));
+    /// });
+    /// std::fs::remove_file(&path).unwrap();
+    /// ```
+    pub fn bind_unix<P, F, R>(path: P, handler: F) -> io::Result<StreamServer<UnixListener>>
     where
-        F: Fn(TcpStream, SocketAddr) -> R + 'static,
+        P: AsRef<Path>,
+        F: Fn(UnixStream, UnixSocketAddr) -> R + 'static,
+        R: HandlerResult,
+    {
+        StreamServer::new(UnixListener::bind(path)?, handler)
+    }
+}
+
+impl<L: Listener> StreamServer<L> {
+    /// A server on an existing listener (bound before `dispatch`, inherited…).
+    pub fn new<F, R>(listener: L, handler: F) -> io::Result<StreamServer<L>>
+    where
+        F: Fn(L::Stream, L::Addr) -> R + 'static,
         R: HandlerResult,
     {
         let addr = listener.local_addr()?;
         Ok(StreamServer {
             listener,
-            handler: Rc::new(move |s, peer| handler(s, peer).report(peer)),
+            handler: Rc::new(move |s, peer: L::Addr| handler(s, peer.clone()).report(&peer)),
             inner: Rc::new(Inner {
                 addr,
                 state: RefCell::new(State::default()),
@@ -125,7 +252,7 @@ impl StreamServer {
 
     /// Runs at most `n` handlers at once (at least 1); the accept loop waits
     /// while `n` are running.
-    pub fn max_connections(self, n: usize) -> StreamServer {
+    pub fn max_connections(self, n: usize) -> StreamServer<L> {
         self.inner.state.borrow_mut().max = Some(n.max(1));
         self
     }
@@ -133,25 +260,25 @@ impl StreamServer {
     /// The grace period used when SIGINT/SIGTERM or
     /// [`serve_forever`](Self::serve_forever)'s stop triggers (default 1 s,
     /// gevent's `stop_timeout`).
-    pub fn grace_period(mut self, grace: Duration) -> StreamServer {
+    pub fn grace_period(mut self, grace: Duration) -> StreamServer<L> {
         self.grace = grace;
         self
     }
 
     /// Stops the server gracefully (with the [grace period](Self::grace_period))
     /// when the process receives SIGINT or SIGTERM.
-    pub fn stop_on_signals(mut self, on: bool) -> StreamServer {
+    pub fn stop_on_signals(mut self, on: bool) -> StreamServer<L> {
         self.signals = on;
         self
     }
 
     /// The address the server listens on.
-    pub fn local_addr(&self) -> SocketAddr {
-        self.inner.addr
+    pub fn local_addr(&self) -> L::Addr {
+        self.inner.addr.clone()
     }
 
     /// A handle to the server, usable before and after [`start`](Self::start).
-    pub fn handle(&self) -> ServerHandle {
+    pub fn handle(&self) -> ServerHandle<L::Addr> {
         ServerHandle {
             inner: self.inner.clone(),
         }
@@ -161,7 +288,7 @@ impl StreamServer {
     ///
     /// # Panics
     /// Outside a dispatcher.
-    pub fn start(self) -> ServerHandle {
+    pub fn start(self) -> ServerHandle<L::Addr> {
         let handle = self.handle();
         let StreamServer {
             listener,
@@ -179,9 +306,10 @@ impl StreamServer {
                 match signal::wait(&[Signal::Int, Signal::Term]) {
                     Ok(s) => {
                         log::info!(
-                        "tasklet-netio: {s:?} received: stopping the server on {} (grace {grace:?})",
-                        h.inner.addr
-                    );
+                            "tasklet-netio: {s:?} received: stopping the server on {:?} \
+                             (grace {grace:?})",
+                            h.inner.addr
+                        );
                         // Detach ourselves first: `stop` kills the signal tasklet.
                         drop(h.inner.state.borrow_mut().signal_task.take());
                         h.stop(grace);
@@ -202,7 +330,7 @@ impl StreamServer {
     }
 }
 
-impl fmt::Debug for StreamServer {
+impl<L: Listener> fmt::Debug for StreamServer<L> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("StreamServer")
             .field("addr", &self.inner.addr)
@@ -211,19 +339,27 @@ impl fmt::Debug for StreamServer {
     }
 }
 
-/// A handle to a running [`StreamServer`] (cheap to clone, not `Send`).
-#[derive(Clone)]
-pub struct ServerHandle {
-    inner: Rc<Inner>,
+/// A handle to a running [`StreamServer`] or [`DatagramServer`] (cheap to
+/// clone, not `Send`); `A` is the server's address type.
+pub struct ServerHandle<A = SocketAddr> {
+    inner: Rc<Inner<A>>,
 }
 
-impl ServerHandle {
+impl<A> Clone for ServerHandle<A> {
+    fn clone(&self) -> Self {
+        ServerHandle {
+            inner: self.inner.clone(),
+        }
+    }
+}
+
+impl<A: Clone + fmt::Debug> ServerHandle<A> {
     /// The address the server listens on.
-    pub fn local_addr(&self) -> SocketAddr {
-        self.inner.addr
+    pub fn local_addr(&self) -> A {
+        self.inner.addr.clone()
     }
 
-    /// How many connection handlers are running.
+    /// How many handlers (connections, or datagrams in flight) are running.
     pub fn connections(&self) -> usize {
         self.inner.state.borrow().conns.len()
     }
@@ -272,7 +408,8 @@ impl ServerHandle {
         };
         if n > 0 {
             log::info!(
-                "tasklet-netio: server on {}: killing {n} connection(s) still open after {grace:?}",
+                "tasklet-netio: server on {:?}: killing {n} handler(s) still running after \
+                 {grace:?}",
                 self.inner.addr
             );
             self.wait_drained(None);
@@ -322,7 +459,7 @@ impl ServerHandle {
     }
 }
 
-impl fmt::Debug for ServerHandle {
+impl<A: Clone + fmt::Debug> fmt::Debug for ServerHandle<A> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ServerHandle")
             .field("addr", &self.inner.addr)
@@ -332,8 +469,8 @@ impl fmt::Debug for ServerHandle {
     }
 }
 
-struct Inner {
-    addr: SocketAddr,
+struct Inner<A> {
+    addr: A,
     state: RefCell<State>,
 }
 
@@ -355,12 +492,12 @@ struct State {
 }
 
 /// Removes a connection from the server when its handler ends in any way.
-struct ConnGuard {
-    inner: Rc<Inner>,
+struct ConnGuard<A> {
+    inner: Rc<Inner<A>>,
     id: u64,
 }
 
-impl Drop for ConnGuard {
+impl<A> Drop for ConnGuard<A> {
     fn drop(&mut self) {
         let (handle, wake) = {
             let mut st = self.inner.state.borrow_mut();
@@ -379,7 +516,7 @@ impl Drop for ConnGuard {
     }
 }
 
-fn accept_loop(listener: TcpListener, handler: Handler, inner: Rc<Inner>) {
+fn accept_loop<L: Listener>(listener: L, handler: Handler<L>, inner: Rc<Inner<L::Addr>>) {
     let mut backoff = Duration::from_millis(10);
     let mut warned = false;
     loop {
@@ -423,8 +560,8 @@ fn accept_loop(listener: TcpListener, handler: Handler, inner: Rc<Inner>) {
                 | Some(libc::ENOMEM) => {
                     if !warned {
                         log::warn!(
-                            "tasklet-netio: server on {}: accept failed: {e}; backing off until \
-                             resources free up",
+                            "tasklet-netio: server on {:?}: accept failed: {e}; backing off \
+                             until resources free up",
                             inner.addr
                         );
                         warned = true;
@@ -432,18 +569,23 @@ fn accept_loop(listener: TcpListener, handler: Handler, inner: Rc<Inner>) {
                     tasklet_runtime::sleep(backoff);
                     backoff = (backoff * 2).min(Duration::from_secs(1));
                 }
+                // ECONNREFUSED, EHOSTUNREACH, ENETUNREACH: a datagram
+                // socket's report of an ICMP error for an earlier `send_to`.
                 Some(libc::ECONNABORTED)
                 | Some(libc::EPROTO)
                 | Some(libc::EINTR)
-                | Some(libc::EPERM) => {
+                | Some(libc::EPERM)
+                | Some(libc::ECONNREFUSED)
+                | Some(libc::EHOSTUNREACH)
+                | Some(libc::ENETUNREACH) => {
                     log::debug!(
-                        "tasklet-netio: server on {}: accept: {e} (skipped)",
+                        "tasklet-netio: server on {:?}: accept: {e} (skipped)",
                         inner.addr
                     );
                 }
                 _ => {
                     log::error!(
-                        "tasklet-netio: server on {}: accept failed: {e}",
+                        "tasklet-netio: server on {:?}: accept failed: {e}",
                         inner.addr
                     );
                     tasklet_runtime::sleep(backoff);
@@ -451,5 +593,183 @@ fn accept_loop(listener: TcpListener, handler: Handler, inner: Rc<Inner>) {
                 }
             },
         }
+    }
+}
+
+/// The datagrams of a socket as a [`Listener`]: "accepting" receives one.
+struct Datagrams<S> {
+    sock: Rc<S>,
+    buf: RefCell<Vec<u8>>,
+}
+
+impl<S: DatagramSocket> Listener for Datagrams<S> {
+    type Stream = Vec<u8>;
+    type Addr = S::Addr;
+
+    fn accept(&self) -> io::Result<(Vec<u8>, S::Addr)> {
+        // Only the receive loop calls this, so the buffer is never shared.
+        let mut buf = self.buf.borrow_mut();
+        let (n, peer) = self.sock.recv_from(&mut buf)?;
+        Ok((buf[..n].to_vec(), peer))
+    }
+
+    fn local_addr(&self) -> io::Result<S::Addr> {
+        self.sock.local_addr()
+    }
+}
+
+/// The largest UDP payload (IPv4: 65,535 − 8 − 20 bytes).
+const MAX_DATAGRAM: usize = 65_507;
+
+/// A datagram server: a handler in a tasklet of its own for every datagram
+/// received (gevent's `DatagramServer`), over a [`UdpSocket`] (the default)
+/// or a [`UnixDatagram`] socket.
+///
+/// The handler gets the socket, the datagram and its sender's address, and
+/// answers with `send_to` (`send_to_addr` on a Unix socket).
+/// [`max_in_flight`](Self::max_in_flight) bounds how many handlers run at
+/// once: at the limit the receive loop waits for one to finish (datagrams
+/// queue in the socket's receive buffer, where the kernel drops what does
+/// not fit, as for any UDP server). [`ServerHandle::stop`] and
+/// [`stop_on_signals`](Self::stop_on_signals) stop it as a
+/// [`StreamServer`]: receiving stops at once, running handlers get the
+/// grace period (the socket stays open for their replies until the last
+/// one ends).
+///
+/// ```
+/// use std::time::Duration;
+/// use tasklet_netio::{DatagramServer, UdpSocket};
+///
+/// tasklet_runtime::dispatch(|| {
+///     let server = DatagramServer::bind("127.0.0.1:0", |sock: &UdpSocket, data, peer| {
+///         let reply = String::from_utf8_lossy(&data).to_uppercase();
+///         sock.send_to(reply.as_bytes(), peer)
+///     })
+///     .unwrap()
+///     .max_in_flight(100);
+///     let handle = server.start();
+///
+///     let client = UdpSocket::bind("127.0.0.1:0").unwrap();
+///     client.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+///     client.send_to(b"ping", handle.local_addr()).unwrap();
+///     let mut buf = [0; 16];
+///     let (n, _) = client.recv_from(&mut buf).unwrap();
+///     assert_eq!(&buf[..n], b"PING");
+///     handle.stop(Duration::from_secs(1));
+/// });
+/// ```
+pub struct DatagramServer<S: DatagramSocket = UdpSocket> {
+    server: StreamServer<Datagrams<S>>,
+}
+
+impl DatagramServer<UdpSocket> {
+    /// Binds a UDP socket to `addr` and prepares a server that calls
+    /// `handler(&socket, datagram, sender)` in a new tasklet per datagram.
+    pub fn bind<A, F, R>(addr: A, handler: F) -> io::Result<DatagramServer<UdpSocket>>
+    where
+        A: ToSocketAddrs,
+        F: Fn(&UdpSocket, Vec<u8>, SocketAddr) -> R + 'static,
+        R: HandlerResult,
+    {
+        DatagramServer::new(UdpSocket::bind(addr)?, handler)
+    }
+}
+
+impl DatagramServer<UnixDatagram> {
+    /// Binds a Unix datagram socket to the file `path` (which must not
+    /// exist) and prepares a server that calls `handler(&socket, datagram,
+    /// sender)` per datagram. Only senders bound to an address can be
+    /// answered.
+    pub fn bind_unix<P, F, R>(path: P, handler: F) -> io::Result<DatagramServer<UnixDatagram>>
+    where
+        P: AsRef<Path>,
+        F: Fn(&UnixDatagram, Vec<u8>, UnixSocketAddr) -> R + 'static,
+        R: HandlerResult,
+    {
+        DatagramServer::new(UnixDatagram::bind(path)?, handler)
+    }
+}
+
+impl<S: DatagramSocket> DatagramServer<S> {
+    /// A server on an existing socket.
+    pub fn new<F, R>(socket: S, handler: F) -> io::Result<DatagramServer<S>>
+    where
+        F: Fn(&S, Vec<u8>, S::Addr) -> R + 'static,
+        R: HandlerResult,
+    {
+        let sock = Rc::new(socket);
+        let source = Datagrams {
+            sock: sock.clone(),
+            buf: RefCell::new(vec![0; MAX_DATAGRAM]),
+        };
+        let server = StreamServer::new(source, move |data, peer| handler(&sock, data, peer))?;
+        Ok(DatagramServer { server })
+    }
+
+    /// Runs at most `n` handlers at once (at least 1); the receive loop
+    /// waits while `n` are running. Unbounded by default.
+    pub fn max_in_flight(self, n: usize) -> DatagramServer<S> {
+        DatagramServer {
+            server: self.server.max_connections(n),
+        }
+    }
+
+    /// Datagrams longer than `bytes` are truncated to it (default 65,507,
+    /// the largest UDP payload).
+    pub fn max_datagram_size(self, bytes: usize) -> DatagramServer<S> {
+        self.server.listener.buf.replace(vec![0; bytes.max(1)]);
+        self
+    }
+
+    /// The grace period used on SIGINT/SIGTERM (default 1 s), as
+    /// [`StreamServer::grace_period`].
+    pub fn grace_period(self, grace: Duration) -> DatagramServer<S> {
+        DatagramServer {
+            server: self.server.grace_period(grace),
+        }
+    }
+
+    /// Stops the server gracefully on SIGINT or SIGTERM.
+    pub fn stop_on_signals(self, on: bool) -> DatagramServer<S> {
+        DatagramServer {
+            server: self.server.stop_on_signals(on),
+        }
+    }
+
+    /// The socket the server receives on (e.g. to send from it).
+    pub fn socket(&self) -> &S {
+        &self.server.listener.sock
+    }
+
+    /// The address the server receives on.
+    pub fn local_addr(&self) -> S::Addr {
+        self.server.local_addr()
+    }
+
+    /// A handle to the server, usable before and after [`start`](Self::start).
+    pub fn handle(&self) -> ServerHandle<S::Addr> {
+        self.server.handle()
+    }
+
+    /// Starts receiving in a new tasklet and returns at once.
+    ///
+    /// # Panics
+    /// Outside a dispatcher.
+    pub fn start(self) -> ServerHandle<S::Addr> {
+        self.server.start()
+    }
+
+    /// Starts the server and parks until it has stopped.
+    pub fn serve_forever(self) {
+        self.server.serve_forever()
+    }
+}
+
+impl<S: DatagramSocket> fmt::Debug for DatagramServer<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DatagramServer")
+            .field("addr", &self.server.inner.addr)
+            .field("max_in_flight", &self.server.inner.state.borrow().max)
+            .finish()
     }
 }
