@@ -84,6 +84,57 @@ use rustls::{ClientConfig, ClientConnection, Connection, RootCertStore, ServerCo
 use rustls::{ServerConnection, SupportedCipherSuite};
 use tasklet_runtime::sync::Mutex;
 
+/// A stream TLS runs over: one that can be read and written through a
+/// shared reference, so that a reading tasklet and a writing tasklet can
+/// use it at once. Implemented for netio's [`TcpStream`](crate::TcpStream)
+/// and [`UnixStream`](crate::UnixStream) (and std's, which block the
+/// thread); implement it for another stream type by handing out the
+/// reference (or a handle) that reads and writes it.
+///
+/// ```
+/// use std::io;
+/// use tasklet_netio::tls::TlsTransport;
+///
+/// /// A TCP stream that counts the connections it was used for.
+/// struct Tagged { inner: tasklet_netio::TcpStream, tag: u32 }
+///
+/// impl TlsTransport for Tagged {
+///     type Io<'a> = &'a tasklet_netio::TcpStream;
+///     fn io(&self) -> Self::Io<'_> {
+///         &self.inner
+///     }
+/// }
+/// ```
+pub trait TlsTransport {
+    /// What reads and writes the stream: usually `&'a Self`.
+    type Io<'a>: Read + Write
+    where
+        Self: 'a;
+
+    /// The reader/writer for one operation.
+    fn io(&self) -> Self::Io<'_>;
+}
+
+macro_rules! impl_tls_transport {
+    ($($ty:ty),*) => {$(
+        impl TlsTransport for $ty {
+            type Io<'a> = &'a $ty;
+
+            #[inline]
+            fn io(&self) -> &$ty {
+                self
+            }
+        }
+    )*};
+}
+
+impl_tls_transport!(
+    crate::TcpStream,
+    crate::UnixStream,
+    std::net::TcpStream,
+    std::os::unix::net::UnixStream
+);
+
 /// How much ciphertext one read of the socket asks for: a full TLS record
 /// (16 KiB of plaintext plus the largest overhead rustls accepts).
 const READ_CHUNK: usize = 16 * 1024 + 2048;
@@ -102,8 +153,8 @@ pub fn crypto_provider() -> Arc<CryptoProvider> {
 ///
 /// Created by [`TlsAcceptor::accept`] or [`TlsConnector::connect`] once the
 /// handshake is complete. `Read` and `Write` are implemented for
-/// `TlsStream<S>` and for `&TlsStream<S>` whenever `&S` is `Read + Write`
-/// (every netio stream): one tasklet may read while another writes.
+/// `TlsStream<S>` and for `&TlsStream<S>`, over any [`TlsTransport`] (every
+/// netio stream): one tasklet may read while another writes.
 ///
 /// - A read returns `Ok(0)` once the peer has sent `close_notify`; a peer
 ///   that closes the connection without it (a possible truncation attack)
@@ -142,7 +193,7 @@ struct ReadBuf {
 
 impl<S> TlsStream<S>
 where
-    for<'a> &'a S: Read + Write,
+    S: TlsTransport,
 {
     fn new(io: S, conn: Connection) -> TlsStream<S> {
         TlsStream {
@@ -199,7 +250,7 @@ where
         }
         rd.start = 0;
         rd.end = 0;
-        let n = (&self.io).read(&mut rd.buf)?;
+        let n = self.io.io().read(&mut rd.buf)?;
         rd.end = n;
         Ok(n)
     }
@@ -264,7 +315,7 @@ where
                 }
                 conn.write_tls(out)?;
             }
-            (&self.io).write_all(out)?;
+            self.io.io().write_all(out)?;
         }
     }
 
@@ -333,7 +384,7 @@ impl<S> TlsStream<S> {
 
 impl<S> Read for &TlsStream<S>
 where
-    for<'a> &'a S: Read + Write,
+    S: TlsTransport,
 {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         if buf.is_empty() {
@@ -361,7 +412,7 @@ where
 
 impl<S> Write for &TlsStream<S>
 where
-    for<'a> &'a S: Read + Write,
+    S: TlsTransport,
 {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         if buf.is_empty() {
@@ -390,7 +441,7 @@ where
 
 impl<S> Read for TlsStream<S>
 where
-    for<'a> &'a S: Read + Write,
+    S: TlsTransport,
 {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         (&*self).read(buf)
@@ -399,7 +450,7 @@ where
 
 impl<S> Write for TlsStream<S>
 where
-    for<'a> &'a S: Read + Write,
+    S: TlsTransport,
 {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         (&*self).write(buf)
@@ -491,7 +542,7 @@ impl TlsAcceptor {
     /// [handshake timeout](Self::handshake_timeout), `TimedOut`.
     pub fn accept<S>(&self, stream: S) -> io::Result<TlsStream<S>>
     where
-        for<'a> &'a S: Read + Write,
+        S: TlsTransport,
     {
         let conn = ServerConnection::new(self.config.clone()).map_err(tls_error)?;
         let mut tls = TlsStream::<S>::new(stream, Connection::Server(conn));
@@ -550,7 +601,7 @@ impl TlsConnector {
     /// does not trust is `InvalidData`).
     pub fn connect<S>(&self, server_name: &str, stream: S) -> io::Result<TlsStream<S>>
     where
-        for<'a> &'a S: Read + Write,
+        S: TlsTransport,
     {
         let name = ServerName::try_from(server_name.to_owned()).map_err(|e| {
             io::Error::new(
