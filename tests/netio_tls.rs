@@ -136,7 +136,10 @@ fn round_trip_tasklet_client_and_accessors() {
             assert!(tls.is_server());
             assert_eq!(tls.server_name(), Some("localhost"));
             assert_eq!(tls.alpn_protocol(), Some(&b"http/1.1"[..]));
-            assert_eq!(tls.protocol_version(), Some(rustls::ProtocolVersion::TLSv1_3));
+            assert_eq!(
+                tls.protocol_version(),
+                Some(rustls::ProtocolVersion::TLSv1_3)
+            );
             assert!(tls.negotiated_cipher_suite().is_some());
             assert!(tls.peer_certificates().is_none());
             assert!(tls.get_ref().peer_addr().is_ok());
@@ -219,7 +222,11 @@ fn shared_reference_full_duplex() {
             reader.join().unwrap();
             tls.shutdown().unwrap();
         });
-        let tls = Rc::new(connector.connect("localhost", TcpStream::connect(addr).unwrap()).unwrap());
+        let tls = Rc::new(
+            connector
+                .connect("localhost", TcpStream::connect(addr).unwrap())
+                .unwrap(),
+        );
         let writer = {
             let tls = tls.clone();
             tasklet::spawn(move || {
@@ -241,7 +248,10 @@ fn shared_reference_full_duplex() {
         assert_eq!(got.len(), sent);
         for (i, chunk) in got.chunks(10_007).enumerate() {
             assert!(
-                chunk.iter().enumerate().all(|(j, &b)| b == (i as u32 + j as u32) as u8),
+                chunk
+                    .iter()
+                    .enumerate()
+                    .all(|(j, &b)| b == (i as u32 + j as u32) as u8),
                 "chunk {i} corrupted"
             );
         }
@@ -332,13 +342,17 @@ fn stalled_handshake_times_out_without_stalling_others() {
         // Staller 1 sends nothing; staller 2 sends the start of a ClientHello.
         let silent = TcpStream::connect(addr).unwrap();
         let partial = TcpStream::connect(addr).unwrap();
-        (&partial).write_all(&[0x16, 0x03, 0x01, 0x02, 0x00, 0x01]).unwrap();
+        (&partial)
+            .write_all(&[0x16, 0x03, 0x01, 0x02, 0x00, 0x01])
+            .unwrap();
 
         let clients: Vec<_> = (0..20u8)
             .map(|i| {
                 let connector = connector.clone();
                 tasklet::spawn(move || {
-                    let mut tls = connector.connect("localhost", TcpStream::connect(addr).unwrap()).unwrap();
+                    let mut tls = connector
+                        .connect("localhost", TcpStream::connect(addr).unwrap())
+                        .unwrap();
                     tls.write_all(&[i; 10]).unwrap();
                     let mut back = [0u8; 10];
                     tls.read_exact(&mut back).unwrap();
@@ -350,7 +364,10 @@ fn stalled_handshake_times_out_without_stalling_others() {
             c.join().unwrap();
         }
         // The others were served while the stallers still held their handshakes.
-        assert!(errors.borrow().is_empty(), "stallers timed out before the others were served");
+        assert!(
+            errors.borrow().is_empty(),
+            "stallers timed out before the others were served"
+        );
 
         // Then the stallers are dropped.
         for s in [&silent, &partial] {
@@ -381,7 +398,8 @@ fn handshake_honours_socket_read_timeout() {
         let addr = listener.local_addr().unwrap();
         let server = tasklet::spawn(move || {
             let (s, _) = listener.accept().unwrap();
-            s.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
+            s.set_read_timeout(Some(Duration::from_millis(200)))
+                .unwrap();
             acceptor.accept(s).map(|_| ())
         });
         let _silent = TcpStream::connect(addr).unwrap();
@@ -417,8 +435,10 @@ fn kill_and_timeout_mid_handshake_leave_nothing_behind() {
                 if round == 0 {
                     acceptor.accept(s).map(|_| ())
                 } else {
-                    tasklet::timeout(Duration::from_millis(100), || acceptor.accept(s).map(|_| ()))
-                        .unwrap_or_else(|_| Err(io::ErrorKind::TimedOut.into()))
+                    tasklet::timeout(Duration::from_millis(100), || {
+                        acceptor.accept(s).map(|_| ())
+                    })
+                    .unwrap_or_else(|_| Err(io::ErrorKind::TimedOut.into()))
                 }
             });
             started.wait();
@@ -430,7 +450,9 @@ fn kill_and_timeout_mid_handshake_leave_nothing_behind() {
                 let err = server.join().unwrap().unwrap_err();
                 assert_eq!(err.kind(), io::ErrorKind::TimedOut);
             }
-            client.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+            client
+                .set_read_timeout(Some(Duration::from_secs(30)))
+                .unwrap();
             let mut buf = [0u8; 16];
             assert_eq!((&client).read(&mut buf).unwrap(), 0, "socket closed");
         }
@@ -462,8 +484,12 @@ fn plaintext_client_gets_clean_error_and_server_carries_on() {
         let addr = handle.local_addr();
         for _ in 0..3 {
             let mut plain = TcpStream::connect(addr).unwrap();
-            plain.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-            plain.write_all(b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n").unwrap();
+            plain
+                .set_read_timeout(Some(Duration::from_secs(30)))
+                .unwrap();
+            plain
+                .write_all(b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n")
+                .unwrap();
             let mut reply = Vec::new();
             match plain.read_to_end(&mut reply) {
                 Ok(_) => {}
@@ -475,7 +501,9 @@ fn plaintext_client_gets_clean_error_and_server_carries_on() {
         }
         assert_eq!(*errors.borrow(), vec![io::ErrorKind::InvalidData; 3]);
         // The server still serves TLS.
-        let mut tls = connector.connect("localhost", TcpStream::connect(addr).unwrap()).unwrap();
+        let mut tls = connector
+            .connect("localhost", TcpStream::connect(addr).unwrap())
+            .unwrap();
         tls.write_all(b"still here").unwrap();
         let mut back = [0u8; 10];
         tls.read_exact(&mut back).unwrap();
@@ -580,18 +608,30 @@ fn pem_loaders_name_the_file_and_the_problem() {
 
     let e = tls::load_certs(&junk_path).unwrap_err();
     assert_eq!(e.kind(), io::ErrorKind::InvalidData);
-    assert!(e.to_string().contains("junk.pem") && e.to_string().contains("no certificate"), "{e}");
+    assert!(
+        e.to_string().contains("junk.pem") && e.to_string().contains("no certificate"),
+        "{e}"
+    );
 
     let e = tls::load_certs(&broken_path).unwrap_err();
     assert_eq!(e.kind(), io::ErrorKind::InvalidData);
-    assert!(e.to_string().contains("broken.pem") && e.to_string().contains("PEM"), "{e}");
+    assert!(
+        e.to_string().contains("broken.pem") && e.to_string().contains("PEM"),
+        "{e}"
+    );
 
     let e = tls::load_private_key(&cert_path).unwrap_err();
     assert_eq!(e.kind(), io::ErrorKind::InvalidData);
-    assert!(e.to_string().contains("cert.pem") && e.to_string().contains("certificate file"), "{e}");
+    assert!(
+        e.to_string().contains("cert.pem") && e.to_string().contains("certificate file"),
+        "{e}"
+    );
 
     let e = tls::server_config_from_pem(&key_path, &key_path).unwrap_err();
-    assert!(e.to_string().contains("key.pem") && e.to_string().contains("no certificate"), "{e}");
+    assert!(
+        e.to_string().contains("key.pem") && e.to_string().contains("no certificate"),
+        "{e}"
+    );
 
     // A key that is not the certificate's.
     let other = cert();
@@ -599,7 +639,10 @@ fn pem_loaders_name_the_file_and_the_problem() {
     std::fs::write(&other_key, &other.key_pem).unwrap();
     let e = tls::server_config_from_pem(&cert_path, &other_key).unwrap_err();
     assert_eq!(e.kind(), io::ErrorKind::InvalidInput);
-    assert!(e.to_string().contains("cert.pem") && e.to_string().contains("other-key.pem"), "{e}");
+    assert!(
+        e.to_string().contains("cert.pem") && e.to_string().contains("other-key.pem"),
+        "{e}"
+    );
 
     std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -17,8 +17,8 @@ use tasklet_runtime::hub::{self, Unparker};
 use tasklet_runtime::signal::{self, Signal};
 use tasklet_runtime::JoinHandle;
 
-use crate::{TcpListener, TcpStream, ToSocketAddrs, UdpSocket, UnixDatagram, UnixListener};
 use crate::UnixStream;
+use crate::{TcpListener, TcpStream, ToSocketAddrs, UdpSocket, UnixDatagram, UnixListener};
 
 /// What a connection handler may return: `()` or a `Result` (with any
 /// success value, e.g. a byte count) whose error is logged (at debug level:

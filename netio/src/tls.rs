@@ -672,7 +672,9 @@ pub fn load_certs(path: impl AsRef<Path>) -> io::Result<Vec<CertificateDer<'stat
 pub fn load_private_key(path: impl AsRef<Path>) -> io::Result<PrivateKeyDer<'static>> {
     let path = path.as_ref();
     let mut saw_cert = false;
-    for item in <(pem::SectionKind, Vec<u8>)>::pem_file_iter(path).map_err(|e| pem_error(path, e))? {
+    for item in
+        <(pem::SectionKind, Vec<u8>)>::pem_file_iter(path).map_err(|e| pem_error(path, e))?
+    {
         let (kind, der) = item.map_err(|e| pem_error(path, e))?;
         if kind == pem::SectionKind::Certificate {
             saw_cert = true;
