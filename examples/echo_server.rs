@@ -5,7 +5,11 @@
 //! cargo run --release --example echo_server                  # 127.0.0.1:8001
 //! cargo run --release --example echo_server -- --addr 0.0.0.0:9000
 //! RUST_LOG=warn cargo run --release --example echo_server    # quiet (benchmarks)
+//! cargo run --release --features tls --example echo_server -- --tls-cert cert.pem --tls-key key.pem
 //! ```
+//!
+//! With `--tls-cert`/`--tls-key` it echoes over TLS (try
+//! `openssl s_client -connect 127.0.0.1:8001`).
 //!
 //! Try it with `nc 127.0.0.1 8001`, or load it with the `echo_client`
 //! example. Ctrl-C (or SIGTERM) stops it cleanly: it stops accepting,
@@ -22,17 +26,42 @@ const USAGE: &str = "\
 echo_server: the gevent echo server on tasklets (one tasklet per client)
 
 USAGE:
-    echo_server [--addr HOST:PORT]
+    echo_server [--addr HOST:PORT] [--tls-cert FILE --tls-key FILE]
 
 OPTIONS:
     --addr HOST:PORT   address to listen on [default: 127.0.0.1:8001]
+    --tls-cert FILE    echo over TLS with this PEM certificate chain (needs --tls-key,
+                       and a build with `--features tls`)
+    --tls-key FILE     the PEM private key of --tls-cert
     -h, --help         print this help
 
 Logs connects and disconnects at level info (set RUST_LOG=warn to silence them).
 Ctrl-C or SIGTERM stops the server cleanly.";
 
+/// The TLS acceptor, when serving TLS.
+#[cfg(feature = "tls")]
+type Tls = Option<tasklet::netio::tls::TlsAcceptor>;
+#[cfg(not(feature = "tls"))]
+type Tls = Option<std::convert::Infallible>;
+
+/// Serves one client: plain, or a TLS handshake first and close_notify at the end.
+fn serve_client(client: TcpStream, tls: &Tls) -> io::Result<u64> {
+    match tls {
+        None => handle(&client),
+        #[cfg(feature = "tls")]
+        Some(acceptor) => {
+            let tls = acceptor.accept(client)?;
+            let n = handle(&tls)?;
+            tls.shutdown()?;
+            Ok(n)
+        }
+        #[cfg(not(feature = "tls"))]
+        Some(never) => match *never {},
+    }
+}
+
 /// Echoes everything the client sends until it closes its side.
-fn handle(mut client: TcpStream) -> io::Result<u64> {
+fn handle(mut client: impl Read + Write) -> io::Result<u64> {
     let mut buf = vec![0u8; 16 * 1024];
     let mut total = 0u64;
     loop {
@@ -52,15 +81,19 @@ fn is_disconnect(e: &io::Error) -> bool {
         io::ErrorKind::ConnectionReset
             | io::ErrorKind::ConnectionAborted
             | io::ErrorKind::BrokenPipe
+            // A TLS client that closed without close_notify.
+            | io::ErrorKind::UnexpectedEof
     )
 }
 
-fn serve(listener: TcpListener) {
+fn serve(listener: TcpListener, tls: Tls) {
+    let tls = std::rc::Rc::new(tls);
     loop {
         match listener.accept() {
             Ok((client, peer)) => {
                 log::info!("{peer}: connected");
-                tasklet::spawn(move || match handle(client) {
+                let tls = tls.clone();
+                tasklet::spawn(move || match serve_client(client, &tls) {
                     Ok(bytes) => log::info!("{peer}: disconnected ({bytes} bytes echoed)"),
                     // A client that resets is routine, not worth a warning.
                     Err(e) if is_disconnect(&e) => log::info!("{peer}: disconnected: {e}"),
@@ -76,8 +109,31 @@ fn serve(listener: TcpListener) {
     }
 }
 
-fn parse_args() -> Result<Option<String>, String> {
+/// Reads the certificate and key named by `--tls-cert`/`--tls-key`, if given.
+fn load_tls(cert: Option<String>, key: Option<String>) -> Result<Tls, String> {
+    match (cert, key) {
+        (None, None) => Ok(None),
+        #[cfg(feature = "tls")]
+        (Some(cert), Some(key)) => {
+            let config = tasklet::netio::tls::server_config_from_pem(cert, key)
+                .map_err(|e| e.to_string())?;
+            let acceptor = tasklet::netio::tls::TlsAcceptor::new(std::sync::Arc::new(config))
+                .handshake_timeout(std::time::Duration::from_secs(10));
+            Ok(Some(acceptor))
+        }
+        #[cfg(not(feature = "tls"))]
+        (Some(_), Some(_)) => Err("built without TLS: run it with \
+             `cargo run --release --features tls --example echo_server -- ...`"
+            .into()),
+        _ => Err("--tls-cert and --tls-key go together".into()),
+    }
+}
+
+type Args = (String, Option<String>, Option<String>);
+
+fn parse_args() -> Result<Option<Args>, String> {
     let mut addr = "127.0.0.1:8001".to_owned();
+    let (mut cert, mut key) = (None, None);
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {
@@ -88,15 +144,17 @@ fn parse_args() -> Result<Option<String>, String> {
                     .ok_or("--addr needs a value, e.g. --addr 127.0.0.1:8001")?
             }
             s if s.starts_with("--addr=") => addr = s["--addr=".len()..].to_owned(),
+            "--tls-cert" => cert = Some(args.next().ok_or("--tls-cert needs a file name")?),
+            "--tls-key" => key = Some(args.next().ok_or("--tls-key needs a file name")?),
             other => return Err(format!("unknown argument '{other}'")),
         }
     }
-    Ok(Some(addr))
+    Ok(Some((addr, cert, key)))
 }
 
 fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
-    let addr = match parse_args() {
+    let (addr, cert, key) = match parse_args() {
         Ok(Some(a)) => a,
         Ok(None) => {
             println!("{USAGE}");
@@ -107,6 +165,14 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    let tls = match load_tls(cert, key) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("echo_server: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let what = if tls.is_some() { "TLS echo" } else { "echo" };
     tasklet::dispatch(move || {
         let listener = match TcpListener::bind(addr.as_str()) {
             Ok(l) => l,
@@ -118,8 +184,8 @@ fn main() -> ExitCode {
         let local: SocketAddr = listener
             .local_addr()
             .expect("a bound listener has an address");
-        log::info!("echo server listening on {local} (Ctrl-C to stop)");
-        let acceptor = tasklet::spawn(move || serve(listener));
+        log::info!("{what} server listening on {local} (Ctrl-C to stop)");
+        let acceptor = tasklet::spawn(move || serve(listener, tls));
         match signal::wait(&[Signal::Int, Signal::Term]) {
             Ok(sig) => log::info!("{sig:?} received: shutting down"),
             Err(e) => log::error!("cannot wait for signals: {e}; stopping"),

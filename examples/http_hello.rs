@@ -5,22 +5,34 @@
 //! RUST_LOG=warn cargo run --release --example http_hello        # 127.0.0.1:8080
 //! wrk -t1 -c100 -d10s http://127.0.0.1:8080/
 //! ```
+//!
+//! HTTPS (built with `--features tls`; any PEM certificate and key):
+//!
+//! ```text
+//! cargo run --release --features tls --example http_hello -- --tls-cert cert.pem --tls-key key.pem
+//! wrk -t1 -c100 -d10s https://127.0.0.1:8080/
+//! ```
 
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
+#[cfg(feature = "tls")]
+use tasklet::netio::tls::TlsAcceptor;
 use tasklet::netio::{StreamServer, TcpStream};
 
 const USAGE: &str = "\
 http_hello: HTTP/1.1 keep-alive \"Hello, World!\" server (one tasklet per connection)
 
 USAGE:
-    http_hello [--addr HOST:PORT]
+    http_hello [--addr HOST:PORT] [--tls-cert FILE --tls-key FILE]
 
 OPTIONS:
     --addr HOST:PORT   address to listen on [default: 127.0.0.1:8080]
+    --tls-cert FILE    serve HTTPS with this PEM certificate chain (needs --tls-key,
+                       and a build with `--features tls`)
+    --tls-key FILE     the PEM private key of --tls-cert
     -h, --help         print this help
 
 Requests are framed strictly (Content-Length or chunked; anything ambiguous
@@ -312,9 +324,32 @@ fn linger_close(s: &TcpStream) {
 }
 
 /// Serves requests on one connection until the client closes or asks to.
-/// Pipelined requests are answered in order, with one write per batch.
-fn serve(mut s: TcpStream, peer: SocketAddr) -> io::Result<()> {
+fn serve(s: TcpStream, peer: SocketAddr) -> io::Result<()> {
     s.set_read_timeout(Some(IDLE_TIMEOUT))?;
+    serve_stream(&s, peer, linger_close)
+}
+
+/// Serves HTTPS on one connection: the handshake (bounded by the idle
+/// timeout), then requests as [`serve`]; a final response is followed by
+/// close_notify.
+#[cfg(feature = "tls")]
+fn serve_tls(acceptor: &TlsAcceptor, s: TcpStream, peer: SocketAddr) -> io::Result<()> {
+    s.set_read_timeout(Some(IDLE_TIMEOUT))?;
+    let tls = acceptor.accept(s)?;
+    serve_stream(&tls, peer, |tls| {
+        let _ = tls.shutdown();
+        linger_close(tls.get_ref());
+    })
+}
+
+/// Serves requests read from `s` until the client closes or asks to, then
+/// calls `close`. Pipelined requests are answered in order, with one write
+/// per batch.
+fn serve_stream<S: Read + Write>(
+    mut s: S,
+    peer: SocketAddr,
+    close: impl FnOnce(S),
+) -> io::Result<()> {
     let mut buf = vec![0u8; 8192];
     let mut filled = 0;
     let mut out = Vec::with_capacity(4096);
@@ -336,13 +371,13 @@ fn serve(mut s: TcpStream, peer: SocketAddr) -> io::Result<()> {
             return Ok(());
         }
         filled += n;
-        let (used, close) = conn.feed(&buf[..filled], &mut out);
+        let (used, close_after) = conn.feed(&buf[..filled], &mut out);
         if !out.is_empty() {
             s.write_all(&out)?;
             out.clear();
         }
-        if close {
-            linger_close(&s);
+        if close_after {
+            close(s);
             return Ok(());
         }
         buf.copy_within(used..filled, 0);
@@ -353,6 +388,7 @@ fn serve(mut s: TcpStream, peer: SocketAddr) -> io::Result<()> {
 fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
     let mut addr = "127.0.0.1:8080".to_owned();
+    let (mut tls_cert, mut tls_key) = (None::<String>, None::<String>);
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {
@@ -367,14 +403,60 @@ fn main() -> ExitCode {
                     return ExitCode::from(2);
                 }
             },
+            "--tls-cert" | "--tls-key" => match args.next() {
+                Some(v) if a == "--tls-cert" => tls_cert = Some(v),
+                Some(v) => tls_key = Some(v),
+                None => {
+                    eprintln!("http_hello: {a} needs a file name\n\n{USAGE}");
+                    return ExitCode::from(2);
+                }
+            },
             other => {
                 eprintln!("http_hello: unknown argument '{other}'\n\n{USAGE}");
                 return ExitCode::from(2);
             }
         }
     }
+    let tls = match (tls_cert, tls_key) {
+        (None, None) => None,
+        (Some(cert), Some(key)) => Some((cert, key)),
+        _ => {
+            eprintln!("http_hello: --tls-cert and --tls-key go together\n\n{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
+    #[cfg(not(feature = "tls"))]
+    if tls.is_some() {
+        eprintln!(
+            "http_hello: built without TLS: run it with \
+             `cargo run --release --features tls --example http_hello -- ...`"
+        );
+        return ExitCode::from(2);
+    }
+    #[cfg(feature = "tls")]
+    let tls = match tls.map(|(cert, key)| tasklet::netio::tls::server_config_from_pem(cert, key)) {
+        None => None,
+        Some(Ok(mut config)) => {
+            config.alpn_protocols = vec![b"http/1.1".to_vec()];
+            Some(TlsAcceptor::new(std::sync::Arc::new(config)))
+        }
+        Some(Err(e)) => {
+            eprintln!("http_hello: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let scheme = if tls.is_some() { "https" } else { "http" };
     tasklet::dispatch(move || {
-        let server = match StreamServer::bind(addr.as_str(), serve) {
+        #[cfg(feature = "tls")]
+        let bound = match tls {
+            Some(acceptor) => {
+                StreamServer::bind(addr.as_str(), move |s, peer| serve_tls(&acceptor, s, peer))
+            }
+            None => StreamServer::bind(addr.as_str(), serve),
+        };
+        #[cfg(not(feature = "tls"))]
+        let bound = StreamServer::bind(addr.as_str(), serve);
+        let server = match bound {
             Ok(s) => s,
             Err(e) => {
                 eprintln!("http_hello: cannot listen on {addr}: {e}");
@@ -382,7 +464,7 @@ fn main() -> ExitCode {
             }
         };
         log::info!(
-            "http_hello listening on http://{} (Ctrl-C to stop)",
+            "http_hello listening on {scheme}://{} (Ctrl-C to stop)",
             server.local_addr()
         );
         server

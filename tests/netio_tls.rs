@@ -3,6 +3,8 @@
 //! ALPN/SNI and the PEM loaders. Certificates are generated at test time.
 #![cfg(feature = "tls")]
 
+mod common;
+
 use std::cell::Cell;
 use std::io::{self, Read, Write};
 use std::net::SocketAddr;
@@ -644,5 +646,61 @@ fn pem_loaders_name_the_file_and_the_problem() {
         "{e}"
     );
 
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// `echo_server` and `http_hello` with `--tls-cert`/`--tls-key` serve TLS
+/// echo and HTTPS, and stop cleanly on SIGTERM.
+#[test]
+fn examples_serve_tls() {
+    let dir = std::env::temp_dir().join(format!("tasklet-tls-examples-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let c = cert();
+    let (cert_path, key_path) = (dir.join("cert.pem"), dir.join("key.pem"));
+    std::fs::write(&cert_path, &c.cert_pem).unwrap();
+    std::fs::write(&key_path, &c.key_pem).unwrap();
+    let tls_args = [
+        "--addr",
+        "127.0.0.1:0",
+        "--tls-cert",
+        cert_path.to_str().unwrap(),
+        "--tls-key",
+        key_path.to_str().unwrap(),
+    ];
+    let (mut echo, echo_addr, echo_log) =
+        common::start_example("echo_server", &tls_args, &["TLS echo server listening on "]);
+    let (mut http, http_addr, http_log) =
+        common::start_example("http_hello", &tls_args, &["listening on https://"]);
+    let connector = TlsConnector::new(c.client_config(&[b"http/1.1"]));
+    run(move || {
+        let tcp = TcpStream::connect(echo_addr.as_str()).unwrap();
+        tcp.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        let mut tls = connector.connect("localhost", tcp).unwrap();
+        tls.write_all(b"echo over TLS").unwrap();
+        let mut back = [0u8; 13];
+        tls.read_exact(&mut back).unwrap();
+        assert_eq!(&back, b"echo over TLS");
+        tls.shutdown().unwrap();
+        let mut rest = Vec::new();
+        assert_eq!(
+            tls.read_to_end(&mut rest).unwrap(),
+            0,
+            "close_notify in return"
+        );
+
+        let tcp = TcpStream::connect(http_addr.as_str()).unwrap();
+        tcp.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        let mut tls = connector.connect("localhost", tcp).unwrap();
+        assert_eq!(tls.alpn_protocol(), Some(&b"http/1.1"[..]));
+        tls.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\nGET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .unwrap();
+        let mut answer = String::new();
+        tls.read_to_string(&mut answer).unwrap();
+        assert_eq!(answer.matches("HTTP/1.1 200 OK").count(), 2, "{answer}");
+        assert!(answer.ends_with("Hello, World!"), "{answer}");
+    });
+    common::sigterm_and_wait(&mut echo, "echo_server");
+    common::sigterm_and_wait(&mut http, "http_hello");
+    drop((echo_log.join(), http_log.join()));
     std::fs::remove_dir_all(&dir).unwrap();
 }
