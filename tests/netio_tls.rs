@@ -704,3 +704,15 @@ fn examples_serve_tls() {
     drop((echo_log.join(), http_log.join()));
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// Streams move between threads like the sockets under them; acceptors and
+/// connectors are shared across threads.
+#[test]
+fn tls_types_are_send_and_acceptors_sync() {
+    fn send<T: Send>() {}
+    fn sync<T: Send + Sync>() {}
+    send::<TlsStream<TcpStream>>();
+    send::<TlsStream<UnixStream>>();
+    sync::<TlsAcceptor>();
+    sync::<TlsConnector>();
+}

@@ -270,6 +270,7 @@ where
                     result = Err(tls_error(e));
                 }
             }
+            let mut fed = 0;
             while result.is_ok() && rd.start < rd.end {
                 let mut chunk = &rd.buf[rd.start..rd.end];
                 match conn.read_tls(&mut chunk) {
@@ -277,9 +278,13 @@ where
                         // close_notify received: whatever follows is ignored.
                         rd.start = rd.end;
                     }
-                    Ok(n) => rd.start += n,
-                    // Received plaintext is full: the rest waits for a reader.
-                    Err(e) if e.kind() == io::ErrorKind::Other => break,
+                    Ok(n) => {
+                        rd.start += n;
+                        fed += n;
+                    }
+                    // Received plaintext is full: the rest waits for a reader
+                    // (who has plaintext to take, so the next feed progresses).
+                    Err(e) if e.kind() == io::ErrorKind::Other && fed > 0 => break,
                     Err(e) => result = Err(e),
                 }
                 if let Err(e) = conn.process_new_packets() {
