@@ -162,6 +162,9 @@ fn round_trip_tasklet_client_and_accessors() {
             assert_eq!(back, [i; 1000]);
         }
         tls.shutdown().unwrap();
+        tls.shutdown().unwrap(); // once is enough; again is harmless
+        let err = tls.write(b"late").unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::BrokenPipe);
         let mut rest = Vec::new();
         assert_eq!(tls.read_to_end(&mut rest).unwrap(), 0);
         server.join().unwrap();

@@ -69,7 +69,7 @@
 //! });
 //! ```
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::fmt;
 use std::io::{self, Read, Write};
 use std::path::Path;
@@ -165,6 +165,9 @@ pub fn crypto_provider() -> Arc<CryptoProvider> {
 ///   to do, and nothing is lost if the stream is dropped after a write.
 /// - [`shutdown`](Self::shutdown) sends `close_notify`; dropping the stream
 ///   closes the socket without it (as rustls' `StreamOwned`).
+/// - A write interrupted half-way (a kill, a timeout, a write timeout of
+///   the socket) may leave part of a record on the wire: the peer will
+///   reject what follows, so drop the stream after such an error.
 /// - The socket must stay in blocking mode (the default; its timeouts are
 ///   fine): a record half-written by a non-blocking socket cannot be resumed.
 ///
@@ -182,6 +185,8 @@ pub struct TlsStream<S> {
     wr: Mutex<Vec<u8>>,
     alpn: Option<Vec<u8>>,
     sni: Option<String>,
+    /// `close_notify` sent: writes fail (rustls would encrypt them anyway).
+    write_closed: Cell<bool>,
 }
 
 #[derive(Default)]
@@ -203,6 +208,7 @@ where
             wr: Mutex::new(Vec::new()),
             alpn: None,
             sni: None,
+            write_closed: Cell::new(false),
         }
     }
 
@@ -324,13 +330,25 @@ where
         }
     }
 
+    fn check_writable(&self) -> io::Result<()> {
+        if self.write_closed.get() {
+            return Err(io::Error::new(
+                io::ErrorKind::BrokenPipe,
+                "TLS stream shut down for writing (close_notify sent)",
+            ));
+        }
+        Ok(())
+    }
+
     /// Sends `close_notify`: the peer's reads end with `Ok(0)`. Writing
-    /// afterwards fails; reading may go on until the peer's own
+    /// afterwards fails with `BrokenPipe`; reading may go on until the peer's own
     /// `close_notify`. The socket stays open (close it by dropping the
     /// stream, or half-close it through [`get_ref`](Self::get_ref)).
     pub fn shutdown(&self) -> io::Result<()> {
         let mut out = self.wr.lock();
-        self.conn.borrow_mut().send_close_notify();
+        if !self.write_closed.replace(true) {
+            self.conn.borrow_mut().send_close_notify();
+        }
         self.flush_locked(&mut out)
     }
 }
@@ -424,6 +442,7 @@ where
             return Ok(0);
         }
         let mut out = self.wr.lock();
+        self.check_writable()?;
         let n = self.conn.borrow_mut().writer().write(buf)?;
         self.flush_locked(&mut out)?;
         Ok(n)
@@ -434,6 +453,7 @@ where
             return Ok(0);
         }
         let mut out = self.wr.lock();
+        self.check_writable()?;
         let n = self.conn.borrow_mut().writer().write_vectored(bufs)?;
         self.flush_locked(&mut out)?;
         Ok(n)
