@@ -293,3 +293,46 @@ fn unix_datagram_server() {
     std::fs::remove_file(&path).unwrap();
     std::fs::remove_file(&client_path).unwrap();
 }
+
+/// One SIGTERM stops a Unix `StreamServer` and a `DatagramServer` that both
+/// `stop_on_signals` (the only test of this binary that raises a signal,
+/// and only once both servers wait for it).
+#[test]
+fn sigterm_stops_unix_and_datagram_servers() {
+    use tasklet::signal::{self, Signal};
+    let path = sock_path("signals");
+    let p = path.clone();
+    run(move || {
+        let stream = StreamServer::bind_unix(&p, unix_echo)
+            .unwrap()
+            .grace_period(Duration::from_millis(20))
+            .stop_on_signals(true)
+            .start();
+        let dgram =
+            DatagramServer::bind("127.0.0.1:0", |s: &UdpSocket, d, peer| s.send_to(&d, peer))
+                .unwrap()
+                .stop_on_signals(true)
+                .start();
+        let mut c = UnixStream::connect(&p).unwrap();
+        c.write_all(b"hi").unwrap();
+        c.read_exact(&mut [0u8; 2]).unwrap();
+        let mut waited = 0;
+        while signal::waiting(Signal::Term) < 2 {
+            waited += 1;
+            assert!(waited < 10_000, "the servers never waited for SIGTERM");
+            tasklet::sleep(Duration::from_millis(1));
+        }
+        // SAFETY: raising a signal at our own process, which has waiters for it.
+        assert_eq!(unsafe { libc::raise(libc::SIGTERM) }, 0);
+        stream.wait();
+        dgram.wait();
+        assert!(stream.is_stopped() && dgram.is_stopped());
+        assert_eq!(
+            c.read(&mut [0u8; 2]).unwrap(),
+            0,
+            "the client was disconnected"
+        );
+        assert_eq!(signal::waiting(Signal::Term), 0);
+    });
+    std::fs::remove_file(&path).unwrap();
+}
