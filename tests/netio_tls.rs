@@ -719,3 +719,39 @@ fn tls_types_are_send_and_acceptors_sync() {
     sync::<TlsAcceptor>();
     sync::<TlsConnector>();
 }
+
+/// Outside a dispatcher the TLS types block the thread, like the sockets:
+/// a plain thread connects over std's and netio's `TcpStream`.
+#[test]
+fn tls_on_a_plain_thread() {
+    let c = cert();
+    let acceptor = TlsAcceptor::new(c.server_config(&[]));
+    let connector =
+        TlsConnector::new(c.client_config(&[])).handshake_timeout(Duration::from_secs(30));
+    let (addr_tx, addr_rx) = std::sync::mpsc::channel::<SocketAddr>();
+    let client = std::thread::spawn(move || {
+        let addr = addr_rx.recv().unwrap();
+        let std_tcp = std::net::TcpStream::connect(addr).unwrap();
+        std_tcp
+            .set_read_timeout(Some(Duration::from_secs(30)))
+            .unwrap();
+        let netio_tcp = TcpStream::connect(addr).unwrap();
+        netio_tcp
+            .set_read_timeout(Some(Duration::from_secs(30)))
+            .unwrap();
+        let mut a = connector.connect("localhost", std_tcp).unwrap();
+        let mut b = connector.connect("localhost", netio_tcp).unwrap();
+        a.write_all(b"std").unwrap();
+        b.write_all(b"netio").unwrap();
+        let (mut x, mut y) = ([0u8; 3], [0u8; 5]);
+        a.read_exact(&mut x).unwrap();
+        b.read_exact(&mut y).unwrap();
+        assert_eq!((&x, &y), (b"std", b"netio"));
+    });
+    run(move || {
+        let handle = echo_server(acceptor);
+        addr_tx.send(handle.local_addr()).unwrap();
+        tasklet::unblock(move || client.join()).expect("client thread failed");
+        handle.stop(Duration::from_millis(100));
+    });
+}
