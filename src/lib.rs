@@ -7,6 +7,9 @@
 //! This facade re-exports the runtime ([`tasklet_runtime`]) at `tasklet::`
 //! and the socket layer ([`tasklet_netio`]) at `tasklet::netio`.
 //!
+//! Optional features: `tls` adds `tasklet::netio::tls` (TLS streams on
+//! rustls, with the *ring* crypto provider).
+//!
 //! ```
 //! use std::time::Duration;
 //! let total = tasklet::dispatch(|| {

@@ -36,7 +36,7 @@
 //! graceful stop (also on SIGINT/SIGTERM); [`DatagramServer`] is its
 //! datagram sibling: a handler per datagram, a bound on those in flight.
 //!
-//! With the `tls` feature, [`tls`] adds TLS streams on rustls
+//! With the `tls` feature, the `tls` module adds TLS streams on rustls
 //! (`TlsAcceptor`, `TlsConnector`, `TlsStream`) and PEM loaders.
 //!
 //! ## The gevent echo server
