@@ -110,6 +110,31 @@ fn unix_read_past_a_descriptor_carrying_segment_does_not_park() {
     });
 }
 
+#[test]
+fn unix_read_past_an_out_of_band_byte_does_not_park() {
+    tasklet::dispatch(|| {
+        let (a, b) = UnixStream::pair().unwrap();
+        b.set_read_timeout(Some(LIMIT)).unwrap();
+        // AF_UNIX MSG_OOB needs Linux 5.15 and CONFIG_AF_UNIX_OOB.
+        // SAFETY: sending one byte from a valid local buffer.
+        if unsafe { libc::send(a.as_raw_fd(), b"X".as_ptr().cast(), 1, libc::MSG_OOB) } < 0 {
+            eprintln!("AF_UNIX MSG_OOB unsupported here: {}", io::Error::last_os_error());
+            return;
+        }
+        // SAFETY: as above, receiving the byte just sent into a local buffer.
+        let n = unsafe { libc::recv(b.as_raw_fd(), [0u8; 1].as_mut_ptr().cast(), 1, libc::MSG_OOB) };
+        assert_eq!(n, 1);
+        let reader = tasklet::spawn(move || read_n(&b, 8));
+        tasklet::yield_now();
+        let fd = a.as_raw_fd();
+        send_flags(fd, b"AAAA", 0);
+        send_flags(fd, b"B", libc::MSG_OOB);
+        send_flags(fd, b"CCCC", 0);
+        let got = reader.join().unwrap().expect("the bytes after the out-of-band byte");
+        assert_eq!(got, b"AAAACCCC");
+    });
+}
+
 /// A std client sends `AAAA`, the urgent byte `B`, then `CCCC`, rounds
 /// times, and expects `AAAACCCC` echoed each round.
 fn urgent_rounds(addr: &str, rounds: usize) {

@@ -88,21 +88,33 @@ impl<S: AsRawFd> Sock<S> {
         self.io_with(Direction::Read, self.read_timeout.get(), op)
     }
 
-    /// Reads from a stream socket into a buffer of `len` bytes with `op`.
+    /// Reads from a stream socket into a buffer of `len` bytes with `op`,
+    /// which returns the byte count and whether the kernel may have ended
+    /// the read early with more data queued (see below).
     ///
     /// Like [`read_with`](Self::read_with), plus one saving on the hot path:
-    /// a read that returns less than asked for has drained the socket's
-    /// receive queue, so if the next read comes before the hub has polled
-    /// again (no readiness event can have been dropped meanwhile), it waits
-    /// for the next event at once instead of paying for an `EAGAIN` read.
-    /// This gives one read call per message in a request/response loop. A
-    /// read side the hub has seen closed is always read (an end-of-file
-    /// can wait behind the data and gets no new event).
+    /// a read that returns less than asked for has normally drained the
+    /// socket's receive queue, so if the next read comes before the hub has
+    /// polled again (no readiness event can have been dropped meanwhile), it
+    /// waits for the next event at once instead of paying for an `EAGAIN`
+    /// read. This gives one read call per message in a request/response
+    /// loop. The saving is taken only where a short read proves the queue
+    /// empty; the next read is always tried when
+    /// - the hub has seen the read side closed (an end-of-file can wait
+    ///   behind the data and gets no new event);
+    /// - the hub's latest event for the socket reported priority data: Linux
+    ///   ends a TCP read at the urgent mark (`MSG_OOB`), and an `AF_UNIX`
+    ///   read at an out-of-band byte, with the rest queued;
+    /// - `op` says the read may have been cut (an `AF_UNIX` read ends after
+    ///   a segment that carried descriptors or credentials).
+    ///
+    /// None of these raises a new readiness event, so a wait would park
+    /// with data queued.
     #[inline]
     pub(crate) fn read_stream(
         &self,
         len: usize,
-        mut op: impl FnMut(&S) -> io::Result<usize>,
+        mut op: impl FnMut(&S) -> io::Result<(usize, bool)>,
     ) -> io::Result<usize> {
         let timeout = self.read_timeout.get();
         let mut deadline: Option<Instant> = None;
@@ -111,6 +123,7 @@ impl<S: AsRawFd> Sock<S> {
                 if !self.nonblocking.get()
                     && hub::io_tick() == Some(tick)
                     && !self.io.is_read_closed()
+                    && !self.io.has_priority_data()
                 {
                     deadline = timeout.and_then(|t| Instant::now().checked_add(t));
                     self.wait(Direction::Read, deadline)?;
@@ -119,8 +132,8 @@ impl<S: AsRawFd> Sock<S> {
         }
         loop {
             match op(self.io.get_ref()) {
-                Ok(n) => {
-                    if n > 0 && n < len {
+                Ok((n, cut)) => {
+                    if n > 0 && n < len && !cut {
                         self.drained_at.set(hub::io_tick());
                     }
                     return Ok(n);
@@ -258,10 +271,11 @@ macro_rules! impl_fd_traits {
 
 /// Implements `Read` and `Write` for a stream socket type and for shared
 /// references to it (one tasklet may read while another writes). Reads use
-/// [`Sock::read_stream`] (one `recv` per message); writes use `send` with
-/// `MSG_NOSIGNAL`, so a reset peer is an error, never `SIGPIPE`.
+/// [`Sock::read_stream`] with `$recv` (a `fn(RawFd, &mut [u8]) ->
+/// io::Result<(usize, bool)>` from `sys`; one call per message); writes use
+/// `send` with `MSG_NOSIGNAL`, so a reset peer is an error, never `SIGPIPE`.
 macro_rules! impl_stream_io {
-    ($ty:ty) => {
+    ($ty:ty, $recv:path) => {
         impl std::io::Read for &$ty {
             #[inline]
             fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
@@ -272,8 +286,8 @@ macro_rules! impl_stream_io {
                     // nothing is queued, which would park until data came).
                     return Ok(0);
                 }
-                self.sock
-                    .read_stream(len, |mut s| std::io::Read::read(&mut s, buf))
+                let fd = self.sock.fd();
+                self.sock.read_stream(len, |_| $recv(fd, buf))
             }
 
             fn read_vectored(

@@ -394,7 +394,7 @@ impl From<net::TcpStream> for TcpStream {
     }
 }
 
-impl_stream_io!(TcpStream);
+impl_stream_io!(TcpStream, crate::sys::recv_stream);
 
 impl fmt::Debug for TcpStream {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

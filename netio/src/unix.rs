@@ -299,7 +299,7 @@ impl From<net::UnixStream> for UnixStream {
     }
 }
 
-impl_stream_io!(UnixStream);
+impl_stream_io!(UnixStream, crate::sys::recv_unix_stream);
 impl_fd_traits!(
     UnixStream,
     net::UnixStream,

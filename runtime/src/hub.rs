@@ -115,7 +115,20 @@ struct IoEntry {
     writers: Vec<Unparker>,
     /// The hub has seen the read side close (peer FIN, hang-up); sticky.
     read_closed: bool,
+    /// The latest event collected for this source reported priority data
+    /// (`EPOLLPRI`: a TCP urgent mark, an `AF_UNIX` out-of-band byte).
+    priority: bool,
 }
+
+/// The readiness a source is registered for: both directions, and on Linux
+/// priority data too, so that [`IoSource::has_priority_data`] can tell a
+/// read cut short at an urgent mark (which raises no new event).
+#[cfg(any(target_os = "linux", target_os = "android"))]
+const INTEREST: Interest = Interest::READABLE
+    .add(Interest::WRITABLE)
+    .add(Interest::PRIORITY);
+#[cfg(not(any(target_os = "linux", target_os = "android")))]
+const INTEREST: Interest = Interest::READABLE.add(Interest::WRITABLE);
 
 /// The event loop of one dispatcher.
 pub(crate) struct Hub {
@@ -266,6 +279,7 @@ impl Hub {
                 continue;
             }
             let err = ev.is_error();
+            entry.priority = ev.is_priority();
             if ev.is_read_closed() {
                 entry.read_closed = true;
             }
@@ -317,9 +331,10 @@ impl Hub {
             readers: Vec::new(),
             writers: Vec::new(),
             read_closed: false,
+            priority: false,
         });
         let token = make_token(slot, gen);
-        let interest = Interest::READABLE | Interest::WRITABLE;
+        let interest = INTEREST;
         let poll = self.poll.borrow();
         let mut r = poll
             .registry()
@@ -751,12 +766,32 @@ impl<S: AsRawFd> IoSource<S> {
     /// together with [`io_tick`] to decide that a drained source can be
     /// waited on without retrying the operation first.
     pub fn is_read_closed(&self) -> bool {
+        self.with_entry(|e| e.read_closed)
+    }
+
+    /// Whether the latest readiness event the hub collected for this source
+    /// reported priority data (`EPOLLPRI`): TCP urgent data (`MSG_OOB`) not
+    /// yet read past, or an `AF_UNIX` out-of-band byte. A stream read stops
+    /// at the urgent mark with more data queued and no new event to follow,
+    /// so a short read does not prove such a source drained. Always `true`
+    /// where the hub cannot watch for priority data (not Linux): callers
+    /// then assume the worst.
+    pub fn has_priority_data(&self) -> bool {
+        if cfg!(not(any(target_os = "linux", target_os = "android"))) {
+            return true;
+        }
+        self.with_entry(|e| e.priority)
+    }
+
+    /// `f` of this source's hub entry in the current dispatcher; `false` if
+    /// it has none there.
+    fn with_entry(&self, f: impl FnOnce(&IoEntry) -> bool) -> bool {
         let Some(r) = self.reg.get() else {
             return false;
         };
         context::try_with(|d| {
             d.id == r.dispatcher
-                && matches!(d.hub.io.borrow().get(r.reg.slot), Some(e) if e.gen == r.reg.gen && e.read_closed)
+                && matches!(d.hub.io.borrow().get(r.reg.slot), Some(e) if e.gen == r.reg.gen && f(e))
         })
         .unwrap_or(false)
     }
