@@ -116,6 +116,7 @@ impl<S: AsRawFd> Sock<S> {
         len: usize,
         mut op: impl FnMut(&S) -> io::Result<(usize, bool)>,
     ) -> io::Result<usize> {
+        self.io.adopt();
         let timeout = self.read_timeout.get();
         let mut deadline: Option<Instant> = None;
         if len > 0 {
@@ -167,6 +168,7 @@ impl<S: AsRawFd> Sock<S> {
         timeout: Option<Duration>,
         mut op: impl FnMut(&S) -> io::Result<R>,
     ) -> io::Result<R> {
+        self.io.adopt();
         let mut deadline: Option<Instant> = None;
         loop {
             match op(self.io.get_ref()) {
