@@ -139,7 +139,9 @@ impl StreamServer {
     }
 
     /// Stops the server gracefully (with the [grace period](Self::grace_period))
-    /// when the process receives SIGINT or SIGTERM.
+    /// when the process receives SIGINT or SIGTERM. The signals are then
+    /// [reset](tasklet_runtime::signal::reset): a second one during the
+    /// grace period terminates the process.
     pub fn stop_on_signals(mut self, on: bool) -> StreamServer {
         self.signals = on;
         self
@@ -182,6 +184,11 @@ impl StreamServer {
                         "tasklet-netio: {s:?} received: stopping the server on {} (grace {grace:?})",
                         h.inner.addr
                     );
+                        // A second signal during the grace period ends the
+                        // process (it would be queued otherwise).
+                        if let Err(e) = signal::reset(&[Signal::Int, Signal::Term]) {
+                            log::warn!("tasklet-netio: cannot reset SIGINT/SIGTERM: {e}");
+                        }
                         // Detach ourselves first: `stop` kills the signal tasklet.
                         drop(h.inner.state.borrow_mut().signal_task.take());
                         h.stop(grace);
