@@ -25,7 +25,12 @@ const LIMIT: Duration = Duration::from_secs(10);
 fn send_flags(fd: RawFd, buf: &[u8], flags: libc::c_int) {
     // SAFETY: the pointer and length describe `buf`, which outlives the call.
     let n = unsafe { libc::send(fd, buf.as_ptr().cast(), buf.len(), flags) };
-    assert_eq!(n, buf.len() as isize, "send: {}", io::Error::last_os_error());
+    assert_eq!(
+        n,
+        buf.len() as isize,
+        "send: {}",
+        io::Error::last_os_error()
+    );
 }
 
 /// Sends `data` with one descriptor (`pass`) attached, through `sendmsg`.
@@ -53,7 +58,12 @@ fn send_with_fd(fd: RawFd, data: &[u8], pass: RawFd) {
         (*cmsg).cmsg_len = libc::CMSG_LEN(std::mem::size_of::<RawFd>() as u32) as _;
         std::ptr::write_unaligned(libc::CMSG_DATA(cmsg).cast::<RawFd>(), pass);
         let n = libc::sendmsg(fd, &msg, 0);
-        assert_eq!(n, data.len() as isize, "sendmsg: {}", io::Error::last_os_error());
+        assert_eq!(
+            n,
+            data.len() as isize,
+            "sendmsg: {}",
+            io::Error::last_os_error()
+        );
     }
 }
 
@@ -105,7 +115,10 @@ fn unix_read_past_a_descriptor_carrying_segment_does_not_park() {
         // closes it, but the read still ends after this segment.
         send_with_fd(fd, b"BBBB", libc::STDERR_FILENO);
         send_flags(fd, b"CCCC", 0);
-        let got = reader.join().unwrap().expect("the bytes after the descriptor");
+        let got = reader
+            .join()
+            .unwrap()
+            .expect("the bytes after the descriptor");
         assert_eq!(got, b"AAAABBBBCCCC");
     });
 }
@@ -118,11 +131,21 @@ fn unix_read_past_an_out_of_band_byte_does_not_park() {
         // AF_UNIX MSG_OOB needs Linux 5.15 and CONFIG_AF_UNIX_OOB.
         // SAFETY: sending one byte from a valid local buffer.
         if unsafe { libc::send(a.as_raw_fd(), b"X".as_ptr().cast(), 1, libc::MSG_OOB) } < 0 {
-            eprintln!("AF_UNIX MSG_OOB unsupported here: {}", io::Error::last_os_error());
+            eprintln!(
+                "AF_UNIX MSG_OOB unsupported here: {}",
+                io::Error::last_os_error()
+            );
             return;
         }
         // SAFETY: as above, receiving the byte just sent into a local buffer.
-        let n = unsafe { libc::recv(b.as_raw_fd(), [0u8; 1].as_mut_ptr().cast(), 1, libc::MSG_OOB) };
+        let n = unsafe {
+            libc::recv(
+                b.as_raw_fd(),
+                [0u8; 1].as_mut_ptr().cast(),
+                1,
+                libc::MSG_OOB,
+            )
+        };
         assert_eq!(n, 1);
         let reader = tasklet::spawn(move || read_n(&b, 8));
         tasklet::yield_now();
@@ -130,7 +153,10 @@ fn unix_read_past_an_out_of_band_byte_does_not_park() {
         send_flags(fd, b"AAAA", 0);
         send_flags(fd, b"B", libc::MSG_OOB);
         send_flags(fd, b"CCCC", 0);
-        let got = reader.join().unwrap().expect("the bytes after the out-of-band byte");
+        let got = reader
+            .join()
+            .unwrap()
+            .expect("the bytes after the out-of-band byte");
         assert_eq!(got, b"AAAACCCC");
     });
 }
@@ -156,8 +182,11 @@ fn urgent_rounds(addr: &str, rounds: usize) {
 
 #[test]
 fn echo_server_and_port_forward_echo_past_urgent_data() {
-    let (mut echo, echo_addr, echo_log) =
-        start_example("echo_server", &["--addr", "127.0.0.1:0"], &["listening on "]);
+    let (mut echo, echo_addr, echo_log) = start_example(
+        "echo_server",
+        &["--addr", "127.0.0.1:0"],
+        &["listening on "],
+    );
     urgent_rounds(&echo_addr, 50);
 
     let (mut fwd, fwd_addr, fwd_log) = start_example(

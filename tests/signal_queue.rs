@@ -100,7 +100,11 @@ fn a_signal_between_waits_is_queued_for_the_next_wait() {
         return reload_loop();
     }
     let st = run_child("a_signal_between_waits_is_queued_for_the_next_wait", false);
-    assert!(st.success(), "the reload loop died: {st:?} (signal {:?})", st.signal());
+    assert!(
+        st.success(),
+        "the reload loop died: {st:?} (signal {:?})",
+        st.signal()
+    );
 }
 
 /// Under `nohup`: the wait still gets SIGHUP, a SIGHUP after it is queued,
@@ -127,8 +131,15 @@ fn under_nohup_the_ignored_disposition_is_kept_and_restored() {
     if in_child() {
         return nohup();
     }
-    let st = run_child("under_nohup_the_ignored_disposition_is_kept_and_restored", true);
-    assert!(st.success(), "died under nohup: {st:?} (signal {:?})", st.signal());
+    let st = run_child(
+        "under_nohup_the_ignored_disposition_is_kept_and_restored",
+        true,
+    );
+    assert!(
+        st.success(),
+        "died under nohup: {st:?} (signal {:?})",
+        st.signal()
+    );
 }
 
 /// `reset` restores the default action (the signal kills again), and drops
@@ -147,10 +158,18 @@ fn reset_to_default() {
                 tasklet::sleep(Duration::from_millis(1));
             }
             signal::reset(&[Signal::Usr1]).unwrap();
-            assert_ne!(disposition(Signal::Usr1), libc::SIG_DFL, "a wait is in progress");
+            assert_ne!(
+                disposition(Signal::Usr1),
+                libc::SIG_DFL,
+                "a wait is in progress"
+            );
             raise(Signal::Usr1);
             assert_eq!(waiter.join().unwrap(), Signal::Usr1);
-            assert_eq!(disposition(Signal::Usr1), libc::SIG_DFL, "reset once the wait ended");
+            assert_eq!(
+                disposition(Signal::Usr1),
+                libc::SIG_DFL,
+                "reset once the wait ended"
+            );
 
             // A new wait handles it again; a queued one is dropped by reset.
             wait_once_raised(Signal::Usr1);
@@ -171,5 +190,9 @@ fn reset_restores_the_default_action() {
         return reset_to_default();
     }
     let st = run_child("reset_restores_the_default_action", false);
-    assert_eq!(st.signal(), Some(libc::SIGUSR1), "killed by the reset signal: {st:?}");
+    assert_eq!(
+        st.signal(),
+        Some(libc::SIGUSR1),
+        "killed by the reset signal: {st:?}"
+    );
 }

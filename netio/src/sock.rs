@@ -16,6 +16,9 @@ pub(crate) struct Sock<S: AsRawFd> {
     io: IoSource<S>,
     read_timeout: Cell<Option<Duration>>,
     write_timeout: Cell<Option<Duration>>,
+    /// Absolute limits for every read/write wait, on top of the timeouts.
+    read_deadline: Cell<Option<Instant>>,
+    write_deadline: Cell<Option<Instant>>,
     nonblocking: Cell<bool>,
     /// The hub's I/O tick at which a read last found the receive queue
     /// drained (a short read); see [`Sock::read_stream`].
@@ -28,6 +31,8 @@ impl<S: AsRawFd> Sock<S> {
             io: IoSource::new(s),
             read_timeout: Cell::new(None),
             write_timeout: Cell::new(None),
+            read_deadline: Cell::new(None),
+            write_deadline: Cell::new(None),
             nonblocking: Cell::new(false),
             drained_at: Cell::new(None),
         }
@@ -39,6 +44,8 @@ impl<S: AsRawFd> Sock<S> {
         let t = Sock::new(s);
         t.read_timeout.set(self.read_timeout.get());
         t.write_timeout.set(self.write_timeout.get());
+        t.read_deadline.set(self.read_deadline.get());
+        t.write_deadline.set(self.write_deadline.get());
         t.nonblocking.set(self.nonblocking.get());
         t
     }
@@ -78,14 +85,44 @@ impl<S: AsRawFd> Sock<S> {
         self.write_timeout.get()
     }
 
+    pub(crate) fn set_read_deadline(&self, at: Option<Instant>) {
+        self.read_deadline.set(at);
+    }
+
+    pub(crate) fn set_write_deadline(&self, at: Option<Instant>) {
+        self.write_deadline.set(at);
+    }
+
+    pub(crate) fn read_deadline(&self) -> Option<Instant> {
+        self.read_deadline.get()
+    }
+
+    pub(crate) fn write_deadline(&self) -> Option<Instant> {
+        self.write_deadline.get()
+    }
+
+    /// When a wait for `dir` starting now must end: the earlier of the
+    /// direction's timeout from now and its deadline.
+    fn wait_deadline(&self, dir: Direction) -> Option<Instant> {
+        let (timeout, at) = match dir {
+            Direction::Read => (self.read_timeout.get(), self.read_deadline.get()),
+            Direction::Write => (self.write_timeout.get(), self.write_deadline.get()),
+        };
+        match (timeout.and_then(|t| Instant::now().checked_add(t)), at) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
     pub(crate) fn set_nonblocking(&self, on: bool) {
         self.nonblocking.set(on);
     }
 
-    /// Runs a read-side operation (read, recv, accept) with the read timeout.
+    /// Runs a read-side operation (read, recv, accept) with the read
+    /// timeout and deadline.
     #[inline]
     pub(crate) fn read_with<R>(&self, op: impl FnMut(&S) -> io::Result<R>) -> io::Result<R> {
-        self.io_with(Direction::Read, self.read_timeout.get(), op)
+        self.io_with(Direction::Read, op)
     }
 
     /// Reads from a stream socket into a buffer of `len` bytes with `op`,
@@ -117,7 +154,6 @@ impl<S: AsRawFd> Sock<S> {
         mut op: impl FnMut(&S) -> io::Result<(usize, bool)>,
     ) -> io::Result<usize> {
         self.io.adopt();
-        let timeout = self.read_timeout.get();
         let mut deadline: Option<Instant> = None;
         if len > 0 {
             if let Some(tick) = self.drained_at.take() {
@@ -126,7 +162,7 @@ impl<S: AsRawFd> Sock<S> {
                     && !self.io.is_read_closed()
                     && !self.io.has_priority_data()
                 {
-                    deadline = timeout.and_then(|t| Instant::now().checked_add(t));
+                    deadline = self.wait_deadline(Direction::Read);
                     self.wait(Direction::Read, deadline)?;
                 }
             }
@@ -144,7 +180,7 @@ impl<S: AsRawFd> Sock<S> {
                         return Err(e);
                     }
                     if deadline.is_none() {
-                        deadline = timeout.and_then(|t| Instant::now().checked_add(t));
+                        deadline = self.wait_deadline(Direction::Read);
                     }
                     self.wait(Direction::Read, deadline)?;
                 }
@@ -153,21 +189,18 @@ impl<S: AsRawFd> Sock<S> {
         }
     }
 
-    /// Runs a write-side operation (write, send) with the write timeout.
+    /// Runs a write-side operation (write, send) with the write timeout and
+    /// deadline.
     #[inline]
     pub(crate) fn write_with<R>(&self, op: impl FnMut(&S) -> io::Result<R>) -> io::Result<R> {
-        self.io_with(Direction::Write, self.write_timeout.get(), op)
+        self.io_with(Direction::Write, op)
     }
 
-    /// Tries `op`; on `WouldBlock` waits for `dir` readiness (up to `timeout`
-    /// for the whole call) and tries again.
+    /// Tries `op`; on `WouldBlock` waits for `dir` readiness (up to the
+    /// direction's timeout for the whole call, and never past its deadline)
+    /// and tries again.
     #[inline]
-    fn io_with<R>(
-        &self,
-        dir: Direction,
-        timeout: Option<Duration>,
-        mut op: impl FnMut(&S) -> io::Result<R>,
-    ) -> io::Result<R> {
+    fn io_with<R>(&self, dir: Direction, mut op: impl FnMut(&S) -> io::Result<R>) -> io::Result<R> {
         self.io.adopt();
         let mut deadline: Option<Instant> = None;
         loop {
@@ -177,7 +210,7 @@ impl<S: AsRawFd> Sock<S> {
                         return Err(e);
                     }
                     if deadline.is_none() {
-                        deadline = timeout.and_then(|t| Instant::now().checked_add(t));
+                        deadline = self.wait_deadline(dir);
                     }
                     self.wait(dir, deadline)?;
                 }
