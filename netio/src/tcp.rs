@@ -335,19 +335,24 @@ impl TcpStream {
     /// the deadline (only waiting fails). A read that times out consumes
     /// nothing: the socket stays usable.
     ///
-    /// ```no_run
-    /// use std::io::Read;
+    /// ```
+    /// use std::io::{ErrorKind, Read, Write};
     /// use std::time::{Duration, Instant};
-    /// use tasklet::netio::TcpStream;
+    /// use tasklet_netio::{TcpListener, TcpStream};
     ///
-    /// tasklet::dispatch(|| -> std::io::Result<()> {
-    ///     let mut s = TcpStream::connect("127.0.0.1:8001")?;
-    ///     s.set_read_deadline(Some(Instant::now() + Duration::from_secs(30)))?;
-    ///     let mut head = [0u8; 512];
-    ///     s.read_exact(&mut head)?; // all 512 bytes within 30 s, or TimedOut
-    ///     Ok(())
-    /// })
-    /// .unwrap();
+    /// tasklet_runtime::dispatch(|| {
+    ///     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    ///     let mut client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+    ///     let (mut server, _) = listener.accept().unwrap();
+    ///     // The whole 8-byte head within 50 ms; only 3 bytes ever come.
+    ///     server
+    ///         .set_read_deadline(Some(Instant::now() + Duration::from_millis(50)))
+    ///         .unwrap();
+    ///     client.write_all(b"GET").unwrap();
+    ///     let mut head = [0u8; 8];
+    ///     let err = server.read_exact(&mut head).unwrap_err();
+    ///     assert_eq!(err.kind(), ErrorKind::TimedOut);
+    /// });
     /// ```
     pub fn set_read_deadline(&self, deadline: Option<Instant>) -> io::Result<()> {
         self.sock.set_read_deadline(deadline);
