@@ -93,9 +93,19 @@ impl Signal {
 /// The first wait for a signal installs its handler. From then on, an
 /// occurrence that no wait was registered for is queued, and the next wait
 /// that includes it returns it at once (see the [module docs](self));
-/// before that first wait, a signal has its previous effect. Works on a plain
-/// thread too (it then blocks the thread). Cancel it like any blocking call,
-/// with [`timeout`](crate::timeout) or `JoinHandle::kill`.
+/// before that first wait, a signal has its previous effect:
+///
+/// ```no_run
+/// use tasklet::signal::{self, Signal};
+/// # fn reload() {}
+/// tasklet::dispatch(|| loop {
+///     signal::wait(&[Signal::Hup]).unwrap();
+///     reload(); // a SIGHUP meanwhile is kept for the next wait
+/// });
+/// ```
+///
+/// Works on a plain thread too (it then blocks the thread). Cancel it like
+/// any blocking call, with [`timeout`](crate::timeout) or `JoinHandle::kill`.
 ///
 /// # Errors
 /// `InvalidInput` if `signals` is empty; the OS error if the handler or the
