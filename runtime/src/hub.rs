@@ -715,8 +715,8 @@ pub fn io_tick() -> Option<u64> {
 /// outside a dispatcher).
 ///
 /// A diagnostic, like [`io_tick`]: it counts sources that have waited on
-/// this dispatcher and have been neither dropped, unwrapped, nor moved on
-/// to wait elsewhere.
+/// this dispatcher and have since been neither dropped, unwrapped, nor used
+/// on another thread (see [`IoSource::adopt`]).
 ///
 /// ```
 /// tasklet::dispatch(|| assert_eq!(tasklet::hub::registered_sources(), Some(0)));
