@@ -11,7 +11,7 @@
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::io::{self, BufRead, BufReader, Write};
-use std::net::SocketAddr;
+use std::net::{Shutdown, SocketAddr};
 use std::process::ExitCode;
 use std::rc::Rc;
 use std::time::Duration;
@@ -23,11 +23,14 @@ const USAGE: &str = "\
 chat_server: broadcast each line to every other client (two tasklets per client)
 
 USAGE:
-    chat_server [--addr HOST:PORT]
+    chat_server [--addr HOST:PORT] [--idle-timeout SECS]
 
 OPTIONS:
-    --addr HOST:PORT   address to listen on [default: 127.0.0.1:8003]
-    -h, --help         print this help
+    --addr HOST:PORT      address to listen on [default: 127.0.0.1:8003]
+    --idle-timeout SECS   disconnect a client that sends nothing (not even its
+                          nickname), or takes none of its lines, for this
+                          long [default: 300]
+    -h, --help            print this help
 
 Connect with `nc HOST PORT`. The first line you send is your nickname.
 Lines are limited to 4096 bytes; a longer one ends the session.
@@ -39,6 +42,8 @@ const BACKLOG: usize = 256;
 const MAX_LINE: usize = 4096;
 /// The longest nickname kept (characters).
 const MAX_NICK: usize = 32;
+/// How long a client may stay idle by default.
+const IDLE_TIMEOUT: Duration = Duration::from_secs(300);
 
 /// A connected client as the others see it: its outgoing channel, and
 /// whether it is currently missing lines (logged once per episode).
@@ -107,7 +112,10 @@ fn read_line(r: &mut impl BufRead) -> io::Result<Option<String>> {
     Ok(Some(String::from_utf8_lossy(&line).into_owned()))
 }
 
-fn handle(stream: TcpStream, peer: SocketAddr, clients: Clients) -> io::Result<()> {
+fn handle(stream: TcpStream, peer: SocketAddr, clients: Clients, idle: Duration) -> io::Result<()> {
+    // Silent for `idle` (reads), or not reading (writes): disconnected.
+    stream.set_read_timeout(Some(idle))?;
+    stream.set_write_timeout(Some(idle))?;
     let stream = Rc::new(stream);
     (&*stream).write_all(b"welcome! your nickname? ")?;
     let mut reader = BufReader::new(&*stream);
@@ -127,7 +135,12 @@ fn handle(stream: TcpStream, peer: SocketAddr, clients: Clients) -> io::Result<(
     let out = stream.clone();
     let writer = tasklet::spawn(move || -> io::Result<()> {
         for line in rx.iter() {
-            (&*out).write_all(line.as_bytes())?;
+            if let Err(e) = (&*out).write_all(line.as_bytes()) {
+                // A client that stopped reading: end its session (the
+                // reading tasklet sees the shutdown).
+                let _ = out.shutdown(Shutdown::Both);
+                return Err(e);
+            }
         }
         Ok(())
     });
@@ -167,9 +180,18 @@ fn handle(stream: TcpStream, peer: SocketAddr, clients: Clients) -> io::Result<(
     result
 }
 
+/// A number of seconds (fractions allowed), if positive.
+fn parse_secs(v: &str) -> Option<Duration> {
+    let secs = v.parse::<f64>().ok()?;
+    Duration::try_from_secs_f64(secs)
+        .ok()
+        .filter(|d| !d.is_zero())
+}
+
 fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
     let mut addr = "127.0.0.1:8003".to_owned();
+    let mut idle = IDLE_TIMEOUT;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {
@@ -184,6 +206,15 @@ fn main() -> ExitCode {
                     return ExitCode::from(2);
                 }
             },
+            "--idle-timeout" => {
+                match args.next().as_deref().and_then(parse_secs) {
+                    Some(d) => idle = d,
+                    None => {
+                        eprintln!("chat_server: --idle-timeout needs a positive number of seconds\n\n{USAGE}");
+                        return ExitCode::from(2);
+                    }
+                }
+            }
             other => {
                 eprintln!("chat_server: unknown argument '{other}'\n\n{USAGE}");
                 return ExitCode::from(2);
@@ -193,7 +224,7 @@ fn main() -> ExitCode {
     tasklet::dispatch(move || {
         let clients: Clients = Rc::default();
         let server = match StreamServer::bind(addr.as_str(), move |s, peer| {
-            handle(s, peer, clients.clone())
+            handle(s, peer, clients.clone(), idle)
         }) {
             Ok(s) => s,
             Err(e) => {

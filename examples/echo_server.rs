@@ -18,6 +18,7 @@
 use std::io::{self, Read, Write};
 use std::net::SocketAddr;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use tasklet::netio::{TcpListener, TcpStream};
 use tasklet::signal::{self, Signal};
@@ -26,17 +27,22 @@ const USAGE: &str = "\
 echo_server: the gevent echo server on tasklets (one tasklet per client)
 
 USAGE:
-    echo_server [--addr HOST:PORT] [--tls-cert FILE --tls-key FILE]
+    echo_server [--addr HOST:PORT] [--idle-timeout SECS] [--tls-cert FILE --tls-key FILE]
 
 OPTIONS:
-    --addr HOST:PORT   address to listen on [default: 127.0.0.1:8001]
-    --tls-cert FILE    echo over TLS with this PEM certificate chain (needs --tls-key,
-                       and a build with `--features tls`)
-    --tls-key FILE     the PEM private key of --tls-cert
-    -h, --help         print this help
+    --addr HOST:PORT      address to listen on [default: 127.0.0.1:8001]
+    --idle-timeout SECS   disconnect a client that sends nothing, or takes
+                          nothing of its echo, for this long [default: 300]
+    --tls-cert FILE       echo over TLS with this PEM certificate chain (needs
+                          --tls-key, and a build with `--features tls`)
+    --tls-key FILE        the PEM private key of --tls-cert
+    -h, --help            print this help
 
 Logs connects and disconnects at level info (set RUST_LOG=warn to silence them).
 Ctrl-C or SIGTERM stops the server cleanly.";
+
+/// How long a client may stay idle by default.
+const IDLE_TIMEOUT: Duration = Duration::from_secs(300);
 
 /// The TLS acceptor, when serving TLS.
 #[cfg(feature = "tls")]
@@ -44,8 +50,12 @@ type Tls = Option<tasklet::netio::tls::TlsAcceptor>;
 #[cfg(not(feature = "tls"))]
 type Tls = Option<std::convert::Infallible>;
 
-/// Serves one client: plain, or a TLS handshake first and close_notify at the end.
-fn serve_client(client: TcpStream, tls: &Tls) -> io::Result<u64> {
+/// Serves one client: plain, or a TLS handshake first and close_notify at
+/// the end. A client idle (sending nothing, or taking none of its echo) for
+/// `idle` is disconnected.
+fn serve_client(client: TcpStream, tls: &Tls, idle: Duration) -> io::Result<u64> {
+    client.set_read_timeout(Some(idle))?;
+    client.set_write_timeout(Some(idle))?;
     match tls {
         None => handle(&client),
         #[cfg(feature = "tls")]
@@ -86,17 +96,20 @@ fn is_disconnect(e: &io::Error) -> bool {
     )
 }
 
-fn serve(listener: TcpListener, tls: Tls) {
+fn serve(listener: TcpListener, tls: Tls, idle: Duration) {
     let tls = std::rc::Rc::new(tls);
     loop {
         match listener.accept() {
             Ok((client, peer)) => {
                 log::info!("{peer}: connected");
                 let tls = tls.clone();
-                tasklet::spawn(move || match serve_client(client, &tls) {
+                tasklet::spawn(move || match serve_client(client, &tls, idle) {
                     Ok(bytes) => log::info!("{peer}: disconnected ({bytes} bytes echoed)"),
-                    // A client that resets is routine, not worth a warning.
+                    // A client that resets or idles is routine, not worth a warning.
                     Err(e) if is_disconnect(&e) => log::info!("{peer}: disconnected: {e}"),
+                    Err(e) if e.kind() == io::ErrorKind::TimedOut => {
+                        log::info!("{peer}: disconnected: idle for {idle:?}")
+                    }
                     Err(e) => log::warn!("{peer}: disconnected with error: {e}"),
                 });
             }
@@ -129,10 +142,20 @@ fn load_tls(cert: Option<String>, key: Option<String>) -> Result<Tls, String> {
     }
 }
 
-type Args = (String, Option<String>, Option<String>);
+/// Parses a number of seconds (fractions allowed) given to `flag`.
+fn parse_secs(flag: &str, v: &str) -> Result<Duration, String> {
+    v.parse::<f64>()
+        .ok()
+        .and_then(|s| Duration::try_from_secs_f64(s).ok())
+        .filter(|d| !d.is_zero())
+        .ok_or_else(|| format!("{flag}: '{v}' is not a positive number of seconds"))
+}
+
+type Args = (String, Duration, Option<String>, Option<String>);
 
 fn parse_args() -> Result<Option<Args>, String> {
     let mut addr = "127.0.0.1:8001".to_owned();
+    let mut idle = IDLE_TIMEOUT;
     let (mut cert, mut key) = (None, None);
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
@@ -144,17 +167,23 @@ fn parse_args() -> Result<Option<Args>, String> {
                     .ok_or("--addr needs a value, e.g. --addr 127.0.0.1:8001")?
             }
             s if s.starts_with("--addr=") => addr = s["--addr=".len()..].to_owned(),
+            "--idle-timeout" => {
+                let v = args
+                    .next()
+                    .ok_or("--idle-timeout needs a value in seconds")?;
+                idle = parse_secs(&a, &v)?;
+            }
             "--tls-cert" => cert = Some(args.next().ok_or("--tls-cert needs a file name")?),
             "--tls-key" => key = Some(args.next().ok_or("--tls-key needs a file name")?),
             other => return Err(format!("unknown argument '{other}'")),
         }
     }
-    Ok(Some((addr, cert, key)))
+    Ok(Some((addr, idle, cert, key)))
 }
 
 fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
-    let (addr, cert, key) = match parse_args() {
+    let (addr, idle, cert, key) = match parse_args() {
         Ok(Some(a)) => a,
         Ok(None) => {
             println!("{USAGE}");
@@ -185,7 +214,7 @@ fn main() -> ExitCode {
             .local_addr()
             .expect("a bound listener has an address");
         log::info!("{what} server listening on {local} (Ctrl-C to stop)");
-        let acceptor = tasklet::spawn(move || serve(listener, tls));
+        let acceptor = tasklet::spawn(move || serve(listener, tls, idle));
         match signal::wait(&[Signal::Int, Signal::Term]) {
             Ok(sig) => log::info!("{sig:?} received: shutting down"),
             Err(e) => log::error!("cannot wait for signals: {e}; stopping"),

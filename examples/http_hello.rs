@@ -26,18 +26,25 @@ const USAGE: &str = "\
 http_hello: HTTP/1.1 keep-alive \"Hello, World!\" server (one tasklet per connection)
 
 USAGE:
-    http_hello [--addr HOST:PORT] [--tls-cert FILE --tls-key FILE]
+    http_hello [--addr HOST:PORT] [--idle-timeout SECS] [--request-timeout SECS]
+               [--write-timeout SECS] [--tls-cert FILE --tls-key FILE]
 
 OPTIONS:
-    --addr HOST:PORT   address to listen on [default: 127.0.0.1:8080]
-    --tls-cert FILE    serve HTTPS with this PEM certificate chain (needs --tls-key,
-                       and a build with `--features tls`)
-    --tls-key FILE     the PEM private key of --tls-cert
-    -h, --help         print this help
+    --addr HOST:PORT         address to listen on [default: 127.0.0.1:8080]
+    --idle-timeout SECS      close a connection on which nothing arrives for
+                             this long [default: 60]
+    --request-timeout SECS   a request (head and body) must arrive complete
+                             within this long of its first byte [default: 30]
+    --write-timeout SECS     a batch of responses must be taken by the client
+                             within this long [default: 30]
+    --tls-cert FILE          serve HTTPS with this PEM certificate chain (needs
+                             --tls-key, and a build with `--features tls`)
+    --tls-key FILE           the PEM private key of --tls-cert
+    -h, --help               print this help
 
 Requests are framed strictly (Content-Length or chunked; anything ambiguous
-gets a 400 and a close); bodies are read and discarded. Connections idle for
-60 s are closed. Ctrl-C or SIGTERM stops it.";
+gets a 400 and a close); bodies are read and discarded. Ctrl-C or SIGTERM
+stops it.";
 
 /// The usual response: HTTP/1.1, keep-alive.
 const HELLO: &[u8] = b"HTTP/1.1 200 OK\r\nServer: tasklet\r\nContent-Type: text/plain\r\nContent-Length: 13\r\n\r\nHello, World!";
@@ -51,9 +58,31 @@ const MAX_HEADERS: usize = 32;
 const MAX_HEAD: usize = 64 * 1024;
 /// The longest chunk-size or trailer line accepted in a chunked body.
 const MAX_LINE: usize = 4096;
-/// A connection on which nothing arrives for this long is closed (an idle
-/// keep-alive connection, or a client stalling in the middle of a request).
-const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long a connection may take over each part of its life. Each bounds
+/// what a client that stalls, trickles, or never reads can hold (a tasklet,
+/// a buffer, kernel socket memory).
+#[derive(Clone, Copy, Debug)]
+struct Limits {
+    /// Nothing arrives for this long: close (an idle keep-alive connection,
+    /// or a client stalling in the middle of a request). A per-read timeout.
+    idle: Duration,
+    /// A whole request, from its first byte: a deadline, so a head trickled
+    /// one byte at a time cannot hold the connection and its buffer forever.
+    request: Duration,
+    /// Writing one batch of responses: a deadline, so a client that
+    /// pipelines requests but never reads the answers is dropped.
+    write: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits {
+            idle: Duration::from_secs(60),
+            request: Duration::from_secs(30),
+            write: Duration::from_secs(30),
+        }
+    }
+}
 
 /// Where a connection is in the request it is reading.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -171,6 +200,8 @@ struct Conn {
     state: State,
     /// The request being read (set once its head is parsed).
     req: Option<Request>,
+    /// Requests answered so far.
+    answered: u64,
 }
 
 impl Conn {
@@ -280,6 +311,7 @@ impl Conn {
     /// next one. Returns whether the connection closes after it.
     fn respond(&mut self, out: &mut Vec<u8>) -> bool {
         self.state = State::Head;
+        self.answered += 1;
         let Some(r) = self.req.take() else {
             return false;
         };
@@ -323,31 +355,40 @@ fn linger_close(s: &TcpStream) {
     }
 }
 
-/// Serves requests on one connection until the client closes or asks to.
-fn serve(s: TcpStream, peer: SocketAddr) -> io::Result<()> {
-    s.set_read_timeout(Some(IDLE_TIMEOUT))?;
-    serve_stream(&s, peer, linger_close)
+/// Serves requests on one connection until the client closes or asks to,
+/// or overruns one of its `limits` (then fails with `TimedOut`).
+fn serve(s: TcpStream, peer: SocketAddr, limits: Limits) -> io::Result<()> {
+    s.set_read_timeout(Some(limits.idle))?;
+    serve_stream(&s, &s, peer, limits, linger_close)
 }
 
 /// Serves HTTPS on one connection: the handshake (bounded by the idle
 /// timeout), then requests as [`serve`]; a final response is followed by
 /// close_notify.
 #[cfg(feature = "tls")]
-fn serve_tls(acceptor: &TlsAcceptor, s: TcpStream, peer: SocketAddr) -> io::Result<()> {
-    s.set_read_timeout(Some(IDLE_TIMEOUT))?;
+fn serve_tls(
+    acceptor: &TlsAcceptor,
+    s: TcpStream,
+    peer: SocketAddr,
+    limits: Limits,
+) -> io::Result<()> {
+    s.set_read_timeout(Some(limits.idle))?;
     let tls = acceptor.accept(s)?;
-    serve_stream(&tls, peer, |tls| {
+    serve_stream(&tls, tls.get_ref(), peer, limits, |tls| {
         let _ = tls.shutdown();
         linger_close(tls.get_ref());
     })
 }
 
 /// Serves requests read from `s` until the client closes or asks to, then
-/// calls `close`. Pipelined requests are answered in order, with one write
-/// per batch.
+/// calls `close`; or until it overruns one of its `limits`, set on its
+/// socket `sock` (then fails with `TimedOut`). Pipelined requests are
+/// answered in order, with one write per batch.
 fn serve_stream<S: Read + Write>(
     mut s: S,
+    sock: &TcpStream,
     peer: SocketAddr,
+    limits: Limits,
     close: impl FnOnce(S),
 ) -> io::Result<()> {
     let mut buf = vec![0u8; 8192];
@@ -356,7 +397,10 @@ fn serve_stream<S: Read + Write>(
     let mut conn = Conn {
         state: State::Head,
         req: None,
+        answered: 0,
     };
+    // Whether the read deadline runs (a request has begun).
+    let mut in_request = false;
     loop {
         if filled == buf.len() {
             // Only a request head (or a chunk line) can fill the buffer:
@@ -370,9 +414,16 @@ fn serve_stream<S: Read + Write>(
             }
             return Ok(());
         }
+        if !in_request {
+            // The first bytes of a request: its deadline starts.
+            sock.set_read_deadline(Some(Instant::now() + limits.request))?;
+            in_request = true;
+        }
         filled += n;
+        let answered = conn.answered;
         let (used, close_after) = conn.feed(&buf[..filled], &mut out);
         if !out.is_empty() {
+            sock.set_write_deadline(Some(Instant::now() + limits.write))?;
             s.write_all(&out)?;
             out.clear();
         }
@@ -382,39 +433,54 @@ fn serve_stream<S: Read + Write>(
         }
         buf.copy_within(used..filled, 0);
         filled -= used;
+        if conn.answered != answered {
+            // Requests were answered: the next one (pipelined bytes of it
+            // may be here already) gets its own deadline.
+            in_request = filled > 0 || conn.state != State::Head;
+            let next = in_request.then(|| Instant::now() + limits.request);
+            sock.set_read_deadline(next)?;
+        }
     }
+}
+
+/// Parses a `--*-timeout` value in seconds (fractions allowed).
+fn parse_secs(flag: &str, v: Option<String>) -> Result<Duration, String> {
+    let v = v.ok_or_else(|| format!("{flag} needs a value in seconds"))?;
+    v.parse::<f64>()
+        .ok()
+        .and_then(|s| Duration::try_from_secs_f64(s).ok())
+        .filter(|d| !d.is_zero())
+        .ok_or_else(|| format!("{flag}: '{v}' is not a positive number of seconds"))
 }
 
 fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
     let mut addr = "127.0.0.1:8080".to_owned();
     let (mut tls_cert, mut tls_key) = (None::<String>, None::<String>);
+    let mut limits = Limits::default();
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
-        match a.as_str() {
+        let parsed = match a.as_str() {
             "-h" | "--help" => {
                 println!("{USAGE}");
                 return ExitCode::SUCCESS;
             }
-            "--addr" => match args.next() {
-                Some(v) => addr = v,
-                None => {
-                    eprintln!("http_hello: --addr needs a value\n\n{USAGE}");
-                    return ExitCode::from(2);
-                }
-            },
-            "--tls-cert" | "--tls-key" => match args.next() {
-                Some(v) if a == "--tls-cert" => tls_cert = Some(v),
-                Some(v) => tls_key = Some(v),
-                None => {
-                    eprintln!("http_hello: {a} needs a file name\n\n{USAGE}");
-                    return ExitCode::from(2);
-                }
-            },
-            other => {
-                eprintln!("http_hello: unknown argument '{other}'\n\n{USAGE}");
-                return ExitCode::from(2);
-            }
+            "--addr" => args
+                .next()
+                .map(|v| addr = v)
+                .ok_or("--addr needs a value".to_owned()),
+            "--tls-cert" => (args.next().map(|v| tls_cert = Some(v)))
+                .ok_or("--tls-cert needs a file name".to_owned()),
+            "--tls-key" => (args.next().map(|v| tls_key = Some(v)))
+                .ok_or("--tls-key needs a file name".to_owned()),
+            "--idle-timeout" => parse_secs(&a, args.next()).map(|d| limits.idle = d),
+            "--request-timeout" => parse_secs(&a, args.next()).map(|d| limits.request = d),
+            "--write-timeout" => parse_secs(&a, args.next()).map(|d| limits.write = d),
+            other => Err(format!("unknown argument '{other}'")),
+        };
+        if let Err(e) = parsed {
+            eprintln!("http_hello: {e}\n\n{USAGE}");
+            return ExitCode::from(2);
         }
     }
     let tls = match (tls_cert, tls_key) {
@@ -449,13 +515,13 @@ fn main() -> ExitCode {
     tasklet::dispatch(move || {
         #[cfg(feature = "tls")]
         let bound = match tls {
-            Some(acceptor) => {
-                StreamServer::bind(addr.as_str(), move |s, peer| serve_tls(&acceptor, s, peer))
-            }
-            None => StreamServer::bind(addr.as_str(), serve),
+            Some(acceptor) => StreamServer::bind(addr.as_str(), move |s, peer| {
+                serve_tls(&acceptor, s, peer, limits)
+            }),
+            None => StreamServer::bind(addr.as_str(), move |s, peer| serve(s, peer, limits)),
         };
         #[cfg(not(feature = "tls"))]
-        let bound = StreamServer::bind(addr.as_str(), serve);
+        let bound = StreamServer::bind(addr.as_str(), move |s, peer| serve(s, peer, limits));
         let server = match bound {
             Ok(s) => s,
             Err(e) => {

@@ -266,7 +266,9 @@ impl<L: Listener> StreamServer<L> {
     }
 
     /// Stops the server gracefully (with the [grace period](Self::grace_period))
-    /// when the process receives SIGINT or SIGTERM.
+    /// when the process receives SIGINT or SIGTERM. The signals are then
+    /// [reset](tasklet_runtime::signal::reset): a second one during the
+    /// grace period terminates the process.
     pub fn stop_on_signals(mut self, on: bool) -> StreamServer<L> {
         self.signals = on;
         self
@@ -310,6 +312,11 @@ impl<L: Listener> StreamServer<L> {
                              (grace {grace:?})",
                             h.inner.addr
                         );
+                        // A second signal during the grace period ends the
+                        // process (it would be queued otherwise).
+                        if let Err(e) = signal::reset(&[Signal::Int, Signal::Term]) {
+                            log::warn!("tasklet-netio: cannot reset SIGINT/SIGTERM: {e}");
+                        }
                         // Detach ourselves first: `stop` kills the signal tasklet.
                         drop(h.inner.state.borrow_mut().signal_task.take());
                         h.stop(grace);

@@ -16,6 +16,9 @@ pub(crate) struct Sock<S: AsRawFd> {
     io: IoSource<S>,
     read_timeout: Cell<Option<Duration>>,
     write_timeout: Cell<Option<Duration>>,
+    /// Absolute limits for every read/write wait, on top of the timeouts.
+    read_deadline: Cell<Option<Instant>>,
+    write_deadline: Cell<Option<Instant>>,
     nonblocking: Cell<bool>,
     /// The hub's I/O tick at which a read last found the receive queue
     /// drained (a short read); see [`Sock::read_stream`].
@@ -28,6 +31,8 @@ impl<S: AsRawFd> Sock<S> {
             io: IoSource::new(s),
             read_timeout: Cell::new(None),
             write_timeout: Cell::new(None),
+            read_deadline: Cell::new(None),
+            write_deadline: Cell::new(None),
             nonblocking: Cell::new(false),
             drained_at: Cell::new(None),
         }
@@ -39,6 +44,8 @@ impl<S: AsRawFd> Sock<S> {
         let t = Sock::new(s);
         t.read_timeout.set(self.read_timeout.get());
         t.write_timeout.set(self.write_timeout.get());
+        t.read_deadline.set(self.read_deadline.get());
+        t.write_deadline.set(self.write_deadline.get());
         t.nonblocking.set(self.nonblocking.get());
         t
     }
@@ -78,49 +85,92 @@ impl<S: AsRawFd> Sock<S> {
         self.write_timeout.get()
     }
 
+    pub(crate) fn set_read_deadline(&self, at: Option<Instant>) {
+        self.read_deadline.set(at);
+    }
+
+    pub(crate) fn set_write_deadline(&self, at: Option<Instant>) {
+        self.write_deadline.set(at);
+    }
+
+    pub(crate) fn read_deadline(&self) -> Option<Instant> {
+        self.read_deadline.get()
+    }
+
+    pub(crate) fn write_deadline(&self) -> Option<Instant> {
+        self.write_deadline.get()
+    }
+
+    /// When a wait for `dir` starting now must end: the earlier of the
+    /// direction's timeout from now and its deadline.
+    fn wait_deadline(&self, dir: Direction) -> Option<Instant> {
+        let (timeout, at) = match dir {
+            Direction::Read => (self.read_timeout.get(), self.read_deadline.get()),
+            Direction::Write => (self.write_timeout.get(), self.write_deadline.get()),
+        };
+        match (timeout.and_then(|t| Instant::now().checked_add(t)), at) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
     pub(crate) fn set_nonblocking(&self, on: bool) {
         self.nonblocking.set(on);
     }
 
-    /// Runs a read-side operation (read, recv, accept) with the read timeout.
+    /// Runs a read-side operation (read, recv, accept) with the read
+    /// timeout and deadline.
     #[inline]
     pub(crate) fn read_with<R>(&self, op: impl FnMut(&S) -> io::Result<R>) -> io::Result<R> {
-        self.io_with(Direction::Read, self.read_timeout.get(), op)
+        self.io_with(Direction::Read, op)
     }
 
-    /// Reads from a stream socket into a buffer of `len` bytes with `op`.
+    /// Reads from a stream socket into a buffer of `len` bytes with `op`,
+    /// which returns the byte count and whether the kernel may have ended
+    /// the read early with more data queued (see below).
     ///
     /// Like [`read_with`](Self::read_with), plus one saving on the hot path:
-    /// a read that returns less than asked for has drained the socket's
-    /// receive queue, so if the next read comes before the hub has polled
-    /// again (no readiness event can have been dropped meanwhile), it waits
-    /// for the next event at once instead of paying for an `EAGAIN` read.
-    /// This gives one read call per message in a request/response loop. A
-    /// read side the hub has seen closed is always read (an end-of-file
-    /// can wait behind the data and gets no new event).
+    /// a read that returns less than asked for has normally drained the
+    /// socket's receive queue, so if the next read comes before the hub has
+    /// polled again (no readiness event can have been dropped meanwhile), it
+    /// waits for the next event at once instead of paying for an `EAGAIN`
+    /// read. This gives one read call per message in a request/response
+    /// loop. The saving is taken only where a short read proves the queue
+    /// empty; the next read is always tried when
+    /// - the hub has seen the read side closed (an end-of-file can wait
+    ///   behind the data and gets no new event);
+    /// - the hub's latest event for the socket reported priority data: Linux
+    ///   ends a TCP read at the urgent mark (`MSG_OOB`), and an `AF_UNIX`
+    ///   read at an out-of-band byte, with the rest queued;
+    /// - `op` says the read may have been cut (an `AF_UNIX` read ends after
+    ///   a segment that carried descriptors or credentials).
+    ///
+    /// None of these raises a new readiness event, so a wait would park
+    /// with data queued.
     #[inline]
     pub(crate) fn read_stream(
         &self,
         len: usize,
-        mut op: impl FnMut(&S) -> io::Result<usize>,
+        mut op: impl FnMut(&S) -> io::Result<(usize, bool)>,
     ) -> io::Result<usize> {
-        let timeout = self.read_timeout.get();
+        self.io.adopt();
         let mut deadline: Option<Instant> = None;
         if len > 0 {
             if let Some(tick) = self.drained_at.take() {
                 if !self.nonblocking.get()
                     && hub::io_tick() == Some(tick)
                     && !self.io.is_read_closed()
+                    && !self.io.has_priority_data()
                 {
-                    deadline = timeout.and_then(|t| Instant::now().checked_add(t));
+                    deadline = self.wait_deadline(Direction::Read);
                     self.wait(Direction::Read, deadline)?;
                 }
             }
         }
         loop {
             match op(self.io.get_ref()) {
-                Ok(n) => {
-                    if n > 0 && n < len {
+                Ok((n, cut)) => {
+                    if n > 0 && n < len && !cut {
                         self.drained_at.set(hub::io_tick());
                     }
                     return Ok(n);
@@ -130,7 +180,7 @@ impl<S: AsRawFd> Sock<S> {
                         return Err(e);
                     }
                     if deadline.is_none() {
-                        deadline = timeout.and_then(|t| Instant::now().checked_add(t));
+                        deadline = self.wait_deadline(Direction::Read);
                     }
                     self.wait(Direction::Read, deadline)?;
                 }
@@ -139,21 +189,19 @@ impl<S: AsRawFd> Sock<S> {
         }
     }
 
-    /// Runs a write-side operation (write, send) with the write timeout.
+    /// Runs a write-side operation (write, send) with the write timeout and
+    /// deadline.
     #[inline]
     pub(crate) fn write_with<R>(&self, op: impl FnMut(&S) -> io::Result<R>) -> io::Result<R> {
-        self.io_with(Direction::Write, self.write_timeout.get(), op)
+        self.io_with(Direction::Write, op)
     }
 
-    /// Tries `op`; on `WouldBlock` waits for `dir` readiness (up to `timeout`
-    /// for the whole call) and tries again.
+    /// Tries `op`; on `WouldBlock` waits for `dir` readiness (up to the
+    /// direction's timeout for the whole call, and never past its deadline)
+    /// and tries again.
     #[inline]
-    fn io_with<R>(
-        &self,
-        dir: Direction,
-        timeout: Option<Duration>,
-        mut op: impl FnMut(&S) -> io::Result<R>,
-    ) -> io::Result<R> {
+    fn io_with<R>(&self, dir: Direction, mut op: impl FnMut(&S) -> io::Result<R>) -> io::Result<R> {
+        self.io.adopt();
         let mut deadline: Option<Instant> = None;
         loop {
             match op(self.io.get_ref()) {
@@ -162,7 +210,7 @@ impl<S: AsRawFd> Sock<S> {
                         return Err(e);
                     }
                     if deadline.is_none() {
-                        deadline = timeout.and_then(|t| Instant::now().checked_add(t));
+                        deadline = self.wait_deadline(dir);
                     }
                     self.wait(dir, deadline)?;
                 }
@@ -258,10 +306,11 @@ macro_rules! impl_fd_traits {
 
 /// Implements `Read` and `Write` for a stream socket type and for shared
 /// references to it (one tasklet may read while another writes). Reads use
-/// [`Sock::read_stream`] (one `recv` per message); writes use `send` with
-/// `MSG_NOSIGNAL`, so a reset peer is an error, never `SIGPIPE`.
+/// [`Sock::read_stream`] with `$recv` (a `fn(RawFd, &mut [u8]) ->
+/// io::Result<(usize, bool)>` from `sys`; one call per message); writes use
+/// `send` with `MSG_NOSIGNAL`, so a reset peer is an error, never `SIGPIPE`.
 macro_rules! impl_stream_io {
-    ($ty:ty) => {
+    ($ty:ty, $recv:path) => {
         impl std::io::Read for &$ty {
             #[inline]
             fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
@@ -272,8 +321,8 @@ macro_rules! impl_stream_io {
                     // nothing is queued, which would park until data came).
                     return Ok(0);
                 }
-                self.sock
-                    .read_stream(len, |mut s| std::io::Read::read(&mut s, buf))
+                let fd = self.sock.fd();
+                self.sock.read_stream(len, |_| $recv(fd, buf))
             }
 
             fn read_vectored(

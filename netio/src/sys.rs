@@ -45,6 +45,48 @@ pub(crate) fn send(fd: RawFd, buf: &[u8]) -> io::Result<usize> {
     }
 }
 
+/// A stream read with `recv(2)`: the byte count, and `false` (TCP ends a
+/// read early only at an urgent mark, which the hub reports as priority
+/// data; see `Sock::read_stream`).
+#[inline]
+pub(crate) fn recv_stream(fd: RawFd, buf: &mut [u8]) -> io::Result<(usize, bool)> {
+    // SAFETY: the pointer and length describe `buf`, which outlives the call;
+    // the kernel writes at most `buf.len()` bytes into it.
+    let n = unsafe { libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), 0) };
+    if n < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok((n as usize, false))
+    }
+}
+
+/// A read from an `AF_UNIX` stream socket with `recvmsg(2)` and no control
+/// buffer: the byte count, and whether the kernel had ancillary data for
+/// this read (`MSG_CTRUNC`: descriptors, which it closes, or credentials).
+/// Linux ends a read after a segment that carries descriptors (and between
+/// writers when credentials are passed) with more data queued and no new
+/// readiness event, so such a short read does not prove the queue drained.
+#[inline]
+pub(crate) fn recv_unix_stream(fd: RawFd, buf: &mut [u8]) -> io::Result<(usize, bool)> {
+    let mut iov = libc::iovec {
+        iov_base: buf.as_mut_ptr().cast(),
+        iov_len: buf.len(),
+    };
+    // SAFETY: an all-zero `msghdr` is a valid empty message (no name, no
+    // control buffer).
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    // SAFETY: `msg` points at one iovec describing `buf`, both outlive the
+    // call; the kernel writes at most `buf.len()` bytes and `msg_flags`.
+    let n = unsafe { libc::recvmsg(fd, &mut msg, 0) };
+    if n < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok((n as usize, msg.msg_flags & libc::MSG_CTRUNC != 0))
+    }
+}
+
 /// Vectored [`send`] through `sendmsg(MSG_NOSIGNAL)`.
 pub(crate) fn send_vectored(fd: RawFd, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
     // SAFETY: an all-zero `msghdr` is a valid empty message.

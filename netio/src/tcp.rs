@@ -325,6 +325,58 @@ impl TcpStream {
         Ok(self.sock.write_timeout())
     }
 
+    /// Sets a point in time after which a read that has to park fails with
+    /// `ErrorKind::TimedOut` (`None`: no deadline), like Go's
+    /// `SetReadDeadline`. Unlike the [read timeout](Self::set_read_timeout),
+    /// which bounds each wait, a deadline bounds a whole exchange however
+    /// many reads it takes: a request that must arrive complete within 30 s,
+    /// even from a client trickling a byte at a time. Both may be set; the
+    /// earlier limit applies. Data already queued is still returned after
+    /// the deadline (only waiting fails). A read that times out consumes
+    /// nothing: the socket stays usable.
+    ///
+    /// ```
+    /// use std::io::{ErrorKind, Read, Write};
+    /// use std::time::{Duration, Instant};
+    /// use tasklet_netio::{TcpListener, TcpStream};
+    ///
+    /// tasklet_runtime::dispatch(|| {
+    ///     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    ///     let mut client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+    ///     let (mut server, _) = listener.accept().unwrap();
+    ///     // The whole 8-byte head within 50 ms; only 3 bytes ever come.
+    ///     server
+    ///         .set_read_deadline(Some(Instant::now() + Duration::from_millis(50)))
+    ///         .unwrap();
+    ///     client.write_all(b"GET").unwrap();
+    ///     let mut head = [0u8; 8];
+    ///     let err = server.read_exact(&mut head).unwrap_err();
+    ///     assert_eq!(err.kind(), ErrorKind::TimedOut);
+    /// });
+    /// ```
+    pub fn set_read_deadline(&self, deadline: Option<Instant>) -> io::Result<()> {
+        self.sock.set_read_deadline(deadline);
+        Ok(())
+    }
+
+    /// Sets a point in time after which a write that has to park fails with
+    /// `ErrorKind::TimedOut` (see [`set_read_deadline`](Self::set_read_deadline)):
+    /// bounds a whole `write_all` to a client that reads slowly or not at all.
+    pub fn set_write_deadline(&self, deadline: Option<Instant>) -> io::Result<()> {
+        self.sock.set_write_deadline(deadline);
+        Ok(())
+    }
+
+    /// The read deadline (see [`set_read_deadline`](Self::set_read_deadline)).
+    pub fn read_deadline(&self) -> io::Result<Option<Instant>> {
+        Ok(self.sock.read_deadline())
+    }
+
+    /// The write deadline (see [`set_write_deadline`](Self::set_write_deadline)).
+    pub fn write_deadline(&self) -> io::Result<Option<Instant>> {
+        Ok(self.sock.write_deadline())
+    }
+
     /// Makes reads and writes return `WouldBlock` instead of parking (the
     /// socket itself is always non-blocking at the OS level). The mode
     /// belongs to this handle: handles made by [`try_clone`](Self::try_clone)
@@ -394,7 +446,7 @@ impl From<net::TcpStream> for TcpStream {
     }
 }
 
-impl_stream_io!(TcpStream);
+impl_stream_io!(TcpStream, crate::sys::recv_stream);
 
 impl fmt::Debug for TcpStream {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

@@ -6,7 +6,7 @@ use std::net::Shutdown;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::net::{self, SocketAddr};
 use std::path::Path;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::sock::Sock;
 use crate::sys;
@@ -256,6 +256,38 @@ impl UnixStream {
         Ok(self.sock.write_timeout())
     }
 
+    /// Sets a point in time after which a read that has to park fails with
+    /// `ErrorKind::TimedOut` (`None`: no deadline), like Go's
+    /// `SetReadDeadline`. Unlike the [read timeout](Self::set_read_timeout),
+    /// which bounds each wait, a deadline bounds a whole exchange however
+    /// many reads it takes: a request that must arrive complete within 30 s,
+    /// even from a client trickling a byte at a time. Both may be set; the
+    /// earlier limit applies. Data already queued is still returned after
+    /// the deadline (only waiting fails). A read that times out consumes
+    /// nothing: the socket stays usable.
+    pub fn set_read_deadline(&self, deadline: Option<Instant>) -> io::Result<()> {
+        self.sock.set_read_deadline(deadline);
+        Ok(())
+    }
+
+    /// Sets a point in time after which a write that has to park fails with
+    /// `ErrorKind::TimedOut` (see [`set_read_deadline`](Self::set_read_deadline)):
+    /// bounds a whole `write_all` to a client that reads slowly or not at all.
+    pub fn set_write_deadline(&self, deadline: Option<Instant>) -> io::Result<()> {
+        self.sock.set_write_deadline(deadline);
+        Ok(())
+    }
+
+    /// The read deadline (see [`set_read_deadline`](Self::set_read_deadline)).
+    pub fn read_deadline(&self) -> io::Result<Option<Instant>> {
+        Ok(self.sock.read_deadline())
+    }
+
+    /// The write deadline (see [`set_write_deadline`](Self::set_write_deadline)).
+    pub fn write_deadline(&self) -> io::Result<Option<Instant>> {
+        Ok(self.sock.write_deadline())
+    }
+
     /// Makes reads and writes return `WouldBlock` instead of parking.
     pub fn set_nonblocking(&self, nonblocking: bool) -> io::Result<()> {
         self.sock.set_nonblocking(nonblocking);
@@ -299,7 +331,7 @@ impl From<net::UnixStream> for UnixStream {
     }
 }
 
-impl_stream_io!(UnixStream);
+impl_stream_io!(UnixStream, crate::sys::recv_unix_stream);
 impl_fd_traits!(
     UnixStream,
     net::UnixStream,

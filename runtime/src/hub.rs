@@ -46,7 +46,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam_queue::SegQueue;
 use mio::unix::SourceFd;
-use mio::{Events, Interest, Poll, Token, Waker};
+use mio::{Events, Interest, Poll, Registry, Token, Waker};
 
 use crate::context;
 use crate::dispatcher::Dispatcher;
@@ -86,9 +86,16 @@ struct RemoteWake {
 pub(crate) struct Shared {
     dispatcher_id: u64,
     queue: SegQueue<RemoteWake>,
+    /// Registrations of sources that moved to another thread, for the
+    /// dispatcher to free (see [`Shared::release`]).
+    released: SegQueue<Reg>,
     pending: AtomicBool,
     alive: AtomicBool,
     waker: Waker,
+    /// A handle on the same epoll instance (a `dup` of its fd), so that
+    /// another thread can remove a source that moved away from this
+    /// dispatcher while the fd is still known to be that source's.
+    registry: Registry,
 }
 
 impl Shared {
@@ -97,6 +104,28 @@ impl Shared {
             return;
         }
         self.queue.push(w);
+        self.notify();
+    }
+
+    /// Forgets a source that was registered with this dispatcher and is now
+    /// used (or dropped) on another thread: removes `fd` from this epoll set
+    /// at once (so its events stop waking this dispatcher) and queues the
+    /// hub entry for this dispatcher to free. `fd` must still be the
+    /// source's (not closed), which the calling `IoSource` guarantees.
+    fn release(&self, reg: Reg, fd: RawFd) {
+        if !self.alive.load(Ordering::Acquire) {
+            return;
+        }
+        // epoll_ctl is thread-safe; the fd may already be gone from the set
+        // (ENOENT), which is fine.
+        let _ = self.registry.deregister(&mut SourceFd(&fd));
+        self.released.push(reg);
+        self.notify();
+    }
+
+    /// Makes the dispatcher drain its queues (one `Waker` call while a
+    /// drain is pending).
+    fn notify(&self) {
         if !self.pending.swap(true, Ordering::AcqRel) {
             if let Err(e) = self.waker.wake() {
                 log::error!(
@@ -115,7 +144,20 @@ struct IoEntry {
     writers: Vec<Unparker>,
     /// The hub has seen the read side close (peer FIN, hang-up); sticky.
     read_closed: bool,
+    /// The latest event collected for this source reported priority data
+    /// (`EPOLLPRI`: a TCP urgent mark, an `AF_UNIX` out-of-band byte).
+    priority: bool,
 }
+
+/// The readiness a source is registered for: both directions, and on Linux
+/// priority data too, so that [`IoSource::has_priority_data`] can tell a
+/// read cut short at an urgent mark (which raises no new event).
+#[cfg(any(target_os = "linux", target_os = "android"))]
+const INTEREST: Interest = Interest::READABLE
+    .add(Interest::WRITABLE)
+    .add(Interest::PRIORITY);
+#[cfg(not(any(target_os = "linux", target_os = "android")))]
+const INTEREST: Interest = Interest::READABLE.add(Interest::WRITABLE);
 
 /// The event loop of one dispatcher.
 pub(crate) struct Hub {
@@ -137,6 +179,7 @@ impl Hub {
     pub(crate) fn new(dispatcher_id: u64) -> io::Result<Hub> {
         let poll = Poll::new()?;
         let waker = Waker::new(poll.registry(), WAKER_TOKEN)?;
+        let registry = poll.registry().try_clone()?;
         Ok(Hub {
             poll: RefCell::new(poll),
             events: RefCell::new(Events::with_capacity(1024)),
@@ -147,9 +190,11 @@ impl Hub {
             shared: Arc::new(Shared {
                 dispatcher_id,
                 queue: SegQueue::new(),
+                released: SegQueue::new(),
                 pending: AtomicBool::new(false),
                 alive: AtomicBool::new(true),
                 waker,
+                registry,
             }),
             key_waits: Cell::new(0),
         })
@@ -266,6 +311,7 @@ impl Hub {
                 continue;
             }
             let err = ev.is_error();
+            entry.priority = ev.is_priority();
             if ev.is_read_closed() {
                 entry.read_closed = true;
             }
@@ -307,6 +353,10 @@ impl Hub {
         while let Some(w) = self.shared.queue.pop() {
             d.wake_slot(w.slot as usize, w.id, w.epoch, Wake::Unparked);
         }
+        while let Some(reg) = self.shared.released.pop() {
+            // Already out of the epoll set (`Shared::release`).
+            self.unregister(reg, None);
+        }
     }
 
     fn register_fd(&self, fd: RawFd) -> io::Result<Reg> {
@@ -317,9 +367,10 @@ impl Hub {
             readers: Vec::new(),
             writers: Vec::new(),
             read_closed: false,
+            priority: false,
         });
         let token = make_token(slot, gen);
-        let interest = Interest::READABLE | Interest::WRITABLE;
+        let interest = INTEREST;
         let poll = self.poll.borrow();
         let mut r = poll
             .registry()
@@ -360,6 +411,7 @@ impl Drop for Hub {
     fn drop(&mut self) {
         self.shared.alive.store(false, Ordering::Release);
         while self.shared.queue.pop().is_some() {}
+        while self.shared.released.pop().is_some() {}
     }
 }
 
@@ -659,6 +711,21 @@ pub fn io_tick() -> Option<u64> {
     context::try_with(|d| d.hub.io_tick.get())
 }
 
+/// How many [`IoSource`]s are registered with this thread's hub (`None`
+/// outside a dispatcher).
+///
+/// A diagnostic, like [`io_tick`]: it counts sources that have waited on
+/// this dispatcher and have since been neither dropped, unwrapped, nor used
+/// on another thread (see [`IoSource::adopt`]).
+///
+/// ```
+/// tasklet::dispatch(|| assert_eq!(tasklet::hub::registered_sources(), Some(0)));
+/// assert_eq!(tasklet::hub::registered_sources(), None);
+/// ```
+pub fn registered_sources() -> Option<usize> {
+    context::try_with(|d| d.hub.io.borrow().len())
+}
+
 /// Which readiness a tasklet waits for on an [`IoSource`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Direction {
@@ -686,7 +753,9 @@ struct Registration {
 /// park until the hub reports readiness. The descriptor is registered with
 /// the current dispatcher's `epoll` once, lazily on the first wait
 /// (edge-triggered, readable and writable), and is forgotten by the hub when
-/// the `IoSource` is dropped. `S` should be in non-blocking mode.
+/// the `IoSource` is dropped. A source sent to another thread leaves its
+/// former dispatcher at its first operation there ([`adopt`](Self::adopt)),
+/// or when dropped. `S` should be in non-blocking mode.
 ///
 /// Several tasklets may wait on one source at once (say one reading and one
 /// writing through `&IoSource`); every waiter for a direction is woken on its
@@ -694,6 +763,9 @@ struct Registration {
 pub struct IoSource<S: AsRawFd> {
     source: S,
     reg: Cell<Option<Registration>>,
+    /// The cross-thread half of the hub `reg` is in (set with `reg`), to
+    /// deregister from another thread when the source moves.
+    home: Cell<Option<Weak<Shared>>>,
 }
 
 impl<S: AsRawFd> IoSource<S> {
@@ -702,6 +774,7 @@ impl<S: AsRawFd> IoSource<S> {
         IoSource {
             source,
             reg: Cell::new(None),
+            home: Cell::new(None),
         }
     }
 
@@ -718,17 +791,57 @@ impl<S: AsRawFd> IoSource<S> {
     /// Unwraps the value, deregistering it from the hub.
     pub fn into_inner(self) -> S {
         let me = std::mem::ManuallyDrop::new(self);
-        if let Some(r) = me.reg.get() {
-            let fd = me.source.as_raw_fd();
-            context::try_with(|d| {
-                if d.id == r.dispatcher {
-                    d.hub.unregister(r.reg, Some(fd));
-                }
-            });
+        me.deregister();
+        // SAFETY: `me` is never used or dropped again after these reads, so
+        // each field is moved out exactly once (`reg` is `Copy`; `home` was
+        // emptied by `deregister` and is dropped here).
+        unsafe {
+            drop(std::ptr::read(&me.home));
+            std::ptr::read(&me.source)
         }
-        // SAFETY: `me` is never used or dropped again after this read, so the
-        // source is moved out exactly once (the other field is `Copy`).
-        unsafe { std::ptr::read(&me.source) }
+    }
+
+    /// Makes the calling thread this source's home: if it is registered
+    /// with a dispatcher other than the calling thread's (it waited there,
+    /// then moved to this thread), deregisters it there, so that dispatcher
+    /// neither keeps its entry nor is woken by its events. In a dispatcher,
+    /// the next wait registers it with this one.
+    ///
+    /// Cheap when nothing moved (a thread-local read). [`do_io`](Self::do_io)
+    /// and the socket layer call it before each operation; a source is also
+    /// deregistered wherever it is dropped or unwrapped.
+    #[inline]
+    pub fn adopt(&self) {
+        if let Some(r) = self.reg.get() {
+            if context::try_with(|d| d.id) != Some(r.dispatcher) {
+                self.deregister();
+            }
+        }
+    }
+
+    /// Removes the source from the hub it is registered with, if any (the
+    /// calling thread's, or another dispatcher's, see [`adopt`](Self::adopt)).
+    /// A later wait registers it again.
+    #[cold]
+    pub fn deregister(&self) {
+        let Some(r) = self.reg.take() else {
+            return;
+        };
+        let home = self.home.take();
+        let fd = self.source.as_raw_fd();
+        let local = context::try_with(|d| {
+            if d.id == r.dispatcher {
+                d.hub.unregister(r.reg, Some(fd));
+                true
+            } else {
+                false
+            }
+        });
+        if local != Some(true) {
+            if let Some(shared) = home.and_then(|h| h.upgrade()) {
+                shared.release(r.reg, fd);
+            }
+        }
     }
 
     fn registration(&self, d: &Dispatcher) -> io::Result<Reg> {
@@ -736,12 +849,15 @@ impl<S: AsRawFd> IoSource<S> {
             if r.dispatcher == d.id {
                 return Ok(r.reg);
             }
+            // Moved here from another dispatcher: leave that one first.
+            self.deregister();
         }
         let reg = d.hub.register_fd(self.source.as_raw_fd())?;
         self.reg.set(Some(Registration {
             dispatcher: d.id,
             reg,
         }));
+        self.home.set(Some(Arc::downgrade(&d.hub.shared)));
         Ok(reg)
     }
 
@@ -751,12 +867,32 @@ impl<S: AsRawFd> IoSource<S> {
     /// together with [`io_tick`] to decide that a drained source can be
     /// waited on without retrying the operation first.
     pub fn is_read_closed(&self) -> bool {
+        self.with_entry(|e| e.read_closed)
+    }
+
+    /// Whether the latest readiness event the hub collected for this source
+    /// reported priority data (`EPOLLPRI`): TCP urgent data (`MSG_OOB`) not
+    /// yet read past, or an `AF_UNIX` out-of-band byte. A stream read stops
+    /// at the urgent mark with more data queued and no new event to follow,
+    /// so a short read does not prove such a source drained. Always `true`
+    /// where the hub cannot watch for priority data (not Linux): callers
+    /// then assume the worst.
+    pub fn has_priority_data(&self) -> bool {
+        if cfg!(not(any(target_os = "linux", target_os = "android"))) {
+            return true;
+        }
+        self.with_entry(|e| e.priority)
+    }
+
+    /// `f` of this source's hub entry in the current dispatcher; `false` if
+    /// it has none there.
+    fn with_entry(&self, f: impl FnOnce(&IoEntry) -> bool) -> bool {
         let Some(r) = self.reg.get() else {
             return false;
         };
         context::try_with(|d| {
             d.id == r.dispatcher
-                && matches!(d.hub.io.borrow().get(r.reg.slot), Some(e) if e.gen == r.reg.gen && e.read_closed)
+                && matches!(d.hub.io.borrow().get(r.reg.slot), Some(e) if e.gen == r.reg.gen && f(e))
         })
         .unwrap_or(false)
     }
@@ -805,6 +941,7 @@ impl<S: AsRawFd> IoSource<S> {
         deadline: Option<Instant>,
         mut op: impl FnMut(&S) -> io::Result<R>,
     ) -> io::Result<R> {
+        self.adopt();
         loop {
             match op(&self.source) {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.wait(dir, deadline)?,
@@ -816,13 +953,23 @@ impl<S: AsRawFd> IoSource<S> {
 
 impl<S: AsRawFd> Drop for IoSource<S> {
     fn drop(&mut self) {
-        if let Some(r) = self.reg.get() {
-            // Closing the fd removes it from epoll; only the slot is freed here.
-            context::try_with(|d| {
-                if d.id == r.dispatcher {
-                    d.hub.unregister(r.reg, None);
-                }
-            });
+        let Some(r) = self.reg.get() else {
+            return;
+        };
+        // On the home dispatcher, closing the fd removes it from epoll; only
+        // the slot is freed here (no syscall on the common path).
+        let local = context::try_with(|d| {
+            if d.id == r.dispatcher {
+                d.hub.unregister(r.reg, None);
+                true
+            } else {
+                false
+            }
+        });
+        if local != Some(true) {
+            // Dropped on another thread: the fd is still open here (the
+            // source is dropped after this), so it can be removed by number.
+            self.deregister();
         }
     }
 }

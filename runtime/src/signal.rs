@@ -8,10 +8,16 @@
 //! ([`RemoteUnparker`]), so a signal wakes an
 //! idle `epoll_wait` at once.
 //!
-//! Every tasklet waiting for a signal when it arrives gets it. A signal that
-//! arrives while **nobody** waits for it keeps its default effect: the
-//! handler is removed and the signal raised again, so a second Ctrl-C during
-//! a slow graceful shutdown still terminates the process.
+//! Every tasklet waiting for a signal when it arrives gets it. Once a signal
+//! has been waited for, it stays handled, as with Go's `signal.Notify`: an
+//! occurrence that arrives while **nobody** waits for it is queued for the
+//! next [`wait`] that includes it (occurrences of one signal coalesce, as
+//! the kernel's do), so a loop like `loop { wait(&[Hup])?; reload() }` never
+//! dies of a SIGHUP that came during `reload()`. [`reset`] ends that: it
+//! restores exactly the disposition the signal had before the first wait
+//! (the default action, or `SIG_IGN` under `nohup`). A server that stops on
+//! the first Ctrl-C resets it, so that a second one during a slow graceful
+//! shutdown terminates the process.
 //!
 //! ```no_run
 //! use tasklet::signal::{self, Signal};
@@ -84,9 +90,22 @@ impl Signal {
 /// Parks the calling tasklet until one of `signals` is delivered to the
 /// process, and returns which one.
 ///
-/// Only signals delivered after the call starts count. Works on a plain
-/// thread too (it then blocks the thread). Cancel it like any blocking call,
-/// with [`timeout`](crate::timeout) or `JoinHandle::kill`.
+/// The first wait for a signal installs its handler. From then on, an
+/// occurrence that no wait was registered for is queued, and the next wait
+/// that includes it returns it at once (see the [module docs](self));
+/// before that first wait, a signal has its previous effect:
+///
+/// ```no_run
+/// use tasklet::signal::{self, Signal};
+/// # fn reload() {}
+/// tasklet::dispatch(|| loop {
+///     signal::wait(&[Signal::Hup]).unwrap();
+///     reload(); // a SIGHUP meanwhile is kept for the next wait
+/// });
+/// ```
+///
+/// Works on a plain thread too (it then blocks the thread). Cancel it like
+/// any blocking call, with [`timeout`](crate::timeout) or `JoinHandle::kill`.
 ///
 /// # Errors
 /// `InvalidInput` if `signals` is empty; the OS error if the handler or the
@@ -106,6 +125,9 @@ pub fn wait(signals: &[Signal]) -> io::Result<Signal> {
         let mut st = g.lock();
         for s in signals {
             st.install(*s)?;
+        }
+        if let Some(i) = st.pending.iter().position(|s| mask & s.bit() != 0) {
+            return Ok(st.pending.remove(i));
         }
         let id = st.next_id;
         st.next_id += 1;
@@ -155,10 +177,45 @@ pub fn ctrl_c() -> io::Result<()> {
     wait(&[Signal::Int]).map(|_| ())
 }
 
+/// Stops handling `signals`: restores the disposition each had before the
+/// first [`wait`] for it installed the handler (the default action, or
+/// `SIG_IGN` if the process started with it ignored, or whatever handler
+/// was set before), and drops its queued occurrences.
+///
+/// A signal a wait is registered for right now stays handled until the last
+/// such wait ends (it still gets the signal); it is restored then. A later
+/// `wait` installs the handler again. Signals never waited for are left
+/// alone.
+///
+/// ```no_run
+/// use tasklet::signal::{self, Signal};
+/// tasklet::dispatch(|| {
+///     signal::ctrl_c().unwrap();
+///     // From here a second Ctrl-C terminates at once (default action).
+///     signal::reset(&[Signal::Int]).unwrap();
+///     log::info!("shutting down slowly");
+/// });
+/// ```
+///
+/// # Errors
+/// The OS error if a disposition cannot be restored, or if signal handling
+/// could not be set up.
+pub fn reset(signals: &[Signal]) -> io::Result<()> {
+    let g = global()?;
+    let mut st = g.lock();
+    for s in signals {
+        st.pending.retain(|p| p != s);
+        if st.installed & s.bit() != 0 {
+            st.resetting |= s.bit();
+        }
+    }
+    st.restore_unwaited()
+}
+
 /// How many waits (tasklets or threads) are currently registered for `sig`.
 ///
-/// A diagnostic: a signal that arrives while this is 0 has its default
-/// effect (see the module docs).
+/// A diagnostic: a signal that was waited for before and arrives while this
+/// is 0 is queued for the next wait (see the module docs).
 pub fn waiting(sig: Signal) -> usize {
     match global() {
         Ok(g) => g
@@ -195,7 +252,17 @@ struct Waiter {
 struct State {
     next_id: u64,
     waiters: Vec<Waiter>,
+    /// Signals with the handler installed.
     installed: u32,
+    /// Installed signals to restore once no wait is registered for them
+    /// ([`reset`]).
+    resetting: u32,
+    /// What each installed signal's disposition was before, by `Signal`
+    /// discriminant.
+    previous: [Option<libc::sigaction>; ALL.len()],
+    /// Occurrences no wait has taken yet, oldest first, each signal at most
+    /// once.
+    pending: Vec<Signal>,
 }
 
 struct Global {
@@ -214,33 +281,65 @@ impl Global {
 }
 
 impl State {
-    /// Installs the handler for `sig` unless it is installed already.
+    /// Installs the handler for `sig` unless it is installed already,
+    /// keeping the disposition it replaces; cancels a pending [`reset`].
     fn install(&mut self, sig: Signal) -> io::Result<()> {
+        self.resetting &= !sig.bit();
         if self.installed & sig.bit() != 0 {
             return Ok(());
         }
-        set_action(sig.as_raw(), handler as *const () as libc::sighandler_t)?;
+        let previous = install_handler(sig.as_raw())?;
+        self.previous[sig as usize] = Some(previous);
         self.installed |= sig.bit();
         Ok(())
     }
+
+    /// Restores the signals being [`reset`] that no wait is registered for.
+    fn restore_unwaited(&mut self) -> io::Result<()> {
+        let waited = self.waiters.iter().fold(0, |m, w| m | w.mask);
+        let mut result = Ok(());
+        for sig in ALL {
+            if self.resetting & !waited & sig.bit() == 0 {
+                continue;
+            }
+            let Some(previous) = self.previous[sig as usize].take() else {
+                continue;
+            };
+            // SAFETY: `previous` is the sigaction the kernel returned when
+            // the handler was installed, so it is valid to set again.
+            if unsafe { libc::sigaction(sig.as_raw(), &previous, std::ptr::null_mut()) } < 0 {
+                self.previous[sig as usize] = Some(previous);
+                result = Err(io::Error::last_os_error());
+                continue;
+            }
+            self.resetting &= !sig.bit();
+            self.installed &= !sig.bit();
+            self.pending.retain(|p| *p != sig);
+        }
+        result
+    }
 }
 
-fn set_action(signo: i32, action: libc::sighandler_t) -> io::Result<()> {
+/// Installs [`handler`] for `signo`; returns the disposition it replaced.
+fn install_handler(signo: i32) -> io::Result<libc::sigaction> {
     // SAFETY: an all-zero sigaction is a valid "no flags, empty mask" value;
     // the fields are set before use.
     let mut sa: libc::sigaction = unsafe { std::mem::zeroed() };
-    sa.sa_sigaction = action;
+    // SAFETY: as above, a valid value for the kernel to overwrite.
+    let mut old: libc::sigaction = unsafe { std::mem::zeroed() };
+    sa.sa_sigaction = handler as *const () as libc::sighandler_t;
     sa.sa_flags = libc::SA_RESTART;
     // SAFETY: `sa` is a valid sigaction; `sigemptyset` initialises its mask,
-    // and `handler` only performs async-signal-safe operations.
+    // `old` is a valid place for the previous action, and `handler` only
+    // performs async-signal-safe operations.
     let r = unsafe {
         libc::sigemptyset(&mut sa.sa_mask);
-        libc::sigaction(signo, &sa, std::ptr::null_mut())
+        libc::sigaction(signo, &sa, &mut old)
     };
     if r < 0 {
         Err(io::Error::last_os_error())
     } else {
-        Ok(())
+        Ok(old)
     }
 }
 
@@ -294,6 +393,9 @@ fn start() -> io::Result<Global> {
             next_id: 1,
             waiters: Vec::new(),
             installed: 0,
+            resetting: 0,
+            previous: [None; ALL.len()],
+            pending: Vec::new(),
         }),
     })
 }
@@ -339,17 +441,16 @@ fn deliver(g: &Global, sig: Signal) {
         // Delivered: a waiter that has not run yet no longer counts as waiting.
         false
     });
-    if !any {
-        // Nobody waits: give the signal its default effect (terminate).
-        log::debug!("tasklet: {sig:?} with no waiter: re-raising with the default action");
-        st.installed &= !sig.bit();
-        if set_action(sig.as_raw(), libc::SIG_DFL).is_ok() {
-            // SAFETY: raising a signal is always sound; with the default
-            // action restored it terminates the process as if unhandled.
-            unsafe {
-                libc::raise(sig.as_raw());
-            }
+    if any {
+        // The waits that got it are over: a reset may take effect now.
+        if let Err(e) = st.restore_unwaited() {
+            log::error!("tasklet: cannot restore the disposition of {sig:?}: {e}");
         }
+    } else if st.installed & sig.bit() != 0 && !st.pending.contains(&sig) {
+        // Nobody waits: keep it for the next wait (unless it arrived just
+        // before a reset restored the previous disposition: then drop it).
+        log::debug!("tasklet: {sig:?} with no waiter: queued for the next wait");
+        st.pending.push(sig);
     }
 }
 
@@ -361,6 +462,12 @@ struct Deregister {
 
 impl Drop for Deregister {
     fn drop(&mut self) {
-        self.g.lock().waiters.retain(|w| w.id != self.id);
+        let mut st = self.g.lock();
+        st.waiters.retain(|w| w.id != self.id);
+        if st.resetting != 0 {
+            if let Err(e) = st.restore_unwaited() {
+                log::error!("tasklet: cannot restore a signal disposition: {e}");
+            }
+        }
     }
 }
