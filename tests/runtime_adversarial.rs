@@ -951,10 +951,6 @@ fn stale_remote_wakes_from_other_threads_hit_reused_slots_harmlessly() {
 }
 
 #[test]
-#[ignore = "bug: a timeout opened inside a destructor of an unwinding (e.g. killed) tasklet never \
-            fires: Header::check_interrupt does not unwind while std::thread::panicking(), and \
-            Dispatcher::interrupt keeps the sticky Kill, so the scope's blocking call runs to its \
-            own end although timeout_at's catch_unwind inside the destructor could catch it"]
 fn timeout_inside_a_destructor_of_a_killed_tasklet_fires() {
     bounded(LIMIT, || {
         tasklet::dispatch(|| {

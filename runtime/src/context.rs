@@ -22,12 +22,13 @@ thread_local! {
     /// runs). Const-initialised and without destructor, so the stack
     /// overflow handler can read it with a plain TLS load.
     static CURRENT: Cell<*const Header> = const { Cell::new(ptr::null()) };
-    /// How many suspended tasklets of this thread are unwinding (see
-    /// `Header::is_unwinding`).
+    /// How many suspended tasklets of this thread may be unwinding (see
+    /// `Header::settle`), plus one while the dispatcher itself runs inside
+    /// an unwind (`dispatch` called from a destructor).
     static SUSPENDED_UNWINDING: Cell<usize> = const { Cell::new(0) };
 }
 
-/// How many suspended tasklets of this thread are unwinding.
+/// How many suspended tasklets of this thread may be unwinding.
 #[inline]
 pub(crate) fn suspended_unwinding() -> usize {
     SUSPENDED_UNWINDING.with(Cell::get)
@@ -43,7 +44,7 @@ pub(crate) fn add_suspended_unwinding(delta: isize) {
 /// on the panicking thread as unwinding, then calls the hook that was
 /// installed before (so panics print exactly as before). A hook installed
 /// later by the program replaces it; the runtime then falls back to
-/// inferring a tasklet's unwinding at its switches.
+/// settling a tasklet's unwinding at its switches (see `Header::settle`).
 pub(crate) fn install_panic_hook() {
     static HOOK: std::sync::Once = std::sync::Once::new();
     if std::thread::panicking() {
@@ -58,7 +59,7 @@ pub(crate) fn install_panic_hook() {
                     // SAFETY: a non-null CURRENT is the live header of the
                     // tasklet running on this thread (see `set_current`),
                     // which is the one panicking; only a `Cell` is touched.
-                    unsafe { (*h).unwinding.set(true) };
+                    unsafe { (*h).unwinding.set(crate::task::Unwinding::Yes) };
                 }
             }
             previous(info);
@@ -123,6 +124,11 @@ impl<'a> Enter<'a> {
             );
             c.set(d as *const Dispatcher);
         });
+        // `dispatch` called while this thread unwinds (from a destructor):
+        // that panic is on the thread all along, like a suspended
+        // tasklet's, and must not be taken for a tasklet's own.
+        let base = usize::from(std::thread::panicking());
+        SUSPENDED_UNWINDING.with(|c| c.set(base));
         Enter { _d: d }
     }
 }
@@ -161,6 +167,19 @@ pub(crate) type TaskPtr = std::ptr::NonNull<Header>;
 #[inline]
 pub(crate) fn current() -> Option<TaskPtr> {
     TaskPtr::new(CURRENT.with(Cell::get).cast_mut())
+}
+
+/// Runs `f` with the header of the tasklet running on this thread, if any.
+#[inline]
+pub(crate) fn with_current<R>(f: impl FnOnce(&Header) -> R) -> Option<R> {
+    let h = CURRENT.try_with(Cell::get).ok()?;
+    if h.is_null() {
+        return None;
+    }
+    // SAFETY: a non-null CURRENT is the live header of the tasklet running
+    // on this thread (see `set_current`); the borrow ends with `f`, before
+    // that tasklet could switch out, let alone finish.
+    Some(f(unsafe { &*h }))
 }
 
 /// A counted reference to the tasklet being resumed right now, if any.

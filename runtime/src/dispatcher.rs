@@ -182,6 +182,8 @@ pub(crate) struct Dispatcher {
     shutting_down: Cell<bool>,
     /// Late in shutdown: blocking calls of unwinding tasklets fail at once.
     no_block: Cell<bool>,
+    /// During shutdown: some tasklet caught its kill `KILL_ROUNDS` times.
+    kill_catchers: Cell<bool>,
     next_timeout: Cell<u64>,
 }
 
@@ -199,6 +201,7 @@ impl Dispatcher {
             stack_cache: RefCell::new(Vec::with_capacity(STACK_CACHE)),
             shutting_down: Cell::new(false),
             no_block: Cell::new(false),
+            kill_catchers: Cell::new(false),
             next_timeout: Cell::new(0),
         })
     }
@@ -369,6 +372,35 @@ impl Dispatcher {
         }
     }
 
+    /// Ends the `timeout` scope `id` of `task`, opened while it was
+    /// unwinding: its blocking calls fail from now on (see
+    /// `Header::unwind_timeout`); the outermost such scope wins.
+    pub(crate) fn interrupt_unwinding(&self, task: &TaskRef, id: u64) {
+        let h: &task::Header = task;
+        if h.state.get() == State::Done {
+            return;
+        }
+        if h.unwind_timeout.get().is_none_or(|cur| id < cur) {
+            h.unwind_timeout.set(Some(id));
+        }
+        // Route the tasklet's next check to the slow path.
+        if h.interrupt.get().is_none() {
+            h.interrupt.set(Some(Interrupt::Timeout(id)));
+        }
+        if h.state.get() == State::Blocked {
+            h.state.set(State::Ready);
+            self.ready.push_back(task.as_ptr());
+        }
+    }
+
+    /// Notes that a tasklet caught its kill [`task::KILL_ROUNDS`] times; at
+    /// `dispatch` exit such tasklets are abandoned (see `shutdown`).
+    pub(crate) fn kill_caught_too_often(&self) {
+        if self.shutting_down.get() {
+            self.kill_catchers.set(true);
+        }
+    }
+
     /// Runs until the main tasklet finishes. `Err(n)` reports a deadlock.
     fn run(&self, main: &TaskRef) -> Result<(), usize> {
         loop {
@@ -461,6 +493,7 @@ impl Dispatcher {
                 break;
             }
             if round >= 64 {
+                self.ready.clear();
                 self.abandon(live, "keep catching their kill unwind");
                 break;
             }
@@ -470,6 +503,9 @@ impl Dispatcher {
             drop(live);
             loop {
                 self.run_pass();
+                if self.kill_catchers.replace(false) {
+                    self.abandon_kill_catchers();
+                }
                 if self.task_count() == 0 {
                     break;
                 }
@@ -477,6 +513,7 @@ impl Dispatcher {
                 if now >= hard {
                     // Still unwinding although every blocking call fails (and
                     // yields) by now: a destructor that loops forever.
+                    self.ready.clear();
                     self.abandon(self.live_tasks(), "are still running destructors");
                     return;
                 }
@@ -502,6 +539,25 @@ impl Dispatcher {
         self.ready.clear();
     }
 
+    /// Abandons the tasklets (all ready: they yield before each re-raise)
+    /// that caught their kill [`task::KILL_ROUNDS`] times.
+    #[cold]
+    fn abandon_kill_catchers(&self) {
+        let mut catchers = Vec::new();
+        for p in self.ready.take() {
+            let h = header_at(self, p);
+            if h.kill_raises.get() >= task::KILL_ROUNDS {
+                catchers.push(self.tasks.borrow().get(h.slot.get()).cloned());
+            } else {
+                self.ready.push_back(p);
+            }
+        }
+        let catchers: Vec<TaskRef> = catchers.into_iter().flatten().collect();
+        if !catchers.is_empty() {
+            self.abandon(catchers, "keep catching their kill unwind");
+        }
+    }
+
     /// Every registered tasklet.
     fn live_tasks(&self) -> Vec<TaskRef> {
         self.tasks.borrow().iter().map(|(_, t)| t.clone()).collect()
@@ -509,14 +565,13 @@ impl Dispatcher {
 
     /// Gives up on tasklets that outlived dispatch's exit (`why` ends the
     /// log line: they keep catching their kill, or their destructors never
-    /// finish).
+    /// finish). None of them may be in the ready queue.
     fn abandon(&self, live: Vec<TaskRef>, why: &str) {
         log::error!(
             "tasklet: {} tasklet(s) still alive at dispatcher exit: they {why}; abandoning them \
              (their stacks are leaked, never resumed)",
             live.len()
         );
-        self.ready.clear();
         for t in &live {
             let co = t.coroutine.borrow_mut().take();
             if let Some(co) = co {
@@ -549,7 +604,7 @@ impl Dispatcher {
     #[inline(always)]
     pub(crate) fn park(&self, deadline: Option<Instant>) -> Result<Wake, task::Interrupted> {
         let h = self.current_header();
-        if let Err(e) = h.check_interrupt(self.no_block.get()) {
+        if let Err(e) = h.check_interrupt(self.no_block.get(), false) {
             return Err(self.refuse_to_block(e));
         }
         let epoch = h.epoch.get();
@@ -570,7 +625,7 @@ impl Dispatcher {
                 self.cancel_park_timer(t);
             }
         }
-        h.check_interrupt(self.no_block.get())?;
+        h.check_interrupt(self.no_block.get(), true)?;
         Ok(reason)
     }
 
@@ -608,13 +663,27 @@ impl Dispatcher {
         // `Err` only for an unwinding tasklet late in shutdown: it cannot be
         // unwound again, and yielding is not blocking, so it still yields
         // (a destructor that waits by yielding must let the dispatcher run).
-        let _ = h.check_interrupt(self.no_block.get());
+        let _ = h.check_interrupt(self.no_block.get(), false);
         h.state.set(State::Ready);
         self.ready.push_back(p);
         let counted = h.suspending();
         context::suspend(h.yielder.get());
         h.resumed(counted);
-        let _ = h.check_interrupt(self.no_block.get());
+        let _ = h.check_interrupt(self.no_block.get(), true);
+    }
+
+    /// Yields the running tasklet `h` without checking interrupts or
+    /// settling its unwinding state (the caller just settled it, as not
+    /// unwinding: it is not counted among the suspended unwinding ones).
+    #[cold]
+    pub(crate) fn yield_raw(&self, h: &task::Header) {
+        let Some(p) = context::current() else {
+            context::outside()
+        };
+        debug_assert!(std::ptr::eq(p.as_ptr(), h));
+        h.state.set(State::Ready);
+        self.ready.push_back(p);
+        context::suspend(h.yielder.get());
     }
 
     fn next_timeout_id(&self) -> u64 {
@@ -780,45 +849,52 @@ pub fn timeout_at<F, T>(deadline: Instant, f: F) -> Result<T, Elapsed>
 where
     F: FnOnce() -> T,
 {
-    let (task, id, key) = context::with(|d| {
+    let (task, id, key, during_unwind) = context::with(|d| {
         let task = d.current_task();
+        // A scope opened while the tasklet unwinds (in a destructor) cannot
+        // be raised: that unwind would leave the destructor (an abort). Its
+        // expiry makes the scope's blocking calls fail instead.
+        let during_unwind = task.settle(false) != task::Unwinding::No;
         let id = d.next_timeout_id();
-        let key = d
-            .hub
-            .timers
-            .borrow_mut()
-            .insert(deadline, TimerAction::Interrupt(task.clone(), id));
-        (task, id, key)
+        let action = if during_unwind {
+            TimerAction::InterruptUnwinding(task.clone(), id)
+        } else {
+            TimerAction::Interrupt(task.clone(), id)
+        };
+        let key = d.hub.timers.borrow_mut().insert(deadline, action);
+        (task, id, key, during_unwind)
     });
-    let unwinding = task.unwinding.get();
     let r = panic::catch_unwind(AssertUnwindSafe(f));
     context::with(|d| d.hub.timers.borrow_mut().cancel(key));
     let mine = Some(Interrupt::Timeout(id));
+    let mut expired = false;
+    if task.interrupt.get() == mine {
+        task.interrupt.set(None);
+        expired = true;
+    }
+    if during_unwind && task.unwind_timeout.get() == Some(id) {
+        task.unwind_timeout.set(None);
+        expired = true;
+    }
     match r {
-        Ok(v) => {
-            if task.interrupt.get() == mine {
-                task.interrupt.set(None);
-                Err(Elapsed(()))
-            } else {
-                Ok(v)
-            }
+        Ok(v) if expired => {
+            // Expired, but its blocking calls failed rather than unwound.
+            drop(v);
+            Err(Elapsed(()))
         }
+        Ok(v) => Ok(v),
         Err(payload) => {
-            if matches!(payload.downcast_ref::<Unwind>(), Some(Unwind(i)) if Some(*i) == mine) {
-                // This scope's own unwind is over: back to the state at entry.
-                task.unwinding.set(unwinding);
-                // A kill or an outer timeout may have replaced this scope's
-                // interrupt while a destructor blocked during the unwind:
-                // that one stays pending.
-                if task.interrupt.get() == mine {
-                    task.interrupt.set(None);
-                }
+            if matches!(payload.downcast_ref::<Unwind>(), Some(Unwind(i, _)) if Some(*i) == mine) {
+                // This scope's own unwind is over. It was raised while the
+                // tasklet was known not to be unwinding, which it is again.
+                // A kill or an outer timeout that replaced this scope's
+                // interrupt while a destructor blocked during the unwind
+                // stays pending.
+                drop(payload);
+                task.unwinding.set(task::Unwinding::No);
                 Err(Elapsed(()))
             } else {
-                if task.interrupt.get() == mine {
-                    task.interrupt.set(None);
-                }
-                panic::resume_unwind(payload)
+                task::reraise(payload)
             }
         }
     }

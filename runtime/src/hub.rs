@@ -73,6 +73,9 @@ pub(crate) enum TimerAction {
     Wake(TaskRef, u32),
     /// Interrupt the tasklet for the `timeout` scope with this id.
     Interrupt(TaskRef, u64),
+    /// End the `timeout` scope with this id, opened while its tasklet was
+    /// already unwinding (see `Header::unwind_timeout`).
+    InterruptUnwinding(TaskRef, u64),
 }
 
 /// A wake-up sent from another thread.
@@ -341,6 +344,7 @@ impl Hub {
                 Some(TimerAction::Interrupt(task, id)) => {
                     d.interrupt(&task, Interrupt::Timeout(id))
                 }
+                Some(TimerAction::InterruptUnwinding(task, id)) => d.interrupt_unwinding(&task, id),
             }
         }
     }
@@ -679,10 +683,13 @@ pub fn current_unparker() -> Unparker {
 /// parked (or before), `park` unwinds it instead of returning — put cleanup in
 /// destructors (guards). A tasklet that is *already* unwinding (a destructor
 /// that blocks, say to flush a socket) is not unwound again: it parks
-/// normally, like gevent's `finally` blocks. Only while the dispatcher shuts
-/// down (`dispatch`'s first tasklet has returned and the rest are being
-/// killed) does such a park return `Err(Interrupted)` at once: give up
-/// without blocking.
+/// normally, like gevent's `finally` blocks. Such a park returns
+/// `Err(Interrupted)` instead (after one yield when it has not parked yet):
+/// give up without blocking. That happens late in the dispatcher's shutdown
+/// (`dispatch`'s first tasklet has returned and the rest are being killed),
+/// when a `timeout` opened inside the destructor expires, and for an
+/// interrupt that arrives while the runtime cannot tell whether the tasklet
+/// is unwinding (see `Interrupted`).
 #[inline]
 pub fn park(deadline: Option<Instant>) -> Result<Wake, Interrupted> {
     context::with(

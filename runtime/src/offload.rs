@@ -228,6 +228,6 @@ fn wait_thread<T>(slot: &Slot<T>) -> T {
 fn finish<T>(r: Result<T, Box<dyn Any + Send>>) -> T {
     match r {
         Ok(v) => v,
-        Err(payload) => panic::resume_unwind(payload),
+        Err(payload) => crate::task::reraise(payload),
     }
 }

@@ -181,10 +181,14 @@ impl Pool {
 
     /// Spawns `f` as a member, first parking the caller while the pool is full.
     ///
+    /// Where the caller may not park (a destructor late in `dispatch`'s
+    /// exit, see [`hub::park`]) it waits for a free slot by yielding;
+    /// `dispatch` abandons a tasklet still waiting at the end of its exit's
+    /// second grace period. A tasklet spawned during that exit is killed
+    /// before it runs.
+    ///
     /// # Panics
-    /// Outside a dispatcher; if the stack cannot be allocated; or if the
-    /// pool is full and the caller is being killed at `dispatch` exit and
-    /// calls this from a destructor (it cannot wait then).
+    /// Outside a dispatcher, or if the stack cannot be allocated.
     pub fn spawn<F, T>(&self, f: F) -> JoinHandle<T>
     where
         F: FnOnce() -> T + 'static,
@@ -192,10 +196,7 @@ impl Pool {
     {
         if let Some(s) = &self.inner.slots {
             if !s.acquire_raw(None) {
-                panic!(
-                    "Pool::spawn: the pool is full and the calling tasklet is being killed \
-                     at dispatch exit (called from a destructor), so it cannot wait for a free slot"
-                );
+                s.acquire_refused();
             }
         }
         let key = self.inner.next_key.get();
@@ -322,7 +323,7 @@ fn reraise<T>(r: Result<T, JoinError>) -> T {
     match r {
         Ok(v) => v,
         Err(e) => match e.try_into_panic() {
-            Ok(payload) => panic::resume_unwind(payload),
+            Ok(payload) => crate::task::reraise(payload),
             Err(e) => panic!("tasklet::Pool: a worker tasklet ended abnormally: {e}"),
         },
     }

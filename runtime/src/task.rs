@@ -44,15 +44,62 @@ pub(crate) enum Interrupt {
 
 /// The panic payload used to unwind an interrupted tasklet.
 ///
-/// Raised with `resume_unwind`, so the panic hook does not run and nothing is printed.
-pub(crate) struct Unwind(pub(crate) Interrupt);
+/// Raised with `resume_unwind`, so the panic hook does not run and nothing is
+/// printed. The second field is the tasklet it was raised in: while the
+/// payload lives its unwind may still be in flight (see [`Header::in_flight`]).
+pub(crate) struct Unwind(pub(crate) Interrupt, pub(crate) TaskletId);
 
-/// Returned by low-level blocking operations when the dispatcher is shutting
-/// down (the first tasklet returned and every other tasklet is being killed),
-/// the calling tasklet is already unwinding — a destructor that blocks — and
-/// the exit's grace period (1 s) is over, so it can neither be unwound again
-/// nor be allowed to hold up `dispatch` any longer. The operation must give
-/// up without blocking.
+impl Drop for Unwind {
+    fn drop(&mut self) {
+        // The payload is gone: its unwind ended (caught, not re-raised).
+        // Whatever else the owner is doing now is unknown until its next
+        // switch (a newer panic may be running this very drop).
+        context::with_current(|h| {
+            if h.id == self.1 {
+                let n = h.in_flight.get().saturating_sub(1);
+                h.in_flight.set(n);
+                if n == 0 && h.unwinding.get() == Unwinding::Yes {
+                    h.unwinding.set(Unwinding::Unknown);
+                }
+            }
+        });
+    }
+}
+
+/// What the runtime knows about whether a tasklet is unwinding (has a panic
+/// in flight on its stack); see [`Header::settle`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub(crate) enum Unwinding {
+    /// Known not to be unwinding.
+    No,
+    /// Known to be unwinding.
+    Yes,
+    /// Cannot be told: the tasklet ran code while another suspended tasklet
+    /// of the thread was unwinding, so the thread's panic state could be
+    /// either's. Interrupts are neither raised (that could abort) nor
+    /// ignored: blocking calls fail instead (see [`Header::check_interrupt`]).
+    Unknown,
+}
+
+/// Returned by low-level blocking operations (see [`hub::park`](crate::hub::park))
+/// when the calling tasklet has an interrupt pending but cannot be unwound
+/// by it, so the operation must give up without blocking:
+///
+/// - the dispatcher is shutting down (the first tasklet returned and every
+///   other tasklet is being killed), the tasklet is already unwinding — a
+///   destructor that blocks — and the exit's grace period (1 s) is over;
+/// - a [`timeout`](crate::timeout) scope opened inside such a destructor
+///   expired (the scope then returns `Err(Elapsed)`);
+/// - the runtime cannot tell whether the tasklet is unwinding. That happens
+///   only while another tasklet of the thread is parked in a destructor
+///   mid-unwind *and* this tasklet ran code since it was last known not to
+///   be unwinding: `std::thread::panicking()` is per thread, and a panic
+///   started with `std::panic::resume_unwind` (or one that reaches no
+///   runtime panic hook) and ended by `catch_unwind` are invisible, so
+///   raising could abort the process. A timeout then still ends its scope
+///   with `Err(Elapsed)` and a kill still ends the tasklet as killed; only
+///   the code between the failed call and the scope's end runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Interrupted;
 
@@ -85,8 +132,8 @@ pub(crate) struct Header {
     pub(crate) notified: Cell<bool>,
     /// Why the last park ended.
     pub(crate) wake: Cell<Wake>,
-    /// This tasklet is unwinding (see [`Header::is_unwinding`]).
-    pub(crate) unwinding: Cell<bool>,
+    /// Whether this tasklet is unwinding (see [`Header::settle`]).
+    pub(crate) unwinding: Cell<Unwinding>,
     /// Wait epoch: bumped when a park ends, so stale unparkers are ignored.
     pub(crate) epoch: Cell<u32>,
     pub(crate) interrupt: Cell<Option<Interrupt>>,
@@ -103,7 +150,27 @@ pub(crate) struct Header {
     pub(crate) joiner: RefCell<Option<Unparker>>,
     pub(crate) name: Option<Box<str>>,
     pub(crate) stack_info: StackInfo,
+    /// How many interrupt payloads ([`Unwind`]) raised in this tasklet are
+    /// alive: while one is, the tasklet unwinds from it (or holds a payload
+    /// it caught).
+    pub(crate) in_flight: Cell<u32>,
+    /// The interrupt raised last: raising the same one again means user
+    /// code swallowed it, so the tasklet yields first (it must not spin).
+    last_raised: Cell<Option<Interrupt>>,
+    /// How many times a kill was raised in this tasklet (saturating).
+    pub(crate) kill_raises: Cell<u8>,
+    /// An interrupt was refused (blocking calls failed instead of unwinding).
+    pub(crate) refused: Cell<bool>,
+    /// The expired `timeout` scope (outermost) that was opened while the
+    /// tasklet was already unwinding: it cannot be raised through the
+    /// destructor it runs in, so the scope's blocking calls fail instead.
+    /// Kept apart from `interrupt`, whose kill is sticky.
+    pub(crate) unwind_timeout: Cell<Option<u64>>,
 }
+
+/// A kill raised this many times (the tasklet caught it each time) marks a
+/// tasklet that will not die: at `dispatch` exit it is abandoned.
+pub(crate) const KILL_ROUNDS: u8 = 64;
 
 impl Header {
     /// The tasklet's name for log lines: `'name' (id 7)` or `#7`.
@@ -116,58 +183,113 @@ impl Header {
 
     /// Unwinds the running tasklet if an interrupt is pending.
     ///
+    /// `fresh`: the tasklet ran no code of its own since its last switch
+    /// out (the check right after a park or yield resumed it, or before its
+    /// body starts), so what was settled then still holds.
+    ///
     /// While the tasklet is already unwinding (a destructor that blocks) it
     /// is not unwound again — a second panic would abort. It may then block
     /// normally (gevent lets `finally` blocks block too), unless `no_block`
-    /// (late in the dispatcher's shutdown, see `Dispatcher::shutdown`), when
-    /// it gets `Err(Interrupted)` and must give up without blocking.
-    #[inline]
-    pub(crate) fn check_interrupt(&self, no_block: bool) -> Result<(), Interrupted> {
+    /// (late in the dispatcher's shutdown, see `Dispatcher::shutdown`) or a
+    /// `timeout` opened inside the destructor expired: then it gets
+    /// `Err(Interrupted)` and must give up without blocking. So does a
+    /// tasklet whose unwinding cannot be told ([`Unwinding::Unknown`]).
+    #[inline(always)]
+    pub(crate) fn check_interrupt(&self, no_block: bool, fresh: bool) -> Result<(), Interrupted> {
         match self.interrupt.get() {
             None => Ok(()),
-            Some(i) => self.interrupt_now(i, no_block),
+            Some(i) => self.interrupt_now(i, no_block, fresh),
         }
     }
 
     #[cold]
     #[inline(never)]
-    fn interrupt_now(&self, i: Interrupt, no_block: bool) -> Result<(), Interrupted> {
-        if !self.is_unwinding() {
-            self.unwinding.set(true);
-            panic::resume_unwind(Box::new(Unwind(i)))
-        } else if no_block {
-            Err(Interrupted)
-        } else {
-            Ok(())
+    fn interrupt_now(&self, i: Interrupt, no_block: bool, fresh: bool) -> Result<(), Interrupted> {
+        match self.settle(fresh) {
+            Unwinding::No => self.raise(i),
+            Unwinding::Yes if !no_block && self.unwind_timeout.get().is_none() => Ok(()),
+            Unwinding::Yes | Unwinding::Unknown => {
+                self.refused.set(true);
+                Err(Interrupted)
+            }
         }
     }
 
-    /// Whether this tasklet — the running one — is unwinding.
+    /// Raises interrupt `i` in this tasklet, known not to be unwinding.
+    fn raise(&self, mut i: Interrupt) -> ! {
+        if self.last_raised.get() == Some(i) {
+            // Raised before and swallowed by a `catch_unwind`: let the
+            // others run before raising it again, so a tasklet that keeps
+            // catching it does not spin (and can be given up on at exit).
+            context::with(|d| d.yield_raw(self));
+            // A kill may have replaced the interrupt meanwhile. Nothing of
+            // the tasklet's own ran: it is still known not to be unwinding.
+            if let Some(now) = self.interrupt.get() {
+                i = now;
+            }
+        }
+        if i == Interrupt::Kill {
+            let n = self.kill_raises.get().saturating_add(1);
+            self.kill_raises.set(n);
+            if n >= KILL_ROUNDS {
+                context::with(|d| d.kill_caught_too_often());
+            }
+        }
+        self.last_raised.set(Some(i));
+        self.unwinding.set(Unwinding::Yes);
+        self.in_flight.set(self.in_flight.get() + 1);
+        panic::resume_unwind(Box::new(Unwind(i, self.id)))
+    }
+
+    /// Settles whether this tasklet — the running one — is unwinding.
     ///
-    /// `std::thread::panicking()` is per thread: while one tasklet is parked
-    /// in a destructor during its unwind, every other tasklet of the thread
-    /// sees it too. So each tasklet carries its own flag: set when the
-    /// runtime raises an interrupt in it, by the runtime's panic hook when
-    /// code in it panics, and at a switch when the thread's panic can only
-    /// be its own (no other suspended tasklet is unwinding); cleared at a
-    /// switch when nothing on the thread is panicking.
-    pub(crate) fn is_unwinding(&self) -> bool {
-        std::thread::panicking() && (self.unwinding.get() || context::suspended_unwinding() == 0)
+    /// `std::thread::panicking()` counts the panics in flight on the whole
+    /// thread: while one tasklet is parked in a destructor during its
+    /// unwind, every other tasklet of the thread sees it too. A tasklet's
+    /// own panics only start and end while it runs, so the thread's state
+    /// is the tasklet's own exactly when no suspended tasklet may be
+    /// unwinding (the count [`context::suspended_unwinding`] keeps), and
+    /// nothing panics at all when `panicking()` is false. Otherwise what was
+    /// known stays known if the tasklet ran nothing since (`fresh`) or its
+    /// unwind is one of the runtime's interrupts still in flight; anything
+    /// else is [`Unwinding::Unknown`]. Every runtime raise and re-raise and
+    /// the panic hook set [`Unwinding::Yes`] when they start an unwind.
+    pub(crate) fn settle(&self, fresh: bool) -> Unwinding {
+        let now = self.unwinding.get();
+        let s = if !std::thread::panicking() {
+            Unwinding::No
+        } else if fresh && now != Unwinding::Unknown {
+            now
+        } else if context::suspended_unwinding() == 0 {
+            Unwinding::Yes
+        } else if now == Unwinding::Yes && self.in_flight.get() > 0 && !fresh {
+            Unwinding::Yes
+        } else {
+            Unwinding::Unknown
+        };
+        self.unwinding.set(s);
+        s
     }
 
     /// Bookkeeping before this (running) tasklet switches out: settles its
-    /// unwinding flag and counts it among the suspended unwinding tasklets.
-    /// Returns whether it was counted; pass that to [`Header::resumed`].
-    #[inline]
+    /// unwinding state and counts it among the suspended tasklets that may
+    /// be unwinding. Returns whether it was counted; pass that to
+    /// [`Header::resumed`].
+    #[inline(always)]
     pub(crate) fn suspending(&self) -> bool {
         if std::thread::panicking() {
-            if !self.unwinding.get() && context::suspended_unwinding() == 0 {
-                self.unwinding.set(true);
-            }
-        } else if self.unwinding.get() {
-            self.unwinding.set(false);
+            return self.suspending_panicking();
         }
-        let counted = self.unwinding.get();
+        if self.unwinding.get() != Unwinding::No {
+            self.unwinding.set(Unwinding::No);
+        }
+        false
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn suspending_panicking(&self) -> bool {
+        let counted = self.settle(false) != Unwinding::No;
         if counted {
             context::add_suspended_unwinding(1);
         }
@@ -175,12 +297,20 @@ impl Header {
     }
 
     /// Undoes [`Header::suspending`]'s count once the tasklet runs again.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn resumed(&self, counted: bool) {
         if counted {
             context::add_suspended_unwinding(-1);
         }
     }
+}
+
+/// Re-raises a panic payload caught by the runtime (`unblock`, `Pool`,
+/// `timeout`'s pass-through) in the running tasklet, which is unwinding
+/// from then on.
+pub(crate) fn reraise(payload: Box<dyn Any + Send + 'static>) -> ! {
+    context::with_current(|h| h.unwinding.set(Unwinding::Yes));
+    panic::resume_unwind(payload)
 }
 
 /// Where a spawned tasklet's result waits for its `JoinHandle`.
@@ -256,8 +386,13 @@ where
         joiner: RefCell::new(None),
         slot: Cell::new(usize::MAX),
         detached: Cell::new(false),
-        unwinding: Cell::new(false),
+        unwinding: Cell::new(Unwinding::No),
         stack_info,
+        in_flight: Cell::new(0),
+        last_raised: Cell::new(None),
+        kill_raises: Cell::new(0),
+        refused: Cell::new(false),
+        unwind_timeout: Cell::new(None),
     });
     let inner = task.clone();
     let body = move |yielder: &Yielder<(), ()>, ()| {
@@ -265,10 +400,18 @@ where
         header.yielder.set(yielder as *const Yielder<(), ()>);
         let outcome = panic::catch_unwind(AssertUnwindSafe(|| {
             // A tasklet killed before it first ran never calls `f`.
-            let _ = header.check_interrupt(false);
+            let _ = header.check_interrupt(false, true);
             f()
         }));
-        let outcome = outcome.map_err(JoinError::from_payload);
+        let outcome = match outcome {
+            // Killed, but the kill could not be raised (its blocking calls
+            // failed instead): it still ends killed.
+            Ok(_) if header.refused.get() && header.interrupt.get() == Some(Interrupt::Kill) => {
+                Err(JoinError::killed())
+            }
+            Ok(v) => Ok(v),
+            Err(p) => Err(JoinError::from_payload(p)),
+        };
         if !header.detached.get() {
             *inner.result().borrow_mut() = Some(outcome);
         } else {
@@ -328,7 +471,7 @@ impl JoinError {
 
     pub(crate) fn from_payload(payload: Box<dyn Any + Send + 'static>) -> JoinError {
         match payload.downcast_ref::<Unwind>() {
-            Some(Unwind(Interrupt::Kill)) => JoinError::killed(),
+            Some(Unwind(Interrupt::Kill, _)) => JoinError::killed(),
             _ => JoinError {
                 repr: Repr::Panic(payload),
             },

@@ -138,22 +138,19 @@ impl<T: Clone, E: Clone> AsyncResult<T, E> {
 
     /// Parks until the result is set and returns a clone of it (gevent `get`).
     ///
-    /// # Panics
-    /// If called from a destructor while the tasklet is being killed at
-    /// `dispatch` exit and the
-    /// result is not set yet (the tasklet cannot park then).
+    /// Never panics, also in a destructor during `dispatch`'s exit: where
+    /// the tasklet may not park (see [`hub::park`](crate::hub::park)) it
+    /// waits by yielding, and `dispatch` abandons a tasklet still waiting at
+    /// the end of its exit's second grace period. Use
+    /// [`wait_timeout`](AsyncResult::wait_timeout) to give up instead.
     pub fn wait(&self) -> Result<T, E> {
         loop {
             if let Some(r) = self.try_get() {
                 return r;
             }
-            // Set, then taken again before this waiter ran: wait again.
-            if !self.wait_ready(None) {
-                panic!(
-                    "AsyncResult::wait: the tasklet is being killed at dispatch exit and \
-                     cannot wait (called from a destructor); use try_get or wait_timeout there"
-                );
-            }
+            // `false`: refused a park (it yielded); set, then taken again
+            // before this waiter ran: either way, wait again.
+            self.wait_ready(None);
         }
     }
 

@@ -71,10 +71,10 @@ impl<T: ?Sized> Mutex<T> {
     /// Locks, parking the tasklet (or blocking the thread, outside a
     /// dispatcher) while another holder has it.
     ///
-    /// # Panics
-    /// If the lock is held and the tasklet is being killed at `dispatch`
-    /// exit and this is called from a destructor (it cannot park then): use
-    /// [`try_lock`](Mutex::try_lock) in destructors.
+    /// Never panics, also in a destructor during `dispatch`'s exit: where
+    /// the tasklet may not park it waits by yielding (see
+    /// [`Semaphore::acquire`](super::Semaphore::acquire)); use
+    /// [`lock_timeout`](Mutex::lock_timeout) to give up instead.
     #[inline]
     pub fn lock(&self) -> MutexGuard<'_, T> {
         let permit = self.sem.acquire();

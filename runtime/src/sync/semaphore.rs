@@ -88,16 +88,26 @@ impl Semaphore {
     /// Takes a permit, parking the tasklet (or blocking the thread, outside
     /// a dispatcher) until one is free.
     ///
-    /// # Panics
-    /// If no permit is free and the tasklet is being killed at `dispatch`
-    /// exit and this is called from a destructor (it cannot park then): use
-    /// [`try_acquire`](Semaphore::try_acquire) in destructors.
+    /// Never fails and never panics. Where a tasklet may not park (a
+    /// destructor running late in `dispatch`'s exit, see
+    /// [`hub::park`](crate::hub::park)) it waits by yielding until a permit
+    /// is free; `dispatch` abandons a tasklet still waiting at the end of
+    /// its exit's second grace period. Use
+    /// [`acquire_timeout`](Semaphore::acquire_timeout) to give up instead.
     #[inline]
     pub fn acquire(&self) -> SemaphorePermit<'_> {
         if !self.acquire_raw(None) {
-            acquire_failed()
+            self.acquire_refused();
         }
         SemaphorePermit { sem: self }
+    }
+
+    /// The rest of [`acquire`](Semaphore::acquire) after the tasklet was
+    /// refused a park: each retry yields (a refused park does).
+    #[cold]
+    #[inline(never)]
+    pub(crate) fn acquire_refused(&self) {
+        while !self.acquire_raw(None) {}
     }
 
     /// Takes a permit if one is free right now.
@@ -181,15 +191,6 @@ impl Semaphore {
             wake(&self.state, w);
         }
     }
-}
-
-#[cold]
-#[inline(never)]
-fn acquire_failed() -> ! {
-    panic!(
-        "Semaphore::acquire: the tasklet is being killed at dispatch exit and \
-         cannot wait (called from a destructor); use try_acquire there"
-    )
 }
 
 fn far_future() -> Instant {
