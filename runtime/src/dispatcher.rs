@@ -51,7 +51,7 @@ impl Config {
 
     /// Default stack size in bytes for tasklets spawned without
     /// [`Builder::stack_size`](crate::Builder::stack_size), including the
-    /// dispatcher's first tasklet.
+    /// dispatcher's first tasklet (at least 48 KiB, as there).
     pub fn stack_size(mut self, bytes: usize) -> Config {
         self.stack_size = Some(bytes);
         self

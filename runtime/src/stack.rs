@@ -59,7 +59,15 @@ use std::sync::{Once, OnceLock};
 pub(crate) const DEFAULT_STACK_SIZE: usize = 256 * 1024;
 
 /// Smallest usable stack size handed out; smaller requests are rounded up.
-pub(crate) const MIN_STACK_SIZE: usize = 16 * 1024;
+///
+/// A panic must be able to reach `join` on any tasklet stack, and the
+/// panic hook's work is the deepest thing an ordinary panic does: with
+/// `RUST_BACKTRACE=1` (or `full`) std captures and symbolizes the
+/// backtrace on the panicking stack, which measured 20–24 KiB (Rust 1.95,
+/// x86-64, release build with debug info; 16 KiB overflowed). The floor is
+/// twice that. Only touched pages cost memory, so the floor costs address
+/// space, not RAM.
+pub(crate) const MIN_STACK_SIZE: usize = 48 * 1024;
 
 /// Default bound on the number of warm (not yet released) free stacks per thread.
 pub(crate) const POOL_WARM_LIMIT: usize = 1024;
@@ -592,7 +600,7 @@ impl fmt::Debug for TaskletStack {
 }
 
 // SAFETY: the stack has a guard page directly below its usable range that faults on
-// access, the usable range is at least MIN_STACK_SIZE (16 KiB) >= corosensei's
+// access, the usable range is at least MIN_STACK_SIZE (48 KiB) >= corosensei's
 // MIN_STACK_SIZE, `base()` and `limit()` are page aligned (hence STACK_ALIGNMENT
 // aligned), and the memory stays mapped and exclusively owned until drop.
 unsafe impl corosensei::stack::Stack for TaskletStack {

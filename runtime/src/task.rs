@@ -750,8 +750,9 @@ impl Builder {
         self
     }
 
-    /// Sets the tasklet's stack size in bytes (rounded up to whole pages;
-    /// only the pages it touches cost memory).
+    /// Sets the tasklet's stack size in bytes (rounded up to whole pages and
+    /// to at least 48 KiB, room for a panic with `RUST_BACKTRACE` set to
+    /// reach `join`; only the pages it touches cost memory).
     pub fn stack_size(mut self, bytes: usize) -> Builder {
         self.stack_size = Some(bytes);
         self
