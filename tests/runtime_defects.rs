@@ -313,14 +313,16 @@ fn destructor_waits_past_the_grace_period(
         }
     }
     tasklet::dispatch(move || {
-        let _holder = tasklet::spawn(hold);
-        tasklet::yield_now();
+        // The waiter first: at exit it is killed, and woken when the grace
+        // period ends, before the holder lets go.
         let w = OnDrop(Some(wait_in_drop));
         let _waiter = tasklet::spawn(move || {
             let _w = w;
             tasklet::sleep(Duration::from_secs(3600));
         });
-        tasklet::yield_now();
+        let _holder = tasklet::spawn(hold);
+        // Let the holder (and whatever it spawns) run and park.
+        tasklet::sleep(Duration::from_millis(20));
     });
     DONE_WAITING.load(Ordering::SeqCst)
 }
