@@ -747,7 +747,7 @@ mod tests {
         // are not affected by other tests' pools.
         std::thread::spawn(|| {
             let old = pool_limit();
-            let size = 32 * 1024;
+            let size = 64 * 1024;
             let stacks: Vec<_> = (0..8).map(|_| TaskletStack::new(size).unwrap()).collect();
             for s in &stacks {
                 let (_, hi) = s.guard_range();
