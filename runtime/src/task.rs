@@ -260,9 +260,11 @@ impl Header {
             Unwinding::No
         } else if fresh && now != Unwinding::Unknown {
             now
-        } else if context::suspended_unwinding() == 0 {
-            Unwinding::Yes
-        } else if now == Unwinding::Yes && self.in_flight.get() > 0 && !fresh {
+        } else if context::suspended_unwinding() == 0
+            || (now == Unwinding::Yes && self.in_flight.get() > 0)
+        {
+            // The thread's panic is this tasklet's own, or this tasklet
+            // unwinds from a runtime interrupt whose payload is alive.
             Unwinding::Yes
         } else {
             Unwinding::Unknown
@@ -567,8 +569,9 @@ impl<T> JoinHandle<T> {
     ///
     /// Parks the calling tasklet (never the thread). Returns `Err` if the
     /// tasklet panicked (with the payload) or was killed. A destructor of a
-    /// killed tasklet may `join`; only at `dispatch` exit, when the caller is
-    /// being unwound, `join` cannot wait and returns `Err` (killed) at once.
+    /// killed tasklet may `join`; only where the caller may not park (late
+    /// in `dispatch`'s exit, see [`hub::park`](crate::hub::park)) `join`
+    /// cannot wait and returns `Err` (killed) at once.
     ///
     /// ```
     /// let v = tasklet::dispatch(|| tasklet::spawn(|| 6 * 7).join().unwrap());
