@@ -294,6 +294,65 @@ fn timeout_after_a_caught_panic_while_another_tasklet_unwinds() {
     );
 }
 
+/// Where the state is known the interrupt is still raised (unwinding the
+/// scope), not merely failing its blocking call: a tasklet that parked
+/// before another started unwinding, and one whose kill unwinds it while it
+/// blocks in a destructor, keep exact semantics.
+#[test]
+fn known_states_keep_exact_interrupts_while_another_tasklet_unwinds() {
+    in_child(
+        "known_states_keep_exact_interrupts_while_another_tasklet_unwinds",
+        &[],
+        || {
+            tasklet::dispatch(|| {
+                let ran_on = Rc::new(Cell::new(false));
+                let r = ran_on.clone();
+                let c = tasklet::spawn(move || {
+                    tasklet::timeout(Duration::from_millis(100), || {
+                        tasklet::sleep(Duration::from_secs(3));
+                        r.set(true); // only if the timeout failed the sleep
+                    })
+                });
+                struct Timed(Rc<Cell<Duration>>);
+                impl Drop for Timed {
+                    fn drop(&mut self) {
+                        let t = Instant::now();
+                        tasklet::sleep(Duration::from_millis(200));
+                        self.0.set(t.elapsed());
+                    }
+                }
+                let slept = Rc::new(Cell::new(Duration::ZERO));
+                let s = slept.clone();
+                let k = tasklet::spawn(move || {
+                    let _g = Timed(s);
+                    tasklet::sleep(Duration::from_secs(3600));
+                });
+                tasklet::yield_now(); // c and k park before anything unwinds
+                let b = tasklet::spawn(|| {
+                    let _g = SlowDrop(Duration::from_millis(600));
+                    panic!("b fails");
+                });
+                tasklet::yield_now(); // b parks in its destructor
+                let t = Instant::now();
+                assert!(c.join().unwrap().is_err());
+                assert!(t.elapsed() < Duration::from_millis(1500));
+                assert!(!ran_on.get(), "the timeout was not raised in c");
+
+                // The kill unwinds k, whose destructor then blocks normally
+                // (the kill is neither raised again nor cuts the sleep short).
+                k.kill();
+                assert!(k.join().unwrap_err().is_killed());
+                assert!(
+                    slept.get() >= Duration::from_millis(200),
+                    "{:?}",
+                    slept.get()
+                );
+                assert!(b.join().is_err());
+            });
+        },
+    );
+}
+
 // ---------------------------------------------------------------- defect 4
 
 /// Shared by the defect 4 scenarios: at `dispatch` exit, tasklet `holder`

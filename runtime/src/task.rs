@@ -105,7 +105,7 @@ pub struct Interrupted;
 
 impl fmt::Display for Interrupted {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("the dispatcher is shutting down and this unwinding tasklet cannot block")
+        f.write_str("this tasklet is interrupted but cannot be unwound, so it cannot block")
     }
 }
 
