@@ -822,7 +822,7 @@ impl From<Elapsed> for io::Error {
 ///
 /// The interruption is a panic payload raised with `resume_unwind` (nothing is
 /// printed). If code inside `f` catches it with `catch_unwind` and carries on,
-/// its next blocking call raises it again, and `timeout` still returns
+/// its next blocking call raises it again (after a yield), and `timeout` still returns
 /// `Err(Elapsed)`: rethrow payloads you do not recognise.
 ///
 /// ```
