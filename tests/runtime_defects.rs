@@ -466,6 +466,33 @@ fn async_result_wait_in_a_destructor_past_the_exit_grace_period() {
     );
 }
 
+/// `Pool::map` and `imap_unordered` from a destructor at `dispatch` exit:
+/// the workers they spawn are killed before they run, which made them panic
+/// ("a worker tasklet ended abnormally") inside the unwinding destructor.
+#[test]
+fn pool_map_in_a_destructor_at_exit() {
+    in_child("pool_map_in_a_destructor_at_exit", &[], || {
+        static SUM: AtomicUsize = AtomicUsize::new(0);
+        struct MapOnDrop(tasklet::Pool);
+        impl Drop for MapOnDrop {
+            fn drop(&mut self) {
+                let v = self.0.map(1..=3usize, |x| x * 10);
+                let w: usize = self.0.imap_unordered(1..=2usize, |x| x).sum();
+                SUM.store(v.iter().sum::<usize>() + w, Ordering::SeqCst);
+            }
+        }
+        tasklet::dispatch(|| {
+            let g = MapOnDrop(tasklet::Pool::new(2));
+            tasklet::spawn(move || {
+                let _g = g;
+                tasklet::sleep(Duration::from_secs(3600));
+            });
+            tasklet::yield_now();
+        });
+        assert_eq!(SUM.load(Ordering::SeqCst), 63);
+    });
+}
+
 // ---------------------------------------------------------------- defect 5
 
 /// Catches whatever unwinds its sleeps, forever; counts rounds.

@@ -248,6 +248,12 @@ impl Dispatcher {
         self.ready.is_empty()
     }
 
+    /// Whether `dispatch`'s first tasklet has returned and the rest are
+    /// being killed (a tasklet spawned now is killed before it runs).
+    pub(crate) fn is_shutting_down(&self) -> bool {
+        self.shutting_down.get()
+    }
+
     /// Number of live tasklets.
     pub(crate) fn task_count(&self) -> usize {
         self.tasks.borrow().len()

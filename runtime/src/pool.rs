@@ -260,6 +260,9 @@ impl Pool {
     ///
     /// A panic in `f` is re-raised in the caller once that item's turn
     /// comes. If the caller is killed, the workers still running are killed.
+    /// During `dispatch`'s exit (a destructor of a killed tasklet), where
+    /// new tasklets are killed before they run, `f` runs on the items in
+    /// the caller, in order, instead of panicking for lack of workers.
     pub fn map<I, F, R>(&self, items: I, f: F) -> Vec<R>
     where
         I: IntoIterator,
@@ -267,6 +270,11 @@ impl Pool {
         F: Fn(I::Item) -> R + 'static,
         R: 'static,
     {
+        if shutting_down() {
+            // Workers spawned now would be killed before they run: do the
+            // work here (a destructor at exit), in order.
+            return items.into_iter().map(f).collect();
+        }
         let f = Rc::new(f);
         let mut pending = KillOnDrop(VecDeque::new());
         for x in items {
@@ -285,7 +293,8 @@ impl Pool {
     /// `items` lazily, as slots free up.
     ///
     /// A panic in `f` is re-raised from `next`. Dropping the iterator kills
-    /// the workers still running.
+    /// the workers still running. During `dispatch`'s exit, items not yet
+    /// started run in the caller (as in [`map`](Pool::map)).
     ///
     /// ```
     /// use std::time::Duration;
@@ -317,6 +326,11 @@ impl Pool {
             }),
         }
     }
+}
+
+/// Whether the calling thread's dispatcher is shutting down.
+fn shutting_down() -> bool {
+    crate::context::try_with(|d| d.is_shutting_down()).unwrap_or(false)
 }
 
 fn reraise<T>(r: Result<T, JoinError>) -> T {
@@ -405,6 +419,10 @@ where
             }
             if !self.exhausted && (self.in_flight.is_empty() || self.pool.free_count() > 0) {
                 match self.items.next() {
+                    Some(x) if shutting_down() => {
+                        // See `Pool::map`: a worker would never run.
+                        return Some((self.f)(x));
+                    }
                     Some(x) => {
                         let key = self.next_key;
                         self.next_key += 1;
