@@ -31,3 +31,6 @@ pub struct ReadmeDoctests;
 
 /// Cooperative sockets: TCP, UDP, Unix sockets and servers (see [`tasklet_netio`]).
 pub use tasklet_netio as netio;
+
+/// Subprocesses with cooperative pipes and exit waits (see [`tasklet_netio::process`]).
+pub use tasklet_netio::process;

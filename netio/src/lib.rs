@@ -91,6 +91,7 @@
 #[macro_use]
 mod sock;
 mod addr;
+pub mod process;
 mod server;
 mod sys;
 mod tcp;
