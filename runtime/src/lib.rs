@@ -52,6 +52,7 @@
 
 mod context;
 mod dispatcher;
+pub mod fs;
 pub mod hub;
 mod offload;
 mod overflow;
