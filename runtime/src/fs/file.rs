@@ -14,8 +14,10 @@
 //!
 //! - **Reads** refill a read-ahead buffer with one system call per hop,
 //!   64 KiB at first, doubling on sequential reads up to 1 MiB (and at least
-//!   as much as asked for), so small reads are served from memory. Seeks
-//!   within the buffer cost nothing; others discard it.
+//!   as much as asked for), so small reads are served from memory. Once at
+//!   1 MiB, the next megabyte is read in the background while the caller
+//!   consumes the current one (so at most 2 MiB of read-ahead per file).
+//!   Seeks within the buffer cost nothing; others discard it.
 //! - **Writes** are copied into a write-behind queue and return at once; a
 //!   job writes the queue out in the background, taking everything queued
 //!   so far in one go. A writer waits only when 1 MiB is already queued.
@@ -174,7 +176,8 @@ fn wait_until(shared: &Shared, mut ready: impl FnMut(&St) -> bool) -> MutexGuard
 /// [`unblock`](crate::unblock)) while the calling tasklet parks.
 ///
 /// Reads go through a read-ahead buffer (64 KiB growing to 1 MiB on
-/// sequential reads) and writes through a write-behind queue (up to 1 MiB),
+/// sequential reads, then one more megabyte read in the background) and
+/// writes through a write-behind queue (up to 1 MiB),
 /// so reading or writing a file in small pieces costs one thread hop per
 /// batch, not per call, and a read and a write on two files overlap.
 /// Because of the queue, a write error may be reported by the operation
@@ -227,6 +230,12 @@ pub struct File {
     /// A foreground operation was started and its caller interrupted: its
     /// outcome must be taken up before anything else.
     abandoned: bool,
+    /// A read of the `prefetch_len` bytes that follow the read-ahead is in
+    /// flight (sequential reading at full read-ahead size).
+    prefetching: bool,
+    prefetch_len: usize,
+    /// The buffer the next prefetch reads into.
+    spare_rbuf: Vec<u8>,
     /// Writes were queued since the last time the file was settled.
     wrote: bool,
 }
@@ -274,6 +283,9 @@ impl File {
             read_ahead: MIN_READ_AHEAD,
             os_pos: None,
             abandoned: false,
+            prefetching: false,
+            prefetch_len: 0,
+            spare_rbuf: Vec::new(),
             wrote: false,
         }
     }
@@ -324,8 +336,21 @@ impl File {
         self.wrote = false;
         if let Some(done) = done {
             match done {
+                Done::Read { buf, res, pos } if self.prefetching => {
+                    // The prefetched bytes follow the read-ahead: append them.
+                    self.prefetching = false;
+                    let n = res.unwrap_or(0);
+                    self.rbuf.copy_within(self.rpos..self.rend, 0);
+                    self.rend -= self.rpos;
+                    self.rpos = 0;
+                    self.rbuf.truncate(self.rend);
+                    self.rbuf.extend_from_slice(&buf[..n]);
+                    self.rend += n;
+                    self.os_pos = pos;
+                    self.spare_rbuf = buf;
+                }
                 Done::Read { buf, res, pos } => {
-                    // Only started with an empty read-ahead: nothing is overwritten.
+                    // An interrupted refill, started with an empty read-ahead.
                     self.rbuf = buf;
                     self.rpos = 0;
                     self.rend = res.unwrap_or(0);
@@ -373,12 +398,18 @@ impl File {
         }
     }
 
+    /// Takes up the outcome of an interrupted operation or a prefetch, if any.
+    fn catch_up(&mut self) -> io::Result<()> {
+        if self.abandoned || self.prefetching {
+            self.settle()?;
+        }
+        Ok(())
+    }
+
     /// Gives back unread read-ahead: the OS offset returns to the logical
     /// position (before a write or a truncation).
     fn unread(&mut self) -> io::Result<()> {
-        if self.abandoned {
-            self.settle()?;
-        }
+        self.catch_up()?;
         let back = self.rend - self.rpos;
         self.rpos = 0;
         self.rend = 0;
@@ -393,37 +424,66 @@ impl File {
     /// Refills the (empty) read-ahead buffer with at least `want` bytes' worth of room.
     fn fill(&mut self, want: usize) -> io::Result<()> {
         let len = want.max(self.read_ahead).min(MAX_READ);
-        let mut buf = std::mem::take(&mut self.rbuf);
+        let buf = std::mem::take(&mut self.rbuf);
         self.rpos = 0;
         self.rend = 0;
-        let done = self.run_done(Box::new(move |mut f: &fs::File| {
-            if buf.len() < len {
-                buf.resize(len, 0);
-            }
-            let res = loop {
-                match f.read(&mut buf[..len]) {
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                    r => break r,
-                }
-            };
-            let pos = if res.is_ok() {
-                f.stream_position().ok()
-            } else {
-                None
-            };
-            Done::Read { buf, res, pos }
-        }))?;
+        let done = self.run_done(read_op(buf, len))?;
+        self.read_done(done)?;
+        self.read_ahead = (self.read_ahead * 2).min(MAX_READ_AHEAD);
+        if self.read_ahead == MAX_READ_AHEAD && self.rend == len {
+            self.start_prefetch(len);
+        }
+        Ok(())
+    }
+
+    /// Installs a read's outcome as the read-ahead.
+    fn read_done(&mut self, done: Done) -> io::Result<()> {
         match done {
             Done::Read { buf, res, pos } => {
                 self.rbuf = buf;
                 self.os_pos = pos;
                 self.rend = res?;
-                self.read_ahead = (self.read_ahead * 2).min(MAX_READ_AHEAD);
                 Ok(())
             }
             Done::Panicked => Err(panicked()),
             _ => Err(io::Error::other("tasklet::fs: mismatched outcome")),
         }
+    }
+
+    /// Sequential reading at full speed: read the next `len` bytes in the
+    /// background while the caller consumes the read-ahead.
+    fn start_prefetch(&mut self, len: usize) {
+        if !hub::in_dispatcher() {
+            return;
+        }
+        let buf = std::mem::take(&mut self.spare_rbuf);
+        lock(&self.shared.st).busy = true;
+        submit(self.shared.clone(), Some(read_op(buf, len)));
+        self.prefetching = true;
+        self.prefetch_len = len;
+    }
+
+    /// The read-ahead is used up and a prefetch is in flight: waits for it
+    /// and makes it the read-ahead (then starts the next one).
+    fn take_prefetch(&mut self) -> io::Result<()> {
+        let mut st = wait_until(&self.shared, |st| !st.busy);
+        let done = st.done.take();
+        let err = st.write_error.take();
+        drop(st);
+        self.prefetching = false;
+        if let Some(e) = err {
+            return Err(e);
+        }
+        let done =
+            done.ok_or_else(|| io::Error::other("tasklet::fs: an operation left no outcome"))?;
+        self.spare_rbuf = std::mem::take(&mut self.rbuf);
+        self.rpos = 0;
+        self.rend = 0;
+        self.read_done(done)?;
+        if self.rend == self.prefetch_len {
+            self.start_prefetch(self.prefetch_len);
+        }
+        Ok(())
     }
 
     fn take_buffered(&mut self, out: &mut [u8]) -> usize {
@@ -432,6 +492,28 @@ impl File {
         self.rpos += n;
         n
     }
+}
+
+/// A read of up to `len` bytes into `buf` (grown as needed, never shrunk:
+/// its bytes stay initialised), with the file offset after it.
+fn read_op(mut buf: Vec<u8>, len: usize) -> Op {
+    Box::new(move |mut f: &fs::File| {
+        if buf.len() < len {
+            buf.resize(len, 0);
+        }
+        let res = loop {
+            match f.read(&mut buf[..len]) {
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                r => break r,
+            }
+        };
+        let pos = if res.is_ok() {
+            f.stream_position().ok()
+        } else {
+            None
+        };
+        Done::Read { buf, res, pos }
+    })
 }
 
 fn panicked() -> io::Error {
@@ -454,7 +536,11 @@ impl Read for File {
             self.settle()?;
         }
         if self.rpos == self.rend {
-            self.fill(buf.len())?;
+            if self.prefetching {
+                self.take_prefetch()?;
+            } else {
+                self.fill(buf.len())?;
+            }
         }
         Ok(self.take_buffered(buf))
     }
@@ -462,9 +548,7 @@ impl Read for File {
     /// Returns the buffered bytes, then reads the rest of the file in one
     /// offloaded call.
     fn read_to_end(&mut self, out: &mut Vec<u8>) -> io::Result<usize> {
-        if self.abandoned {
-            self.settle()?;
-        }
+        self.catch_up()?;
         let start = out.len();
         out.extend_from_slice(&self.rbuf[self.rpos..self.rend]);
         self.rpos = self.rend;
@@ -496,7 +580,7 @@ impl Write for File {
         if buf.is_empty() {
             return Ok(0);
         }
-        if self.abandoned || self.rpos < self.rend {
+        if self.abandoned || self.prefetching || self.rpos < self.rend {
             self.unread()?;
         }
         self.os_pos = None;
@@ -530,9 +614,7 @@ impl Write for File {
 
 impl Seek for File {
     fn seek(&mut self, pos: SeekFrom) -> io::Result<u64> {
-        if self.abandoned {
-            self.settle()?;
-        }
+        self.catch_up()?;
         // Within the read-ahead: no hop.
         if self.rend > 0 {
             if let Some(os) = self.os_pos {
