@@ -181,7 +181,9 @@ fn main() {
     let dst = dir.join("dst");
     {
         let mut f = std::fs::File::create(&src).unwrap();
-        let block: Vec<u8> = (0..1 << 20).map(|i: u32| (i.wrapping_mul(2654435761) >> 24) as u8).collect();
+        let block: Vec<u8> = (0..1 << 20)
+            .map(|i: u32| (i.wrapping_mul(2654435761) >> 24) as u8)
+            .collect();
         for _ in 0..mib {
             f.write_all(&block).unwrap();
         }
@@ -253,7 +255,10 @@ fn main() {
         rates.sort_by(|a, b| a.partial_cmp(b).unwrap());
         let mut p99: Vec<u64> = results[i].iter().map(|r| pct(&r.late_us, 0.99)).collect();
         p99.sort_unstable();
-        let max = results[i].iter().filter_map(|r| r.late_us.last().copied()).max();
+        let max = results[i]
+            .iter()
+            .filter_map(|r| r.late_us.last().copied())
+            .max();
         println!(
             "  {:<38} {:>6.0} MiB/s [{:.0} - {:.0}]  vs std x{:.2} [{:.2} - {:.2}]{}",
             v.name(),
@@ -264,7 +269,11 @@ fn main() {
             ratios[0],
             ratios[ratios.len() - 1],
             match max {
-                Some(m) => format!("  tick p99 {} us (median), max {} us", p99[p99.len() / 2], m),
+                Some(m) => format!(
+                    "  tick p99 {} us (median), max {} us",
+                    p99[p99.len() / 2],
+                    m
+                ),
                 None => String::new(),
             }
         );

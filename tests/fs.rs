@@ -163,9 +163,7 @@ fn random_ops(seed: u64, n: usize) -> Vec<Op> {
         .map(|_| match rng.below(10) {
             // Odd seeds: long sequential runs of reads (full read-ahead and
             // prefetch), broken up now and then.
-            _ if seed % 2 == 1 && rng.below(12) != 0 => {
-                Op::Read(1 + rng.below(700_000) as usize)
-            }
+            _ if seed % 2 == 1 && rng.below(12) != 0 => Op::Read(1 + rng.below(700_000) as usize),
             0..=3 => Op::Read(1 + rng.below(200_000) as usize),
             4..=5 => Op::Write(1 + rng.below(100_000) as usize, rng.next() as u8),
             6 => Op::Seek(SeekFrom::Start(rng.below(13_000_000))),
