@@ -62,8 +62,21 @@ impl Variant {
 
 struct Run {
     secs: f64,
+    /// CPU seconds the whole process used meanwhile (all threads).
+    cpu: f64,
     /// Lateness of every tick during the run, in microseconds (sorted).
     late_us: Vec<u64>,
+}
+
+/// User + system CPU seconds used by the process so far.
+fn cpu_now() -> f64 {
+    // SAFETY: an all-zero rusage is a valid value for getrusage to overwrite.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: `ru` is a valid, exclusively borrowed rusage.
+    let r = unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) };
+    assert_eq!(r, 0);
+    let tv = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    tv(ru.ru_utime) + tv(ru.ru_stime)
 }
 
 fn copy_64k(src: &Path, dst: &Path) -> u64 {
@@ -87,6 +100,7 @@ fn run(v: Variant, src: &Path, dst: &Path, len: u64) -> Run {
     let _ = std::fs::remove_file(dst);
     if let Variant::Std = v {
         let (s, d) = (src.to_path_buf(), dst.to_path_buf());
+        let cpu0 = cpu_now();
         let t = std::thread::spawn(move || {
             let start = Instant::now();
             let n = std::fs::copy(&s, &d).unwrap();
@@ -96,6 +110,7 @@ fn run(v: Variant, src: &Path, dst: &Path, len: u64) -> Run {
         assert_eq!(n, len);
         return Run {
             secs: el.as_secs_f64(),
+            cpu: cpu_now() - cpu0,
             late_us: Vec::new(),
         };
     }
@@ -121,6 +136,7 @@ fn run(v: Variant, src: &Path, dst: &Path, len: u64) -> Run {
         // Let every ticker arm its first timer.
         tasklet::sleep(TICK * 2);
         late.borrow_mut().clear();
+        let cpu0 = cpu_now();
         let start = Instant::now();
         let n = match v {
             Variant::Chunks64K => copy_64k(&s, &d),
@@ -139,6 +155,7 @@ fn run(v: Variant, src: &Path, dst: &Path, len: u64) -> Run {
             Variant::Std => unreachable!(),
         };
         let secs = start.elapsed().as_secs_f64();
+        let cpu = cpu_now() - cpu0;
         assert_eq!(n, len);
         stop.set(true);
         let mut late_us = std::mem::take(&mut *late.borrow_mut());
@@ -146,7 +163,7 @@ fn run(v: Variant, src: &Path, dst: &Path, len: u64) -> Run {
             t.join().unwrap();
         }
         late_us.sort_unstable();
-        Run { secs, late_us }
+        Run { secs, cpu, late_us }
     })
 }
 
@@ -211,72 +228,95 @@ fn main() {
             } else {
                 results[0][pass].secs
             };
-            if matches!(v, Variant::Idle) {
-                println!(
-                    "pass {pass}: {:<38} tick lateness p50 {:>6} us  p99 {:>6} us  max {:>6} us",
-                    v.name(),
+            let ticks = if r.late_us.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    "  tick lateness p50 {} us  p99 {} us  max {} us",
                     pct(&r.late_us, 0.5),
                     pct(&r.late_us, 0.99),
                     r.late_us.last().copied().unwrap_or(0)
+                )
+            };
+            if matches!(v, Variant::Idle) {
+                println!(
+                    "pass {pass}: {:<38} {:.2} CPU-s/s{ticks}",
+                    v.name(),
+                    r.cpu / r.secs
                 );
             } else {
                 println!(
-                    "pass {pass}: {:<38} {:>7.0} MiB/s  x{:.2} of std{}",
+                    "pass {pass}: {:<38} {:>5.0} MiB/s  x{:.2} of std  {:.3} CPU-s{ticks}",
                     v.name(),
                     mib as f64 / r.secs,
                     std_secs / r.secs,
-                    if r.late_us.is_empty() {
-                        String::new()
-                    } else {
-                        format!(
-                            "  tick lateness p50 {} us  p99 {} us  max {} us",
-                            pct(&r.late_us, 0.5),
-                            pct(&r.late_us, 0.99),
-                            r.late_us.last().copied().unwrap_or(0)
-                        )
-                    }
+                    r.cpu
                 );
             }
             results[i].push(r);
         }
     }
-    println!("summary (median over passes, [min - max]):");
-    for (i, &v) in variants.iter().enumerate() {
-        if matches!(v, Variant::Idle | Variant::Std) && i != 0 {
-            continue;
-        }
-        let mut ratios: Vec<f64> = results[i]
-            .iter()
-            .zip(&results[0])
-            .map(|(r, s)| s.secs / r.secs)
-            .collect();
-        ratios.sort_by(|a, b| a.partial_cmp(b).unwrap());
-        let mut rates: Vec<f64> = results[i].iter().map(|r| mib as f64 / r.secs).collect();
-        rates.sort_by(|a, b| a.partial_cmp(b).unwrap());
-        let mut p99: Vec<u64> = results[i].iter().map(|r| pct(&r.late_us, 0.99)).collect();
-        p99.sort_unstable();
-        let max = results[i]
-            .iter()
-            .filter_map(|r| r.late_us.last().copied())
-            .max();
+    let median_spread = |mut v: Vec<f64>| {
+        v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+        (v[v.len() / 2], v[0], v[v.len() - 1])
+    };
+    // The tickers' own CPU rate, taken out of the tasklet variants' CPU.
+    let idle = variants.len() - 1;
+    let (ticker_rate, _, _) = median_spread(results[idle].iter().map(|r| r.cpu / r.secs).collect());
+    println!(
+        "summary: median [min - max] over passes; CPU = process CPU-seconds during the copy \
+         (tasklet variants: minus the tickers' {ticker_rate:.2} CPU-s/s)"
+    );
+    for (i, &v) in variants.iter().enumerate().take(idle) {
+        let (rate, rate_lo, rate_hi) =
+            median_spread(results[i].iter().map(|r| mib as f64 / r.secs).collect());
+        let (ratio, ratio_lo, ratio_hi) = median_spread(
+            results[i]
+                .iter()
+                .zip(&results[0])
+                .map(|(r, s)| s.secs / r.secs)
+                .collect(),
+        );
+        let (cpu, cpu_lo, cpu_hi) = median_spread(
+            results[i]
+                .iter()
+                .map(|r| {
+                    if i == 0 {
+                        r.cpu
+                    } else {
+                        (r.cpu - ticker_rate * r.secs).max(0.0)
+                    }
+                })
+                .collect(),
+        );
+        let ticks = if i == 0 {
+            String::new()
+        } else {
+            let (p99, _, _) = median_spread(
+                results[i]
+                    .iter()
+                    .map(|r| pct(&r.late_us, 0.99) as f64)
+                    .collect(),
+            );
+            let max = results[i]
+                .iter()
+                .filter_map(|r| r.late_us.last().copied())
+                .max()
+                .unwrap_or(0);
+            format!("  tick p99 {p99:.0} us, max {max} us")
+        };
         println!(
-            "  {:<38} {:>6.0} MiB/s [{:.0} - {:.0}]  vs std x{:.2} [{:.2} - {:.2}]{}",
-            v.name(),
-            rates[rates.len() / 2],
-            rates[0],
-            rates[rates.len() - 1],
-            ratios[ratios.len() / 2],
-            ratios[0],
-            ratios[ratios.len() - 1],
-            match max {
-                Some(m) => format!(
-                    "  tick p99 {} us (median), max {} us",
-                    p99[p99.len() / 2],
-                    m
-                ),
-                None => String::new(),
-            }
+            "  {:<38} {rate:>5.0} MiB/s [{rate_lo:.0} - {rate_hi:.0}]  x{ratio:.2} [{ratio_lo:.2} - {ratio_hi:.2}] of std  \
+             CPU {cpu:.3} s [{cpu_lo:.3} - {cpu_hi:.3}]{ticks}",
+            v.name()
         );
     }
+    let (p99, _, _) = median_spread(
+        results[idle]
+            .iter()
+            .map(|r| pct(&r.late_us, 0.99) as f64)
+            .collect(),
+    );
+    println!("  {:<38} tick p99 {p99:.0} us", variants[idle].name());
     let _ = std::fs::remove_dir_all(&dir);
 }
