@@ -5,7 +5,9 @@
 //! thousands of such functions concurrently on one thread.
 //!
 //! This facade re-exports the runtime ([`tasklet_runtime`]) at `tasklet::`
-//! and the socket layer ([`tasklet_netio`]) at `tasklet::netio`.
+//! (including cooperative files at `tasklet::fs`), the socket layer
+//! ([`tasklet_netio`]) at `tasklet::netio`, and its subprocesses at
+//! `tasklet::process`.
 //!
 //! Optional features: `tls` adds `tasklet::netio::tls` (TLS streams on
 //! rustls, with the *ring* crypto provider).

@@ -288,7 +288,7 @@ fn interrupted_reads_lose_no_data() {
             loop {
                 i += 1;
                 let len = 1 + (i as usize * 7919) % 400_000;
-                let chunk: Option<Vec<u8>> = if i % 2 == 0 {
+                let chunk: Option<Vec<u8>> = if i.is_multiple_of(2) {
                     // A helper starts a read and is killed while it waits for
                     // the offloaded call (or gets buffered data at once).
                     let f2 = f.clone();

@@ -2,7 +2,7 @@
 //!
 //! Files have no readiness to wait for (epoll reports a regular file as
 //! always ready, and a read from disk blocks anyway), so every operation
-//! here runs on the runtime's offload threads ([`unblock`](crate::unblock))
+//! here runs on the runtime's offload threads ([`unblock`](crate::unblock()))
 //! while the calling tasklet parks; the dispatcher keeps running the other
 //! tasklets. The functions mirror `std::fs` and return std's types
 //! ([`Metadata`], [`DirEntry`], [`Permissions`]…). [`File`] adds read-ahead
