@@ -49,6 +49,11 @@ const MAX_READ_AHEAD: usize = 1024 * 1024;
 const MAX_READ: usize = 8 * 1024 * 1024;
 /// How much written data may wait for the background job before `write` waits.
 const MAX_WRITE_BEHIND: usize = 1024 * 1024;
+/// Reads served from the read-ahead (with the next megabyte prefetched) and
+/// writes into a queue the job keeps draining need not park at all: a
+/// tasklet moving this many bytes through a file yields once, so a long
+/// sequential read or write cannot hold the dispatcher.
+const YIELD_EVERY: usize = 1024 * 1024;
 
 /// What the tasklet side and the pool side share.
 struct Shared {
@@ -238,6 +243,8 @@ pub struct File {
     spare_rbuf: Vec<u8>,
     /// Writes were queued since the last time the file was settled.
     wrote: bool,
+    /// Bytes read or written since the last yield (see [`YIELD_EVERY`]).
+    since_yield: usize,
 }
 
 impl File {
@@ -287,6 +294,7 @@ impl File {
             prefetch_len: 0,
             spare_rbuf: Vec::new(),
             wrote: false,
+            since_yield: 0,
         }
     }
 
@@ -486,6 +494,20 @@ impl File {
         Ok(())
     }
 
+    /// Lets other tasklets run once `YIELD_EVERY` bytes have gone through
+    /// this file; called before an operation changes any state, so a kill
+    /// raised here leaves nothing half done.
+    #[inline]
+    fn maybe_yield(&mut self, len: usize) {
+        self.since_yield += len;
+        if self.since_yield >= YIELD_EVERY {
+            self.since_yield = 0;
+            if hub::in_dispatcher() {
+                crate::yield_now();
+            }
+        }
+    }
+
     fn take_buffered(&mut self, out: &mut [u8]) -> usize {
         let n = out.len().min(self.rend - self.rpos);
         out[..n].copy_from_slice(&self.rbuf[self.rpos..self.rpos + n]);
@@ -532,6 +554,7 @@ impl Read for File {
         if buf.is_empty() {
             return Ok(0);
         }
+        self.maybe_yield(buf.len().min(self.rend - self.rpos).max(1));
         if self.abandoned {
             self.settle()?;
         }
@@ -580,6 +603,7 @@ impl Write for File {
         if buf.is_empty() {
             return Ok(0);
         }
+        self.maybe_yield(buf.len());
         if self.abandoned || self.prefetching || self.rpos < self.rend {
             self.unread()?;
         }
