@@ -141,6 +141,31 @@ fn ticker_stays_on_schedule_while_a_tasklet_streams_a_childs_stdout() {
         assert_eq!(total, 64 << 20);
         assert!(child.wait().unwrap().success());
 
+        // A child far faster than its reader (40 us of work per 4 KiB): the
+        // pipe is always full, reads never park, and only the pipe's
+        // periodic yield lets the ticker run.
+        let mut child = Command::new("head")
+            .args(["-c", "67108864", "/dev/zero"])
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut out = child.stdout.take().unwrap();
+        let mut buf = [0u8; 4096];
+        let mut total = 0usize;
+        loop {
+            let n = out.read(&mut buf).unwrap();
+            if n == 0 {
+                break;
+            }
+            total += n;
+            let t = Instant::now();
+            while t.elapsed() < Duration::from_micros(40) {
+                std::hint::spin_loop();
+            }
+        }
+        assert_eq!(total, 64 << 20);
+        assert!(child.wait().unwrap().success());
+
         stop.set(true);
         let (n, worst) = ticks.join().unwrap();
         let elapsed = start.elapsed();

@@ -1,19 +1,28 @@
 //! The parent's ends of a child's standard streams: [`ChildStdin`],
 //! [`ChildStdout`], [`ChildStderr`].
 
+use std::cell::Cell;
 use std::fmt;
 use std::fs::File;
 use std::io::{self, IoSlice, IoSliceMut, Read, Write};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::process::Stdio;
 
+use tasklet_runtime::hub;
+
 use crate::sock::Sock;
 
 use super::sys;
 
+/// A tasklet moving this many bytes through one pipe without ever having
+/// to wait (a child writing faster than it is read) yields once, so it
+/// cannot hold the dispatcher.
+const YIELD_EVERY: usize = 1024 * 1024;
+
 /// One end of a pipe in non-blocking mode, made cooperative by [`Sock`].
 struct Pipe {
     sock: Sock<File>,
+    since_yield: Cell<usize>,
 }
 
 impl Pipe {
@@ -21,13 +30,27 @@ impl Pipe {
         sys::set_nonblocking(fd.as_fd(), true)?;
         Ok(Pipe {
             sock: Sock::new(File::from(fd)),
+            since_yield: Cell::new(0),
         })
+    }
+
+    /// Called before an operation, so a kill raised by the yield leaves
+    /// nothing half done.
+    fn maybe_yield(&self, len: usize) {
+        let n = self.since_yield.get() + len;
+        if n >= YIELD_EVERY && hub::in_dispatcher() {
+            self.since_yield.set(0);
+            tasklet_runtime::yield_now();
+        } else {
+            self.since_yield.set(n);
+        }
     }
 
     fn read(&self, buf: &mut [u8]) -> io::Result<usize> {
         if buf.is_empty() {
             return Ok(0);
         }
+        self.maybe_yield(buf.len());
         self.sock.read_stream(buf.len(), |mut f| f.read(buf))
     }
 
@@ -42,6 +65,7 @@ impl Pipe {
         if buf.is_empty() {
             return Ok(0);
         }
+        self.maybe_yield(buf.len());
         self.sock.write_with(|mut f| f.write(buf))
     }
 
