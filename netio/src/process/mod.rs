@@ -466,7 +466,10 @@ impl Child {
             match &self.pidfd {
                 // Readable once the child has exited (level: a registration
                 // made after the exit reports it too).
-                Some(fd) => fd.wait(Direction::Read, None)?,
+                Some(fd) => {
+                    fd.adopt(); // the child may have moved here from another thread
+                    fd.wait(Direction::Read, None)?
+                }
                 None => {
                     tasklet_runtime::sleep(pause);
                     pause = (pause * 2).min(Duration::from_millis(50));

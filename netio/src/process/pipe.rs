@@ -51,7 +51,9 @@ impl Pipe {
             return Ok(0);
         }
         self.maybe_yield(buf.len());
-        self.sock.read_stream(buf.len(), |mut f| f.read(buf))
+        // A pipe read stops short only when the pipe is empty: never "cut".
+        self.sock
+            .read_stream(buf.len(), |mut f| f.read(buf).map(|n| (n, false)))
     }
 
     fn read_vectored(&self, bufs: &mut [IoSliceMut<'_>]) -> io::Result<usize> {
