@@ -5,7 +5,9 @@
 //! thousands of such functions concurrently on one thread.
 //!
 //! This facade re-exports the runtime ([`tasklet_runtime`]) at `tasklet::`
-//! and the socket layer ([`tasklet_netio`]) at `tasklet::netio`.
+//! (including cooperative files at `tasklet::fs`), the socket layer
+//! ([`tasklet_netio`]) at `tasklet::netio`, and its subprocesses at
+//! `tasklet::process`.
 //!
 //! Optional features: `tls` adds `tasklet::netio::tls` (TLS streams on
 //! rustls, with the *ring* crypto provider).
@@ -31,3 +33,6 @@ pub struct ReadmeDoctests;
 
 /// Cooperative sockets: TCP, UDP, Unix sockets and servers (see [`tasklet_netio`]).
 pub use tasklet_netio as netio;
+
+/// Subprocesses with cooperative pipes and exit waits (see [`tasklet_netio::process`]).
+pub use tasklet_netio::process;

@@ -31,6 +31,9 @@
 //!   The dispatcher it left keeps a stale, ignored registration until the
 //!   socket is closed.
 //!
+//! [`process`] runs child processes whose pipes and exit waits park the
+//! calling tasklet (`tasklet::process`, std's `std::process` in shape).
+//!
 //! [`StreamServer`] is gevent's `StreamServer`: a handler per connection
 //! (over TCP, Unix or any [`Listener`]), an optional connection limit and a
 //! graceful stop (also on SIGINT/SIGTERM); [`DatagramServer`] is its
@@ -91,6 +94,7 @@
 #[macro_use]
 mod sock;
 mod addr;
+pub mod process;
 mod server;
 mod sys;
 mod tcp;

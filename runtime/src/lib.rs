@@ -31,6 +31,8 @@
 //!   pool while the tasklet parks; a watchdog logs a warning naming any
 //!   tasklet that holds its dispatcher longer than 100 ms
 //!   ([`Config::max_blocking`]).
+//! - [`fs`] is `std::fs` for tasklets: file operations run on the offload
+//!   threads while the tasklet parks, with read-ahead and write-behind.
 //! - [`sync`] has channels, events, one-shot results, semaphores and
 //!   mutexes that park tasklets (and work across threads); [`Pool`] and
 //!   [`Group`] manage sets of tasklets.
@@ -52,6 +54,7 @@
 
 mod context;
 mod dispatcher;
+pub mod fs;
 pub mod hub;
 mod offload;
 mod overflow;

@@ -21,7 +21,7 @@ pub const IDLE_TIMEOUT: Duration = Duration::from_secs(5);
 
 const DEFAULT_MAX_THREADS: usize = 64;
 
-type Job = Box<dyn FnOnce() + Send + 'static>;
+pub(crate) type Job = Box<dyn FnOnce() + Send + 'static>;
 
 struct PoolState {
     queue: VecDeque<Job>,
@@ -109,6 +109,16 @@ impl ThreadPool {
                 return;
             }
         }
+    }
+}
+
+/// Queues `job` on the offload pool without waiting for it (the caller
+/// arranges its own completion signal); runs it on the calling thread if no
+/// pool thread can be started. Used by [`crate::fs`] for write-behind.
+pub(crate) fn submit(job: Job) {
+    if let Err(job) = pool().submit(job) {
+        log::warn!("tasklet: no offload thread available; running on the calling thread");
+        job();
     }
 }
 
