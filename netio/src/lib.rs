@@ -94,6 +94,10 @@
 #[macro_use]
 mod sock;
 mod addr;
+#[cfg(feature = "codec")]
+pub mod codec;
+#[cfg(feature = "codec")]
+pub mod protocol;
 pub mod process;
 mod server;
 mod sys;
