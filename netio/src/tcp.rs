@@ -270,6 +270,40 @@ impl TcpStream {
         self.sock.get().shutdown(how)
     }
 
+    /// Sets `SO_LINGER` (std's unstable `TcpStream::set_linger`).
+    ///
+    /// `Some(Duration::ZERO)` makes closing the stream *abort* the
+    /// connection: unsent data is dropped and the peer gets a reset (RST)
+    /// instead of an orderly FIN — Twisted's `abortConnection`. `None` (the
+    /// default) closes gracefully in the background. A non-zero linger makes
+    /// the close of this non-blocking socket wait in the kernel, which the
+    /// dispatcher cannot park: prefer `None` or zero.
+    ///
+    /// ```
+    /// use std::io::Read;
+    /// use std::time::Duration;
+    /// use tasklet::netio::{TcpListener, TcpStream};
+    ///
+    /// tasklet::dispatch(|| {
+    ///     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    ///     let mut client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+    ///     let (server_side, _) = listener.accept().unwrap();
+    ///     server_side.set_linger(Some(Duration::ZERO)).unwrap();
+    ///     assert_eq!(server_side.linger().unwrap(), Some(Duration::ZERO));
+    ///     drop(server_side); // RST, not FIN
+    ///     let err = client.read(&mut [0; 8]).unwrap_err();
+    ///     assert_eq!(err.kind(), std::io::ErrorKind::ConnectionReset);
+    /// });
+    /// ```
+    pub fn set_linger(&self, linger: Option<Duration>) -> io::Result<()> {
+        sys::set_linger(self.sock.fd(), linger)
+    }
+
+    /// The `SO_LINGER` value (see [`set_linger`](Self::set_linger)).
+    pub fn linger(&self) -> io::Result<Option<Duration>> {
+        sys::linger(self.sock.fd())
+    }
+
     /// Sets `TCP_NODELAY` (disables Nagle's algorithm).
     pub fn set_nodelay(&self, nodelay: bool) -> io::Result<()> {
         self.sock.get().set_nodelay(nodelay)
