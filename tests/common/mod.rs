@@ -63,6 +63,34 @@ pub fn start_example(
     args: &[&str],
     markers: &[&str],
 ) -> (KillOnDrop, String, JoinHandle<String>) {
+    let (child, line, drain) = start_example_line(name, args, markers);
+    let addr = markers
+        .iter()
+        .find_map(|m| addr_after(&line, m))
+        .expect("marker in line");
+    (child, addr, drain)
+}
+
+/// The address logged after `marker` in `line` (an `http://` prefix is
+/// dropped), if `marker` is there.
+pub fn addr_after(line: &str, marker: &str) -> Option<String> {
+    let rest = line.split(marker).nth(1)?;
+    Some(
+        rest.trim_start_matches("http://")
+            .split(|c: char| c.is_whitespace() || c == ';' || c == ',')
+            .next()
+            .unwrap()
+            .to_owned(),
+    )
+}
+
+/// Starts an example server with `RUST_LOG=info`; returns it, the first log
+/// line holding one of `markers`, and a thread collecting the rest of its log.
+pub fn start_example_line(
+    name: &str,
+    args: &[&str],
+    markers: &[&str],
+) -> (KillOnDrop, String, JoinHandle<String>) {
     let mut child = KillOnDrop(
         Command::new(example(name))
             .args(args)
@@ -74,20 +102,15 @@ pub fn start_example(
     );
     let mut stderr = BufReader::new(child.0.stderr.take().unwrap());
     let mut log = String::new();
-    let addr = loop {
+    let found = loop {
         let mut line = String::new();
         assert!(
             stderr.read_line(&mut line).unwrap() > 0,
             "{name} exited early: {log}"
         );
         log.push_str(&line);
-        if let Some(rest) = markers.iter().find_map(|m| line.split(m).nth(1)) {
-            break rest
-                .trim_start_matches("http://")
-                .split_whitespace()
-                .next()
-                .unwrap()
-                .to_owned();
+        if markers.iter().any(|m| line.contains(m)) {
+            break line;
         }
     };
     let drain = std::thread::spawn(move || {
@@ -95,7 +118,7 @@ pub fn start_example(
         let _ = stderr.read_to_string(&mut rest);
         rest
     });
-    (child, addr, drain)
+    (child, found, drain)
 }
 
 /// Sends SIGTERM and waits (bounded) for a successful exit.
