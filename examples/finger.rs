@@ -173,7 +173,13 @@ fn http_view(stream: TcpStream, users: &Users) -> io::Result<()> {
         Ok(Some(line)) => line,
         Ok(None) => return Ok(()),
         Err(e) if e.kind() == ErrorKind::InvalidData => {
-            return respond(&mut conn, "400 Bad Request", "text/plain", "bad request\n", true);
+            return respond(
+                &mut conn,
+                "400 Bad Request",
+                "text/plain",
+                "bad request\n",
+                true,
+            );
         }
         Err(e) => return Err(e),
     };
@@ -184,7 +190,13 @@ fn http_view(stream: TcpStream, users: &Users) -> io::Result<()> {
             Ok(Some(h)) if h.is_empty() => break,
             Ok(Some(_)) if headers < 100 => headers += 1,
             Ok(Some(_)) | Err(_) => {
-                return respond(&mut conn, "400 Bad Request", "text/plain", "bad request\n", true)
+                return respond(
+                    &mut conn,
+                    "400 Bad Request",
+                    "text/plain",
+                    "bad request\n",
+                    true,
+                )
             }
             Ok(None) => return Ok(()),
         }
@@ -218,7 +230,11 @@ fn http_view(stream: TcpStream, users: &Users) -> io::Result<()> {
         match users.get(&name) {
             Some(t) => (
                 "200 OK",
-                format!("<h1>{}</h1>\n<p>{}</p>\n", html_escape(&name), html_escape(t)),
+                format!(
+                    "<h1>{}</h1>\n<p>{}</p>\n",
+                    html_escape(&name),
+                    html_escape(t)
+                ),
             ),
             None => (
                 "404 Not Found",
@@ -361,7 +377,11 @@ fn main() -> ExitCode {
         log::info!(
             "finger listening on {} ({} style, {} users); web view on http://{}",
             finger.local_addr(),
-            if tasklet_style { "tasklet" } else { "LineReceiver" },
+            if tasklet_style {
+                "tasklet"
+            } else {
+                "LineReceiver"
+            },
             users.len(),
             web.local_addr()
         );

@@ -71,7 +71,8 @@ struct Db {
 impl Db {
     /// The live entry for `key` (an expired one is removed on the way).
     fn get(&mut self, key: &[u8], now: Instant) -> Option<&mut Entry> {
-        let expired = matches!(self.map.get(key), Some(Entry { expires: Some(t), .. }) if *t <= now);
+        let expired =
+            matches!(self.map.get(key), Some(Entry { expires: Some(t), .. }) if *t <= now);
         if expired {
             self.remove(key);
             return None;
@@ -92,15 +93,25 @@ impl Db {
     }
 
     /// Stores `value`; `expires: None` clears any TTL.
-    fn set(&mut self, key: Bytes, value: Bytes, expires: Option<Instant>) {
-        if let Some(old) = self.map.get(&key) {
-            if let Some(t) = old.expires {
-                self.deadlines.remove(&(t, key.clone()));
+    ///
+    /// Key and value are copied: the decoder's `Bytes` share the connection's
+    /// read buffer, and keeping them would pin a whole buffer per key (and
+    /// make every later read allocate a fresh one).
+    fn set(&mut self, key: &[u8], value: &[u8], expires: Option<Instant>) {
+        let key = match self.map.get_key_value(key) {
+            Some((k, old)) => {
+                let k = k.clone();
+                if let Some(t) = old.expires {
+                    self.deadlines.remove(&(t, k.clone()));
+                }
+                k
             }
-        }
+            None => Bytes::copy_from_slice(key),
+        };
         if let Some(t) = expires {
             self.deadlines.insert((t, key.clone()));
         }
+        let value = Bytes::copy_from_slice(value);
         self.map.insert(key, Entry { value, expires });
     }
 
@@ -375,7 +386,10 @@ fn put_error(out: &mut BytesMut, msg: &str) {
     out.reserve(msg.len() + 3);
     out.put_u8(b'-');
     // An error line cannot hold CR or LF (they could come from user input).
-    out.extend(msg.bytes().map(|b| if b == b'\r' || b == b'\n' { b' ' } else { b }));
+    out.extend(
+        msg.bytes()
+            .map(|b| if b == b'\r' || b == b'\n' { b' ' } else { b }),
+    );
     out.put_slice(b"\r\n");
 }
 
@@ -522,7 +536,7 @@ fn execute(srv: &Rc<Server>, conn: &mut Conn, args: &[Bytes], out: &mut BytesMut
                     match db.get(&args[1], now) {
                         // Keep the key's TTL, as Redis does.
                         Some(e) => e.value = Bytes::from(n.to_string()),
-                        None => db.set(args[1].clone(), Bytes::from(n.to_string()), expires),
+                        None => db.set(&args[1], n.to_string().as_bytes(), expires),
                     }
                     RespCodec::put_integer(out, n);
                 }
@@ -540,12 +554,12 @@ fn execute(srv: &Rc<Server>, conn: &mut Conn, args: &[Bytes], out: &mut BytesMut
             }
         }
         b"MSET" => {
-            if argc % 2 == 0 {
+            if argc.is_multiple_of(2) {
                 return error(out, "ERR wrong number of arguments for 'mset' command");
             }
             let mut db = srv.db.borrow_mut();
             for kv in args[1..].chunks(2) {
-                db.set(kv[0].clone(), kv[1].clone(), None);
+                db.set(&kv[0], &kv[1], None);
             }
             put_ok(out);
         }
@@ -570,7 +584,13 @@ fn execute(srv: &Rc<Server>, conn: &mut Conn, args: &[Bytes], out: &mut BytesMut
         }
         b"PERSIST" => {
             let mut db = srv.db.borrow_mut();
-            let had = matches!(db.get(&args[1], now), Some(Entry { expires: Some(_), .. }));
+            let had = matches!(
+                db.get(&args[1], now),
+                Some(Entry {
+                    expires: Some(_),
+                    ..
+                })
+            );
             if had {
                 db.set_expiry(&args[1], None, now);
             }
@@ -579,11 +599,7 @@ fn execute(srv: &Rc<Server>, conn: &mut Conn, args: &[Bytes], out: &mut BytesMut
         b"KEYS" => {
             let mut db = srv.db.borrow_mut();
             db.purge(now);
-            let keys: Vec<&Bytes> = db
-                .map
-                .keys()
-                .filter(|k| glob_match(&args[1], k))
-                .collect();
+            let keys: Vec<&Bytes> = db.map.keys().filter(|k| glob_match(&args[1], k)).collect();
             RespCodec::put_array_header(out, keys.len());
             for k in keys {
                 RespCodec::put_bulk(out, k);
@@ -813,7 +829,7 @@ fn set(srv: &Server, args: &[Bytes], now: Instant, out: &mut BytesMut) {
     if keepttl {
         expires = old.as_ref().and_then(|(_, t)| *t);
     }
-    db.set(args[1].clone(), args[2].clone(), expires);
+    db.set(&args[1], &args[2], expires);
     match (get, old) {
         (true, Some((v, _))) => RespCodec::put_bulk(out, &v),
         (true, None) => put_null(out),
@@ -936,7 +952,10 @@ fn hello(srv: &Server, conn: &mut Conn, args: &[Bytes], out: &mut BytesMut) {
             Some(2) => {}
             Some(_) => return put_error(out, "NOPROTO unsupported protocol version"),
             None => {
-                return put_error(out, "ERR Protocol version is not an integer or out of range")
+                return put_error(
+                    out,
+                    "ERR Protocol version is not an integer or out of range",
+                )
             }
         }
     }
@@ -959,10 +978,7 @@ fn hello(srv: &Server, conn: &mut Conn, args: &[Bytes], out: &mut BytesMut) {
     }
     let _ = srv;
     RespCodec::put_array_header(out, 14);
-    for (k, v) in [
-        ("server", "redis"),
-        ("version", "7.0.0"),
-    ] {
+    for (k, v) in [("server", "redis"), ("version", "7.0.0")] {
         RespCodec::put_bulk(out, k.as_bytes());
         RespCodec::put_bulk(out, v.as_bytes());
     }
@@ -1168,7 +1184,9 @@ fn class_match(pattern: &[u8], p: usize, c: u8) -> Option<(bool, usize)> {
         if pc == b'\\' && j + 1 < pattern.len() {
             matched |= pattern[j + 1] == c;
             j += 2;
-        } else if pattern.get(j + 1) == Some(&b'-') && j + 2 < pattern.len() && pattern[j + 2] != b']'
+        } else if pattern.get(j + 1) == Some(&b'-')
+            && j + 2 < pattern.len()
+            && pattern[j + 2] != b']'
         {
             let (lo, hi) = (pc.min(pattern[j + 2]), pc.max(pattern[j + 2]));
             matched |= (lo..=hi).contains(&c);

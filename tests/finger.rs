@@ -96,7 +96,7 @@ fn check_finger(f: &Finger) {
     let s = TcpStream::connect(a).unwrap();
     s.shutdown(Shutdown::Write).unwrap();
     let mut out = Vec::new();
-    (&s).set_read_timeout(Some(LIMIT)).unwrap();
+    s.set_read_timeout(Some(LIMIT)).unwrap();
     (&s).read_to_end(&mut out).unwrap();
     assert!(out.is_empty());
     // Concurrent clients.
@@ -145,7 +145,10 @@ fn users_file_and_web_view() {
     .unwrap();
     let f = start(&["--users", path.to_str().unwrap()]);
     assert_eq!(ask(&f.addr, b"alice\r\n"), "likes <tea> & cake\r\n");
-    assert_eq!(ask(&f.addr, b"\r\n"), "alice: likes <tea> & cake\r\nbob: away\r\n");
+    assert_eq!(
+        ask(&f.addr, b"\r\n"),
+        "alice: likes <tea> & cake\r\nbob: away\r\n"
+    );
     assert!(ask(&f.addr, b"moshez\r\n").starts_with("Sorry"));
 
     let (status, body) = http_get(&f.http, "GET / HTTP/1.1\r\nHost: x\r\n\r\n");

@@ -276,7 +276,10 @@ fn pubsub_across_connections() {
     }
     let n: i64 = publisher.publish("sport", "goal").unwrap();
     assert_eq!(n, 1);
-    assert_eq!(sub.get_message().unwrap().get_payload::<String>().unwrap(), "goal");
+    assert_eq!(
+        sub.get_message().unwrap().get_payload::<String>().unwrap(),
+        "goal"
+    );
     let n: i64 = publisher.publish("weather", "rain").unwrap();
     assert_eq!(n, 0);
 
@@ -302,12 +305,16 @@ fn pubsub_across_connections() {
         assert!(Instant::now() < deadline, "closed subscriber still counted");
         std::thread::sleep(Duration::from_millis(20));
     }
-    assert_eq!(sub.get_message().unwrap().get_payload::<String>().unwrap(), "x");
+    assert_eq!(
+        sub.get_message().unwrap().get_payload::<String>().unwrap(),
+        "x"
+    );
     drop(sub);
 
     // In subscribed mode only (UN)SUBSCRIBE, PING, QUIT and RESET work.
     let mut s = srv.raw();
-    s.write_all(b"SUBSCRIBE c\r\nGET k\r\nPING\r\nQUIT\r\n").unwrap();
+    s.write_all(b"SUBSCRIBE c\r\nGET k\r\nPING\r\nQUIT\r\n")
+        .unwrap();
     let mut out = String::new();
     s.read_to_string(&mut out).unwrap();
     assert_eq!(
@@ -439,9 +446,6 @@ fn malformed_frames_get_redis_protocol_errors_and_the_connection_closes() {
     let mut s = srv.raw();
     s.write_all(b"*3\r\n$3\r\nSET\r\n$1\r\nk").unwrap();
     drop(s);
-    assert_eq!(
-        ok(&mut c, &["PING"]),
-        Value::SimpleString("PONG".into())
-    );
+    assert_eq!(ok(&mut c, &["PING"]), Value::SimpleString("PONG".into()));
     srv.stop();
 }

@@ -847,7 +847,11 @@ mod tests {
     fn wait_for(log: &Log, entry: &str) {
         let deadline = std::time::Instant::now() + LIMIT;
         while !log.borrow().iter().any(|e| e == entry) {
-            assert!(std::time::Instant::now() < deadline, "{entry}: {:?}", log.borrow());
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{entry}: {:?}",
+                log.borrow()
+            );
             tasklet_runtime::sleep(Duration::from_millis(1));
         }
     }
@@ -998,14 +1002,23 @@ mod tests {
             let mut c = serve_one(proto);
             // Everything in one write: the raw payload and the next lines
             // arrive in the same read as the header line.
-            c.write_all(b"hello\r\nSIZE 5\r\nab\ncdSIZE 3\nxyzQUIT\r\n").unwrap();
+            c.write_all(b"hello\r\nSIZE 5\r\nab\ncdSIZE 3\nxyzQUIT\r\n")
+                .unwrap();
             let mut out = String::new();
             c.read_to_string(&mut out).unwrap();
             assert_eq!(out, "got 5\r\ngot 3\r\nbye\r\n");
             wait_for(&log, "lost");
             assert_eq!(
                 *log.borrow(),
-                ["line hello", "line SIZE 5", "raw ab\ncd", "line SIZE 3", "raw xyz", "line QUIT", "lost"]
+                [
+                    "line hello",
+                    "line SIZE 5",
+                    "raw ab\ncd",
+                    "line SIZE 3",
+                    "raw xyz",
+                    "line QUIT",
+                    "lost"
+                ]
             );
         });
     }

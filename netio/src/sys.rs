@@ -161,7 +161,9 @@ pub(crate) fn timed_out() -> io::Error {
 pub(crate) fn set_linger(fd: RawFd, linger: Option<std::time::Duration>) -> io::Result<()> {
     let l = libc::linger {
         l_onoff: linger.is_some() as libc::c_int,
-        l_linger: linger.map_or(0, |d| d.as_secs().min(libc::c_int::MAX as u64) as libc::c_int),
+        l_linger: linger.map_or(0, |d| {
+            d.as_secs().min(libc::c_int::MAX as u64) as libc::c_int
+        }),
     };
     // SAFETY: `l` is a valid `linger` that outlives the call, its size is
     // passed along, and the kernel only reads it.

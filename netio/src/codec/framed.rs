@@ -397,10 +397,7 @@ mod tests {
             Cursor::new(b"\0\0\0\x09abc".to_vec()),
             LengthDelimitedCodec::new(),
         );
-        assert_eq!(
-            f.recv().unwrap_err().kind(),
-            io::ErrorKind::UnexpectedEof
-        );
+        assert_eq!(f.recv().unwrap_err().kind(), io::ErrorKind::UnexpectedEof);
     }
 
     #[test]

@@ -84,6 +84,10 @@ enum Mode {
 /// | unbalanced quotes in an inline command | `Protocol error: unbalanced quotes in request` |
 /// | arrays nested deeper than 64 | `Protocol error: arrays nested too deep` |
 ///
+/// Decoded bulk strings are `Bytes` slices of the read buffer (no copy);
+/// copy what you keep for long (`Bytes::copy_from_slice`), or it pins the
+/// whole buffer it came from.
+///
 /// The messages are Redis's own, so a server can answer `-ERR {error}`
 /// and close the connection, as Redis does. After an error the stream
 /// cannot be resynchronised. A stream that ends inside a value is an
@@ -520,7 +524,11 @@ impl RespCodec {
                     ));
                 }
                 dst.reserve(s.len() + 3);
-                dst.put_u8(if matches!(v, Resp::Simple(_)) { b'+' } else { b'-' });
+                dst.put_u8(if matches!(v, Resp::Simple(_)) {
+                    b'+'
+                } else {
+                    b'-'
+                });
                 dst.put_slice(s.as_bytes());
                 dst.put_slice(b"\r\n");
             }
@@ -716,10 +724,7 @@ mod tests {
     fn nesting_is_bounded() {
         let mut c = RespCodec::new();
         let wire = b"*1\r\n".repeat(MAX_DEPTH + 1);
-        assert_eq!(
-            err(&mut c, &wire),
-            "Protocol error: arrays nested too deep"
-        );
+        assert_eq!(err(&mut c, &wire), "Protocol error: arrays nested too deep");
     }
 
     #[test]
