@@ -42,6 +42,11 @@
 //! With the `tls` feature, the `tls` module adds TLS streams on rustls
 //! (`TlsAcceptor`, `TlsConnector`, `TlsStream`) and PEM loaders.
 //!
+//! With the `codec` feature (on by default), [`codec`] frames streams in
+//! blocking style (`Framed::recv`/`send` over lines, length prefixes, RESP…)
+//! and [`protocol`] offers Twisted's `Protocol`/`Transport`/`LineReceiver`
+//! for porting Twisted code.
+//!
 //! ## The gevent echo server
 //!
 //! Accept in a loop, spawn a tasklet per client, read and write until EOF:
