@@ -126,11 +126,18 @@ impl Decoder for LinesCodec {
                     return self.finish(line).map(Some);
                 }
                 None if buf.len() >= self.max_length.saturating_add(2) => {
-                    // No line ending within the limit: drop what we hold
-                    // and skip the rest of the line.
-                    buf.clear();
+                    // No line ending within the limit: skip the line, up
+                    // to its end if it is buffered (lines after it are
+                    // kept), else drop what we hold and skip the rest as
+                    // it arrives.
                     self.next_index = 0;
-                    self.discarding = true;
+                    match buf[window..].iter().position(|&b| b == b'\n') {
+                        Some(i) => buf.advance(window + i + 1),
+                        None => {
+                            buf.clear();
+                            self.discarding = true;
+                        }
+                    }
                     return Err(self.too_long());
                 }
                 None => {
@@ -247,6 +254,15 @@ mod tests {
         // The rest of the long line is skipped; the next line is fine.
         b.extend_from_slice(b"more of the long line\nnext\n");
         assert_eq!(c.decode(&mut b).unwrap().unwrap(), "next");
+    }
+
+    #[test]
+    fn lines_buffered_after_an_over_long_one_are_kept() {
+        let mut c = LinesCodec::new().max_length(4);
+        let mut b = buf(b"waytoolong\nok\nfine\n");
+        assert!(c.decode(&mut b).is_err());
+        assert_eq!(c.decode(&mut b).unwrap().unwrap(), "ok");
+        assert_eq!(c.decode(&mut b).unwrap().unwrap(), "fine");
     }
 
     #[test]
