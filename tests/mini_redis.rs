@@ -449,3 +449,83 @@ fn malformed_frames_get_redis_protocol_errors_and_the_connection_closes() {
     assert_eq!(ok(&mut c, &["PING"]), Value::SimpleString("PONG".into()));
     srv.stop();
 }
+
+/// The real tools, as the issue asks: `redis-cli` (including `--pipe`, which
+/// checks every reply) and `redis-benchmark` run against mini_redis without
+/// an error. `.ci/run` installs them (`redis-tools`).
+#[test]
+fn redis_cli_and_redis_benchmark_run_without_errors() {
+    use std::process::{Command, Stdio};
+    for tool in ["redis-cli", "redis-benchmark"] {
+        let found = Command::new(tool)
+            .arg("--version")
+            .stdout(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(
+            found,
+            "{tool} not found: install redis-tools (`apt-get install redis-tools`, as .ci/run does)"
+        );
+    }
+    let srv = Server::start();
+    let port = srv.addr.rsplit(':').next().unwrap().to_owned();
+    let cli = |args: &[&str]| {
+        let out = Command::new("redis-cli")
+            .args(["-p", &port])
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "redis-cli {args:?}: {out:?}");
+        String::from_utf8(out.stdout).unwrap()
+    };
+    assert_eq!(cli(&["SET", "greeting", "hello world"]), "OK\n");
+    assert_eq!(cli(&["GET", "greeting"]), "hello world\n");
+    assert_eq!(cli(&["INCRBY", "n", "5"]), "5\n");
+    assert!(cli(&["INFO"]).contains("redis_version"));
+
+    // --pipe: mass insertion, then redis-cli checks the count of replies
+    // and errors itself.
+    let mut input = String::new();
+    for i in 0..10_000 {
+        input.push_str(&format!("SET key{i} value{i}\r\n"));
+    }
+    let mut child = Command::new("redis-cli")
+        .args(["-p", &port, "--pipe"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let report = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{report}");
+    assert!(report.contains("errors: 0, replies: 10000"), "{report}");
+    assert_eq!(cli(&["DBSIZE"]), "10002\n");
+
+    // redis-benchmark's start-up queries (CONFIG GET) and its tests.
+    let out = Command::new("redis-benchmark")
+        .args(["-p", &port, "-c", "10", "-n", "2000", "-P", "4", "-q"])
+        .args(["-t", "ping,set,get,incr,mset"])
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{text}");
+    for test in ["PING_INLINE", "PING_MBULK", "SET", "GET", "INCR", "MSET"] {
+        assert!(text.contains(&format!("{test}: ")), "{test} missing: {text}");
+    }
+    let lower = text.to_lowercase();
+    assert!(
+        !lower.contains("error") && !lower.contains("warning"),
+        "{text}"
+    );
+    srv.stop();
+}

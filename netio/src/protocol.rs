@@ -336,8 +336,8 @@ impl Transport {
 
     /// Waits (bounded) until everything buffered is written.
     fn flush_blocking(&self) {
+        let writer = self.inner.writer.borrow_mut().take();
         let r = tasklet_runtime::timeout(FLUSH_LIMIT, || {
-            let writer = self.inner.writer.borrow_mut().take();
             if let Some(w) = writer {
                 let _ = w.join();
             }
@@ -350,6 +350,8 @@ impl Transport {
         });
         if r.is_err() {
             log::debug!("tasklet-netio: protocol transport: could not flush in {FLUSH_LIMIT:?}");
+            // Wakes the writer (now detached) with an error, so it lets go.
+            let _ = self.inner.stream.shutdown(Shutdown::Both);
         }
     }
 }
@@ -524,6 +526,12 @@ struct Cleanup<'a>(&'a Transport);
 impl Drop for Cleanup<'_> {
     fn drop(&mut self) {
         let inner = &self.0.inner;
+        if inner.state.get() != State::Aborted {
+            // A writer detached by an interrupted flush wakes with an error
+            // and lets go of the socket (harmless after a clean close; not
+            // for an abort, where it would send a FIN before the RST).
+            let _ = inner.stream.shutdown(Shutdown::Both);
+        }
         inner.state.set(State::Closed);
         cancel_timers(self.0);
         let writer = inner.writer.borrow_mut().take();
