@@ -109,6 +109,8 @@ struct Inner {
     error: RefCell<Option<io::Error>>,
     /// A tasklet writing `out` while the socket is full.
     writer: RefCell<Option<JoinHandle<()>>>,
+    /// A flush took the writer's handle to join it and may be interrupted.
+    writer_detached: Cell<bool>,
     /// Callbacks running (writes are batched until they return).
     in_callback: Cell<u32>,
     /// The connection tasklet is running a callback, not parked in `read`.
@@ -135,6 +137,7 @@ impl Transport {
                 state: Cell::new(State::Open),
                 error: RefCell::new(None),
                 writer: RefCell::new(None),
+                writer_detached: Cell::new(false),
                 in_callback: Cell::new(0),
                 reader_busy: Cell::new(false),
                 timers: RefCell::new(Vec::new()),
@@ -337,9 +340,12 @@ impl Transport {
     /// Waits (bounded) until everything buffered is written.
     fn flush_blocking(&self) {
         let writer = self.inner.writer.borrow_mut().take();
+        // Until it is joined, nothing else can stop the writer.
+        self.inner.writer_detached.set(writer.is_some());
         let r = tasklet_runtime::timeout(FLUSH_LIMIT, || {
             if let Some(w) = writer {
                 let _ = w.join();
+                self.inner.writer_detached.set(false);
             }
             let rest = std::mem::take(&mut *self.inner.out.borrow_mut());
             if !rest.is_empty() && self.inner.state.get() != State::Failed {
@@ -352,6 +358,7 @@ impl Transport {
             log::debug!("tasklet-netio: protocol transport: could not flush in {FLUSH_LIMIT:?}");
             // Wakes the writer (now detached) with an error, so it lets go.
             let _ = self.inner.stream.shutdown(Shutdown::Both);
+            self.inner.writer_detached.set(false);
         }
     }
 }
@@ -526,10 +533,9 @@ struct Cleanup<'a>(&'a Transport);
 impl Drop for Cleanup<'_> {
     fn drop(&mut self) {
         let inner = &self.0.inner;
-        if inner.state.get() != State::Aborted {
+        if inner.writer_detached.get() {
             // A writer detached by an interrupted flush wakes with an error
-            // and lets go of the socket (harmless after a clean close; not
-            // for an abort, where it would send a FIN before the RST).
+            // and lets go of the socket.
             let _ = inner.stream.shutdown(Shutdown::Both);
         }
         inner.state.set(State::Closed);
