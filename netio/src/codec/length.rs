@@ -87,8 +87,9 @@ impl Decoder for LengthDelimitedCodec {
             return Err(self.too_long(len as u64));
         }
         if buf.len() < HEADER + len {
-            // Room for the rest of the frame, so the reads fill it directly.
-            buf.reserve(HEADER + len - buf.len());
+            // Room for the frame as it arrives (not all of it on the word
+            // of a header: the buffer grows by doubling).
+            buf.reserve((HEADER + len - buf.len()).min(64 * 1024));
             return Ok(None);
         }
         buf.advance(HEADER);

@@ -123,6 +123,8 @@ const MAX_DEPTH: usize = 64;
 /// Capacity reserved up front for an array, whatever length it announces
 /// (elements take memory only as they arrive).
 const PREALLOC: usize = 1024;
+/// Most bytes reserved ahead for a bulk string still arriving.
+const RESERVE_AHEAD: usize = 64 * 1024;
 
 impl Default for RespCodec {
     fn default() -> Self {
@@ -211,7 +213,9 @@ impl RespCodec {
         loop {
             if let Some(len) = self.bulk {
                 if buf.len() < len + 2 {
-                    buf.reserve(len + 2 - buf.len());
+                    // Room for the body as it arrives, not all of it on the
+                    // word of a header (the buffer grows by doubling).
+                    buf.reserve((len + 2 - buf.len()).min(RESERVE_AHEAD));
                     return Ok(None);
                 }
                 if &buf[len..len + 2] != b"\r\n" {
@@ -700,6 +704,11 @@ mod tests {
         let mut buf = BytesMut::from(&b"*1048576\r\n$1\r\na\r\n"[..]);
         assert!(c.decode(&mut buf).unwrap().is_none());
         assert!(c.stack[0].1.capacity() <= PREALLOC);
+        // A bulk string announced at the 512 MiB limit reserves 64 KiB,
+        // not 512 MiB, until its bytes arrive.
+        let mut buf = BytesMut::from(&b"*1\r\n$536870912\r\n"[..]);
+        assert!(RespCodec::server().decode(&mut buf).unwrap().is_none());
+        assert!(buf.capacity() <= 2 * RESERVE_AHEAD, "{}", buf.capacity());
         let mut c = RespCodec::server().max_array_len(10);
         assert!(c.decode(&mut BytesMut::from(&b"*11\r\n"[..])).is_err());
     }
@@ -744,6 +753,100 @@ mod tests {
         let v = Resp::Array(vec![Resp::Integer(1), Resp::simple("a\r\nb")]);
         assert!(RespCodec::new().encode(&v, &mut out).is_err());
         assert_eq!(&out[..], b"keep");
+    }
+
+    /// A small deterministic generator (xorshift), so failures reproduce.
+    struct Rng(u64);
+
+    impl Rng {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            self.0
+        }
+        fn below(&mut self, n: usize) -> usize {
+            (self.next() % n as u64) as usize
+        }
+    }
+
+    fn random_value(rng: &mut Rng, depth: usize) -> Resp {
+        match rng.below(if depth > 3 { 6 } else { 7 }) {
+            0 => Resp::Simple("OK".repeat(rng.below(4))),
+            1 => Resp::Error(format!("ERR {}", rng.next())),
+            2 => Resp::Integer(rng.next() as i64),
+            3 => Resp::Bulk((0..rng.below(300)).map(|_| rng.next() as u8).collect()),
+            4 => Resp::Null,
+            5 => Resp::NullArray,
+            _ => Resp::Array(
+                (0..rng.below(5))
+                    .map(|_| random_value(rng, depth + 1))
+                    .collect(),
+            ),
+        }
+    }
+
+    #[test]
+    fn random_values_survive_random_splits() {
+        let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+        for _ in 0..300 {
+            let values: Vec<Resp> = (0..rng.below(8))
+                .map(|_| random_value(&mut rng, 0))
+                .collect();
+            let mut wire = BytesMut::new();
+            let mut c = RespCodec::new();
+            for v in &values {
+                c.encode(v, &mut wire).unwrap();
+            }
+            let mut buf = BytesMut::new();
+            let mut got = Vec::new();
+            let mut rest = &wire[..];
+            while !rest.is_empty() {
+                let n = 1 + rng.below(rest.len().min(64));
+                buf.extend_from_slice(&rest[..n]);
+                rest = &rest[n..];
+                while let Some(v) = c.decode(&mut buf).unwrap() {
+                    got.push(v);
+                }
+            }
+            assert_eq!(got, values);
+            assert!(c.decode_eof(&mut buf).unwrap().is_none());
+        }
+    }
+
+    #[test]
+    fn garbage_never_panics_and_limits_hold() {
+        let mut rng = Rng(42);
+        let alphabet = b"*$+-:\r\n0123456789-abc \"'\\x";
+        for i in 0..20_000 {
+            let len = rng.below(64);
+            let junk: Vec<u8> = (0..len)
+                .map(|_| {
+                    if rng.below(4) == 0 {
+                        rng.next() as u8
+                    } else {
+                        alphabet[rng.below(alphabet.len())]
+                    }
+                })
+                .collect();
+            let mut c = if i % 2 == 0 {
+                RespCodec::new()
+            } else {
+                RespCodec::server()
+            }
+            .max_bulk_len(1000)
+            .max_array_len(1000)
+            .max_inline_len(100);
+            let mut buf = BytesMut::from(&junk[..]);
+            for _ in 0..100 {
+                match c.decode(&mut buf) {
+                    Ok(Some(_)) => {}
+                    Ok(None) | Err(_) => break,
+                }
+            }
+            let _ = c.decode_eof(&mut buf);
+            assert!(buf.capacity() < 64 * 1024 + 1024, "{junk:?}");
+        }
     }
 
     #[test]
