@@ -42,9 +42,9 @@
 //! With the `tls` feature, the `tls` module adds TLS streams on rustls
 //! (`TlsAcceptor`, `TlsConnector`, `TlsStream`) and PEM loaders.
 //!
-//! With the `codec` feature (on by default), [`codec`] frames streams in
-//! blocking style (`Framed::recv`/`send` over lines, length prefixes, RESP…)
-//! and [`protocol`] offers Twisted's `Protocol`/`Transport`/`LineReceiver`
+//! With the `codec` feature (on by default), the `codec` module frames
+//! streams in blocking style (`Framed::recv`/`send` over lines, length
+//! prefixes, RESP…) and the `protocol` module offers Twisted's `Protocol`/`Transport`/`LineReceiver`
 //! for porting Twisted code.
 //!
 //! ## The gevent echo server
