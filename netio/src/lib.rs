@@ -101,9 +101,9 @@ mod sock;
 mod addr;
 #[cfg(feature = "codec")]
 pub mod codec;
+pub mod process;
 #[cfg(feature = "codec")]
 pub mod protocol;
-pub mod process;
 mod server;
 mod sys;
 mod tcp;
