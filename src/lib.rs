@@ -31,6 +31,37 @@ pub use tasklet_runtime::*;
 #[cfg(doctest)]
 pub struct ReadmeDoctests;
 
+#[cfg(feature = "tokio")]
+pub mod tokio;
+
+/// Runs `future` to completion and returns its output; under the `tokio`
+/// feature, with the context of a tokio runtime entered around each poll so
+/// tokio's sockets, timers and `tokio::spawn` work (see [`tokio`](mod@tokio)).
+///
+/// Otherwise exactly [`tasklet_runtime::block_on`]: inside a tasklet it
+/// polls the future on the dispatcher and parks only the calling tasklet
+/// between wake-ups (the `Waker` works from any thread); outside a
+/// dispatcher it blocks the thread. Kill and timeout drop the future in the
+/// tasklet; a panic in it reaches `join`.
+///
+/// ```
+/// use std::time::{Duration, Instant};
+///
+/// tasklet::dispatch(|| {
+///     let t0 = Instant::now();
+///     let sleepers: Vec<_> = (0..100)
+///         .map(|_| tasklet::spawn(|| tasklet::block_on(tokio::time::sleep(Duration::from_millis(50)))))
+///         .collect();
+///     tasklet::joinall(sleepers);
+///     assert!(t0.elapsed() < Duration::from_secs(5)); // ~50 ms, not 5 s
+/// });
+/// ```
+#[cfg(feature = "tokio")]
+#[inline]
+pub fn block_on<F: std::future::Future>(future: F) -> F::Output {
+    self::tokio::block_on(future)
+}
+
 /// Cooperative sockets: TCP, UDP, Unix sockets and servers (see [`tasklet_netio`]).
 pub use tasklet_netio as netio;
 

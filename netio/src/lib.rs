@@ -93,6 +93,8 @@
 
 #[macro_use]
 mod sock;
+#[macro_use]
+mod async_io;
 mod addr;
 pub mod process;
 mod server;

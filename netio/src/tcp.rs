@@ -447,6 +447,7 @@ impl From<net::TcpStream> for TcpStream {
 }
 
 impl_stream_io!(TcpStream, crate::sys::recv_stream);
+impl_async_io!(TcpStream);
 
 impl fmt::Debug for TcpStream {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

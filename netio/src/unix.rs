@@ -332,6 +332,7 @@ impl From<net::UnixStream> for UnixStream {
 }
 
 impl_stream_io!(UnixStream, crate::sys::recv_unix_stream);
+impl_async_io!(UnixStream);
 impl_fd_traits!(
     UnixStream,
     net::UnixStream,

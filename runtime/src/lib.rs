@@ -52,6 +52,7 @@
 
 #![warn(missing_docs)]
 
+mod block_on;
 mod context;
 mod dispatcher;
 pub mod fs;
@@ -68,6 +69,7 @@ mod task;
 mod timer;
 mod watchdog;
 
+pub use block_on::block_on;
 pub use dispatcher::{
     dispatch, sleep, sleep_until, spawn_later, spawn_loop, timeout, timeout_at, yield_now, Config,
     Elapsed,

@@ -1,0 +1,370 @@
+//! [`block_on`]: runs a `Future` to completion from blocking-style code.
+//!
+//! Inside a tasklet the future is polled on the dispatcher and only the
+//! calling tasklet parks between wake-ups. Its `Waker` is a reference-counted
+//! [`WakeState`] naming the tasklet (registry slot, id) and the epoch of its
+//! coming park: a wake-up on the dispatcher's own thread makes the tasklet
+//! ready directly; from any other thread it goes through the hub's
+//! cross-thread queue. The states are recycled through a per-thread pool and
+//! the waker handed to `poll` borrows the state without touching its count,
+//! so a call allocates nothing once the pool is warm, and a future that is
+//! ready at once costs no atomic operation at all.
+//!
+//! Outside a dispatcher the calling thread blocks (`std::thread::park`).
+
+use std::cell::{Cell, RefCell};
+use std::future::Future;
+use std::mem::ManuallyDrop;
+use std::pin::{pin, Pin};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll, RawWaker, RawWakerVTable, Wake, Waker};
+use std::thread::{self, Thread};
+
+use crate::context;
+use crate::hub::{self, HubRef, WaitKey};
+use crate::task::TaskletId;
+
+/// Runs `future` to completion and returns its output.
+///
+/// **Inside a tasklet**, the future is polled on the dispatcher and the
+/// calling tasklet parks between wake-ups while the other tasklets (and the
+/// hub's I/O and timers) keep running. Its `Waker` may be woken from any
+/// thread: from the dispatcher's own thread it makes the tasklet ready
+/// directly, from another thread (a tokio worker, another dispatcher) it
+/// goes through the hub's cross-thread queue. [`JoinHandle::kill`] and
+/// [`timeout`] interrupt the wait: the future is dropped in the tasklet (its
+/// destructors run there) and the tasklet unwinds as for any blocking call.
+/// A panic inside the future propagates to the caller, so it reaches
+/// [`JoinHandle::join`] like any panic in the tasklet.
+///
+/// **Outside a dispatcher** it blocks the calling thread until the future
+/// completes, like `futures::executor::block_on`.
+///
+/// Runtime-agnostic futures (async fns, `futures` or `async-channel`
+/// channels, `event-listener`) need nothing else. Futures that need a
+/// reactor of their own (tokio's sockets and timers) need it to be running
+/// somewhere: the facade's `tokio` feature provides one.
+///
+/// No allocation per poll and no thread per call: the waker's state is
+/// recycled per thread, and a future that is ready on its first poll costs a
+/// few nanoseconds.
+///
+/// ```
+/// use std::time::Duration;
+///
+/// tasklet::dispatch(|| {
+///     let (tx, rx) = std::sync::mpsc::channel();
+///     let state = std::sync::Arc::new(std::sync::Mutex::new((None, None::<std::task::Waker>)));
+///     let s = state.clone();
+///     // A plain thread completes the future a little later.
+///     std::thread::spawn(move || {
+///         std::thread::sleep(Duration::from_millis(10));
+///         let mut g = s.lock().unwrap();
+///         g.0 = Some(42);
+///         if let Some(w) = g.1.take() {
+///             w.wake();
+///         }
+///         tx.send(()).unwrap();
+///     });
+///     let ticker = tasklet::spawn(|| tasklet::sleep(Duration::from_millis(1)));
+///     let v = tasklet::block_on(std::future::poll_fn(|cx| {
+///         let mut g = state.lock().unwrap();
+///         match g.0.take() {
+///             Some(v) => std::task::Poll::Ready(v),
+///             None => {
+///                 g.1 = Some(cx.waker().clone());
+///                 std::task::Poll::Pending
+///             }
+///         }
+///     }));
+///     assert_eq!(v, 42);
+///     ticker.join().unwrap(); // ran while the main tasklet waited
+///     rx.recv().unwrap();
+///     assert_eq!(tasklet::block_on(async { 1 + 1 }), 2);
+/// });
+/// ```
+///
+/// [`JoinHandle::kill`]: crate::JoinHandle::kill
+/// [`JoinHandle::join`]: crate::JoinHandle::join
+/// [`timeout`]: crate::timeout
+#[inline]
+pub fn block_on<F: Future>(future: F) -> F::Output {
+    let future = pin!(future);
+    match Lease::for_current_tasklet() {
+        Some(lease) => block_on_tasklet(future, lease),
+        None => block_on_thread(future),
+    }
+}
+
+#[inline]
+fn block_on_tasklet<F: Future + ?Sized>(mut future: Pin<&mut F>, lease: Lease) -> F::Output {
+    let waker = lease.waker();
+    let mut cx = Context::from_waker(&waker);
+    loop {
+        if let Poll::Ready(v) = future.as_mut().poll(&mut cx) {
+            return v;
+        }
+        lease.park();
+    }
+}
+
+/// The wake-up state behind a tasklet's `block_on` waker.
+struct WakeState {
+    /// Set by a wake-up; cleared before each re-poll. `true` also once the
+    /// `block_on` call has ended, which turns later wake-ups into no-ops.
+    notified: AtomicBool,
+    /// The epoch of the tasklet's coming (or current) park.
+    epoch: AtomicU32,
+    // Which tasklet to wake: written only while the state is unshared.
+    hub: HubRef,
+    slot: u32,
+    id: TaskletId,
+}
+
+impl WakeState {
+    #[inline]
+    fn wake(&self) {
+        if self.notified.swap(true, Ordering::SeqCst) {
+            return; // Already notified (or the call is over).
+        }
+        if self.is_running() {
+            // Woken by its own poll (a future that yields): the tasklet
+            // checks `notified` before it parks.
+            return;
+        }
+        // Pairs with `Lease::park`'s store of the epoch and load of
+        // `notified` (both SeqCst): either the tasklet sees `notified` and
+        // polls again, or this load sees the epoch of the park it is in (or
+        // about to enter) and the wake-up reaches it.
+        let epoch = self.epoch.load(Ordering::SeqCst);
+        self.hub.wake_task(self.slot, self.id, epoch);
+    }
+}
+
+impl WakeState {
+    /// Whether the calling code runs in the tasklet this state wakes.
+    #[inline]
+    fn is_running(&self) -> bool {
+        context::try_with(|d| {
+            d.id == self.hub.dispatcher()
+                && context::current().is_some()
+                && d.current_header().id == self.id
+        })
+        .unwrap_or(false)
+    }
+}
+
+/// Most states a thread keeps for reuse (beyond the one-slot cache).
+const POOL_MAX: usize = 256;
+
+thread_local! {
+    static SPARE: Cell<Option<Arc<WakeState>>> = const { Cell::new(None) };
+    static POOL: RefCell<Vec<Arc<WakeState>>> = const { RefCell::new(Vec::new()) };
+}
+
+/// One `block_on` call's use of a [`WakeState`]: marks it finished and
+/// returns it to the pool when dropped, however the call ends (a kill or
+/// timeout unwinds through it).
+struct Lease {
+    /// Always `Some` until dropped.
+    state: Option<Arc<WakeState>>,
+}
+
+impl Lease {
+    /// A state for the running tasklet; `None` outside one.
+    #[inline]
+    fn for_current_tasklet() -> Option<Lease> {
+        context::try_with(|d| {
+            context::current()?;
+            let h = d.current_header();
+            let (slot, id, epoch) = (h.slot.get() as u32, h.id, h.epoch.get());
+            let mut state = SPARE
+                .with(Cell::take)
+                .or_else(|| POOL.with(|p| p.borrow_mut().pop()));
+            match state.as_mut().and_then(Arc::get_mut) {
+                Some(s) => {
+                    if s.hub.dispatcher() != d.id {
+                        s.hub = HubRef::current()?;
+                    }
+                    s.slot = slot;
+                    s.id = id;
+                    *s.notified.get_mut() = false;
+                    *s.epoch.get_mut() = epoch;
+                }
+                None => {
+                    state = Some(Arc::new(WakeState {
+                        notified: AtomicBool::new(false),
+                        epoch: AtomicU32::new(epoch),
+                        hub: HubRef::current()?,
+                        slot,
+                        id,
+                    }))
+                }
+            }
+            state.map(|state| Lease { state: Some(state) })
+        })
+        .flatten()
+    }
+
+    /// A waker for the state that borrows the lease's reference (no count
+    /// change); clones of it are counted references.
+    #[inline]
+    fn state(&self) -> &Arc<WakeState> {
+        match &self.state {
+            Some(s) => s,
+            None => unreachable!("a lease holds its state until dropped"),
+        }
+    }
+
+    #[inline]
+    fn waker(&self) -> ManuallyDrop<Waker> {
+        let data = Arc::as_ptr(self.state()).cast::<()>();
+        // SAFETY: `data` points to the `WakeState` of `self.state`, an `Arc`
+        // that stays alive while the returned waker can be used: the waker
+        // is only lent out (`Context`) during polls inside `block_on`, which
+        // holds the lease, and is wrapped in `ManuallyDrop` so it never
+        // releases the reference it does not own. The vtable treats `data`
+        // as an `Arc<WakeState>` pointer, which it is (see `VTABLE`).
+        ManuallyDrop::new(unsafe { Waker::from_raw(RawWaker::new(data, &VTABLE)) })
+    }
+
+    /// Parks the tasklet until the waker fires (or at once if it already
+    /// has), and clears the notification for the next poll.
+    #[inline]
+    fn park(&self) {
+        let state = self.state();
+        let s = &**state;
+        // Publish the epoch of the coming park, then check for a wake-up that
+        // came during the poll (see `WakeState::wake`).
+        let epoch = context::with(|d| d.current_header().epoch.get());
+        s.epoch.store(epoch, Ordering::SeqCst);
+        if !s.notified.load(Ordering::SeqCst) {
+            // While a waker may be held elsewhere (another thread, a
+            // reactor), a wake-up can come from outside the dispatcher: it
+            // must not report a deadlock. A future that kept no waker can
+            // never be woken, and the dispatcher may say so.
+            let _key = (Arc::strong_count(state) > 1)
+                .then(WaitKey::register)
+                .flatten();
+            // Kills and timeouts unwind from here, dropping the future in
+            // this tasklet. `Err` only comes late in shutdown for a tasklet
+            // already unwinding: it has yielded, and the future is polled
+            // again (the dispatcher abandons such tasklets after a grace
+            // period).
+            let _ = hub::park(None);
+        }
+        // Clears a wake-up that is now being acted on. A read-modify-write:
+        // it reads from the waker's swap, so what the waker published before
+        // waking is visible to the next poll.
+        s.notified.swap(false, Ordering::SeqCst);
+    }
+}
+
+impl Drop for Lease {
+    #[inline]
+    fn drop(&mut self) {
+        let Some(mut state) = self.state.take() else {
+            return;
+        };
+        if Arc::get_mut(&mut state).is_none() {
+            // Wakers survive the call: their later wake-ups do nothing.
+            state.notified.store(true, Ordering::SeqCst);
+            return;
+        }
+        // Unshared: keep it for the next call on this thread.
+        let spare = SPARE.try_with(|c| c.replace(Some(state)));
+        if let Ok(Some(older)) = spare {
+            let _ = POOL.try_with(|p| {
+                let mut p = p.borrow_mut();
+                if p.len() < POOL_MAX {
+                    p.push(older);
+                }
+            });
+        }
+    }
+}
+
+static VTABLE: RawWakerVTable = RawWakerVTable::new(vt_clone, vt_wake, vt_wake_by_ref, vt_drop);
+
+// SAFETY (all four): `p` comes from `Arc::as_ptr`/`Arc::into_raw` of an
+// `Arc<WakeState>` whose strong reference is owned by the waker being
+// operated on (or, for the lent waker of `Lease::waker`, by the lease, which
+// outlives it and whose waker is never dropped or woken by value).
+unsafe fn vt_clone(p: *const ()) -> RawWaker {
+    // SAFETY: see above; the count is raised for the new waker's reference.
+    unsafe { Arc::increment_strong_count(p.cast::<WakeState>()) };
+    RawWaker::new(p, &VTABLE)
+}
+
+unsafe fn vt_wake(p: *const ()) {
+    // SAFETY: see above; takes over the waker's reference.
+    let state = unsafe { Arc::from_raw(p.cast::<WakeState>()) };
+    state.wake();
+}
+
+unsafe fn vt_wake_by_ref(p: *const ()) {
+    // SAFETY: see above; the reference is borrowed for the call.
+    unsafe { &*p.cast::<WakeState>() }.wake();
+}
+
+unsafe fn vt_drop(p: *const ()) {
+    // SAFETY: see above; releases the waker's reference.
+    drop(unsafe { Arc::from_raw(p.cast::<WakeState>()) });
+}
+
+/// Wakes a thread blocked in `block_on` outside a dispatcher.
+struct ThreadWake {
+    thread: Thread,
+    notified: AtomicBool,
+}
+
+impl Wake for ThreadWake {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        if !self.notified.swap(true, Ordering::Release) {
+            self.thread.unpark();
+        }
+    }
+}
+
+thread_local! {
+    /// This thread's `block_on` waker, while no `block_on` on it uses it.
+    static THREAD_WAKER: Cell<Option<(Arc<ThreadWake>, Waker)>> = const { Cell::new(None) };
+}
+
+fn block_on_thread<F: Future + ?Sized>(mut future: Pin<&mut F>) -> F::Output {
+    // Taken for the call, so a nested `block_on` (inside a poll) makes its
+    // own instead of stealing this one's wake-ups.
+    let (state, waker) = THREAD_WAKER.with(Cell::take).unwrap_or_else(|| {
+        let state = Arc::new(ThreadWake {
+            thread: thread::current(),
+            notified: AtomicBool::new(false),
+        });
+        let waker = Waker::from(state.clone());
+        (state, waker)
+    });
+    struct Return(Option<(Arc<ThreadWake>, Waker)>);
+    impl Drop for Return {
+        fn drop(&mut self) {
+            if let Some((s, w)) = self.0.take() {
+                s.notified.store(false, Ordering::Relaxed);
+                let _ = THREAD_WAKER.try_with(|c| c.set(Some((s, w))));
+            }
+        }
+    }
+    let guard = Return(Some((state, waker)));
+    let (state, waker) = guard.0.as_ref().expect("set above");
+    let mut cx = Context::from_waker(waker);
+    loop {
+        if let Poll::Ready(v) = future.as_mut().poll(&mut cx) {
+            return v;
+        }
+        while !state.notified.swap(false, Ordering::Acquire) {
+            thread::park();
+        }
+    }
+}
