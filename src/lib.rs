@@ -62,6 +62,32 @@ pub fn block_on<F: std::future::Future>(future: F) -> F::Output {
     self::tokio::block_on(future)
 }
 
+/// Runs a dispatcher on this thread until `f` — its first tasklet — returns;
+/// under the `tokio` feature, inside the context of the tokio runtime (see
+/// [`tokio`](mod@tokio)), so tokio's timers, sockets and `tokio::spawn` work
+/// anywhere in the tasklets.
+///
+/// Otherwise exactly [`tasklet_runtime::dispatch`].
+///
+/// ```
+/// let v = tasklet::dispatch(|| {
+///     let sleep = tokio::time::sleep(std::time::Duration::from_millis(1));
+///     tasklet::block_on(sleep);
+///     7
+/// });
+/// assert_eq!(v, 7);
+/// ```
+///
+/// # Panics
+/// As [`tasklet_runtime::dispatch`].
+#[cfg(feature = "tokio")]
+pub fn dispatch<F, T>(f: F) -> T
+where
+    F: FnOnce() -> T,
+{
+    self::tokio::dispatch(f)
+}
+
 /// Cooperative sockets: TCP, UDP, Unix sockets and servers (see [`tasklet_netio`]).
 pub use tasklet_netio as netio;
 

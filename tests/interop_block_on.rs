@@ -296,3 +296,18 @@ fn many_tasklets_block_on_at_once() {
         t.join().unwrap();
     });
 }
+
+#[test]
+fn waiting_on_a_thread_is_not_reported_as_a_deadlock() {
+    // No timer armed, no socket: only the waker held by the thread can end
+    // the wait, and the dispatcher must wait for it rather than give up.
+    tasklet::dispatch(|| {
+        let (tx, rx) = oneshot::channel::<u32>();
+        let t = thread::spawn(move || {
+            thread::sleep(Duration::from_millis(50));
+            tx.send(8).unwrap();
+        });
+        assert_eq!(tasklet::block_on(rx), Ok(8));
+        t.join().unwrap();
+    });
+}

@@ -93,7 +93,7 @@
 
 #[macro_use]
 mod sock;
-#[macro_use]
+#[cfg(any(feature = "futures-io", feature = "tokio"))]
 mod async_io;
 mod addr;
 pub mod process;
@@ -106,6 +106,8 @@ mod udp;
 mod unix;
 
 pub use addr::{lookup_host, ToSocketAddrs};
+#[cfg(any(feature = "futures-io", feature = "tokio"))]
+pub use async_io::{AsyncStream, StreamSocket};
 pub use server::{
     DatagramServer, DatagramSocket, HandlerResult, Listener, ServerHandle, StreamServer,
 };

@@ -222,7 +222,7 @@ impl Iterator for Incoming<'_> {
 /// });
 /// ```
 pub struct TcpStream {
-    sock: Sock<net::TcpStream>,
+    pub(crate) sock: Sock<net::TcpStream>,
 }
 
 impl TcpStream {
@@ -447,7 +447,6 @@ impl From<net::TcpStream> for TcpStream {
 }
 
 impl_stream_io!(TcpStream, crate::sys::recv_stream);
-impl_async_io!(TcpStream);
 
 impl fmt::Debug for TcpStream {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

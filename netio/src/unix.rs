@@ -170,7 +170,7 @@ impl Iterator for UnixIncoming<'_> {
 /// });
 /// ```
 pub struct UnixStream {
-    sock: Sock<net::UnixStream>,
+    pub(crate) sock: Sock<net::UnixStream>,
 }
 
 impl UnixStream {
@@ -332,7 +332,6 @@ impl From<net::UnixStream> for UnixStream {
 }
 
 impl_stream_io!(UnixStream, crate::sys::recv_unix_stream);
-impl_async_io!(UnixStream);
 impl_fd_traits!(
     UnixStream,
     net::UnixStream,
