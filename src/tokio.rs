@@ -94,7 +94,17 @@ std::thread_local! {
     /// Whether this thread is inside our runtime's context already: tokio's
     /// context guards must be dropped in the reverse order of their making,
     /// and tasklets interleave, so only the outermost enters.
-    static ENTERED: Cell<bool> = const { Cell::new(false) };
+    static ENTERED: Cell<Level> = const { Cell::new(Level::Outside) };
+}
+
+/// How this thread is inside our runtime's context.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Level {
+    Outside,
+    /// For a scope that may end while tasklets are parked ([`enter`], a poll).
+    Scoped,
+    /// For a whole `dispatch`: outlives every tasklet of the thread.
+    Dispatch,
 }
 
 /// Keeps the tokio runtime's context entered on this thread until dropped
@@ -109,7 +119,7 @@ impl Drop for ContextGuard {
     fn drop(&mut self) {
         if let Some(g) = self.guard.take() {
             drop(g);
-            ENTERED.with(|e| e.set(false));
+            ENTERED.with(|e| e.set(Level::Outside));
         }
     }
 }
@@ -140,9 +150,15 @@ impl fmt::Debug for ContextGuard {
 /// ```
 #[inline]
 pub fn enter() -> ContextGuard {
-    if ENTERED.with(|e| e.replace(true)) {
+    enter_at(Level::Scoped)
+}
+
+#[inline(always)]
+fn enter_at(level: Level) -> ContextGuard {
+    if ENTERED.with(|e| e.get()) != Level::Outside {
         return ContextGuard { guard: None };
     }
+    ENTERED.with(|e| e.set(level));
     ContextGuard {
         guard: Some(handle().enter()),
     }
@@ -153,15 +169,22 @@ pub(crate) fn dispatch<F, T>(f: F) -> T
 where
     F: FnOnce() -> T,
 {
-    let _in_tokio = enter();
+    let _in_tokio = enter_at(Level::Dispatch);
     tasklet_runtime::dispatch(f)
 }
 
 /// [`crate::block_on`] with the tokio runtime's context entered around each
-/// poll (what `tasklet::block_on` does under the `tokio` feature): one
-/// thread-local test when the thread is inside it already (in `dispatch`).
-#[inline]
+/// poll (what `tasklet::block_on` does under the `tokio` feature); inside
+/// `dispatch`, whose context outlives the call, one thread-local test.
+#[inline(always)]
 pub(crate) fn block_on<F: Future>(future: F) -> F::Output {
+    if ENTERED.with(|e| e.get()) == Level::Dispatch {
+        return tasklet_runtime::block_on(future);
+    }
+    block_on_entering(future)
+}
+
+fn block_on_entering<F: Future>(future: F) -> F::Output {
     let mut future = std::pin::pin!(future);
     tasklet_runtime::block_on(std::future::poll_fn(move |cx| {
         let _in_tokio = enter();

@@ -16,7 +16,7 @@ use std::cell::{Cell, RefCell};
 use std::future::Future;
 use std::mem::ManuallyDrop;
 use std::pin::{pin, Pin};
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll, RawWaker, RawWakerVTable, Wake, Waker};
 use std::thread::{self, Thread};
@@ -88,7 +88,7 @@ use crate::task::TaskletId;
 /// [`JoinHandle::kill`]: crate::JoinHandle::kill
 /// [`JoinHandle::join`]: crate::JoinHandle::join
 /// [`timeout`]: crate::timeout
-#[inline]
+#[inline(always)]
 pub fn block_on<F: Future>(future: F) -> F::Output {
     let future = pin!(future);
     match Lease::for_current_tasklet() {
@@ -97,7 +97,7 @@ pub fn block_on<F: Future>(future: F) -> F::Output {
     }
 }
 
-#[inline]
+#[inline(always)]
 fn block_on_tasklet<F: Future + ?Sized>(mut future: Pin<&mut F>, lease: Lease) -> F::Output {
     let waker = lease.waker();
     let mut cx = Context::from_waker(&waker);
@@ -110,16 +110,21 @@ fn block_on_tasklet<F: Future + ?Sized>(mut future: Pin<&mut F>, lease: Lease) -
 }
 
 /// The wake-up state behind a tasklet's `block_on` waker.
+///
+/// Which tasklet it wakes is rewritten (relaxed) each time a `block_on` call
+/// takes it from the pool, while no waker refers to it: no other thread can
+/// read those fields until the call lends out a waker.
 struct WakeState {
     /// Set by a wake-up; cleared before each re-poll. `true` also once the
     /// `block_on` call has ended, which turns later wake-ups into no-ops.
     notified: AtomicBool,
     /// The epoch of the tasklet's coming (or current) park.
     epoch: AtomicU32,
-    // Which tasklet to wake: written only while the state is unshared.
+    /// The tasklet's registry slot and id.
+    slot: AtomicU32,
+    id: AtomicU64,
+    /// Its dispatcher (fixed: a pooled state is only reused there).
     hub: HubRef,
-    slot: u32,
-    id: TaskletId,
 }
 
 impl WakeState {
@@ -138,7 +143,10 @@ impl WakeState {
         // polls again, or this load sees the epoch of the park it is in (or
         // about to enter) and the wake-up reaches it.
         let epoch = self.epoch.load(Ordering::SeqCst);
-        self.hub.wake_task(self.slot, self.id, epoch);
+        if let Some(id) = TaskletId::from_u64(self.id.load(Ordering::Relaxed)) {
+            let slot = self.slot.load(Ordering::Relaxed);
+            self.hub.wake_task(slot, id, epoch);
+        }
     }
 }
 
@@ -149,7 +157,7 @@ impl WakeState {
         context::try_with(|d| {
             d.id == self.hub.dispatcher()
                 && context::current().is_some()
-                && d.current_header().id == self.id
+                && d.current_header().id.to_u64() == self.id.load(Ordering::Relaxed)
         })
         .unwrap_or(false)
     }
@@ -172,43 +180,29 @@ struct Lease {
 }
 
 impl Lease {
-    /// A state for the running tasklet; `None` outside one.
-    #[inline]
+    /// A state for the running tasklet; `None` outside one. No atomic
+    /// read-modify-write: a pooled state is unshared.
+    #[inline(always)]
     fn for_current_tasklet() -> Option<Lease> {
-        context::try_with(|d| {
-            context::current()?;
-            let h = d.current_header();
-            let (slot, id, epoch) = (h.slot.get() as u32, h.id, h.epoch.get());
-            let mut state = SPARE
-                .with(Cell::take)
-                .or_else(|| POOL.with(|p| p.borrow_mut().pop()));
-            match state.as_mut().and_then(Arc::get_mut) {
-                Some(s) => {
-                    if s.hub.dispatcher() != d.id {
-                        s.hub = HubRef::current()?;
-                    }
-                    s.slot = slot;
-                    s.id = id;
-                    *s.notified.get_mut() = false;
-                    *s.epoch.get_mut() = epoch;
-                }
-                None => {
-                    state = Some(Arc::new(WakeState {
-                        notified: AtomicBool::new(false),
-                        epoch: AtomicU32::new(epoch),
-                        hub: HubRef::current()?,
-                        slot,
-                        id,
-                    }))
-                }
-            }
-            state.map(|state| Lease { state: Some(state) })
-        })
+        context::try_with(
+            #[inline(always)]
+            |d| {
+                context::current()?;
+                let h = d.current_header();
+                let state = match SPARE.with(Cell::take) {
+                    Some(s) if s.hub.dispatcher() == d.id => s,
+                    _ => pooled_or_new(d.id)?,
+                };
+                state.notified.store(false, Ordering::Relaxed);
+                state.epoch.store(h.epoch.get(), Ordering::Relaxed);
+                state.slot.store(h.slot.get() as u32, Ordering::Relaxed);
+                state.id.store(h.id.to_u64(), Ordering::Relaxed);
+                Some(Lease { state: Some(state) })
+            },
+        )
         .flatten()
     }
 
-    /// A waker for the state that borrows the lease's reference (no count
-    /// change); clones of it are counted references.
     #[inline]
     fn state(&self) -> &Arc<WakeState> {
         match &self.state {
@@ -256,33 +250,64 @@ impl Lease {
         }
         // Clears a wake-up that is now being acted on. A read-modify-write:
         // it reads from the waker's swap, so what the waker published before
-        // waking is visible to the next poll.
-        s.notified.swap(false, Ordering::SeqCst);
+        // waking is visible to the next poll. (If none is seen here, one
+        // that comes later stays set and is seen before the next park.)
+        if s.notified.load(Ordering::Relaxed) {
+            s.notified.swap(false, Ordering::SeqCst);
+        }
     }
 }
 
 impl Drop for Lease {
-    #[inline]
+    #[inline(always)]
     fn drop(&mut self) {
-        let Some(mut state) = self.state.take() else {
+        let Some(state) = self.state.take() else {
             return;
         };
-        if Arc::get_mut(&mut state).is_none() {
+        if Arc::strong_count(&state) != 1 {
             // Wakers survive the call: their later wake-ups do nothing.
-            state.notified.store(true, Ordering::SeqCst);
+            state.notified.store(true, Ordering::Release);
             return;
         }
-        // Unshared: keep it for the next call on this thread.
-        let spare = SPARE.try_with(|c| c.replace(Some(state)));
-        if let Ok(Some(older)) = spare {
-            let _ = POOL.try_with(|p| {
-                let mut p = p.borrow_mut();
-                if p.len() < POOL_MAX {
-                    p.push(older);
-                }
-            });
+        // Unshared (no waker refers to it, and none can be made without
+        // one; no `Weak` is ever taken). The fence orders this reuse after
+        // everything the last waker's thread did before dropping it.
+        std::sync::atomic::fence(Ordering::Acquire);
+        if let Ok(Some(older)) = SPARE.try_with(|c| c.replace(Some(state))) {
+            to_pool(older);
         }
     }
+}
+
+/// A pooled state for dispatcher `dispatcher`, or a new one (`None` outside
+/// a dispatcher).
+#[cold]
+#[inline(never)]
+fn pooled_or_new(dispatcher: u64) -> Option<Arc<WakeState>> {
+    while let Some(s) = POOL.with(|p| p.borrow_mut().pop()) {
+        if s.hub.dispatcher() == dispatcher {
+            return Some(s);
+        }
+    }
+    Some(Arc::new(WakeState {
+        notified: AtomicBool::new(false),
+        epoch: AtomicU32::new(0),
+        slot: AtomicU32::new(0),
+        id: AtomicU64::new(0),
+        hub: HubRef::current()?,
+    }))
+}
+
+/// Keeps an unshared state for later calls on this thread.
+#[cold]
+#[inline(never)]
+fn to_pool(state: Arc<WakeState>) {
+    let _ = POOL.try_with(|p| {
+        let mut p = p.borrow_mut();
+        if p.len() < POOL_MAX {
+            p.push(state);
+        }
+    });
 }
 
 static VTABLE: RawWakerVTable = RawWakerVTable::new(vt_clone, vt_wake, vt_wake_by_ref, vt_drop);
