@@ -215,6 +215,9 @@ fn hyper_client_over_tokio_sockets_from_100_tasklets() {
                                 .header("host", "localhost")
                                 .body(Empty::<hyper::body::Bytes>::new())
                                 .unwrap();
+                            // The connection task (on tokio's worker) must have
+                            // finished the previous exchange.
+                            send.ready().await.unwrap();
                             let resp = send.send_request(req).await.unwrap();
                             assert_eq!(resp.status(), 200);
                             let body = resp.into_body().collect().await.unwrap().to_bytes();
