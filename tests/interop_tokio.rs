@@ -2,7 +2,9 @@
 //! `tasklet::block_on` without a user-made runtime, and netio sockets as
 //! async streams.
 
-use std::io::{Read, Write};
+mod common;
+
+use std::io::{BufRead, BufReader, Read, Write};
 use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -381,4 +383,48 @@ fn polling_a_netio_stream_outside_a_dispatcher_is_an_error() {
     let mut buf = [0u8; 1];
     let e = tasklet::block_on(a.read(&mut buf)).unwrap_err();
     assert!(e.to_string().contains("dispatch"), "{e}");
+}
+
+#[test]
+fn async_interop_example_answers_through_the_async_back_end() {
+    let (mut server, addr, drain) =
+        common::start_example("async_interop", &["--addr", "127.0.0.1:0"], &["listening on "]);
+    let clients: Vec<_> = (0..20)
+        .map(|i| {
+            let addr = addr.clone();
+            thread::spawn(move || {
+                let s = std::net::TcpStream::connect(&addr).unwrap();
+                s.set_read_timeout(Some(LIMIT)).unwrap();
+                let mut r = BufReader::new(s.try_clone().unwrap());
+                for j in 0..5 {
+                    (&s).write_all(format!("GET /c{i}/r{j} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
+                        .unwrap();
+                    let mut status = String::new();
+                    r.read_line(&mut status).unwrap();
+                    assert!(status.starts_with("HTTP/1.1 200"), "{status}");
+                    let mut len = 0;
+                    loop {
+                        let mut h = String::new();
+                        r.read_line(&mut h).unwrap();
+                        if h == "\r\n" {
+                            break;
+                        }
+                        if let Some(v) = h.to_ascii_lowercase().strip_prefix("content-length:") {
+                            len = v.trim().parse().unwrap();
+                        }
+                    }
+                    let mut body = vec![0; len];
+                    r.read_exact(&mut body).unwrap();
+                    let body = String::from_utf8(body).unwrap();
+                    assert!(body.starts_with(&format!("back end saw /c{i}/r{j} (")), "{body}");
+                }
+            })
+        })
+        .collect();
+    for c in clients {
+        c.join().unwrap();
+    }
+    common::sigterm_and_wait(&mut server, "async_interop");
+    let log = drain.join().unwrap();
+    assert!(!log.contains("panicked"), "{log}");
 }
