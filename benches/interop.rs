@@ -12,7 +12,9 @@
 //! - `tokio_crossing`: a tasklet `block_on`s a `tokio::spawn`ed task (runs on
 //!   the background runtime's worker, whose wake-up crosses back through the
 //!   dispatcher's queue and eventfd); the peer is a plain tokio task on that
-//!   same runtime doing the same spawn-and-await.
+//!   same runtime doing the same spawn-and-await (no thread crossing), and a
+//!   plain thread doing it with `futures::executor::block_on` (the same two
+//!   crossings, with a thread park instead of a tasklet park).
 //!
 //! Run with `cargo bench --features tokio --bench interop`; figures in
 //! `docs/benchmarks.md`.
@@ -170,6 +172,17 @@ fn bench_crossing(c: &mut Criterion) {
                 }
                 t0.elapsed()
             })
+        })
+    });
+    g.bench_function("thread_futures_block_on_spawned", |b| {
+        b.iter_custom(|iters| {
+            let h = tasklet::tokio::handle();
+            let t0 = Instant::now();
+            for i in 0..iters {
+                let v = futures::executor::block_on(h.spawn(async move { black_box(i) }));
+                black_box(v.unwrap());
+            }
+            t0.elapsed()
         })
     });
     g.bench_function("tokio_task_spawned", |b| {

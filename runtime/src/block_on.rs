@@ -357,32 +357,58 @@ impl Wake for ThreadWake {
 }
 
 thread_local! {
-    /// This thread's `block_on` waker, while no `block_on` on it uses it.
-    static THREAD_WAKER: Cell<Option<(Arc<ThreadWake>, Waker)>> = const { Cell::new(None) };
-}
-
-fn block_on_thread<F: Future + ?Sized>(mut future: Pin<&mut F>) -> F::Output {
-    // Taken for the call, so a nested `block_on` (inside a poll) makes its
-    // own instead of stealing this one's wake-ups.
-    let (state, waker) = THREAD_WAKER.with(Cell::take).unwrap_or_else(|| {
+    /// This thread's `block_on` waker and its state.
+    static THREAD_WAKER: (Arc<ThreadWake>, Waker) = {
         let state = Arc::new(ThreadWake {
             thread: thread::current(),
             notified: AtomicBool::new(false),
         });
         let waker = Waker::from(state.clone());
         (state, waker)
-    });
-    struct Return(Option<(Arc<ThreadWake>, Waker)>);
-    impl Drop for Return {
+    };
+    /// Whether a `block_on` on this thread uses `THREAD_WAKER` (a nested one,
+    /// inside a poll, makes its own rather than steal the outer's wake-ups).
+    static THREAD_WAKER_BUSY: Cell<bool> = const { Cell::new(false) };
+}
+
+fn block_on_thread<F: Future + ?Sized>(future: Pin<&mut F>) -> F::Output {
+    if THREAD_WAKER_BUSY.with(|b| b.replace(true)) {
+        let state = Arc::new(ThreadWake {
+            thread: thread::current(),
+            notified: AtomicBool::new(false),
+        });
+        let waker = Waker::from(state.clone());
+        return run_on_thread(future, &state, &waker);
+    }
+    struct Release;
+    impl Drop for Release {
         fn drop(&mut self) {
-            if let Some((s, w)) = self.0.take() {
-                s.notified.store(false, Ordering::Relaxed);
-                let _ = THREAD_WAKER.try_with(|c| c.set(Some((s, w))));
-            }
+            let _ = THREAD_WAKER.try_with(|(s, _)| s.notified.store(false, Ordering::Relaxed));
+            let _ = THREAD_WAKER_BUSY.try_with(|b| b.set(false));
         }
     }
-    let guard = Return(Some((state, waker)));
-    let (state, waker) = guard.0.as_ref().expect("set above");
+    let _release = Release;
+    let mut future = future;
+    match THREAD_WAKER.try_with(|(state, waker)| run_on_thread(future.as_mut(), state, waker)) {
+        Ok(v) => v,
+        Err(_) => {
+            // Thread-locals are being torn down (a destructor blocks on a future).
+            let state = Arc::new(ThreadWake {
+                thread: thread::current(),
+                notified: AtomicBool::new(false),
+            });
+            let waker = Waker::from(state.clone());
+            run_on_thread(future, &state, &waker)
+        }
+    }
+}
+
+#[inline]
+fn run_on_thread<F: Future + ?Sized>(
+    mut future: Pin<&mut F>,
+    state: &ThreadWake,
+    waker: &Waker,
+) -> F::Output {
     let mut cx = Context::from_waker(waker);
     loop {
         if let Poll::Ready(v) = future.as_mut().poll(&mut cx) {
