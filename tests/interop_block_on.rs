@@ -291,7 +291,10 @@ fn many_tasklets_block_on_at_once() {
             .collect();
         tasklet::yield_now();
         let t = thread::spawn(move || tx.send(()).unwrap());
-        let sum: usize = tasklet::joinall(waiters).into_iter().map(|r| r.unwrap()).sum();
+        let sum: usize = tasklet::joinall(waiters)
+            .into_iter()
+            .map(|r| r.unwrap())
+            .sum();
         assert_eq!(sum, (0..1000).sum());
         t.join().unwrap();
     });

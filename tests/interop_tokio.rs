@@ -233,7 +233,12 @@ fn hyper_client_over_tokio_sockets_from_100_tasklets() {
         let r = tasklet::timeout(LIMIT, || tasklet::joinall(clients)).expect("in time");
         for (i, b) in r.into_iter().enumerate() {
             let b = b.unwrap();
-            assert_eq!(b, (0..3).map(|j| format!("hello /{i}/{j}")).collect::<Vec<_>>());
+            assert_eq!(
+                b,
+                (0..3)
+                    .map(|j| format!("hello /{i}/{j}"))
+                    .collect::<Vec<_>>()
+            );
         }
         server.kill();
     });
@@ -267,12 +272,16 @@ fn hyper_client_over_netio_sockets_needs_no_tokio_reactor() {
 /// One GET over `io`, driving hyper's connection in the same future (the
 /// netio socket must stay on this dispatcher, so it cannot be spawned on
 /// tokio's worker).
-fn tasklet_runtime_free_get(io: hyper_util::rt::TokioIo<AsyncStream<TcpStream>>, i: usize) -> String {
+fn tasklet_runtime_free_get(
+    io: hyper_util::rt::TokioIo<AsyncStream<TcpStream>>,
+    i: usize,
+) -> String {
     use http_body_util::{BodyExt, Empty};
     tasklet::block_on(async move {
-        let (mut send, conn) = hyper::client::conn::http1::handshake::<_, Empty<hyper::body::Bytes>>(io)
-            .await
-            .unwrap();
+        let (mut send, conn) =
+            hyper::client::conn::http1::handshake::<_, Empty<hyper::body::Bytes>>(io)
+                .await
+                .unwrap();
         let req = hyper::Request::get(format!("/netio/{i}"))
             .header("host", "localhost")
             .body(Empty::new())
@@ -387,8 +396,11 @@ fn polling_a_netio_stream_outside_a_dispatcher_is_an_error() {
 
 #[test]
 fn async_interop_example_answers_through_the_async_back_end() {
-    let (mut server, addr, drain) =
-        common::start_example("async_interop", &["--addr", "127.0.0.1:0"], &["listening on "]);
+    let (mut server, addr, drain) = common::start_example(
+        "async_interop",
+        &["--addr", "127.0.0.1:0"],
+        &["listening on "],
+    );
     let clients: Vec<_> = (0..20)
         .map(|i| {
             let addr = addr.clone();
@@ -397,8 +409,10 @@ fn async_interop_example_answers_through_the_async_back_end() {
                 s.set_read_timeout(Some(LIMIT)).unwrap();
                 let mut r = BufReader::new(s.try_clone().unwrap());
                 for j in 0..5 {
-                    (&s).write_all(format!("GET /c{i}/r{j} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
-                        .unwrap();
+                    (&s).write_all(
+                        format!("GET /c{i}/r{j} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes(),
+                    )
+                    .unwrap();
                     let mut status = String::new();
                     r.read_line(&mut status).unwrap();
                     assert!(status.starts_with("HTTP/1.1 200"), "{status}");
@@ -416,7 +430,10 @@ fn async_interop_example_answers_through_the_async_back_end() {
                     let mut body = vec![0; len];
                     r.read_exact(&mut body).unwrap();
                     let body = String::from_utf8(body).unwrap();
-                    assert!(body.starts_with(&format!("back end saw /c{i}/r{j} (")), "{body}");
+                    assert!(
+                        body.starts_with(&format!("back end saw /c{i}/r{j} (")),
+                        "{body}"
+                    );
                 }
             })
         })

@@ -100,8 +100,11 @@ pub trait StreamSocket: sealed::Sealed {
     #[doc(hidden)]
     fn poll_write_buf(&self, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>>;
     #[doc(hidden)]
-    fn poll_write_bufs(&self, cx: &mut Context<'_>, bufs: &[IoSlice<'_>])
-        -> Poll<io::Result<usize>>;
+    fn poll_write_bufs(
+        &self,
+        cx: &mut Context<'_>,
+        bufs: &[IoSlice<'_>],
+    ) -> Poll<io::Result<usize>>;
     #[doc(hidden)]
     fn shutdown_write(&self) -> io::Result<()>;
 }
@@ -222,7 +225,11 @@ impl<S: StreamSocket + Unpin> futures_io::AsyncRead for AsyncStream<S> {
 
 #[cfg(feature = "futures-io")]
 impl<S: StreamSocket + Unpin> futures_io::AsyncWrite for AsyncStream<S> {
-    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
         self.inner.poll_write_buf(cx, buf)
     }
 
@@ -261,7 +268,11 @@ impl<S: StreamSocket + Unpin> tokio::io::AsyncRead for AsyncStream<S> {
 
 #[cfg(feature = "tokio")]
 impl<S: StreamSocket + Unpin> tokio::io::AsyncWrite for AsyncStream<S> {
-    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
         self.inner.poll_write_buf(cx, buf)
     }
 

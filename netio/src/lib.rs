@@ -93,9 +93,9 @@
 
 #[macro_use]
 mod sock;
+mod addr;
 #[cfg(any(feature = "futures-io", feature = "tokio"))]
 mod async_io;
-mod addr;
 pub mod process;
 mod server;
 mod sys;
