@@ -115,11 +115,13 @@ fn block_on_tasklet<F: Future + ?Sized>(mut future: Pin<&mut F>, lease: Lease) -
 /// takes it from the pool, while no waker refers to it: no other thread can
 /// read those fields until the call lends out a waker.
 struct WakeState {
-    /// Set by a wake-up; cleared before each re-poll. `true` also once the
-    /// `block_on` call has ended, which turns later wake-ups into no-ops.
-    notified: AtomicBool,
-    /// The epoch of the tasklet's coming (or current) park.
-    epoch: AtomicU32,
+    /// `wake-ups << 32 | epoch`: how many times the waker fired (wrapping)
+    /// and the epoch of the tasklet's published park. One word, so a waker's
+    /// increment and the tasklet's publication of a park are ordered by
+    /// this location alone: either the tasklet's compare-exchange sees the
+    /// increment (and polls again instead of parking), or the waker reads
+    /// the epoch of the park it must end.
+    word: AtomicU64,
     /// The tasklet's registry slot and id.
     slot: AtomicU32,
     id: AtomicU64,
@@ -130,19 +132,18 @@ struct WakeState {
 impl WakeState {
     #[inline]
     fn wake(&self) {
-        if self.notified.swap(true, Ordering::SeqCst) {
-            return; // Already notified (or the call is over).
-        }
+        // Release: what the waker did before is visible to the poll that
+        // follows (the tasklet reads the count with Acquire).
+        let old = self.word.fetch_add(ONE_WAKE, Ordering::AcqRel);
         if self.is_running() {
             // Woken by its own poll (a future that yields): the tasklet
-            // checks `notified` before it parks.
+            // sees the count change before it parks.
             return;
         }
-        // Pairs with `Lease::park`'s store of the epoch and load of
-        // `notified` (both SeqCst): either the tasklet sees `notified` and
-        // polls again, or this load sees the epoch of the park it is in (or
-        // about to enter) and the wake-up reaches it.
-        let epoch = self.epoch.load(Ordering::SeqCst);
+        // Duplicate wake-ups of one park are harmless: the dispatcher ignores
+        // a wake-up for an epoch that is over, and one for a tasklet already
+        // made ready.
+        let epoch = old as u32;
         if let Some(id) = TaskletId::from_u64(self.id.load(Ordering::Relaxed)) {
             let slot = self.slot.load(Ordering::Relaxed);
             self.hub.wake_task(slot, id, epoch);
@@ -163,6 +164,21 @@ impl WakeState {
     }
 }
 
+/// One wake-up in [`WakeState::word`].
+const ONE_WAKE: u64 = 1 << 32;
+
+/// The count half of a [`WakeState::word`].
+#[inline]
+fn wakes(word: u64) -> u32 {
+    (word >> 32) as u32
+}
+
+/// A [`WakeState::word`].
+#[inline]
+fn word(wakes: u32, epoch: u32) -> u64 {
+    (u64::from(wakes) << 32) | u64::from(epoch)
+}
+
 /// Most states a thread keeps for reuse (beyond the one-slot cache).
 const POOL_MAX: usize = 256;
 
@@ -177,6 +193,10 @@ thread_local! {
 struct Lease {
     /// Always `Some` until dropped.
     state: Option<Arc<WakeState>>,
+    /// The wake-up count read before the latest poll.
+    seen: Cell<u32>,
+    /// The epoch last published in the word.
+    published: Cell<u32>,
 }
 
 impl Lease {
@@ -193,11 +213,15 @@ impl Lease {
                     Some(s) if s.hub.dispatcher() == d.id => s,
                     _ => pooled_or_new(d.id)?,
                 };
-                state.notified.store(false, Ordering::Relaxed);
-                state.epoch.store(h.epoch.get(), Ordering::Relaxed);
+                let epoch = h.epoch.get();
+                state.word.store(word(0, epoch), Ordering::Relaxed);
                 state.slot.store(h.slot.get() as u32, Ordering::Relaxed);
                 state.id.store(h.id.to_u64(), Ordering::Relaxed);
-                Some(Lease { state: Some(state) })
+                Some(Lease {
+                    state: Some(state),
+                    seen: Cell::new(0),
+                    published: Cell::new(epoch),
+                })
             },
         )
         .flatten()
@@ -223,17 +247,24 @@ impl Lease {
         ManuallyDrop::new(unsafe { Waker::from_raw(RawWaker::new(data, &VTABLE)) })
     }
 
-    /// Parks the tasklet until the waker fires (or at once if it already
-    /// has), and clears the notification for the next poll.
+    /// Parks the tasklet until the waker fires (or not at all if it fired
+    /// during the poll), then reads the wake-up count for the next poll.
     #[inline]
     fn park(&self) {
         let state = self.state();
         let s = &**state;
-        // Publish the epoch of the coming park, then check for a wake-up that
-        // came during the poll (see `WakeState::wake`).
         let epoch = context::with(|d| d.current_header().epoch.get());
-        s.epoch.store(epoch, Ordering::SeqCst);
-        if !s.notified.load(Ordering::SeqCst) {
+        let seen = self.seen.get();
+        // Publish the epoch of the coming park, if no wake-up came since the
+        // count was read before the poll (see `WakeState::word`).
+        let published = s.word.compare_exchange(
+            word(seen, self.published.get()),
+            word(seen, epoch),
+            Ordering::AcqRel,
+            Ordering::Acquire,
+        );
+        if published.is_ok() {
+            self.published.set(epoch);
             // While a waker may be held elsewhere (another thread, a
             // reactor), a wake-up can come from outside the dispatcher: it
             // must not report a deadlock. A future that kept no waker can
@@ -248,13 +279,10 @@ impl Lease {
             // period).
             let _ = hub::park(None);
         }
-        // Clears a wake-up that is now being acted on. A read-modify-write:
-        // it reads from the waker's swap, so what the waker published before
-        // waking is visible to the next poll. (If none is seen here, one
-        // that comes later stays set and is seen before the next park.)
-        if s.notified.load(Ordering::Relaxed) {
-            s.notified.swap(false, Ordering::SeqCst);
-        }
+        // Acquire: reads from the wakers' increments, so what they published
+        // before waking is visible to the next poll; any later wake-up
+        // changes the count and fails the next park's compare-exchange.
+        self.seen.set(wakes(s.word.load(Ordering::Acquire)));
     }
 }
 
@@ -265,8 +293,14 @@ impl Drop for Lease {
             return;
         };
         if Arc::strong_count(&state) != 1 {
-            // Wakers survive the call: their later wake-ups do nothing.
-            state.notified.store(true, Ordering::Release);
+            // Wakers survive the call: their later wake-ups name an epoch
+            // that is over (the dispatcher ignores them).
+            let past = context::try_with(|d| {
+                context::current().map(|_| d.current_header().epoch.get().wrapping_sub(1))
+            });
+            if let Some(Some(past)) = past {
+                state.word.store(word(0, past), Ordering::Release);
+            }
             return;
         }
         // Unshared (no waker refers to it, and none can be made without
@@ -290,8 +324,7 @@ fn pooled_or_new(dispatcher: u64) -> Option<Arc<WakeState>> {
         }
     }
     Some(Arc::new(WakeState {
-        notified: AtomicBool::new(false),
-        epoch: AtomicU32::new(0),
+        word: AtomicU64::new(0),
         slot: AtomicU32::new(0),
         id: AtomicU64::new(0),
         hub: HubRef::current()?,
