@@ -31,6 +31,63 @@ pub use tasklet_runtime::*;
 #[cfg(doctest)]
 pub struct ReadmeDoctests;
 
+#[cfg(feature = "tokio")]
+pub mod tokio;
+
+/// Runs `future` to completion and returns its output; under the `tokio`
+/// feature, with the context of a tokio runtime entered around each poll so
+/// tokio's sockets, timers and `tokio::spawn` work (see [`tokio`](mod@tokio)).
+///
+/// Otherwise exactly [`tasklet_runtime::block_on`]: inside a tasklet it
+/// polls the future on the dispatcher and parks only the calling tasklet
+/// between wake-ups (the `Waker` works from any thread); outside a
+/// dispatcher it blocks the thread. Kill and timeout drop the future in the
+/// tasklet; a panic in it reaches `join`.
+///
+/// ```
+/// use std::time::{Duration, Instant};
+///
+/// tasklet::dispatch(|| {
+///     let t0 = Instant::now();
+///     let sleepers: Vec<_> = (0..100)
+///         .map(|_| tasklet::spawn(|| tasklet::block_on(tokio::time::sleep(Duration::from_millis(50)))))
+///         .collect();
+///     tasklet::joinall(sleepers);
+///     assert!(t0.elapsed() < Duration::from_secs(5)); // ~50 ms, not 5 s
+/// });
+/// ```
+#[cfg(feature = "tokio")]
+#[inline]
+pub fn block_on<F: std::future::Future>(future: F) -> F::Output {
+    self::tokio::block_on(future)
+}
+
+/// Runs a dispatcher on this thread until `f` — its first tasklet — returns;
+/// under the `tokio` feature, inside the context of the tokio runtime (see
+/// [`tokio`](mod@tokio)), so tokio's timers, sockets and `tokio::spawn` work
+/// anywhere in the tasklets.
+///
+/// Otherwise exactly [`tasklet_runtime::dispatch`].
+///
+/// ```
+/// let v = tasklet::dispatch(|| {
+///     let sleep = tokio::time::sleep(std::time::Duration::from_millis(1));
+///     tasklet::block_on(sleep);
+///     7
+/// });
+/// assert_eq!(v, 7);
+/// ```
+///
+/// # Panics
+/// As [`tasklet_runtime::dispatch`].
+#[cfg(feature = "tokio")]
+pub fn dispatch<F, T>(f: F) -> T
+where
+    F: FnOnce() -> T,
+{
+    self::tokio::dispatch(f)
+}
+
 /// Cooperative sockets: TCP, UDP, Unix sockets and servers (see [`tasklet_netio`]).
 pub use tasklet_netio as netio;
 

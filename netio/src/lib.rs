@@ -99,6 +99,8 @@
 #[macro_use]
 mod sock;
 mod addr;
+#[cfg(any(feature = "futures-io", feature = "tokio"))]
+mod async_io;
 #[cfg(feature = "codec")]
 pub mod codec;
 pub mod process;
@@ -113,6 +115,8 @@ mod udp;
 mod unix;
 
 pub use addr::{lookup_host, ToSocketAddrs};
+#[cfg(any(feature = "futures-io", feature = "tokio"))]
+pub use async_io::{AsyncStream, StreamSocket};
 pub use server::{
     DatagramServer, DatagramSocket, HandlerResult, Listener, ServerHandle, StreamServer,
 };

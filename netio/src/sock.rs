@@ -219,6 +219,27 @@ impl<S: AsRawFd> Sock<S> {
         }
     }
 
+    /// Tries `op` once; on `WouldBlock` leaves the task's waker with the hub
+    /// for `dir` readiness and returns `Pending` (never parks). For the
+    /// async I/O traits (see `async_io`).
+    #[cfg(any(feature = "futures-io", feature = "tokio"))]
+    pub(crate) fn poll_io<R>(
+        &self,
+        dir: Direction,
+        cx: &mut std::task::Context<'_>,
+        op: impl FnOnce(&S) -> io::Result<R>,
+    ) -> std::task::Poll<io::Result<R>> {
+        match op(self.io.get_ref()) {
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                match self.io.register_waker(dir, cx.waker()) {
+                    Ok(()) => std::task::Poll::Pending,
+                    Err(e) => std::task::Poll::Ready(Err(e)),
+                }
+            }
+            r => std::task::Poll::Ready(r),
+        }
+    }
+
     /// Waits for `dir` readiness: parks the tasklet inside a dispatcher,
     /// blocks the thread in `poll(2)` outside one.
     pub(crate) fn wait(&self, dir: Direction, deadline: Option<Instant>) -> io::Result<()> {

@@ -222,7 +222,7 @@ impl Iterator for Incoming<'_> {
 /// });
 /// ```
 pub struct TcpStream {
-    sock: Sock<net::TcpStream>,
+    pub(crate) sock: Sock<net::TcpStream>,
 }
 
 impl TcpStream {

@@ -170,7 +170,7 @@ impl Iterator for UnixIncoming<'_> {
 /// });
 /// ```
 pub struct UnixStream {
-    sock: Sock<net::UnixStream>,
+    pub(crate) sock: Sock<net::UnixStream>,
 }
 
 impl UnixStream {

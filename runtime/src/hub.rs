@@ -42,6 +42,7 @@ use std::io;
 use std::os::fd::{AsRawFd, RawFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Weak};
+use std::task::Waker as TaskWaker;
 use std::time::{Duration, Instant};
 
 use crossbeam_queue::SegQueue;
@@ -150,6 +151,10 @@ struct IoEntry {
     /// The latest event collected for this source reported priority data
     /// (`EPOLLPRI`: a TCP urgent mark, an `AF_UNIX` out-of-band byte).
     priority: bool,
+    /// Futures' wakers for the next readable / writable event (see
+    /// [`IoSource::register_waker`]).
+    read_waker: Option<TaskWaker>,
+    write_waker: Option<TaskWaker>,
 }
 
 /// The readiness a source is registered for: both directions, and on Linux
@@ -176,6 +181,10 @@ pub(crate) struct Hub {
     /// like a live `RemoteUnparker`, each may be woken from another thread,
     /// so the dispatcher does not report a deadlock while any exists.
     key_waits: Cell<usize>,
+    /// Futures' wakers collected by an I/O poll, woken once the slab is no
+    /// longer borrowed (a waker may drop the last reference to a future
+    /// that owns another `IoSource`). Kept to reuse its capacity.
+    woken: RefCell<Vec<TaskWaker>>,
 }
 
 impl Hub {
@@ -200,6 +209,7 @@ impl Hub {
                 registry,
             }),
             key_waits: Cell::new(0),
+            woken: RefCell::new(Vec::new()),
         })
     }
 
@@ -322,12 +332,37 @@ impl Hub {
                 for u in entry.readers.drain(..) {
                     u.unpark_in(d);
                 }
+                if let Some(w) = entry.read_waker.take() {
+                    self.woken.borrow_mut().push(w);
+                }
             }
             if ev.is_writable() || ev.is_write_closed() || err {
                 for u in entry.writers.drain(..) {
                     u.unpark_in(d);
                 }
+                if let Some(w) = entry.write_waker.take() {
+                    self.woken.borrow_mut().push(w);
+                }
             }
+        }
+        drop(io);
+        drop(events);
+        self.wake_futures();
+    }
+
+    /// Wakes the futures' wakers [`poll_io`](Self::poll_io) collected, with
+    /// no borrow of the hub held.
+    fn wake_futures(&self) {
+        if self.woken.borrow().is_empty() {
+            return;
+        }
+        let mut woken = std::mem::take(&mut *self.woken.borrow_mut());
+        for w in woken.drain(..) {
+            w.wake();
+        }
+        let mut slot = self.woken.borrow_mut();
+        if slot.capacity() < woken.capacity() {
+            *slot = woken;
         }
     }
 
@@ -372,6 +407,8 @@ impl Hub {
             writers: Vec::new(),
             read_closed: false,
             priority: false,
+            read_waker: None,
+            write_waker: None,
         });
         let token = make_token(slot, gen);
         let interest = INTEREST;
@@ -402,6 +439,11 @@ impl Hub {
                 drop(io);
                 for u in e.readers.into_iter().chain(e.writers) {
                     u.unpark();
+                }
+                // A future polling a source that goes away hears of it (its
+                // next poll fails); dropped here, outside the slab's borrow.
+                for w in e.read_waker.into_iter().chain(e.write_waker) {
+                    w.wake();
                 }
             }
             if let Some(fd) = fd {
@@ -665,6 +707,25 @@ impl HubRef {
     /// Whether that dispatcher has exited.
     pub(crate) fn is_gone(&self) -> bool {
         self.shared.strong_count() == 0
+    }
+
+    /// Wakes the tasklet at registry `slot` with id `id` if `epoch` is its
+    /// current wait, from any thread: directly on the dispatcher's own
+    /// thread, through its cross-thread queue elsewhere. Nothing happens if
+    /// the dispatcher has exited.
+    #[inline]
+    pub(crate) fn wake_task(&self, slot: u32, id: TaskletId, epoch: u32) {
+        let local = context::try_with(|d| {
+            d.id == self.dispatcher && {
+                d.wake_slot(slot as usize, id, epoch, Wake::Unparked);
+                true
+            }
+        });
+        if local != Some(true) {
+            if let Some(shared) = self.shared.upgrade() {
+                shared.push(RemoteWake { slot, id, epoch });
+            }
+        }
     }
 }
 
@@ -937,6 +998,51 @@ impl<S: AsRawFd> IoSource<S> {
                     "operation timed out",
                 )),
             }
+        })
+    }
+
+    /// Arranges for `waker` to be woken at the next `dir` readiness event of
+    /// this source: the non-parking counterpart of [`wait`](Self::wait), for
+    /// `Future`/`AsyncRead`-style code polled on this dispatcher (say under
+    /// [`block_on`](crate::block_on)).
+    ///
+    /// Call it after the operation failed with `WouldBlock` (edge-triggered,
+    /// as for `wait`), then return `Poll::Pending`. One waker per direction
+    /// is kept: a later registration replaces the earlier one (a waker that
+    /// [`will_wake`](TaskWaker::will_wake) the same task is not cloned
+    /// again). The waker also fires when the source is dropped.
+    ///
+    /// # Errors
+    /// Outside a dispatcher (there is no hub to watch the source), or if the
+    /// source cannot be registered with `epoll`.
+    pub fn register_waker(&self, dir: Direction, waker: &TaskWaker) -> io::Result<()> {
+        let registered = context::try_with(|d| {
+            let reg = self.registration(d)?;
+            let mut io = d.hub.io.borrow_mut();
+            let entry = io
+                .get_mut(reg.slot)
+                .filter(|e| e.gen == reg.gen)
+                .ok_or_else(|| io::Error::other("I/O source was deregistered"))?;
+            let slot = match dir {
+                Direction::Read => &mut entry.read_waker,
+                Direction::Write => &mut entry.write_waker,
+            };
+            match slot {
+                Some(w) if w.will_wake(waker) => {}
+                _ => {
+                    // The replaced waker is dropped after the borrow ends.
+                    let old = slot.replace(waker.clone());
+                    drop(io);
+                    drop(old);
+                }
+            }
+            Ok(())
+        });
+        registered.unwrap_or_else(|| {
+            Err(io::Error::other(
+                "tasklet: an I/O source can only be polled as a future inside \
+                 tasklet::dispatch (no dispatcher runs on this thread)",
+            ))
         })
     }
 

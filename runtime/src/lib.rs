@@ -33,6 +33,9 @@
 //!   ([`Config::max_blocking`]).
 //! - [`fs`] is `std::fs` for tasklets: file operations run on the offload
 //!   threads while the tasklet parks, with read-ahead and write-behind.
+//! - [`block_on`] runs an `async` library's future from tasklet code,
+//!   parking only the calling tasklet between wake-ups (wakers work from
+//!   any thread); see `docs/interop.md`.
 //! - [`sync`] has channels, events, one-shot results, semaphores and
 //!   mutexes that park tasklets (and work across threads); [`Pool`] and
 //!   [`Group`] manage sets of tasklets.
@@ -52,6 +55,7 @@
 
 #![warn(missing_docs)]
 
+mod block_on;
 mod context;
 mod dispatcher;
 pub mod fs;
@@ -68,6 +72,7 @@ mod task;
 mod timer;
 mod watchdog;
 
+pub use block_on::block_on;
 pub use dispatcher::{
     dispatch, sleep, sleep_until, spawn_later, spawn_loop, timeout, timeout_at, yield_now, Config,
     Elapsed,

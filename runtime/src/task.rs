@@ -324,6 +324,18 @@ static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 pub struct TaskletId(NonZeroU64);
 
 impl TaskletId {
+    /// The id as a number (for atomics).
+    #[inline]
+    pub(crate) fn to_u64(self) -> u64 {
+        self.0.get()
+    }
+
+    /// The id [`to_u64`](Self::to_u64) gave (`None` for 0).
+    #[inline]
+    pub(crate) fn from_u64(n: u64) -> Option<TaskletId> {
+        NonZeroU64::new(n).map(TaskletId)
+    }
+
     /// A fresh id. Threads take ids from the global counter in blocks of
     /// 1024, so spawning does no atomic read-modify-write.
     #[inline]
