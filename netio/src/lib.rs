@@ -114,7 +114,8 @@ mod unix;
 
 pub use addr::{lookup_host, ToSocketAddrs};
 pub use server::{
-    DatagramServer, DatagramSocket, HandlerResult, Listener, ServerHandle, StreamServer,
+    DatagramServer, DatagramSocket, HandlerResult, Listener, ServerHandle, ServerStopper,
+    StreamServer,
 };
 pub use tcp::{Incoming, TcpListener, TcpStream};
 pub use udp::UdpSocket;

@@ -557,7 +557,7 @@ impl From<JoinError> for io::Error {
 /// Dropping the handle detaches the tasklet: it keeps running, and a panic in
 /// it is then logged with `log::error!` instead of being returned.
 pub struct JoinHandle<T> {
-    task: TypedRef<T>,
+    pub(crate) task: TypedRef<T>,
 }
 
 impl<T> JoinHandle<T> {
