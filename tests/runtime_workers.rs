@@ -54,7 +54,10 @@ fn default_worker_count_is_the_allowed_cpus_and_pinning_works() {
             .count()
     });
     assert_eq!(out.len(), n);
-    assert!(out.iter().all(|&c| c == 1), "each worker pinned to one CPU: {out:?}");
+    assert!(
+        out.iter().all(|&c| c == 1),
+        "each worker pinned to one CPU: {out:?}"
+    );
 }
 
 #[test]
@@ -190,7 +193,10 @@ fn out_of_range_worker_is_a_clear_error() {
         assert!(e.to_string().contains("2 worker(s)"), "{e}");
         let p = panic::catch_unwind(|| spawn_on(7, || ())).unwrap_err();
         let msg = p.downcast_ref::<String>().unwrap();
-        assert!(msg.starts_with("tasklet::spawn_on: worker 7 is out of range"), "{msg}");
+        assert!(
+            msg.starts_with("tasklet::spawn_on: worker 7 is out of range"),
+            "{msg}"
+        );
     });
     // Plain dispatch: worker 0 is the dispatcher itself.
     tasklet::dispatch(|| {
@@ -263,7 +269,7 @@ fn a_worker_that_returns_early_does_not_stop_the_others() {
         }
         tasklet::sleep(Duration::from_millis(200));
         // Worker 0 returned but still runs work handed to it.
-        assert_eq!(spawn_on(0, || worker_index()).join().unwrap(), Some(0));
+        assert_eq!(spawn_on(0, worker_index).join().unwrap(), Some(0));
         "late"
     });
     assert_eq!(out, ["early", "late"]);
@@ -288,7 +294,10 @@ fn a_panic_in_one_worker_stops_the_others_and_is_reraised() {
     }));
     let p = r.unwrap_err();
     assert_eq!(p.downcast_ref::<&str>(), Some(&"worker 1 failed"));
-    assert!(unwound.load(Ordering::SeqCst), "worker 0's first tasklet was unwound");
+    assert!(
+        unwound.load(Ordering::SeqCst),
+        "worker 0's first tasklet was unwound"
+    );
 }
 
 /// A minimal `block_on`: polls on this thread, parks it between polls.
@@ -336,7 +345,11 @@ fn remote_join_handles_are_futures_and_join_from_plain_threads() {
     ga.set();
     let va = waiter.join().unwrap();
     gb.set();
-    let vb = b.join_timeout(LONG).map_err(|_| "timed out").unwrap().unwrap();
+    let vb = b
+        .join_timeout(LONG)
+        .map_err(|_| "timed out")
+        .unwrap()
+        .unwrap();
     let mut v = [va, vb];
     v.sort();
     assert_eq!(v, [0, 10]);
@@ -371,7 +384,9 @@ fn a_plain_thread_kills_a_tasklet_through_its_remote_handle() {
         assert!(unwound.load(Ordering::SeqCst));
     });
     // A handle outliving its dispatcher reports the tasklet killed.
-    let h = tasklet::dispatch(|| tasklet::spawn(|| tasklet::sleep(Duration::from_secs(3600))).into_remote());
+    let h = tasklet::dispatch(|| {
+        tasklet::spawn(|| tasklet::sleep(Duration::from_secs(3600))).into_remote()
+    });
     assert!(h.join().unwrap_err().is_killed());
     // Finished before the conversion: the value is kept.
     let h = tasklet::dispatch(|| {

@@ -437,7 +437,11 @@ impl<A: Clone + fmt::Debug> ServerHandle<A> {
         }
         let (acceptor, sig, remote) = {
             let mut st = self.inner.state.borrow_mut();
-            (st.acceptor.take(), st.signal_task.take(), st.remote_task.take())
+            (
+                st.acceptor.take(),
+                st.signal_task.take(),
+                st.remote_task.take(),
+            )
         };
         if let Some(sig) = sig {
             sig.kill();

@@ -184,8 +184,7 @@ impl<T> RemoteJoinHandle<T> {
     /// `dispatch` exit (it cannot wait then) it returns a killed error at once.
     pub fn join(self) -> Result<T, JoinError> {
         self.completion.done.wait();
-        self.take()
-            .unwrap_or_else(|| Err(JoinError::killed()))
+        self.take().unwrap_or_else(|| Err(JoinError::killed()))
     }
 
     /// Like [`join`](Self::join), giving up after `timeout`: the handle comes
@@ -350,7 +349,9 @@ impl<T: Send + 'static> JoinHandle<T> {
     pub fn into_remote(self) -> RemoteJoinHandle<T> {
         if self.is_finished() {
             let outcome = self.task.result().borrow_mut().take();
-            return RemoteJoinHandle::completed(outcome.unwrap_or_else(|| Err(JoinError::killed())));
+            return RemoteJoinHandle::completed(
+                outcome.unwrap_or_else(|| Err(JoinError::killed())),
+            );
         }
         let Some(hub) = HubRef::current() else {
             // Unfinished, and its dispatcher is gone: it never finishes.

@@ -91,7 +91,10 @@ impl Runtime {
     /// If `n` is 0.
     #[track_caller]
     pub fn workers(mut self, n: usize) -> Runtime {
-        assert!(n > 0, "tasklet::Runtime::workers: a runtime needs at least one worker (got 0)");
+        assert!(
+            n > 0,
+            "tasklet::Runtime::workers: a runtime needs at least one worker (got 0)"
+        );
         self.workers = Some(n);
         self
     }
@@ -190,7 +193,11 @@ impl Runtime {
                 })
                 .collect()
         });
-        let first_panic = shared.panic.lock().unwrap_or_else(|e| e.into_inner()).take();
+        let first_panic = shared
+            .panic
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
         if let Some(p) = first_panic {
             panic::resume_unwind(p);
         }
@@ -438,7 +445,10 @@ where
 
 fn target_hub(worker: usize) -> io::Result<HubRef> {
     let invalid = |msg: String| io::Error::new(io::ErrorKind::InvalidInput, msg);
-    let rt = WORKER.try_with(|w| w.borrow().as_ref().map(|(_, s)| s.clone())).ok().flatten();
+    let rt = WORKER
+        .try_with(|w| w.borrow().as_ref().map(|(_, s)| s.clone()))
+        .ok()
+        .flatten();
     match rt {
         Some(shared) => {
             if worker >= shared.n {
