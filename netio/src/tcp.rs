@@ -74,12 +74,12 @@ impl TcpListener {
     /// failing with `AddrInUse`.
     ///
     /// ```
-    /// use tasklet::netio::TcpListener;
+    /// use tasklet_netio::TcpListener;
     ///
     /// let first = TcpListener::bind_reuse_port("127.0.0.1:0").unwrap();
     /// let addr = first.local_addr().unwrap();
     /// // One listener per worker, all on one port.
-    /// let ports = tasklet::Runtime::new().workers(2).run(move || {
+    /// let ports = tasklet_runtime::Runtime::new().workers(2).run(move || {
     ///     let l = TcpListener::bind_reuse_port(addr).unwrap();
     ///     l.local_addr().unwrap().port()
     /// });
