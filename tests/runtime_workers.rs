@@ -409,3 +409,38 @@ fn spawn_on_a_worker_that_has_shut_down_reports_killed() {
     let h = rx.recv().unwrap();
     assert!(h.join().unwrap_err().is_killed());
 }
+
+#[test]
+fn a_runtime_handle_spawns_on_workers_from_plain_threads() {
+    let (tx, rx) = mpsc::channel();
+    let tx = Mutex::new(Some(tx));
+    let out = Runtime::new().workers(2).run(move || {
+        if let Some(tx) = tx.lock().unwrap().take() {
+            tx.send(tasklet::RuntimeHandle::current().unwrap()).unwrap();
+        }
+        // Stay up until the plain thread below has used the handle.
+        let done = Arc::new(AtomicBool::new(false));
+        let d = done.clone();
+        let rt = tasklet::RuntimeHandle::current().unwrap();
+        let plain = thread::spawn(move || {
+            let hs: Vec<_> = (0..rt.workers())
+                .map(|w| rt.spawn_on(w, worker_index))
+                .collect();
+            let v: Vec<_> = hs.into_iter().map(|h| h.join().unwrap()).collect();
+            d.store(true, Ordering::SeqCst);
+            v
+        });
+        while !done.load(Ordering::SeqCst) {
+            tasklet::sleep(Duration::from_millis(1));
+        }
+        plain.join().unwrap()
+    });
+    assert_eq!(out, [vec![Some(0), Some(1)], vec![Some(0), Some(1)]]);
+    let rt = rx.recv().unwrap();
+    assert_eq!(rt.workers(), 2);
+    let e = rt.try_spawn_on(2, || ()).unwrap_err();
+    assert!(e.to_string().contains("out of range"), "{e}");
+    // The runtime has shut down: the tasklet never runs.
+    assert!(rt.spawn_on(0, || ()).join().unwrap_err().is_killed());
+    assert!(tasklet::RuntimeHandle::current().is_none());
+}

@@ -77,6 +77,6 @@ pub use dispatcher::{
 pub use offload::{unblock, IDLE_TIMEOUT as UNBLOCK_IDLE_TIMEOUT};
 pub use pool::{Group, ImapUnordered, Pool};
 pub use remote::RemoteJoinHandle;
-pub use runtime::{spawn_on, try_spawn_on, worker_index, workers, Runtime};
+pub use runtime::{spawn_on, try_spawn_on, worker_index, workers, Runtime, RuntimeHandle};
 pub use task::{current, joinall, spawn, Builder, JoinError, JoinHandle, Tasklet, TaskletId};
 pub use watchdog::DEFAULT_MAX_BLOCKING;

@@ -136,6 +136,10 @@ impl Runtime {
     /// returned; then every worker shuts down as [`dispatch`](crate::dispatch)
     /// does, killing and unwinding the tasklets still alive.
     ///
+    /// `run` blocks the calling thread (called from a tasklet, it blocks
+    /// that tasklet's whole dispatcher: start runtimes from `main`). `f`
+    /// may borrow from the caller: the workers are scoped threads.
+    ///
     /// # Panics
     /// If `f` panics on any worker (or a worker cannot start), the other
     /// workers' first tasklets are killed (unwound at their blocking point,
@@ -444,36 +448,135 @@ where
 }
 
 fn target_hub(worker: usize) -> io::Result<HubRef> {
-    let invalid = |msg: String| io::Error::new(io::ErrorKind::InvalidInput, msg);
-    let rt = WORKER
-        .try_with(|w| w.borrow().as_ref().map(|(_, s)| s.clone()))
-        .ok()
-        .flatten();
-    match rt {
-        Some(shared) => {
-            if worker >= shared.n {
-                return Err(invalid(format!(
-                    "worker {worker} is out of range: this Runtime has {} worker(s) (0..={})",
-                    shared.n,
-                    shared.n - 1
-                )));
-            }
-            match shared.slots[worker].get() {
-                Some(s) => Ok(s.hub.clone()),
-                // Only before every worker registered, which `f` never sees.
-                None => Err(io::Error::other(format!("worker {worker} has not started"))),
-            }
+    match RuntimeHandle::current() {
+        Some(h) => h.hub(worker),
+        None => Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "called outside a tasklet::Runtime worker and outside tasklet::dispatch (from another \
+             thread, use a RuntimeHandle)",
+        )),
+    }
+}
+
+/// A `Send + Sync` handle to a running [`Runtime`] (or to one plain
+/// [`dispatch`](crate::dispatch)er), for threads that are not its workers:
+/// an admin thread, an `unblock` closure, a tokio task. Cheap to clone.
+///
+/// It does not keep the workers alive: once the runtime has shut down,
+/// [`spawn_on`](RuntimeHandle::spawn_on) returns handles that report the
+/// tasklet killed.
+///
+/// ```
+/// tasklet::Runtime::new().workers(2).run(|| {
+///     if tasklet::worker_index() != Some(0) {
+///         return;
+///     }
+///     let rt = tasklet::RuntimeHandle::current().unwrap();
+///     // A plain thread hands work to worker 1 and waits for it.
+///     let v = std::thread::spawn(move || {
+///         assert_eq!(rt.workers(), 2);
+///         rt.spawn_on(1, || tasklet::worker_index()).join().unwrap()
+///     });
+///     while !v.is_finished() {
+///         tasklet::sleep(std::time::Duration::from_millis(1));
+///     }
+///     assert_eq!(v.join().unwrap(), Some(1));
+/// });
+/// ```
+#[derive(Clone)]
+pub struct RuntimeHandle {
+    target: Target,
+}
+
+#[derive(Clone)]
+enum Target {
+    Runtime(Arc<Shared>),
+    /// A plain dispatcher: worker 0.
+    Single(HubRef),
+}
+
+impl RuntimeHandle {
+    /// The runtime the calling thread is a worker of; under plain
+    /// [`dispatch`](crate::dispatch), that dispatcher (one worker, index 0);
+    /// `None` on any other thread.
+    pub fn current() -> Option<RuntimeHandle> {
+        let rt = WORKER
+            .try_with(|w| w.borrow().as_ref().map(|(_, s)| s.clone()))
+            .ok()
+            .flatten();
+        let target = match rt {
+            Some(shared) => Target::Runtime(shared),
+            None => Target::Single(HubRef::current()?),
+        };
+        Some(RuntimeHandle { target })
+    }
+
+    /// The number of workers.
+    pub fn workers(&self) -> usize {
+        match &self.target {
+            Target::Runtime(s) => s.n,
+            Target::Single(_) => 1,
         }
-        None => match HubRef::current() {
-            Some(h) if worker == 0 => Ok(h),
-            Some(_) => Err(invalid(format!(
+    }
+
+    /// [`spawn_on`](crate::spawn_on) from any thread.
+    ///
+    /// # Panics
+    /// If `worker` is out of range; [`try_spawn_on`](Self::try_spawn_on)
+    /// returns that as an error.
+    #[track_caller]
+    pub fn spawn_on<F, T>(&self, worker: usize, f: F) -> RemoteJoinHandle<T>
+    where
+        F: FnOnce() -> T + Send + 'static,
+        T: Send + 'static,
+    {
+        match self.try_spawn_on(worker, f) {
+            Ok(h) => h,
+            Err(e) => panic!("tasklet::RuntimeHandle::spawn_on: {e}"),
+        }
+    }
+
+    /// [`try_spawn_on`](crate::try_spawn_on) from any thread.
+    pub fn try_spawn_on<F, T>(&self, worker: usize, f: F) -> io::Result<RemoteJoinHandle<T>>
+    where
+        F: FnOnce() -> T + Send + 'static,
+        T: Send + 'static,
+    {
+        let hub = self.hub(worker)?;
+        Ok(remote::spawn_remote(&hub, f))
+    }
+
+    fn hub(&self, worker: usize) -> io::Result<HubRef> {
+        let invalid = |msg: String| io::Error::new(io::ErrorKind::InvalidInput, msg);
+        match &self.target {
+            Target::Runtime(shared) => {
+                if worker >= shared.n {
+                    return Err(invalid(format!(
+                        "worker {worker} is out of range: this Runtime has {} worker(s) (0..={})",
+                        shared.n,
+                        shared.n - 1
+                    )));
+                }
+                match shared.slots[worker].get() {
+                    Some(s) => Ok(s.hub.clone()),
+                    // Only before every worker registered, which `f` never sees.
+                    None => Err(io::Error::other(format!("worker {worker} has not started"))),
+                }
+            }
+            Target::Single(h) if worker == 0 => Ok(h.clone()),
+            Target::Single(_) => Err(invalid(format!(
                 "worker {worker} is out of range: outside a tasklet::Runtime the only worker is \
-                 0 (this thread's dispatcher)"
+                 0 (the dispatcher)"
             ))),
-            None => Err(invalid(
-                "called outside a tasklet::Runtime worker and outside tasklet::dispatch".to_owned(),
-            )),
-        },
+        }
+    }
+}
+
+impl fmt::Debug for RuntimeHandle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RuntimeHandle")
+            .field("workers", &self.workers())
+            .finish()
     }
 }
 
