@@ -270,6 +270,8 @@ fn main() -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             };
+            // `Copy` without the `tls` feature, `Clone` with it.
+            #[allow(clippy::clone_on_copy)]
             let tls = tls.clone();
             let acceptor = tasklet::spawn(move || serve(listener, tls, idle));
             if tasklet::worker_index() == Some(0) {
