@@ -366,7 +366,7 @@ where
 
 /// Whether a panic payload is the runtime's kill unwind.
 fn is_kill(p: &(dyn Any + Send)) -> bool {
-    matches!(p.downcast_ref::<Unwind>(), Some(Unwind(Interrupt::Kill)))
+    matches!(p.downcast_ref::<Unwind>(), Some(Unwind(Interrupt::Kill, _)))
 }
 
 /// The index of the [`Runtime`] worker running the calling thread (`0..workers()`),
