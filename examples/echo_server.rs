@@ -5,6 +5,7 @@
 //! cargo run --release --example echo_server                  # 127.0.0.1:8001
 //! cargo run --release --example echo_server -- --addr 0.0.0.0:9000
 //! RUST_LOG=warn cargo run --release --example echo_server    # quiet (benchmarks)
+//! cargo run --release --example echo_server -- --workers 1     # one thread
 //! cargo run --release --features tls --example echo_server -- --tls-cert cert.pem --tls-key key.pem
 //! ```
 //!
@@ -14,23 +15,32 @@
 //! Try it with `nc 127.0.0.1 8001`, or load it with the `echo_client`
 //! example. Ctrl-C (or SIGTERM) stops it cleanly: it stops accepting,
 //! closes every connection and exits 0.
+//!
+//! By default it runs one worker thread per allowed CPU (a
+//! `tasklet::Runtime`), each accepting on its own `SO_REUSEPORT` listener
+//! on the same address; `--workers 1` is the single-threaded server.
 
 use std::io::{self, Read, Write};
 use std::net::SocketAddr;
 use std::process::ExitCode;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tasklet::netio::{TcpListener, TcpStream};
 use tasklet::signal::{self, Signal};
+use tasklet::sync::Event;
 
 const USAGE: &str = "\
 echo_server: the gevent echo server on tasklets (one tasklet per client)
 
 USAGE:
-    echo_server [--addr HOST:PORT] [--idle-timeout SECS] [--tls-cert FILE --tls-key FILE]
+    echo_server [--addr HOST:PORT] [--workers N] [--idle-timeout SECS]
+                [--tls-cert FILE --tls-key FILE]
 
 OPTIONS:
     --addr HOST:PORT      address to listen on [default: 127.0.0.1:8001]
+    --workers N           worker threads, each accepting on the address
+                          (SO_REUSEPORT) [default: the CPUs this process may use]
     --idle-timeout SECS   disconnect a client that sends nothing, or takes
                           nothing of its echo, for this long [default: 300]
     --tls-cert FILE       echo over TLS with this PEM certificate chain (needs
@@ -151,11 +161,26 @@ fn parse_secs(flag: &str, v: &str) -> Result<Duration, String> {
         .ok_or_else(|| format!("{flag}: '{v}' is not a positive number of seconds"))
 }
 
-type Args = (String, Duration, Option<String>, Option<String>);
+/// Address, worker count, idle timeout, TLS certificate and key.
+type Args = (
+    String,
+    Option<usize>,
+    Duration,
+    Option<String>,
+    Option<String>,
+);
+
+fn parse_workers(v: &str) -> Result<usize, String> {
+    match v.parse::<usize>() {
+        Ok(n) if n > 0 => Ok(n),
+        _ => Err(format!("--workers needs a positive number, got '{v}'")),
+    }
+}
 
 fn parse_args() -> Result<Option<Args>, String> {
     let mut addr = "127.0.0.1:8001".to_owned();
     let mut idle = IDLE_TIMEOUT;
+    let mut workers = None;
     let (mut cert, mut key) = (None, None);
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
@@ -167,6 +192,12 @@ fn parse_args() -> Result<Option<Args>, String> {
                     .ok_or("--addr needs a value, e.g. --addr 127.0.0.1:8001")?
             }
             s if s.starts_with("--addr=") => addr = s["--addr=".len()..].to_owned(),
+            "--workers" => {
+                let v = args
+                    .next()
+                    .ok_or("--workers needs a value, e.g. --workers 2")?;
+                workers = Some(parse_workers(&v)?);
+            }
             "--idle-timeout" => {
                 let v = args
                     .next()
@@ -178,12 +209,12 @@ fn parse_args() -> Result<Option<Args>, String> {
             other => return Err(format!("unknown argument '{other}'")),
         }
     }
-    Ok(Some((addr, idle, cert, key)))
+    Ok(Some((addr, workers, idle, cert, key)))
 }
 
 fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
-    let (addr, idle, cert, key) = match parse_args() {
+    let (addr, workers, idle, cert, key) = match parse_args() {
         Ok(Some(a)) => a,
         Ok(None) => {
             println!("{USAGE}");
@@ -202,28 +233,69 @@ fn main() -> ExitCode {
         }
     };
     let what = if tls.is_some() { "TLS echo" } else { "echo" };
-    tasklet::dispatch(move || {
-        let listener = match TcpListener::bind(addr.as_str()) {
-            Ok(l) => l,
-            Err(e) => {
-                eprintln!("echo_server: cannot listen on {addr}: {e}");
-                return ExitCode::FAILURE;
-            }
-        };
-        let local: SocketAddr = listener
-            .local_addr()
-            .expect("a bound listener has an address");
-        log::info!("{what} server listening on {local} (Ctrl-C to stop)");
-        let acceptor = tasklet::spawn(move || serve(listener, tls, idle));
-        match signal::wait(&[Signal::Int, Signal::Term]) {
-            Ok(sig) => log::info!("{sig:?} received: shutting down"),
-            Err(e) => log::error!("cannot wait for signals: {e}; stopping"),
+    let workers =
+        workers.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    // Bind before starting the workers, so a bad address fails at once; with
+    // several workers the others bind the same address with SO_REUSEPORT.
+    let bound = if workers == 1 {
+        TcpListener::bind(addr.as_str())
+    } else {
+        TcpListener::bind_reuse_port(addr.as_str())
+    };
+    let first = match bound {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("echo_server: cannot listen on {addr}: {e}");
+            return ExitCode::FAILURE;
         }
-        // Stop accepting (the listener closes), then let `dispatch` close
-        // every remaining connection as it kills their tasklets.
-        acceptor.kill();
-        let _ = acceptor.join();
-        log::info!("echo server stopped");
+    };
+    let local: SocketAddr = first.local_addr().expect("a bound listener has an address");
+    log::info!("{what} server listening on {local} with {workers} worker(s) (Ctrl-C to stop)");
+    let first = Mutex::new(Some(first));
+    // Set on SIGINT/SIGTERM (or when a worker fails); every worker waits for
+    // it, then stops its own acceptor (`tasklet::sync::Event` works across
+    // threads).
+    let stop = Arc::new(Event::new());
+    let codes = tasklet::Runtime::new()
+        .workers(workers)
+        .name("echo")
+        .run(move || {
+            // The first worker to start takes the listener bound above.
+            let taken = first.lock().unwrap_or_else(|e| e.into_inner()).take();
+            let listener = match taken.map_or_else(|| TcpListener::bind_reuse_port(local), Ok) {
+                Ok(l) => l,
+                Err(e) => {
+                    log::error!("cannot listen on {local}: {e}");
+                    stop.set(); // the whole server stops
+                    return ExitCode::FAILURE;
+                }
+            };
+            // `Copy` without the `tls` feature, `Clone` with it.
+            #[allow(clippy::clone_on_copy)]
+            let tls = tls.clone();
+            let acceptor = tasklet::spawn(move || serve(listener, tls, idle));
+            if tasklet::worker_index() == Some(0) {
+                // One signal waiter for the process, so no worker can miss it.
+                let stop = stop.clone();
+                tasklet::spawn(move || {
+                    match signal::wait(&[Signal::Int, Signal::Term]) {
+                        Ok(sig) => log::info!("{sig:?} received: shutting down"),
+                        Err(e) => log::error!("cannot wait for signals: {e}; stopping"),
+                    }
+                    stop.set();
+                });
+            }
+            stop.wait();
+            // Stop accepting (the listener closes), then let the worker close
+            // every remaining connection as it kills their tasklets.
+            acceptor.kill();
+            let _ = acceptor.join();
+            ExitCode::SUCCESS
+        });
+    log::info!("echo server stopped");
+    if codes.iter().all(|c| *c == ExitCode::SUCCESS) {
         ExitCode::SUCCESS
-    })
+    } else {
+        ExitCode::FAILURE
+    }
 }

@@ -12,25 +12,39 @@
 //! cargo run --release --features tls --example http_hello -- --tls-cert cert.pem --tls-key key.pem
 //! wrk -t1 -c100 -d10s https://127.0.0.1:8080/
 //! ```
+//!
+//! By default it runs one worker thread per allowed CPU (a
+//! `tasklet::Runtime`), each with its own `StreamServer` on an
+//! `SO_REUSEPORT` listener; `--workers 1` is the single-threaded server.
+//! `--work-us N` burns N µs of CPU per request (a stand-in for real work,
+//! so that a benchmark measures the server, not the load generator).
 
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr};
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 #[cfg(feature = "tls")]
 use tasklet::netio::tls::TlsAcceptor;
-use tasklet::netio::{StreamServer, TcpStream};
+use tasklet::netio::{StreamServer, TcpListener, TcpStream};
+use tasklet::signal::{self, Signal};
+use tasklet::sync::Event;
 
 const USAGE: &str = "\
 http_hello: HTTP/1.1 keep-alive \"Hello, World!\" server (one tasklet per connection)
 
 USAGE:
-    http_hello [--addr HOST:PORT] [--idle-timeout SECS] [--request-timeout SECS]
-               [--write-timeout SECS] [--tls-cert FILE --tls-key FILE]
+    http_hello [--addr HOST:PORT] [--workers N] [--work-us N] [--idle-timeout SECS]
+               [--request-timeout SECS] [--write-timeout SECS]
+               [--tls-cert FILE --tls-key FILE]
 
 OPTIONS:
     --addr HOST:PORT         address to listen on [default: 127.0.0.1:8080]
+    --workers N              worker threads, each serving the address
+                             (SO_REUSEPORT) [default: the CPUs this process may use]
+    --work-us N              CPU time to burn per request, in microseconds [default: 0]
     --idle-timeout SECS      close a connection on which nothing arrives for
                              this long [default: 60]
     --request-timeout SECS   a request (head and body) must arrive complete
@@ -45,6 +59,21 @@ OPTIONS:
 Requests are framed strictly (Content-Length or chunked; anything ambiguous
 gets a 400 and a close); bodies are read and discarded. Ctrl-C or SIGTERM
 stops it.";
+
+/// Microseconds of CPU burnt per request (`--work-us`).
+static WORK_US: AtomicU64 = AtomicU64::new(0);
+
+/// Burns `--work-us` of CPU: the stand-in for a handler's real work.
+fn simulated_work() {
+    let us = WORK_US.load(Ordering::Relaxed);
+    if us == 0 {
+        return;
+    }
+    let until = Instant::now() + Duration::from_micros(us);
+    while Instant::now() < until {
+        std::hint::spin_loop();
+    }
+}
 
 /// The usual response: HTTP/1.1, keep-alive.
 const HELLO: &[u8] = b"HTTP/1.1 200 OK\r\nServer: tasklet\r\nContent-Type: text/plain\r\nContent-Length: 13\r\n\r\nHello, World!";
@@ -315,6 +344,7 @@ impl Conn {
         let Some(r) = self.req.take() else {
             return false;
         };
+        simulated_work();
         if r.keep_alive && !r.http10 && !r.head_only {
             out.extend_from_slice(HELLO);
             return false;
@@ -458,6 +488,7 @@ fn main() -> ExitCode {
     let mut addr = "127.0.0.1:8080".to_owned();
     let (mut tls_cert, mut tls_key) = (None::<String>, None::<String>);
     let mut limits = Limits::default();
+    let mut workers: Option<usize> = None;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         let parsed = match a.as_str() {
@@ -473,6 +504,20 @@ fn main() -> ExitCode {
                 .ok_or("--tls-cert needs a file name".to_owned()),
             "--tls-key" => (args.next().map(|v| tls_key = Some(v)))
                 .ok_or("--tls-key needs a file name".to_owned()),
+            "--workers" => match args.next().map(|v| v.parse::<usize>()) {
+                Some(Ok(n)) if n > 0 => {
+                    workers = Some(n);
+                    Ok(())
+                }
+                _ => Err("--workers needs a positive number".to_owned()),
+            },
+            "--work-us" => match args.next().map(|v| v.parse::<u64>()) {
+                Some(Ok(n)) => {
+                    WORK_US.store(n, Ordering::Relaxed);
+                    Ok(())
+                }
+                _ => Err("--work-us needs a number of microseconds".to_owned()),
+            },
             "--idle-timeout" => parse_secs(&a, args.next()).map(|d| limits.idle = d),
             "--request-timeout" => parse_secs(&a, args.next()).map(|d| limits.request = d),
             "--write-timeout" => parse_secs(&a, args.next()).map(|d| limits.write = d),
@@ -512,32 +557,81 @@ fn main() -> ExitCode {
         }
     };
     let scheme = if tls.is_some() { "https" } else { "http" };
-    tasklet::dispatch(move || {
-        #[cfg(feature = "tls")]
-        let bound = match tls {
-            Some(acceptor) => StreamServer::bind(addr.as_str(), move |s, peer| {
-                serve_tls(&acceptor, s, peer, limits)
-            }),
-            None => StreamServer::bind(addr.as_str(), move |s, peer| serve(s, peer, limits)),
-        };
-        #[cfg(not(feature = "tls"))]
-        let bound = StreamServer::bind(addr.as_str(), move |s, peer| serve(s, peer, limits));
-        let server = match bound {
-            Ok(s) => s,
-            Err(e) => {
-                eprintln!("http_hello: cannot listen on {addr}: {e}");
-                return ExitCode::FAILURE;
+    let workers =
+        workers.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    // Bind before starting the workers, so a bad address fails at once; with
+    // several workers the others bind the same address with SO_REUSEPORT.
+    let bound = if workers == 1 {
+        TcpListener::bind(addr.as_str())
+    } else {
+        TcpListener::bind_reuse_port(addr.as_str())
+    };
+    let first = match bound {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("http_hello: cannot listen on {addr}: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let local: SocketAddr = first.local_addr().expect("a bound listener has an address");
+    log::info!(
+        "http_hello listening on {scheme}://{local} with {workers} worker(s) (Ctrl-C to stop)"
+    );
+    let first = Mutex::new(Some(first));
+    // Set on SIGINT/SIGTERM (or when a worker fails); every worker waits for
+    // it, then stops its own server (`tasklet::sync::Event` works across
+    // threads).
+    let stop = Arc::new(Event::new());
+    let codes = tasklet::Runtime::new()
+        .workers(workers)
+        .name("http")
+        .run(move || {
+            // The first worker to start takes the listener bound above.
+            let taken = first.lock().unwrap_or_else(|e| e.into_inner()).take();
+            let listener = match taken.map_or_else(|| TcpListener::bind_reuse_port(local), Ok) {
+                Ok(l) => l,
+                Err(e) => {
+                    log::error!("cannot listen on {local}: {e}");
+                    stop.set(); // the whole server stops
+                    return ExitCode::FAILURE;
+                }
+            };
+            #[cfg(feature = "tls")]
+            let server = match tls.clone() {
+                Some(acceptor) => StreamServer::new(listener, move |s, peer| {
+                    serve_tls(&acceptor, s, peer, limits)
+                }),
+                None => StreamServer::new(listener, move |s, peer| serve(s, peer, limits)),
+            };
+            #[cfg(not(feature = "tls"))]
+            let server = StreamServer::new(listener, move |s, peer| serve(s, peer, limits));
+            let server = match server {
+                Ok(s) => s.start(),
+                Err(e) => {
+                    log::error!("cannot serve on {local}: {e}");
+                    stop.set(); // the whole server stops
+                    return ExitCode::FAILURE;
+                }
+            };
+            if tasklet::worker_index() == Some(0) {
+                // One signal waiter for the process, so no worker can miss it.
+                let stop = stop.clone();
+                tasklet::spawn(move || {
+                    match signal::wait(&[Signal::Int, Signal::Term]) {
+                        Ok(sig) => log::info!("{sig:?} received: shutting down"),
+                        Err(e) => log::error!("cannot wait for signals: {e}; stopping"),
+                    }
+                    stop.set();
+                });
             }
-        };
-        log::info!(
-            "http_hello listening on {scheme}://{} (Ctrl-C to stop)",
-            server.local_addr()
-        );
-        server
-            .grace_period(Duration::from_millis(500))
-            .stop_on_signals(true)
-            .serve_forever();
-        log::info!("http_hello stopped");
+            stop.wait();
+            server.stop(Duration::from_millis(500));
+            ExitCode::SUCCESS
+        });
+    log::info!("http_hello stopped");
+    if codes.iter().all(|c| *c == ExitCode::SUCCESS) {
         ExitCode::SUCCESS
-    })
+    } else {
+        ExitCode::FAILURE
+    }
 }

@@ -1,11 +1,16 @@
 //! The benchmark peer of `http_hello`: HTTP/1.1 "Hello, World!" on hyper
-//! and tokio's current-thread runtime.
+//! and tokio's current-thread runtime (or, with `--workers N`, tokio's
+//! multi-thread runtime with N workers). `--work-us N` burns N µs of CPU per
+//! request, as `http_hello --work-us` does.
 //!
 //! ```text
 //! cargo run --release --example hyper_hello -- --addr 127.0.0.1:8081
+//! cargo run --release --example hyper_hello -- --workers 2 --work-us 20
 //! ```
 
 use std::convert::Infallible;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use http_body_util::Full;
 use hyper::body::Bytes;
@@ -19,13 +24,26 @@ const USAGE: &str = "\
 hyper_hello: HTTP/1.1 \"Hello, World!\" on hyper + tokio current-thread (benchmark peer)
 
 USAGE:
-    hyper_hello [--addr HOST:PORT]
+    hyper_hello [--addr HOST:PORT] [--workers N] [--work-us N]
 
 OPTIONS:
     --addr HOST:PORT   address to listen on [default: 127.0.0.1:8081]
+    --workers N        tokio multi-thread runtime with N workers
+                       [default: tokio current-thread]
+    --work-us N        CPU time to burn per request, in microseconds [default: 0]
     -h, --help         print this help";
 
+/// Microseconds of CPU burnt per request (`--work-us`).
+static WORK_US: AtomicU64 = AtomicU64::new(0);
+
 async fn hello(_: Request<hyper::body::Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
+    let us = WORK_US.load(Ordering::Relaxed);
+    if us > 0 {
+        let until = Instant::now() + Duration::from_micros(us);
+        while Instant::now() < until {
+            std::hint::spin_loop();
+        }
+    }
     let mut r = Response::new(Full::new(Bytes::from_static(b"Hello, World!")));
     r.headers_mut().insert(
         "content-type",
@@ -36,6 +54,7 @@ async fn hello(_: Request<hyper::body::Incoming>) -> Result<Response<Full<Bytes>
 
 fn main() {
     let mut addr = "127.0.0.1:8081".to_owned();
+    let mut workers: Option<usize> = None;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {
@@ -50,16 +69,36 @@ fn main() {
                     std::process::exit(2);
                 }
             },
+            "--workers" => match args.next().and_then(|v| v.parse().ok()) {
+                Some(n) if n > 0 => workers = Some(n),
+                _ => {
+                    eprintln!("hyper_hello: --workers needs a positive number\n\n{USAGE}");
+                    std::process::exit(2);
+                }
+            },
+            "--work-us" => match args.next().and_then(|v| v.parse().ok()) {
+                Some(n) => WORK_US.store(n, Ordering::Relaxed),
+                None => {
+                    eprintln!("hyper_hello: --work-us needs a number\n\n{USAGE}");
+                    std::process::exit(2);
+                }
+            },
             other => {
                 eprintln!("hyper_hello: unknown argument '{other}'\n\n{USAGE}");
                 std::process::exit(2);
             }
         }
     }
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("tokio runtime");
+    let rt = match workers {
+        None => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build(),
+        Some(n) => tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(n)
+            .enable_all()
+            .build(),
+    }
+    .expect("tokio runtime");
     rt.block_on(async move {
         let listener = TcpListener::bind(&addr).await.expect("bind");
         eprintln!(

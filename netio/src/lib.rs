@@ -118,7 +118,8 @@ pub use addr::{lookup_host, ToSocketAddrs};
 #[cfg(any(feature = "futures-io", feature = "tokio"))]
 pub use async_io::{AsyncStream, StreamSocket};
 pub use server::{
-    DatagramServer, DatagramSocket, HandlerResult, Listener, ServerHandle, StreamServer,
+    DatagramServer, DatagramSocket, HandlerResult, Listener, ServerHandle, ServerStopper,
+    StreamServer,
 };
 pub use tcp::{Incoming, TcpListener, TcpStream};
 pub use udp::UdpSocket;

@@ -3,7 +3,7 @@
 //! or Unix datagram sockets), with a limit on running handlers and a
 //! graceful stop. Both run on one accept loop, generic over [`Listener`].
 
-use std::cell::RefCell;
+use std::cell::{OnceCell, RefCell};
 use std::collections::HashMap;
 use std::fmt;
 use std::io;
@@ -11,10 +11,13 @@ use std::net::SocketAddr;
 use std::os::unix::net::SocketAddr as UnixSocketAddr;
 use std::path::Path;
 use std::rc::Rc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tasklet_runtime::hub::{self, Unparker};
 use tasklet_runtime::signal::{self, Signal};
+use tasklet_runtime::sync::Event;
 use tasklet_runtime::JoinHandle;
 
 use crate::UnixStream;
@@ -192,6 +195,41 @@ impl StreamServer<TcpListener> {
     {
         StreamServer::new(TcpListener::bind(addr)?, handler)
     }
+
+    /// Like [`bind`](Self::bind), on a listener bound with
+    /// [`TcpListener::bind_reuse_port`]: run one such server per
+    /// [`Runtime`](tasklet_runtime::Runtime) worker on the same address and
+    /// the kernel spreads the connections over the workers. With
+    /// [`stop_on_signals`](Self::stop_on_signals), SIGINT/SIGTERM stops
+    /// every worker's server.
+    ///
+    /// ```
+    /// use std::io::{Read, Write};
+    /// use std::time::Duration;
+    /// use tasklet_netio::{StreamServer, TcpListener, TcpStream};
+    ///
+    /// let addr = TcpListener::bind_reuse_port("127.0.0.1:0").unwrap().local_addr().unwrap();
+    /// tasklet_runtime::Runtime::new().workers(2).run(move || {
+    ///     let server = StreamServer::bind_reuse_port(addr, |mut s: TcpStream, _| {
+    ///         let _ = s.write_all(&[tasklet_runtime::worker_index().unwrap() as u8]);
+    ///     })
+    ///     .unwrap()
+    ///     .start();
+    ///     let mut c = TcpStream::connect(addr).unwrap();
+    ///     let mut b = [0];
+    ///     c.read_exact(&mut b).unwrap(); // served by one of the two workers
+    ///     assert!(b[0] < 2);
+    ///     server.stop(Duration::from_millis(100));
+    /// });
+    /// ```
+    pub fn bind_reuse_port<A, F, R>(addr: A, handler: F) -> io::Result<StreamServer>
+    where
+        A: ToSocketAddrs,
+        F: Fn(TcpStream, SocketAddr) -> R + 'static,
+        R: HandlerResult,
+    {
+        StreamServer::new(TcpListener::bind_reuse_port(addr)?, handler)
+    }
 }
 
 impl StreamServer<UnixListener> {
@@ -244,6 +282,7 @@ impl<L: Listener> StreamServer<L> {
             inner: Rc::new(Inner {
                 addr,
                 state: RefCell::new(State::default()),
+                remote: OnceCell::new(),
             }),
             grace: Duration::from_secs(1),
             signals: false,
@@ -347,7 +386,10 @@ impl<L: Listener> fmt::Debug for StreamServer<L> {
 }
 
 /// A handle to a running [`StreamServer`] or [`DatagramServer`] (cheap to
-/// clone, not `Send`); `A` is the server's address type.
+/// clone); `A` is the server's address type. Not `Send`: it shares the
+/// server's state with its tasklets, which never leave their thread. To stop
+/// the server from another thread, make a `Send` [`ServerStopper`] with
+/// [`stopper`](ServerHandle::stopper).
 pub struct ServerHandle<A = SocketAddr> {
     inner: Rc<Inner<A>>,
 }
@@ -393,12 +435,19 @@ impl<A: Clone + fmt::Debug> ServerHandle<A> {
             }
             st.stopping = true;
         }
-        let (acceptor, sig) = {
+        let (acceptor, sig, remote) = {
             let mut st = self.inner.state.borrow_mut();
-            (st.acceptor.take(), st.signal_task.take())
+            (
+                st.acceptor.take(),
+                st.signal_task.take(),
+                st.remote_task.take(),
+            )
         };
         if let Some(sig) = sig {
             sig.kill();
+        }
+        if let Some(remote) = remote {
+            remote.kill();
         }
         if let Some(acc) = acceptor {
             acc.kill();
@@ -428,6 +477,10 @@ impl<A: Clone + fmt::Debug> ServerHandle<A> {
         };
         for w in waiters {
             w.unpark();
+        }
+        if let Some(r) = self.inner.remote.get() {
+            r.killed.store(n, Ordering::Release);
+            r.stopped.set();
         }
         n
     }
@@ -479,6 +532,18 @@ impl<A: Clone + fmt::Debug> fmt::Debug for ServerHandle<A> {
 struct Inner<A> {
     addr: A,
     state: RefCell<State>,
+    /// Shared with [`ServerStopper`]s, once one was made.
+    remote: OnceCell<Arc<StopShared>>,
+}
+
+impl<A> Drop for Inner<A> {
+    fn drop(&mut self) {
+        // The server is gone (its dispatcher exited, say) without a stop:
+        // stoppers waiting for it must not wait forever.
+        if let Some(r) = self.remote.get() {
+            r.stopped.set();
+        }
+    }
 }
 
 #[derive(Default)]
@@ -488,6 +553,8 @@ struct State {
     conns: HashMap<u64, JoinHandle<()>>,
     acceptor: Option<JoinHandle<()>>,
     signal_task: Option<JoinHandle<()>>,
+    /// Waits for a [`ServerStopper`]'s request.
+    remote_task: Option<JoinHandle<()>>,
     /// The accept loop, parked while at the connection limit.
     accept_waiter: Option<Unparker>,
     /// `stop` waiting for the handlers to finish.
@@ -777,6 +844,148 @@ impl<S: DatagramSocket> fmt::Debug for DatagramServer<S> {
         f.debug_struct("DatagramServer")
             .field("addr", &self.server.inner.addr)
             .field("max_in_flight", &self.server.inner.state.borrow().max)
+            .finish()
+    }
+}
+
+/// What a [`ServerStopper`] shares with its server's dispatcher thread.
+struct StopShared {
+    /// The server's address, for logs and `Debug`.
+    addr: String,
+    /// A stop was requested (with the grace period in `grace`).
+    request: Event,
+    grace: Mutex<Option<Duration>>,
+    /// The server has stopped (or is gone).
+    stopped: Event,
+    /// How many handlers the stop killed.
+    killed: AtomicUsize,
+}
+
+impl<A: Clone + fmt::Debug + 'static> ServerHandle<A> {
+    /// A `Send + Sync` handle that stops this server from any thread — a
+    /// signal-handling thread, an admin thread, another
+    /// [`Runtime`](tasklet_runtime::Runtime) worker, a tasklet of another
+    /// dispatcher.
+    ///
+    /// `ServerHandle` itself is `!Send` (it shares the server's state with
+    /// its tasklets without locks, and tasklets never leave their thread);
+    /// the stopper sends the request to a small tasklet of the server's
+    /// dispatcher, which runs [`stop`](Self::stop) there.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tasklet_netio::{StreamServer, TcpStream};
+    ///
+    /// tasklet_runtime::dispatch(|| {
+    ///     let server = StreamServer::bind("127.0.0.1:0", |_s: TcpStream, _| {}).unwrap().start();
+    ///     let stopper = server.stopper();
+    ///     // An admin thread stops the server and waits until it has stopped.
+    ///     let admin = std::thread::spawn(move || stopper.stop(Duration::from_millis(100)));
+    ///     server.wait();
+    ///     assert!(server.is_stopped());
+    ///     # while !admin.is_finished() { tasklet_runtime::sleep(Duration::from_millis(1)); }
+    ///     assert_eq!(admin.join().unwrap(), 0);
+    /// });
+    /// ```
+    ///
+    /// # Panics
+    /// Outside the server's dispatcher (the first call starts its tasklet).
+    pub fn stopper(&self) -> ServerStopper {
+        let shared = self.inner.remote.get_or_init(|| {
+            let shared = Arc::new(StopShared {
+                addr: format!("{:?}", self.inner.addr),
+                request: Event::new(),
+                grace: Mutex::new(None),
+                stopped: Event::new(),
+                killed: AtomicUsize::new(0),
+            });
+            if self.is_stopped() {
+                shared.stopped.set();
+            } else {
+                let h = self.clone();
+                let sh = shared.clone();
+                let task = tasklet_runtime::spawn(move || {
+                    sh.request.wait();
+                    if !sh.request.is_set() {
+                        return; // cannot wait: the dispatcher is shutting down
+                    }
+                    let grace = lock(&sh.grace).unwrap_or(Duration::ZERO);
+                    log::info!(
+                        "tasklet-netio: stop requested from another thread: stopping the server \
+                         on {:?} (grace {grace:?})",
+                        h.inner.addr
+                    );
+                    // Detach ourselves first: `stop` kills this tasklet's handle.
+                    drop(h.inner.state.borrow_mut().remote_task.take());
+                    h.stop(grace);
+                });
+                self.inner.state.borrow_mut().remote_task = Some(task);
+            }
+            shared
+        });
+        ServerStopper {
+            shared: shared.clone(),
+        }
+    }
+}
+
+fn lock<T: Copy>(m: &Mutex<T>) -> T {
+    *m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Stops a [`StreamServer`] from any thread; made by
+/// [`ServerHandle::stopper`]. `Send + Sync`, cheap to clone.
+#[derive(Clone)]
+pub struct ServerStopper {
+    shared: Arc<StopShared>,
+}
+
+impl ServerStopper {
+    /// Asks the server to stop gracefully (see [`ServerHandle::stop`]) and
+    /// waits until it has: parks the calling tasklet, or blocks a plain
+    /// thread. Returns how many handlers were killed after `grace`. If
+    /// several stops are requested, the first one's grace period applies.
+    ///
+    /// Do not call it from a connection handler of the same server (it would
+    /// wait for itself).
+    pub fn stop(&self, grace: Duration) -> usize {
+        self.request_stop(grace);
+        self.wait();
+        self.shared.killed.load(Ordering::Acquire)
+    }
+
+    /// Asks the server to stop gracefully and returns at once.
+    pub fn request_stop(&self, grace: Duration) {
+        {
+            let mut g = self.shared.grace.lock().unwrap_or_else(|e| e.into_inner());
+            if g.is_none() {
+                *g = Some(grace);
+            }
+        }
+        self.shared.request.set();
+    }
+
+    /// Waits until the server has stopped (or its dispatcher has exited).
+    pub fn wait(&self) {
+        self.shared.stopped.wait();
+    }
+
+    /// Like [`wait`](Self::wait), giving up after `timeout`; returns whether it stopped.
+    pub fn wait_timeout(&self, timeout: Duration) -> bool {
+        self.shared.stopped.wait_timeout(timeout)
+    }
+
+    /// Whether the server has stopped (or its dispatcher has exited).
+    pub fn is_stopped(&self) -> bool {
+        self.shared.stopped.is_set()
+    }
+}
+
+impl fmt::Debug for ServerStopper {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ServerStopper")
+            .field("addr", &self.shared.addr)
+            .field("stopped", &self.is_stopped())
             .finish()
     }
 }

@@ -206,3 +206,87 @@ pub(crate) fn linger(fd: RawFd) -> io::Result<Option<std::time::Duration>> {
     }
     Ok((l.l_onoff != 0).then(|| std::time::Duration::from_secs(l.l_linger.max(0) as u64)))
 }
+
+/// A listening TCP socket on `addr` with `SO_REUSEADDR` and `SO_REUSEPORT`
+/// set before `bind`, non-blocking and close-on-exec, with
+/// [`LISTEN_BACKLOG`]: several such sockets (of the same user) may listen on
+/// one address, and the kernel spreads incoming connections over them.
+pub(crate) fn reuse_port_listener(addr: &std::net::SocketAddr) -> io::Result<std::os::fd::OwnedFd> {
+    use std::os::fd::{FromRawFd, OwnedFd};
+    let family = match addr {
+        std::net::SocketAddr::V4(_) => libc::AF_INET,
+        std::net::SocketAddr::V6(_) => libc::AF_INET6,
+    };
+    // SAFETY: plain socket(2) call; the result is checked before use.
+    let fd = unsafe {
+        libc::socket(
+            family,
+            libc::SOCK_STREAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+            0,
+        )
+    };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `fd` is a socket we just created and own exclusively.
+    let owned = unsafe { OwnedFd::from_raw_fd(fd) };
+    let one: libc::c_int = 1;
+    for opt in [libc::SO_REUSEADDR, libc::SO_REUSEPORT] {
+        // SAFETY: the option value pointer and length describe `one`.
+        let r = unsafe {
+            libc::setsockopt(
+                fd,
+                libc::SOL_SOCKET,
+                opt,
+                (&one as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        if r < 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    let r = match addr {
+        std::net::SocketAddr::V4(a) => {
+            // SAFETY: an all-zero sockaddr_in is valid; fields are set below.
+            let mut sa: libc::sockaddr_in = unsafe { std::mem::zeroed() };
+            sa.sin_family = libc::AF_INET as libc::sa_family_t;
+            sa.sin_port = a.port().to_be();
+            sa.sin_addr = libc::in_addr {
+                s_addr: u32::from_ne_bytes(a.ip().octets()),
+            };
+            // SAFETY: the pointer and length describe `sa`, a sockaddr_in.
+            unsafe {
+                libc::bind(
+                    fd,
+                    (&sa as *const libc::sockaddr_in).cast(),
+                    std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
+                )
+            }
+        }
+        std::net::SocketAddr::V6(a) => {
+            // SAFETY: an all-zero sockaddr_in6 is valid; fields are set below.
+            let mut sa: libc::sockaddr_in6 = unsafe { std::mem::zeroed() };
+            sa.sin6_family = libc::AF_INET6 as libc::sa_family_t;
+            sa.sin6_port = a.port().to_be();
+            sa.sin6_addr = libc::in6_addr {
+                s6_addr: a.ip().octets(),
+            };
+            sa.sin6_flowinfo = a.flowinfo();
+            sa.sin6_scope_id = a.scope_id();
+            // SAFETY: the pointer and length describe `sa`, a sockaddr_in6.
+            unsafe {
+                libc::bind(
+                    fd,
+                    (&sa as *const libc::sockaddr_in6).cast(),
+                    std::mem::size_of::<libc::sockaddr_in6>() as libc::socklen_t,
+                )
+            }
+        }
+    };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    set_backlog(fd)?;
+    Ok(owned)
+}

@@ -60,6 +60,40 @@ impl TcpListener {
         })
     }
 
+    /// Creates a listener bound to `addr` with `SO_REUSEPORT` (and
+    /// `SO_REUSEADDR`) set, so that several listeners — one per
+    /// [`Runtime`](tasklet_runtime::Runtime) worker, or one per process —
+    /// can listen on the same address; the kernel spreads incoming
+    /// connections over them (by a hash of the client's address and port).
+    ///
+    /// Every socket sharing the port must set `SO_REUSEPORT` and belong to
+    /// the same user. Port 0 gives each call its own free port: bind the
+    /// first listener with port 0, then the others to its
+    /// [`local_addr`](Self::local_addr). Beware that a second server
+    /// started by mistake on the same port shares it silently instead of
+    /// failing with `AddrInUse`.
+    ///
+    /// ```
+    /// use tasklet_netio::TcpListener;
+    ///
+    /// let first = TcpListener::bind_reuse_port("127.0.0.1:0").unwrap();
+    /// let addr = first.local_addr().unwrap();
+    /// // One listener per worker, all on one port.
+    /// let ports = tasklet_runtime::Runtime::new().workers(2).run(move || {
+    ///     let l = TcpListener::bind_reuse_port(addr).unwrap();
+    ///     l.local_addr().unwrap().port()
+    /// });
+    /// assert_eq!(ports, [addr.port(), addr.port()]);
+    /// ```
+    pub fn bind_reuse_port<A: ToSocketAddrs>(addr: A) -> io::Result<TcpListener> {
+        each_addr(addr, |a| {
+            let fd = sys::reuse_port_listener(a)?;
+            Ok(TcpListener {
+                sock: Sock::new(mio::net::TcpListener::from_std(net::TcpListener::from(fd))),
+            })
+        })
+    }
+
     /// Accepts a connection, parking the tasklet until one arrives.
     ///
     /// The new stream is non-blocking at the OS level and cooperative like

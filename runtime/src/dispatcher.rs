@@ -242,6 +242,16 @@ impl Dispatcher {
         self.wake_ptr(p, epoch, reason)
     }
 
+    /// Kills the registered tasklet at registry `slot` if it has id `id`
+    /// (a cross-thread kill, see `hub::TaskAddr::kill`).
+    pub(crate) fn kill_slot(&self, slot: usize, id: TaskletId) {
+        let task = match self.tasks.borrow().get(slot) {
+            Some(t) if t.id == id => t.clone(),
+            _ => return,
+        };
+        self.interrupt(&task, Interrupt::Kill);
+    }
+
     /// Whether no tasklet is waiting to run.
     #[inline]
     pub(crate) fn ready_is_empty(&self) -> bool {

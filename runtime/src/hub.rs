@@ -86,6 +86,11 @@ struct RemoteWake {
     epoch: u32,
 }
 
+/// Work another thread hands to a dispatcher: run on the dispatcher's
+/// thread, in dispatcher context (no tasklet is current), by the hub's next
+/// poll. Used by `spawn_on` and cross-thread kills (see [`HubRef::run`]).
+pub(crate) type Job = Box<dyn FnOnce() + Send>;
+
 /// The part of a hub other threads can reach.
 pub(crate) struct Shared {
     dispatcher_id: u64,
@@ -93,6 +98,8 @@ pub(crate) struct Shared {
     /// Registrations of sources that moved to another thread, for the
     /// dispatcher to free (see [`Shared::release`]).
     released: SegQueue<Reg>,
+    /// Jobs from other threads (see [`Job`]).
+    jobs: SegQueue<Job>,
     pending: AtomicBool,
     alive: AtomicBool,
     waker: Waker,
@@ -125,6 +132,16 @@ impl Shared {
         let _ = self.registry.deregister(&mut SourceFd(&fd));
         self.released.push(reg);
         self.notify();
+    }
+
+    /// Queues a job; hands it back if the dispatcher has exited.
+    fn push_job(&self, job: Job) -> Result<(), Job> {
+        if !self.alive.load(Ordering::Acquire) {
+            return Err(job);
+        }
+        self.jobs.push(job);
+        self.notify();
+        Ok(())
     }
 
     /// Makes the dispatcher drain its queues (one `Waker` call while a
@@ -203,6 +220,7 @@ impl Hub {
                 dispatcher_id,
                 queue: SegQueue::new(),
                 released: SegQueue::new(),
+                jobs: SegQueue::new(),
                 pending: AtomicBool::new(false),
                 alive: AtomicBool::new(true),
                 waker,
@@ -396,6 +414,17 @@ impl Hub {
             // Already out of the epoll set (`Shared::release`).
             self.unregister(reg, None);
         }
+        while let Some(job) = self.shared.jobs.pop() {
+            // Jobs are the runtime's own code, but dropping what they carry
+            // runs user destructors: never let a panic unwind the dispatcher.
+            if let Err(p) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(job)) {
+                log::error!(
+                    "tasklet: a cross-thread job panicked on dispatcher {}: {}",
+                    self.shared.dispatcher_id,
+                    crate::task::payload_str(p.as_ref()).unwrap_or("(non-string payload)")
+                );
+            }
+        }
     }
 
     fn register_fd(&self, fd: RawFd) -> io::Result<Reg> {
@@ -458,6 +487,13 @@ impl Drop for Hub {
         self.shared.alive.store(false, Ordering::Release);
         while self.shared.queue.pop().is_some() {}
         while self.shared.released.pop().is_some() {}
+        // Jobs that never ran: dropping them drops what they carry (a
+        // `spawn_on` closure reports its tasklet killed).
+        while let Some(job) = self.shared.jobs.pop() {
+            if std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || drop(job))).is_err() {
+                log::error!("tasklet: dropping a cross-thread job that never ran panicked");
+            }
+        }
     }
 }
 
@@ -726,6 +762,57 @@ impl HubRef {
                 shared.push(RemoteWake { slot, id, epoch });
             }
         }
+    }
+    /// Whether the calling thread runs this dispatcher.
+    pub(crate) fn is_current(&self) -> bool {
+        context::try_with(|d| d.id == self.dispatcher).unwrap_or(false)
+    }
+
+    /// Runs `job` on that dispatcher's thread in dispatcher context: at once
+    /// if that is the calling thread, else at its hub's next poll (its
+    /// `epoll_wait` is woken). Hands the job back if the dispatcher has
+    /// exited (or exits before running it: then it is dropped there).
+    pub(crate) fn run(&self, job: Job) -> Result<(), Job> {
+        if self.is_current() {
+            job();
+            return Ok(());
+        }
+        match self.shared.upgrade() {
+            Some(s) => s.push_job(job),
+            None => Err(job),
+        }
+    }
+}
+
+/// Where a tasklet lives in its dispatcher's registry: enough to kill it
+/// from another thread (`Send`, no reference count).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct TaskAddr {
+    pub(crate) slot: u32,
+    pub(crate) id: TaskletId,
+}
+
+impl TaskAddr {
+    /// The running tasklet's address (`None` outside a tasklet).
+    pub(crate) fn current() -> Option<TaskAddr> {
+        context::try_with(|d| {
+            context::current().map(|_| {
+                let h = d.current_header();
+                TaskAddr {
+                    slot: h.slot.get() as u32,
+                    id: h.id,
+                }
+            })
+        })
+        .flatten()
+    }
+
+    /// Kills the tasklet at this address on `hub`'s dispatcher, from any
+    /// thread (nothing happens if it has finished or the dispatcher exited).
+    pub(crate) fn kill(self, hub: &HubRef) {
+        let _ = hub.run(Box::new(move || {
+            context::with(|d| d.kill_slot(self.slot as usize, self.id))
+        }));
     }
 }
 

@@ -64,6 +64,8 @@ mod offload;
 mod overflow;
 mod pool;
 mod raw;
+mod remote;
+mod runtime;
 pub mod signal;
 mod slab;
 mod stack;
@@ -79,5 +81,7 @@ pub use dispatcher::{
 };
 pub use offload::{unblock, IDLE_TIMEOUT as UNBLOCK_IDLE_TIMEOUT};
 pub use pool::{Group, ImapUnordered, Pool};
+pub use remote::RemoteJoinHandle;
+pub use runtime::{spawn_on, try_spawn_on, worker_index, workers, Runtime, RuntimeHandle};
 pub use task::{current, joinall, spawn, Builder, JoinError, JoinHandle, Tasklet, TaskletId};
 pub use watchdog::DEFAULT_MAX_BLOCKING;

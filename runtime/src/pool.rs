@@ -47,6 +47,14 @@ struct Inner {
 ///     assert_eq!(h.join().unwrap(), "one more");
 /// });
 /// ```
+///
+/// A `Pool` is `!Send`, like [`JoinHandle`]: it lives with its tasklets on
+/// one dispatcher thread. To stop a pool's work from another thread, run the
+/// pool inside a supervising tasklet and kill that one through a `Send`
+/// [`RemoteJoinHandle`](crate::RemoteJoinHandle)
+/// ([`JoinHandle::into_remote`], or [`spawn_on`](crate::spawn_on)); its
+/// unwinding kills the pool's members if it holds them in a guard that calls
+/// [`Pool::kill`].
 #[derive(Clone)]
 pub struct Pool {
     inner: Rc<Inner>,

@@ -568,8 +568,16 @@ impl From<JoinError> for io::Error {
 ///
 /// Dropping the handle detaches the tasklet: it keeps running, and a panic in
 /// it is then logged with `log::error!` instead of being returned.
+///
+/// `JoinHandle` is `!Send` by design: tasklets never leave their
+/// dispatcher's thread, and the handle reads the tasklet's state without
+/// synchronisation. For another thread (an admin or signal thread, another
+/// `Runtime` worker, `async` code) turn it into a `Send`
+/// [`RemoteJoinHandle`](crate::RemoteJoinHandle) with
+/// [`into_remote`](JoinHandle::into_remote): join, kill, `is_finished`,
+/// and `.await`.
 pub struct JoinHandle<T> {
-    task: TypedRef<T>,
+    pub(crate) task: TypedRef<T>,
 }
 
 impl<T> JoinHandle<T> {

@@ -1,0 +1,611 @@
+//! The thread-per-core [`Runtime`]: N worker threads, each running its own
+//! dispatcher and hub, as in glommio, monoio and seastar.
+//!
+//! Tasklets never migrate between threads (that is what keeps
+//! [`spawn`](crate::spawn) free of `Send`): a worker's tasklets stay on its
+//! thread. Connections are spread by the kernel (`SO_REUSEPORT`, see
+//! `tasklet::netio::TcpListener::bind_reuse_port`), work crosses workers only
+//! as `Send` values — [`spawn_on`], the cross-thread [`sync`](crate::sync)
+//! primitives — and [`RemoteJoinHandle`] joins or kills a tasklet on
+//! another worker.
+
+use std::any::Any;
+use std::cell::RefCell;
+use std::fmt;
+use std::io;
+use std::panic::{self, AssertUnwindSafe};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::thread;
+
+use crate::dispatcher::Config;
+use crate::hub::{HubRef, TaskAddr};
+use crate::remote::{self, RemoteJoinHandle};
+use crate::sync::Event;
+use crate::task::{Interrupt, Unwind};
+
+/// Builds and runs a thread-per-core runtime: `n` worker threads, each
+/// running a dispatcher whose first tasklet is the same function.
+///
+/// ```
+/// use std::sync::atomic::{AtomicUsize, Ordering};
+/// let calls = AtomicUsize::new(0);
+/// let indexes = tasklet::Runtime::new()
+///     .workers(2)
+///     .name("demo")
+///     .run(|| {
+///         calls.fetch_add(1, Ordering::Relaxed);
+///         // Runs as the first tasklet of every worker.
+///         assert_eq!(tasklet::workers(), 2);
+///         let me = tasklet::worker_index().unwrap();
+///         assert_eq!(std::thread::current().name(), Some(format!("demo-{me}").as_str()));
+///         // Work handed to the other worker, as a Send closure.
+///         let other = tasklet::spawn_on(1 - me, move || tasklet::worker_index().unwrap());
+///         assert_eq!(other.join().unwrap(), 1 - me);
+///         me
+///     });
+/// assert_eq!(indexes, [0, 1]);
+/// assert_eq!(calls.load(Ordering::Relaxed), 2);
+/// ```
+#[derive(Clone)]
+pub struct Runtime {
+    workers: Option<usize>,
+    pin: bool,
+    stack_size: Option<usize>,
+    name: String,
+}
+
+impl Default for Runtime {
+    fn default() -> Runtime {
+        Runtime::new()
+    }
+}
+
+impl fmt::Debug for Runtime {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Runtime")
+            .field("workers", &self.worker_count())
+            .field("pin_to_cores", &self.pin)
+            .field("stack_size", &self.stack_size)
+            .field("name", &self.name)
+            .finish()
+    }
+}
+
+impl Runtime {
+    /// A runtime with one worker per CPU this process may run on
+    /// ([`std::thread::available_parallelism`], which respects `taskset`
+    /// and cgroup CPU quotas), unpinned, threads named `tasklet-0`, ….
+    pub fn new() -> Runtime {
+        Runtime {
+            workers: None,
+            pin: false,
+            stack_size: None,
+            name: "tasklet".to_owned(),
+        }
+    }
+
+    /// The number of worker threads.
+    ///
+    /// # Panics
+    /// If `n` is 0.
+    #[track_caller]
+    pub fn workers(mut self, n: usize) -> Runtime {
+        assert!(
+            n > 0,
+            "tasklet::Runtime::workers: a runtime needs at least one worker (got 0)"
+        );
+        self.workers = Some(n);
+        self
+    }
+
+    /// Pins worker `i` to the `i`-th CPU this process may run on (wrapping
+    /// around when there are more workers than CPUs), with
+    /// `sched_setaffinity`. Off by default. A worker that cannot be pinned
+    /// logs a warning and runs unpinned.
+    pub fn pin_to_cores(mut self, pin: bool) -> Runtime {
+        self.pin = pin;
+        self
+    }
+
+    /// The default stack size of every worker's tasklets
+    /// ([`Config::stack_size`](crate::Config::stack_size)).
+    pub fn stack_size(mut self, bytes: usize) -> Runtime {
+        self.stack_size = Some(bytes);
+        self
+    }
+
+    /// The worker threads' name prefix: threads are named `name-0`,
+    /// `name-1`, … (default `tasklet`).
+    pub fn name(mut self, name: impl Into<String>) -> Runtime {
+        self.name = name.into();
+        self
+    }
+
+    fn worker_count(&self) -> usize {
+        self.workers
+            .unwrap_or_else(|| thread::available_parallelism().map_or(1, |n| n.get()))
+    }
+
+    /// Starts the workers and runs `f` as the first tasklet of **every**
+    /// worker; returns when all of them have returned, with their results
+    /// in worker order.
+    ///
+    /// A worker whose `f` returns early keeps running (its other tasklets
+    /// too, and it still serves [`spawn_on`]) until every worker's `f` has
+    /// returned; then every worker shuts down as [`dispatch`](crate::dispatch)
+    /// does, killing and unwinding the tasklets still alive.
+    ///
+    /// `run` blocks the calling thread (called from a tasklet, it blocks
+    /// that tasklet's whole dispatcher: start runtimes from `main`). `f`
+    /// may borrow from the caller: the workers are scoped threads.
+    ///
+    /// # Panics
+    /// If `f` panics on any worker (or a worker cannot start), the other
+    /// workers' first tasklets are killed (unwound at their blocking point,
+    /// as at `dispatch` exit), every worker shuts down, and `run` re-raises
+    /// the first panic.
+    pub fn run<F, T>(self, f: F) -> Vec<T>
+    where
+        F: Fn() -> T + Send + Sync,
+        T: Send,
+    {
+        let n = self.worker_count();
+        let cpus = if self.pin {
+            match allowed_cpus() {
+                Ok(c) if !c.is_empty() => c,
+                Ok(_) => Vec::new(),
+                Err(e) => {
+                    log::warn!("tasklet::Runtime: cannot read the CPU affinity ({e}); not pinning");
+                    Vec::new()
+                }
+            }
+        } else {
+            Vec::new()
+        };
+        let shared = Arc::new(Shared::new(n));
+        let f = &f;
+        let stack_size = self.stack_size;
+        let results: Vec<Option<T>> = thread::scope(|s| {
+            let mut handles = Vec::with_capacity(n);
+            for i in 0..n {
+                let sh = shared.clone();
+                let cpu = (!cpus.is_empty()).then(|| cpus[i % cpus.len()]);
+                let spawned = thread::Builder::new()
+                    .name(format!("{}-{i}", self.name))
+                    .spawn_scoped(s, move || worker(sh, i, f, stack_size, cpu));
+                match spawned {
+                    Ok(h) => handles.push(Some(h)),
+                    Err(e) => {
+                        shared.fail(Box::new(format!(
+                            "tasklet::Runtime: cannot start worker thread {i}: {e}"
+                        )));
+                        handles.push(None);
+                    }
+                }
+            }
+            handles
+                .into_iter()
+                .map(|h| {
+                    h.and_then(|h| match h.join() {
+                        Ok(v) => v,
+                        Err(p) => {
+                            shared.fail(p);
+                            None
+                        }
+                    })
+                })
+                .collect()
+        });
+        let first_panic = shared
+            .panic
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if let Some(p) = first_panic {
+            panic::resume_unwind(p);
+        }
+        results
+            .into_iter()
+            .map(|r| r.expect("every worker returned a value when none failed"))
+            .collect()
+    }
+}
+
+/// What the workers of one `run` share.
+struct Shared {
+    n: usize,
+    /// Each worker's hub and first tasklet, set when it starts.
+    slots: Vec<OnceLock<Slot>>,
+    started: AtomicUsize,
+    /// Every worker has registered (or the run failed): `f` may start.
+    all_started: Event,
+    returned: AtomicUsize,
+    /// Every worker's `f` has returned (or the run failed).
+    all_returned: Event,
+    failed: AtomicBool,
+    /// The first panic, re-raised by `run`.
+    panic: Mutex<Option<Box<dyn Any + Send>>>,
+}
+
+struct Slot {
+    hub: HubRef,
+    main: TaskAddr,
+}
+
+impl Shared {
+    fn new(n: usize) -> Shared {
+        Shared {
+            n,
+            slots: (0..n).map(|_| OnceLock::new()).collect(),
+            started: AtomicUsize::new(0),
+            all_started: Event::new(),
+            returned: AtomicUsize::new(0),
+            all_returned: Event::new(),
+            failed: AtomicBool::new(false),
+            panic: Mutex::new(None),
+        }
+    }
+
+    fn failed(&self) -> bool {
+        self.failed.load(Ordering::Acquire)
+    }
+
+    /// A worker failed with `payload`: keep the first panic, release every
+    /// wait and kill every worker's first tasklet.
+    fn fail(&self, payload: Box<dyn Any + Send>) {
+        {
+            let mut first = self.panic.lock().unwrap_or_else(|e| e.into_inner());
+            if first.is_none() {
+                *first = Some(payload);
+            }
+        }
+        if self.failed.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        self.all_started.set();
+        self.all_returned.set();
+        let me = worker_index();
+        for (i, slot) in self.slots.iter().enumerate() {
+            if Some(i) == me {
+                continue;
+            }
+            if let Some(s) = slot.get() {
+                s.main.kill(&s.hub);
+            }
+        }
+    }
+}
+
+thread_local! {
+    /// The runtime this thread is a worker of, and its index.
+    static WORKER: RefCell<Option<(usize, Arc<Shared>)>> = const { RefCell::new(None) };
+}
+
+/// Clears the thread's worker registration when the worker ends.
+struct Registered;
+
+impl Drop for Registered {
+    fn drop(&mut self) {
+        let _ = WORKER.try_with(|w| w.borrow_mut().take());
+    }
+}
+
+/// One worker thread.
+fn worker<F, T>(
+    shared: Arc<Shared>,
+    index: usize,
+    f: &F,
+    stack_size: Option<usize>,
+    cpu: Option<usize>,
+) -> Option<T>
+where
+    F: Fn() -> T,
+{
+    if let Some(cpu) = cpu {
+        if let Err(e) = pin_current_thread(cpu) {
+            log::warn!("tasklet::Runtime: cannot pin worker {index} to CPU {cpu}: {e}");
+        }
+    }
+    WORKER.with(|w| *w.borrow_mut() = Some((index, shared.clone())));
+    let _registered = Registered;
+    let mut config = Config::new();
+    if let Some(s) = stack_size {
+        config = config.stack_size(s);
+    }
+    let out = panic::catch_unwind(AssertUnwindSafe(|| {
+        config.dispatch(|| worker_main(&shared, index, f))
+    }));
+    match out {
+        Ok(v) => v,
+        Err(p) => {
+            shared.fail(p);
+            None
+        }
+    }
+}
+
+/// The first tasklet of a worker: registers, waits for the others, runs
+/// `f`, then keeps the worker up until every `f` has returned. `None`: the
+/// run failed (here: the panic is recorded at once, so the other workers
+/// are stopped while this one shuts down).
+fn worker_main<F, T>(shared: &Shared, index: usize, f: &F) -> Option<T>
+where
+    F: Fn() -> T,
+{
+    let slot = Slot {
+        hub: HubRef::current().expect("a worker's first tasklet runs in its dispatcher"),
+        main: TaskAddr::current().expect("a worker's first tasklet is a tasklet"),
+    };
+    let _ = shared.slots[index].set(slot);
+    let r = panic::catch_unwind(AssertUnwindSafe(|| {
+        if shared.started.fetch_add(1, Ordering::AcqRel) + 1 == shared.n {
+            shared.all_started.set();
+        }
+        shared.all_started.wait();
+        if shared.failed() {
+            return None;
+        }
+        let v = f();
+        if shared.returned.fetch_add(1, Ordering::AcqRel) + 1 == shared.n {
+            shared.all_returned.set();
+        }
+        shared.all_returned.wait();
+        (!shared.failed()).then_some(v)
+    }));
+    match r {
+        Ok(v) => v,
+        // Killed because another worker failed: that one's panic is re-raised.
+        Err(p) if shared.failed() && is_kill(p.as_ref()) => None,
+        Err(p) => {
+            shared.fail(p);
+            None
+        }
+    }
+}
+
+/// Whether a panic payload is the runtime's kill unwind.
+fn is_kill(p: &(dyn Any + Send)) -> bool {
+    matches!(p.downcast_ref::<Unwind>(), Some(Unwind(Interrupt::Kill, _)))
+}
+
+/// The index of the [`Runtime`] worker running the calling thread (`0..workers()`),
+/// or `None` outside a `Runtime` (under plain [`dispatch`](crate::dispatch),
+/// on an offload thread, on any other thread).
+///
+/// ```
+/// assert_eq!(tasklet::worker_index(), None);
+/// assert_eq!(tasklet::dispatch(tasklet::worker_index), None);
+/// let v = tasklet::Runtime::new().workers(3).run(|| tasklet::worker_index().unwrap());
+/// assert_eq!(v, [0, 1, 2]);
+/// ```
+pub fn worker_index() -> Option<usize> {
+    WORKER
+        .try_with(|w| w.borrow().as_ref().map(|(i, _)| *i))
+        .ok()
+        .flatten()
+}
+
+/// The number of workers of the calling thread's [`Runtime`]; 1 outside one
+/// (under plain [`dispatch`](crate::dispatch) there is one dispatcher).
+pub fn workers() -> usize {
+    WORKER
+        .try_with(|w| w.borrow().as_ref().map_or(1, |(_, s)| s.n))
+        .unwrap_or(1)
+}
+
+/// Runs `f` as a new tasklet on worker `worker` of the calling thread's
+/// [`Runtime`], and returns a `Send` handle to it.
+///
+/// `f` and its result cross threads, so both are `Send`. The tasklet starts
+/// at that worker's next poll (at once if it is the calling worker). Join it
+/// from a tasklet (parks it), a plain thread (blocks it) or `async` code (it
+/// is a `Future`), or kill it from anywhere. Under plain
+/// [`dispatch`](crate::dispatch) the only worker is 0, the dispatcher itself.
+/// If the worker has already shut down, the handle reports the tasklet killed.
+///
+/// ```
+/// tasklet::Runtime::new().workers(2).run(|| {
+///     if tasklet::worker_index() == Some(0) {
+///         let h = tasklet::spawn_on(1, || std::thread::current().name().map(str::to_owned));
+///         assert_eq!(h.join().unwrap().as_deref(), Some("tasklet-1"));
+///     }
+/// });
+/// ```
+///
+/// # Panics
+/// If `worker` is out of range (`>= workers()`), or outside a `Runtime`
+/// worker or dispatcher; [`try_spawn_on`] returns those as errors.
+#[track_caller]
+pub fn spawn_on<F, T>(worker: usize, f: F) -> RemoteJoinHandle<T>
+where
+    F: FnOnce() -> T + Send + 'static,
+    T: Send + 'static,
+{
+    match try_spawn_on(worker, f) {
+        Ok(h) => h,
+        Err(e) => panic!("tasklet::spawn_on: {e}"),
+    }
+}
+
+/// [`spawn_on`], with a bad worker index (or a call outside any runtime or
+/// dispatcher) as an `ErrorKind::InvalidInput` error instead of a panic.
+///
+/// ```
+/// tasklet::Runtime::new().workers(2).run(|| {
+///     let e = tasklet::try_spawn_on(2, || ()).unwrap_err();
+///     assert_eq!(e.kind(), std::io::ErrorKind::InvalidInput);
+///     assert!(e.to_string().contains("out of range"), "{e}");
+/// });
+/// ```
+pub fn try_spawn_on<F, T>(worker: usize, f: F) -> io::Result<RemoteJoinHandle<T>>
+where
+    F: FnOnce() -> T + Send + 'static,
+    T: Send + 'static,
+{
+    let hub = target_hub(worker)?;
+    Ok(remote::spawn_remote(&hub, f))
+}
+
+fn target_hub(worker: usize) -> io::Result<HubRef> {
+    match RuntimeHandle::current() {
+        Some(h) => h.hub(worker),
+        None => Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "called outside a tasklet::Runtime worker and outside tasklet::dispatch (from another \
+             thread, use a RuntimeHandle)",
+        )),
+    }
+}
+
+/// A `Send + Sync` handle to a running [`Runtime`] (or to one plain
+/// [`dispatch`](crate::dispatch)er), for threads that are not its workers:
+/// an admin thread, an `unblock` closure, a tokio task. Cheap to clone.
+///
+/// It does not keep the workers alive: once the runtime has shut down,
+/// [`spawn_on`](RuntimeHandle::spawn_on) returns handles that report the
+/// tasklet killed.
+///
+/// ```
+/// tasklet::Runtime::new().workers(2).run(|| {
+///     if tasklet::worker_index() != Some(0) {
+///         return;
+///     }
+///     let rt = tasklet::RuntimeHandle::current().unwrap();
+///     // A plain thread hands work to worker 1 and waits for it.
+///     let v = std::thread::spawn(move || {
+///         assert_eq!(rt.workers(), 2);
+///         rt.spawn_on(1, || tasklet::worker_index()).join().unwrap()
+///     });
+///     while !v.is_finished() {
+///         tasklet::sleep(std::time::Duration::from_millis(1));
+///     }
+///     assert_eq!(v.join().unwrap(), Some(1));
+/// });
+/// ```
+#[derive(Clone)]
+pub struct RuntimeHandle {
+    target: Target,
+}
+
+#[derive(Clone)]
+enum Target {
+    Runtime(Arc<Shared>),
+    /// A plain dispatcher: worker 0.
+    Single(HubRef),
+}
+
+impl RuntimeHandle {
+    /// The runtime the calling thread is a worker of; under plain
+    /// [`dispatch`](crate::dispatch), that dispatcher (one worker, index 0);
+    /// `None` on any other thread.
+    pub fn current() -> Option<RuntimeHandle> {
+        let rt = WORKER
+            .try_with(|w| w.borrow().as_ref().map(|(_, s)| s.clone()))
+            .ok()
+            .flatten();
+        let target = match rt {
+            Some(shared) => Target::Runtime(shared),
+            None => Target::Single(HubRef::current()?),
+        };
+        Some(RuntimeHandle { target })
+    }
+
+    /// The number of workers.
+    pub fn workers(&self) -> usize {
+        match &self.target {
+            Target::Runtime(s) => s.n,
+            Target::Single(_) => 1,
+        }
+    }
+
+    /// [`spawn_on`](crate::spawn_on) from any thread.
+    ///
+    /// # Panics
+    /// If `worker` is out of range; [`try_spawn_on`](Self::try_spawn_on)
+    /// returns that as an error.
+    #[track_caller]
+    pub fn spawn_on<F, T>(&self, worker: usize, f: F) -> RemoteJoinHandle<T>
+    where
+        F: FnOnce() -> T + Send + 'static,
+        T: Send + 'static,
+    {
+        match self.try_spawn_on(worker, f) {
+            Ok(h) => h,
+            Err(e) => panic!("tasklet::RuntimeHandle::spawn_on: {e}"),
+        }
+    }
+
+    /// [`try_spawn_on`](crate::try_spawn_on) from any thread.
+    pub fn try_spawn_on<F, T>(&self, worker: usize, f: F) -> io::Result<RemoteJoinHandle<T>>
+    where
+        F: FnOnce() -> T + Send + 'static,
+        T: Send + 'static,
+    {
+        let hub = self.hub(worker)?;
+        Ok(remote::spawn_remote(&hub, f))
+    }
+
+    fn hub(&self, worker: usize) -> io::Result<HubRef> {
+        let invalid = |msg: String| io::Error::new(io::ErrorKind::InvalidInput, msg);
+        match &self.target {
+            Target::Runtime(shared) => {
+                if worker >= shared.n {
+                    return Err(invalid(format!(
+                        "worker {worker} is out of range: this Runtime has {} worker(s) (0..={})",
+                        shared.n,
+                        shared.n - 1
+                    )));
+                }
+                match shared.slots[worker].get() {
+                    Some(s) => Ok(s.hub.clone()),
+                    // Only before every worker registered, which `f` never sees.
+                    None => Err(io::Error::other(format!("worker {worker} has not started"))),
+                }
+            }
+            Target::Single(h) if worker == 0 => Ok(h.clone()),
+            Target::Single(_) => Err(invalid(format!(
+                "worker {worker} is out of range: outside a tasklet::Runtime the only worker is \
+                 0 (the dispatcher)"
+            ))),
+        }
+    }
+}
+
+impl fmt::Debug for RuntimeHandle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RuntimeHandle")
+            .field("workers", &self.workers())
+            .finish()
+    }
+}
+
+/// The CPUs this process may run on (`sched_getaffinity`), in order.
+fn allowed_cpus() -> io::Result<Vec<usize>> {
+    // SAFETY: an all-zero `cpu_set_t` is a valid, empty CPU set.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    // SAFETY: the pointer and size describe `set`, which the call fills.
+    let r = unsafe { libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok((0..libc::CPU_SETSIZE as usize)
+        // SAFETY: `cpu` is below CPU_SETSIZE, inside the set; it only reads.
+        .filter(|&cpu| unsafe { libc::CPU_ISSET(cpu, &set) })
+        .collect())
+}
+
+/// Pins the calling thread to `cpu` (`sched_setaffinity`).
+fn pin_current_thread(cpu: usize) -> io::Result<()> {
+    // SAFETY: an all-zero `cpu_set_t` is a valid, empty CPU set.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    // SAFETY: `cpu` comes from `allowed_cpus`, below CPU_SETSIZE.
+    unsafe { libc::CPU_SET(cpu, &mut set) };
+    // SAFETY: the pointer and size describe `set`; pid 0 is this thread.
+    let r = unsafe { libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) };
+    if r < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
+}
