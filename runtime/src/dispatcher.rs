@@ -117,6 +117,8 @@ where
     }
     overflow::install();
     context::install_panic_hook();
+    #[cfg(feature = "hook")]
+    crate::hook::init();
     let _alt = match overflow::AltStack::ensure() {
         Ok(a) => Some(a),
         Err(e) => {
