@@ -454,3 +454,178 @@ fn poll_waits_cooperatively() {
         assert_eq!(fds[1].revents, 0);
     });
 }
+
+/// A C library loaded at run time (zlib, `libz.so.1`): its `gzread` on a
+/// pipe calls `read` through the dynamic symbol table, which reaches the
+/// hooks because the test executable exports them (build.rs).
+#[test]
+fn shared_c_library_zlib_cooperates() {
+    use std::ffi::c_void;
+    type GzDopen = unsafe extern "C" fn(libc::c_int, *const libc::c_char) -> *mut c_void;
+    type GzRead = unsafe extern "C" fn(*mut c_void, *mut c_void, libc::c_uint) -> libc::c_int;
+    type GzWrite = unsafe extern "C" fn(*mut c_void, *const c_void, libc::c_uint) -> libc::c_int;
+    type GzClose = unsafe extern "C" fn(*mut c_void) -> libc::c_int;
+
+    assert!(
+        tasklet::hook::covers_shared_libraries(),
+        "the test executable does not export the hooks (build.rs)"
+    );
+    // SAFETY: dlopen/dlsym with NUL-terminated names; each symbol is cast to
+    // its documented zlib signature.
+    let (gzdopen, gzread, gzwrite, gzclose) = unsafe {
+        let lib = libc::dlopen(c"libz.so.1".as_ptr(), libc::RTLD_NOW);
+        assert!(!lib.is_null(), "libz.so.1 not found (apt-get install zlib1g)");
+        let sym = |n: &std::ffi::CStr| {
+            let p = libc::dlsym(lib, n.as_ptr());
+            assert!(!p.is_null(), "{n:?}");
+            p
+        };
+        (
+            std::mem::transmute::<*mut c_void, GzDopen>(sym(c"gzdopen")),
+            std::mem::transmute::<*mut c_void, GzRead>(sym(c"gzread")),
+            std::mem::transmute::<*mut c_void, GzWrite>(sym(c"gzwrite")),
+            std::mem::transmute::<*mut c_void, GzClose>(sym(c"gzclose")),
+        )
+    };
+    // If the hooks did not work, gzread would block the only thread forever:
+    // fail loudly instead.
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let d2 = done.clone();
+    std::thread::spawn(move || {
+        std::thread::sleep(PATIENCE * 2);
+        if !d2.load(std::sync::atomic::Ordering::SeqCst) {
+            eprintln!("shared_c_library_zlib_cooperates: gzread blocked the dispatcher");
+            std::process::abort();
+        }
+    });
+    let text: Vec<u8> = (0..20_000u32).flat_map(|i| i.to_le_bytes()).collect();
+    let expected = text.clone();
+    tasklet::dispatch(move || {
+        let mut fds = [0; 2];
+        // SAFETY: `fds` has room for the two descriptors.
+        assert_eq!(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) }, 0);
+        let [rfd, wfd] = fds;
+        let ticks = ticker(Duration::from_millis(5));
+        let reader = tasklet::spawn(move || {
+            let mut out = vec![0u8; 80_000];
+            // SAFETY: zlib takes ownership of `rfd`; `out` has room for the
+            // requested length.
+            unsafe {
+                let gz = gzdopen(rfd, c"rb".as_ptr());
+                assert!(!gz.is_null());
+                let n = gzread(gz, out.as_mut_ptr().cast(), out.len() as libc::c_uint);
+                gzclose(gz);
+                out.truncate(n.max(0) as usize);
+            }
+            out
+        });
+        tasklet::spawn(move || {
+            // The reader is parked in gzread meanwhile.
+            tasklet::sleep(Duration::from_millis(50));
+            // SAFETY: zlib takes ownership of `wfd`; `text` outlives the call.
+            unsafe {
+                let gz = gzdopen(wfd, c"wb".as_ptr());
+                assert!(!gz.is_null());
+                let n = gzwrite(gz, text.as_ptr().cast(), text.len() as libc::c_uint);
+                assert_eq!(n as usize, text.len());
+                assert_eq!(gzclose(gz), 0);
+            }
+        });
+        let got = reader.join().unwrap();
+        assert_eq!(got, expected);
+        assert!(ticks.get() >= 3, "gzread blocked the dispatcher");
+    });
+    done.store(true, std::sync::atomic::Ordering::SeqCst);
+}
+
+/// A tiny RESP (Redis protocol) responder on netio: PING, SET, GET, DEL,
+/// INCR; `CLIENT …` and `SELECT` answer +OK.
+fn resp_server() -> SocketAddr {
+    use std::collections::HashMap;
+    let listener = netio::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let store: Rc<std::cell::RefCell<HashMap<Vec<u8>, Vec<u8>>>> = Rc::default();
+    tasklet::spawn(move || loop {
+        let (s, _) = listener.accept().unwrap();
+        let store = store.clone();
+        tasklet::spawn(move || -> io::Result<()> {
+            let mut w = s.try_clone()?;
+            let mut r = BufReader::new(s);
+            let mut line = String::new();
+            loop {
+                line.clear();
+                if r.read_line(&mut line)? == 0 {
+                    return Ok(());
+                }
+                let n: usize = line.trim_end().trim_start_matches('*').parse().unwrap();
+                let mut args = Vec::with_capacity(n);
+                for _ in 0..n {
+                    line.clear();
+                    r.read_line(&mut line)?;
+                    let len: usize = line.trim_end().trim_start_matches('$').parse().unwrap();
+                    let mut arg = vec![0u8; len + 2];
+                    r.read_exact(&mut arg)?;
+                    arg.truncate(len);
+                    args.push(arg);
+                }
+                let cmd = String::from_utf8_lossy(&args[0]).to_ascii_uppercase();
+                let mut st = store.borrow_mut();
+                let reply: Vec<u8> = match cmd.as_str() {
+                    "PING" => b"+PONG\r\n".to_vec(),
+                    "CLIENT" | "SELECT" => b"+OK\r\n".to_vec(),
+                    "SET" => {
+                        st.insert(args[1].clone(), args[2].clone());
+                        b"+OK\r\n".to_vec()
+                    }
+                    "GET" => match st.get(&args[1]) {
+                        Some(v) => [format!("${}\r\n", v.len()).as_bytes(), v, b"\r\n"].concat(),
+                        None => b"$-1\r\n".to_vec(),
+                    },
+                    "DEL" => format!(":{}\r\n", st.remove(&args[1]).is_some() as u8).into_bytes(),
+                    "INCR" => {
+                        let v = st.entry(args[1].clone()).or_insert_with(|| b"0".to_vec());
+                        let n: i64 = String::from_utf8_lossy(v).parse().unwrap_or(0) + 1;
+                        *v = n.to_string().into_bytes();
+                        format!(":{n}\r\n").into_bytes()
+                    }
+                    other => format!("-ERR unknown command '{other}'\r\n").into_bytes(),
+                };
+                drop(st);
+                w.write_all(&reply)?;
+            }
+        });
+    });
+    addr
+}
+
+/// The sync `redis` client crate, unmodified, from 50 concurrent tasklets
+/// against a responder in the same dispatcher.
+#[test]
+fn sync_redis_client_from_50_tasklets() {
+    tasklet::dispatch(|| {
+        let addr = resp_server();
+        let clients: Vec<_> = (0..50)
+            .map(|i| {
+                tasklet::spawn(move || {
+                    let client = redis::Client::open(format!("redis://{addr}/")).unwrap();
+                    let mut con = client.get_connection().unwrap();
+                    for j in 0..20 {
+                        let key = format!("k{i}-{j}");
+                        let () = redis::cmd("SET").arg(&key).arg(j * i).query(&mut con).unwrap();
+                        let v: i64 = redis::cmd("GET").arg(&key).query(&mut con).unwrap();
+                        assert_eq!(v, j * i);
+                        let n: i64 = redis::cmd("INCR").arg("counter").query(&mut con).unwrap();
+                        assert!(n >= 1);
+                    }
+                })
+            })
+            .collect();
+        for c in clients {
+            c.join().unwrap();
+        }
+        let client = redis::Client::open(format!("redis://{addr}/")).unwrap();
+        let mut con = client.get_connection().unwrap();
+        let total: i64 = redis::cmd("GET").arg("counter").query(&mut con).unwrap();
+        assert_eq!(total, 50 * 20);
+    });
+}
