@@ -62,7 +62,9 @@ fn main() -> ExitCode {
     }
     tasklet::dispatch(move || {
         if !tasklet::hook::is_active() {
-            eprintln!("std_echo_server: the hooks are disabled (TASKLET_HOOK=0): one client at a time");
+            eprintln!(
+                "std_echo_server: the hooks are disabled (TASKLET_HOOK=0): one client at a time"
+            );
         }
         let listener = match TcpListener::bind(&addr) {
             Ok(l) => l,
@@ -71,7 +73,10 @@ fn main() -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
-        log::info!("listening on {}", listener.local_addr().map(|a| a.to_string()).unwrap_or(addr));
+        log::info!(
+            "listening on {}",
+            listener.local_addr().map(|a| a.to_string()).unwrap_or(addr)
+        );
         // Stop cleanly on Ctrl-C / SIGTERM: the accept loop is killed, and
         // `dispatch` unwinds the client tasklets as it returns.
         let server = tasklet::spawn(move || loop {
@@ -90,7 +95,8 @@ fn main() -> ExitCode {
                 }
             }
         });
-        let _ = tasklet::signal::wait(&[tasklet::signal::Signal::Int, tasklet::signal::Signal::Term]);
+        let _ =
+            tasklet::signal::wait(&[tasklet::signal::Signal::Int, tasklet::signal::Signal::Term]);
         server.kill();
         ExitCode::SUCCESS
     })

@@ -82,7 +82,10 @@ fn thousand_std_clients_against_netio_echo_in_same_dispatcher() {
                     let mut s = TcpStream::connect(addr).unwrap();
                     let mut back = Vec::new();
                     for m in 0..100u32 {
-                        let msg = format!("client {i} message {m} {}\n", "x".repeat((i + m) as usize % 50));
+                        let msg = format!(
+                            "client {i} message {m} {}\n",
+                            "x".repeat((i + m) as usize % 50)
+                        );
                         s.write_all(msg.as_bytes()).unwrap();
                         back.resize(msg.len(), 0);
                         s.read_exact(&mut back).unwrap();
@@ -110,7 +113,10 @@ fn std_sleep_in_tasklets_overlaps_and_plain_threads_still_sleep() {
         tasklet::joinall(sleepers);
         let took = t.elapsed();
         assert!(took >= Duration::from_millis(200), "{took:?}");
-        assert!(took < Duration::from_secs(1), "sleeps did not overlap: {took:?}");
+        assert!(
+            took < Duration::from_secs(1),
+            "sleeps did not overlap: {took:?}"
+        );
         assert!(ticks.get() >= 3, "ticker starved: {} ticks", ticks.get());
 
         // A plain thread started from a tasklet: a real sleep.
@@ -244,15 +250,23 @@ fn std_pair() -> (TcpStream, TcpStream) {
 fn read_timeout_gives_would_block_and_others_run() {
     tasklet::dispatch(|| {
         let (mut a, _b) = std_pair();
-        a.set_read_timeout(Some(Duration::from_millis(150))).unwrap();
+        a.set_read_timeout(Some(Duration::from_millis(150)))
+            .unwrap();
         let ticks = ticker(Duration::from_millis(10));
         let t = Instant::now();
         let e = a.read(&mut [0u8; 8]).unwrap_err();
         assert!(
-            matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut),
+            matches!(
+                e.kind(),
+                io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+            ),
             "{e:?}"
         );
-        assert!(t.elapsed() >= Duration::from_millis(150), "{:?}", t.elapsed());
+        assert!(
+            t.elapsed() >= Duration::from_millis(150),
+            "{:?}",
+            t.elapsed()
+        );
         assert!(ticks.get() >= 3, "the read blocked the dispatcher");
         // Cleared again: blocks until data comes.
         a.set_read_timeout(None).unwrap();
@@ -431,8 +445,16 @@ fn poll_waits_cooperatively() {
         let (c, _d) = std_pair();
         let ticks = ticker(Duration::from_millis(5));
         let mut fds = [
-            libc::pollfd { fd: a.as_raw_fd(), events: libc::POLLIN, revents: 0 },
-            libc::pollfd { fd: c.as_raw_fd(), events: libc::POLLIN, revents: 0 },
+            libc::pollfd {
+                fd: a.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            },
+            libc::pollfd {
+                fd: c.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            },
         ];
         // Times out: nothing to read.
         let t = Instant::now();
@@ -474,7 +496,10 @@ fn shared_c_library_zlib_cooperates() {
     // its documented zlib signature.
     let (gzdopen, gzread, gzwrite, gzclose) = unsafe {
         let lib = libc::dlopen(c"libz.so.1".as_ptr(), libc::RTLD_NOW);
-        assert!(!lib.is_null(), "libz.so.1 not found (apt-get install zlib1g)");
+        assert!(
+            !lib.is_null(),
+            "libz.so.1 not found (apt-get install zlib1g)"
+        );
         let sym = |n: &std::ffi::CStr| {
             let p = libc::dlsym(lib, n.as_ptr());
             assert!(!p.is_null(), "{n:?}");
@@ -611,7 +636,11 @@ fn sync_redis_client_from_50_tasklets() {
                     let mut con = client.get_connection().unwrap();
                     for j in 0..20 {
                         let key = format!("k{i}-{j}");
-                        let () = redis::cmd("SET").arg(&key).arg(j * i).query(&mut con).unwrap();
+                        let () = redis::cmd("SET")
+                            .arg(&key)
+                            .arg(j * i)
+                            .query(&mut con)
+                            .unwrap();
                         let v: i64 = redis::cmd("GET").arg(&key).query(&mut con).unwrap();
                         assert_eq!(v, j * i);
                         let n: i64 = redis::cmd("INCR").arg("counter").query(&mut con).unwrap();

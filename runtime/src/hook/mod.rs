@@ -563,7 +563,10 @@ fn poll_in_tasklet(
             match source(fd) {
                 Some(s) => srcs.push((s, dir)),
                 None => {
-                    warn_once(&NO_WAIT, "a descriptor could not be registered with the hub; poll blocks the thread");
+                    warn_once(
+                        &NO_WAIT,
+                        "a descriptor could not be registered with the hub; poll blocks the thread",
+                    );
                     return block(deadline);
                 }
             }
@@ -571,15 +574,17 @@ fn poll_in_tasklet(
         let refs: Vec<(&IoSource<Fd>, Direction)> = srcs.iter().map(|(s, d)| (&**s, *d)).collect();
         match hub::catch_interrupt(|| hub::wait_any(&refs, deadline)) {
             Ok(Ok(())) => {}
-            Ok(Err(e)) => match stop_of(e) {
-                Stop::TimedOut => return check(),
-                Stop::Interrupted => return Stop::Interrupted.fail(0) as c_int,
-                // Not pollable through epoll (rare): wait the plain way.
-                Stop::Errno(_) => {
-                    warn_once(&NO_WAIT, "a descriptor could not be registered with the hub; poll blocks the thread");
-                    return block(deadline);
+            Ok(Err(e)) => {
+                match stop_of(e) {
+                    Stop::TimedOut => return check(),
+                    Stop::Interrupted => return Stop::Interrupted.fail(0) as c_int,
+                    // Not pollable through epoll (rare): wait the plain way.
+                    Stop::Errno(_) => {
+                        warn_once(&NO_WAIT, "a descriptor could not be registered with the hub; poll blocks the thread");
+                        return block(deadline);
+                    }
                 }
-            },
+            }
             Err(Interrupted) => return Stop::Interrupted.fail(0) as c_int,
         }
         let r = check();

@@ -128,7 +128,9 @@ fn duration_of(ts: &timespec) -> Option<Duration> {
 /// The real `ppoll` (no signal mask); `timeout` `None` waits forever.
 fn real_ppoll(fds: *mut pollfd, nfds: nfds_t, timeout: Option<Duration>) -> c_int {
     let ts = timeout.map(timespec_of);
-    let tsp = ts.as_ref().map_or(std::ptr::null(), |t| t as *const timespec);
+    let tsp = ts
+        .as_ref()
+        .map_or(std::ptr::null(), |t| t as *const timespec);
     // SAFETY: the caller passes the program's own `fds` array of `nfds`
     // entries (the kernel validates it); `tsp` is null or points to `ts`.
     unsafe {
@@ -226,7 +228,14 @@ pub unsafe extern "C" fn writev(fd: c_int, iov: *const iovec, cnt: c_int) -> ssi
 /// As for libc's `recv`.
 #[no_mangle]
 pub unsafe extern "C" fn recv(fd: c_int, buf: *mut c_void, len: size_t, flags: c_int) -> ssize_t {
-    recvfrom(fd, buf, len, flags, std::ptr::null_mut(), std::ptr::null_mut())
+    recvfrom(
+        fd,
+        buf,
+        len,
+        flags,
+        std::ptr::null_mut(),
+        std::ptr::null_mut(),
+    )
 }
 
 /// `recvfrom(2)`.
@@ -390,7 +399,9 @@ fn fortify_fail() -> ! {
 /// As for libc's `connect`.
 #[no_mangle]
 pub unsafe extern "C" fn connect(fd: c_int, addr: *const sockaddr, len: socklen_t) -> c_int {
-    super::connect(fd, || unsafe { sys!(libc::SYS_connect, fd, addr, len) as c_int })
+    super::connect(fd, || unsafe {
+        sys!(libc::SYS_connect, fd, addr, len) as c_int
+    })
 }
 
 /// `accept(2)`.
@@ -917,8 +928,12 @@ pub unsafe extern "C" fn setsockopt(
 
 // -------------------------------------------------------------------- DNS
 
-type GetAddrInfo =
-    unsafe extern "C" fn(*const c_char, *const c_char, *const addrinfo, *mut *mut addrinfo) -> c_int;
+type GetAddrInfo = unsafe extern "C" fn(
+    *const c_char,
+    *const c_char,
+    *const addrinfo,
+    *mut *mut addrinfo,
+) -> c_int;
 
 /// libc's own `getaddrinfo`, found once with `dlsym(RTLD_NEXT)`.
 fn real_getaddrinfo() -> Option<GetAddrInfo> {
@@ -985,7 +1000,8 @@ pub unsafe extern "C" fn getaddrinfo(
             hint.ai_protocol = p;
         }
         let mut out: *mut addrinfo = std::ptr::null_mut();
-        let ptr = |c: &Option<std::ffi::CString>| c.as_ref().map_or(std::ptr::null(), |c| c.as_ptr());
+        let ptr =
+            |c: &Option<std::ffi::CString>| c.as_ref().map_or(std::ptr::null(), |c| c.as_ptr());
         // SAFETY: the strings and hint live on this frame; `out` is writable.
         let rc = unsafe {
             real(
