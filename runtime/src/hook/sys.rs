@@ -163,7 +163,7 @@ pub(super) fn poll_one(fd: c_int, events: i16, deadline: Option<Instant>) -> c_i
 pub(super) fn exported() -> bool {
     // SAFETY: dlsym with a NUL-terminated name only looks the symbol up.
     let p = unsafe { libc::dlsym(libc::RTLD_DEFAULT, c"read".as_ptr()) };
-    p as usize == read as *const () as usize
+    std::ptr::eq(p.cast_const(), read as *const c_void)
 }
 
 macro_rules! sys {
