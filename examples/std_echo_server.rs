@@ -88,10 +88,12 @@ fn main() -> ExitCode {
                     });
                 }
                 Err(e) => {
-                    // EMFILE and friends: breathe instead of spinning (a
-                    // std sleep, which the hooks make cooperative).
+                    // EMFILE and friends: breathe instead of spinning. A
+                    // tasklet sleep, not std's: when the loop is killed, its
+                    // hooked calls can only fail (ECANCELED), while
+                    // tasklet::sleep ends it (docs/hooks.md).
                     log::warn!("accept failed: {e}");
-                    std::thread::sleep(std::time::Duration::from_millis(100));
+                    tasklet::sleep(std::time::Duration::from_millis(100));
                 }
             }
         });

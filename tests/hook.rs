@@ -658,3 +658,28 @@ fn sync_redis_client_from_50_tasklets() {
         assert_eq!(total, 50 * 20);
     });
 }
+
+/// A killed tasklet that retries its failing hooked calls forever cannot be
+/// unwound, but it yields at each call (the dispatcher keeps running) and
+/// dispatch exit abandons it instead of hanging.
+#[test]
+fn killed_retry_loop_yields_and_does_not_hang_dispatch_exit() {
+    let t = Instant::now();
+    tasklet::dispatch(|| {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let h = tasklet::spawn(move || loop {
+            // An accept loop that retries every error, with std's sleep.
+            if listener.accept().is_err() {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        });
+        tasklet::sleep(Duration::from_millis(20));
+        h.kill();
+        // The dispatcher still runs other tasklets.
+        let ticks = ticker(Duration::from_millis(5));
+        tasklet::sleep(Duration::from_millis(100));
+        assert!(ticks.get() >= 3, "the retry loop held the dispatcher");
+        assert!(!h.is_finished());
+    });
+    assert!(t.elapsed() < PATIENCE);
+}

@@ -694,6 +694,21 @@ impl Dispatcher {
         context::suspend(h.yielder.get());
     }
 
+    /// Yields without raising a pending interrupt: for `hub::catch_interrupt`,
+    /// whose callers cannot unwind, when the tasklet keeps making blocking
+    /// calls after its kill (so a retry loop does not hold the dispatcher).
+    pub(crate) fn yield_unchecked(&self) {
+        let Some(p) = context::current() else {
+            return;
+        };
+        let h = header_at(self, p);
+        h.state.set(State::Ready);
+        self.ready.push_back(p);
+        let counted = h.suspending();
+        context::suspend(h.yielder.get());
+        h.resumed(counted);
+    }
+
     fn next_timeout_id(&self) -> u64 {
         let id = self.next_timeout.get() + 1;
         self.next_timeout.set(id);

@@ -786,16 +786,26 @@ pub fn in_tasklet() -> bool {
 /// `extern "C"` function, such as the `hook` feature's interposed libc
 /// calls — and that reports the interruption as an error instead. Other
 /// panics pass through unchanged. Outside a tasklet it just runs `f`.
+///
+/// If the interrupt was already pending when `catch_interrupt` was called
+/// (the tasklet went on making blocking calls after one reported it), the
+/// tasklet yields before `Err` returns, so a loop that retries failed calls
+/// cannot hold the dispatcher.
 pub fn catch_interrupt<R>(f: impl FnOnce() -> R) -> Result<R, Interrupted> {
     let Some(task) = context::current_task() else {
         return Ok(f());
     };
     let unwinding = task.unwinding.get();
+    let pending = task.interrupt.get().is_some();
     match std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
         Ok(r) => Ok(r),
         Err(payload) if payload.is::<crate::task::Unwind>() => {
             // The runtime's own unwind stops here: back to the state at entry.
             task.unwinding.set(unwinding);
+            drop(payload);
+            if pending {
+                context::try_with(|d| d.yield_unchecked());
+            }
             Err(Interrupted)
         }
         Err(payload) => std::panic::resume_unwind(payload),

@@ -371,11 +371,39 @@ impl Stop {
     fn fail(self, timed_out: c_int) -> isize {
         sys::set_errno(match self {
             Stop::TimedOut => timed_out,
-            Stop::Interrupted => libc::ECANCELED,
+            Stop::Interrupted => {
+                interrupted();
+                libc::ECANCELED
+            }
             Stop::Errno(e) => e,
         });
         -1
     }
+}
+
+thread_local! {
+    /// The tasklet whose hooked calls were last interrupted, and how many
+    /// times in a row.
+    static INTERRUPTED: std::cell::Cell<(Option<crate::TaskletId>, u32)> =
+        const { std::cell::Cell::new((None, 0)) };
+}
+
+/// A hooked call is failing because of a kill or timeout: after many in a
+/// row from one tasklet, say loudly that it retries instead of giving up.
+fn interrupted() {
+    let Some(id) = crate::context::current_task().map(|t| t.id) else {
+        return;
+    };
+    let _ = INTERRUPTED.try_with(|c| {
+        let (last, n) = c.get();
+        let n = if last == Some(id) { n.saturating_add(1) } else { 1 };
+        c.set((Some(id), n));
+        if n == 1000 {
+            log::warn!(
+                "tasklet::hook: tasklet {id:?} was killed or timed out, but keeps making blocking                  calls that fail with ECANCELED (a kill cannot unwind through a libc call):                  does it retry failed calls in a loop? It yields at each call; dispatch exit                  abandons it"
+            );
+        }
+    });
 }
 
 fn stop_of(e: io::Error) -> Stop {
@@ -618,6 +646,7 @@ fn sleep_in_tasklet(d: Duration) -> Result<(), Interrupted> {
             crate::sleep(d)
         }
     })
+    .inspect_err(|_| interrupted())
 }
 
 /// `fcntl(F_GETFL)` result as the program should see it.
