@@ -999,20 +999,6 @@ impl<S: AsRawFd> IoSource<S> {
         }
     }
 
-    /// Forgets the hub registration now (the next wait registers again),
-    /// waking every tasklet waiting on this source so it retries its
-    /// operation — on a descriptor about to be closed, it then fails with
-    /// `EBADF` instead of waiting forever.
-    pub fn deregister(&self) {
-        if let Some(r) = self.reg.take() {
-            context::try_with(|d| {
-                if d.id == r.dispatcher {
-                    d.hub.unregister(r.reg, None);
-                }
-            });
-        }
-    }
-
     fn registration(&self, d: &Dispatcher) -> io::Result<Reg> {
         if let Some(r) = self.reg.get() {
             if r.dispatcher == d.id {
