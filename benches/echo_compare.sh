@@ -5,6 +5,8 @@
 #   bash benches/echo_compare.sh            # echo rows, 3 interleaved repetitions
 #   REPS=5 bash benches/echo_compare.sh
 #   HTTP=1 bash benches/echo_compare.sh     # also http_hello vs hyper under wrk
+#   PEER=std_echo_server PEER_LABEL=std+hook FEATURES=hook bash benches/echo_compare.sh
+#                                           # another peer server (benches/hook_echo.sh)
 #
 # Server on core 0, load generator (the echo_client example, itself a
 # tasklet program, or wrk) on core 1. Reports round trips per second (from
@@ -20,11 +22,13 @@ EX="$TARGET/release/examples"
 SERVER_CORE=${SERVER_CORE:-0}
 CLIENT_CORE=${CLIENT_CORE:-1}
 
-examples=(--example echo_server --example echo_client --example tokio_echo_server)
+PEER=${PEER:-tokio_echo_server}
+PEER_LABEL=${PEER_LABEL:-tokio}
+examples=(--example echo_server --example echo_client --example "$PEER")
 if [[ "${HTTP:-0}" == 1 ]]; then
     examples+=(--example http_hello --example hyper_hello)
 fi
-cargo build --release --quiet "${examples[@]}"
+cargo build --release --quiet ${FEATURES:+--features "$FEATURES"} "${examples[@]}"
 
 TCK=$(getconf CLK_TCK)
 
@@ -75,10 +79,10 @@ run_echo() {
 
 median() { sort -n | awk '{ a[NR] = $1 } END { print a[int((NR + 1) / 2)] }'; }
 
-echo "# echo: tasklet echo_server vs tokio current-thread, $REPS reps, server core $SERVER_CORE, client core $CLIENT_CORE"
+echo "# echo: tasklet echo_server vs $PEER, $REPS reps, server core $SERVER_CORE, client core $CLIENT_CORE"
 echo "# $(uname -sr), $(nproc) cores, $(date -u +%Y-%m-%dT%H:%MZ)"
 echo
-echo "| conns x size | tasklet rt/s | tokio rt/s | ratio | tasklet rt/CPU-s | tokio rt/CPU-s | ratio |"
+echo "| conns x size | tasklet rt/s | $PEER_LABEL rt/s | ratio | tasklet rt/CPU-s | $PEER_LABEL rt/CPU-s | ratio |"
 echo "|---|---:|---:|---:|---:|---:|---:|"
 ROWS=${ROWS:-"1:20000:64 100:1000:64 1000:100:64 100:1000:4096"}
 for row in $ROWS; do
@@ -88,7 +92,7 @@ for row in $ROWS; do
         PORT=$((PORT + 2))
         read -r a c < <(run_echo echo_server "$conns" "$msgs" "$size" "$PORT")
         ta+=("$a") tc+=("$c")
-        read -r a c < <(run_echo tokio_echo_server "$conns" "$msgs" "$size" $((PORT + 1)))
+        read -r a c < <(run_echo "$PEER" "$conns" "$msgs" "$size" $((PORT + 1)))
         ka+=("$a") kc+=("$c")
     done
     mta=$(printf '%s\n' "${ta[@]}" | median)

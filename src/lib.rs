@@ -93,3 +93,8 @@ pub use tasklet_netio as netio;
 
 /// Subprocesses with cooperative pipes and exit waits (see [`tasklet_netio::process`]).
 pub use tasklet_netio::process;
+
+/// libc hooks (feature `hook`): blocking std and C code cooperates inside
+/// tasklets. See `docs/hooks.md`.
+#[cfg(feature = "hook")]
+pub use tasklet_runtime::hook;

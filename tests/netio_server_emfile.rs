@@ -61,18 +61,19 @@ fn emfile_warns_once_backs_off_and_recovers() {
     let original = nofile();
     tasklet::dispatch(move || {
         tasklet::timeout(Duration::from_secs(60), move || {
-            let handle = StreamServer::bind("127.0.0.1:0", |mut s: TcpStream, _| {
+            let server = StreamServer::bind("127.0.0.1:0", |mut s: TcpStream, _| {
                 let mut b = [0u8; 1];
                 s.read_exact(&mut b)?;
                 s.write_all(&b)?;
                 // Hold the descriptor until the client closes.
                 s.read(&mut b).map(|_| ())
             })
-            .unwrap()
-            .start();
-            let addr = handle.local_addr();
-            // Ten clients connect (blocking std sockets: the kernel completes
-            // the handshakes from the backlog).
+            .unwrap();
+            let addr = server.local_addr();
+            // Ten clients connect before the server accepts (blocking std
+            // sockets: the kernel completes the handshakes from the backlog;
+            // with the `hook` feature the connects cooperate, and nothing
+            // accepts them yet either).
             let mut clients: Vec<StdStream> =
                 (0..10).map(|_| StdStream::connect(addr).unwrap()).collect();
             // Now leave room for no new descriptor at all.
@@ -85,6 +86,7 @@ fn emfile_warns_once_backs_off_and_recovers() {
                 rlim_cur: probe as libc::rlim_t,
                 rlim_max: original.rlim_max,
             });
+            let handle = server.start();
             let cpu0 = thread_cpu();
             tasklet::sleep(Duration::from_millis(300));
             let spent = thread_cpu() - cpu0;

@@ -156,7 +156,12 @@ fn wakes_from_every_source_in_one_pass_queue_the_tasklet_once() {
             tasklet::yield_now();
             let u = slot.borrow_mut().take().unwrap();
             let remote = u.remote();
-            std::thread::sleep(Duration::from_millis(5));
+            // Hold the dispatcher until both timers are due (a busy wait:
+            // with the `hook` feature std::thread::sleep would yield).
+            let t = Instant::now();
+            while t.elapsed() < Duration::from_millis(5) {
+                std::hint::spin_loop();
+            }
             // Local and remote unpark plus kill, while both timers are due.
             assert!(u.unpark());
             assert!(u.clone().unpark());

@@ -631,8 +631,12 @@ fn nested_timeout_outer_wins_when_both_expired() {
     tasklet::dispatch(move || {
         let r = tasklet::timeout(Duration::from_millis(20), || {
             let inner = tasklet::timeout(Duration::from_millis(10), || {
-                // Both deadlines pass while this tasklet does not block.
-                std::thread::sleep(Duration::from_millis(40));
+                // Both deadlines pass while this tasklet does not block
+                // (a busy wait: with the `hook` feature std::thread::sleep yields).
+                let t = Instant::now();
+                while t.elapsed() < Duration::from_millis(40) {
+                    std::hint::spin_loop();
+                }
                 tasklet::yield_now();
                 push(&l, "inner body survived (must not happen)");
             });

@@ -117,6 +117,8 @@ where
     }
     overflow::install();
     context::install_panic_hook();
+    #[cfg(feature = "hook")]
+    crate::hook::init();
     let _alt = match overflow::AltStack::ensure() {
         Ok(a) => Some(a),
         Err(e) => {
@@ -700,6 +702,21 @@ impl Dispatcher {
         h.state.set(State::Ready);
         self.ready.push_back(p);
         context::suspend(h.yielder.get());
+    }
+
+    /// Yields without raising a pending interrupt: for `hub::catch_interrupt`,
+    /// whose callers cannot unwind, when the tasklet keeps making blocking
+    /// calls after its kill (so a retry loop does not hold the dispatcher).
+    pub(crate) fn yield_unchecked(&self) {
+        let Some(p) = context::current() else {
+            return;
+        };
+        let h = header_at(self, p);
+        h.state.set(State::Ready);
+        self.ready.push_back(p);
+        let counted = h.suspending();
+        context::suspend(h.yielder.get());
+        h.resumed(counted);
     }
 
     fn next_timeout_id(&self) -> u64 {

@@ -851,6 +851,93 @@ pub fn in_dispatcher() -> bool {
     context::is_set()
 }
 
+/// Whether a tasklet is running on the calling thread right now.
+///
+/// `false` on threads without a dispatcher and also in the dispatcher's own
+/// code between tasklets (the hub's `epoll_wait`, timers): one thread-local
+/// load. The `hook` feature uses it to leave the runtime's own system calls
+/// alone.
+#[inline(always)]
+pub fn in_tasklet() -> bool {
+    context::current().is_some()
+}
+
+/// Runs `f` in the calling tasklet; if a kill or an expired
+/// [`timeout`](crate::timeout) interrupts it (at a blocking call inside `f`),
+/// stops the unwinding at this point and returns `Err(Interrupted)` instead.
+///
+/// The interrupt stays pending: the tasklet's next blocking call outside
+/// `catch_interrupt` raises it again, a `timeout` scope whose deadline
+/// passed still returns `Err(Elapsed)`, and a killed tasklet that returns
+/// is reported as killed by `join`. For code that must not unwind — an
+/// `extern "C"` function, such as the `hook` feature's interposed libc
+/// calls — and that reports the interruption as an error instead. Other
+/// panics pass through unchanged. Outside a tasklet it just runs `f`.
+///
+/// If the interrupt was already pending when `catch_interrupt` was called
+/// (the tasklet went on making blocking calls after one reported it), the
+/// tasklet yields before `Err` returns, so a loop that retries failed calls
+/// cannot hold the dispatcher.
+pub fn catch_interrupt<R>(f: impl FnOnce() -> R) -> Result<R, Interrupted> {
+    let Some(task) = context::current_task() else {
+        return Ok(f());
+    };
+    let unwinding = task.unwinding.get();
+    let pending = task.interrupt.get().is_some();
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
+        Ok(r) => Ok(r),
+        Err(payload) if payload.is::<crate::task::Unwind>() => {
+            // The runtime's own unwind stops here: back to the state at entry.
+            task.unwinding.set(unwinding);
+            drop(payload);
+            if pending {
+                context::try_with(|d| d.yield_unchecked());
+            }
+            Err(Interrupted)
+        }
+        Err(payload) => std::panic::resume_unwind(payload),
+    }
+}
+
+/// Parks the calling tasklet until any of `sources` reports readiness in
+/// its direction (or a spurious wake-up), like [`IoSource::wait`] for
+/// several sources at once (`poll(2)` over many descriptors).
+///
+/// Same contract as [`IoSource::wait`]: check the sources first (the
+/// readiness is edge-triggered); fails with `ErrorKind::TimedOut` when
+/// `deadline` passes and unwinds on kill or timeout.
+pub fn wait_any<S: AsRawFd>(
+    sources: &[(&IoSource<S>, Direction)],
+    deadline: Option<Instant>,
+) -> io::Result<()> {
+    context::with(|d| {
+        let me = d.current_unparker();
+        let id = me.tasklet_id();
+        let mut guards = Vec::with_capacity(sources.len());
+        for &(src, dir) in sources {
+            let reg = src.registration(d)?;
+            let mut io = d.hub.io.borrow_mut();
+            let entry = io
+                .get_mut(reg.slot)
+                .filter(|e| e.gen == reg.gen)
+                .ok_or_else(|| io::Error::other("I/O source was deregistered"))?;
+            match dir {
+                Direction::Read => entry.readers.push(me.clone()),
+                Direction::Write => entry.writers.push(me.clone()),
+            }
+            drop(io);
+            guards.push(WaiterGuard { d, reg, dir, id });
+        }
+        match d.park(deadline)? {
+            Wake::Unparked => Ok(()),
+            Wake::TimedOut => Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "operation timed out",
+            )),
+        }
+    })
+}
+
 /// The hub's I/O poll counter on this thread (`None` outside a dispatcher).
 ///
 /// It changes every time the hub collects readiness events (each

@@ -55,10 +55,21 @@
 
 #![warn(missing_docs)]
 
+#[cfg(all(
+    feature = "hook",
+    not(all(
+        target_os = "linux",
+        any(target_arch = "x86_64", target_arch = "aarch64")
+    ))
+))]
+compile_error!("tasklet's `hook` feature supports Linux on x86_64 and aarch64 only");
+
 mod block_on;
 mod context;
 mod dispatcher;
 pub mod fs;
+#[cfg(feature = "hook")]
+pub mod hook;
 pub mod hub;
 mod offload;
 mod overflow;

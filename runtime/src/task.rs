@@ -414,7 +414,14 @@ where
         let outcome = panic::catch_unwind(AssertUnwindSafe(|| {
             // A tasklet killed before it first ran never calls `f`.
             let _ = header.check_interrupt(false, true);
-            f()
+            let value = f();
+            // A kill that reached a call which could not unwind (see
+            // `hub::catch_interrupt`) and is still pending ends the tasklet
+            // as killed, not with the value it went on to return.
+            if header.interrupt.get() == Some(Interrupt::Kill) {
+                let _ = header.check_interrupt(false, false);
+            }
+            value
         }));
         let outcome = match outcome {
             // Killed, but the kill could not be raised (its blocking calls
