@@ -60,6 +60,8 @@ mod context;
 mod dispatcher;
 pub mod fs;
 pub mod hub;
+mod local;
+mod local;
 mod offload;
 mod overflow;
 mod pool;
@@ -77,7 +79,9 @@ pub use dispatcher::{
     dispatch, sleep, sleep_until, spawn_later, spawn_loop, timeout, timeout_at, yield_now, Config,
     Elapsed,
 };
+pub use local::{AccessError, LocalKey};
 pub use offload::{unblock, IDLE_TIMEOUT as UNBLOCK_IDLE_TIMEOUT};
 pub use pool::{Group, ImapUnordered, Pool};
 pub use task::{current, joinall, spawn, Builder, JoinError, JoinHandle, Tasklet, TaskletId};
+pub use task::{iwait, killall, wait_any, Iwait, JoinTimeoutError};
 pub use watchdog::DEFAULT_MAX_BLOCKING;

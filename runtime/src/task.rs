@@ -14,6 +14,9 @@ use crate::context::{self, RawYielder, TaskPtr};
 use crate::hub::{Unparker, Wake};
 use crate::overflow::StackInfo;
 pub(crate) use crate::raw::TaskRef;
+
+mod join;
+pub use join::{iwait, killall, wait_any, Iwait, JoinTimeoutError};
 use crate::raw::{RawHeader, TypedRef};
 use crate::stack::TaskletStack;
 
@@ -166,6 +169,8 @@ pub(crate) struct Header {
     /// destructor it runs in, so the scope's blocking calls fail instead.
     /// Kept apart from `interrupt`, whose kill is sticky.
     pub(crate) unwind_timeout: Cell<Option<u64>>,
+    /// Its `tasklet_local!` values.
+    pub(crate) locals: crate::local::Locals,
 }
 
 /// A kill raised this many times (the tasklet caught it each time) marks a
@@ -406,12 +411,15 @@ where
         kill_raises: Cell::new(0),
         refused: Cell::new(false),
         unwind_timeout: Cell::new(None),
+        locals: Default::default(),
     });
     let inner = task.clone();
     let body = move |yielder: &Yielder<(), ()>, ()| {
         let header: &Header = &inner;
         header.yielder.set(yielder as *const Yielder<(), ()>);
         let outcome = panic::catch_unwind(AssertUnwindSafe(|| {
+            // Its tasklet-locals go when it ends, also by a kill or panic.
+            let _locals = crate::local::DropLocals(&header.locals);
             // A tasklet killed before it first ran never calls `f`.
             let _ = header.check_interrupt(false, true);
             f()

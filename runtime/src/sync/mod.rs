@@ -19,6 +19,7 @@ mod async_result;
 mod channel;
 mod event;
 mod mutex;
+mod select;
 mod semaphore;
 
 pub use async_result::AsyncResult;
@@ -28,4 +29,5 @@ pub use channel::{
 };
 pub use event::Event;
 pub use mutex::{Mutex, MutexGuard};
+pub use select::Select;
 pub use semaphore::{Semaphore, SemaphorePermit};
