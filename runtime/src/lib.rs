@@ -61,7 +61,6 @@ mod dispatcher;
 pub mod fs;
 pub mod hub;
 mod local;
-mod local;
 mod offload;
 mod overflow;
 mod pool;
