@@ -171,6 +171,9 @@ pub(crate) struct Header {
     pub(crate) unwind_timeout: Cell<Option<u64>>,
     /// Its `tasklet_local!` values.
     pub(crate) locals: crate::local::Locals,
+    /// When its body ended, in this thread's finishing order (0: not yet):
+    /// lets `iwait` yield tasklets in the order they finished.
+    pub(crate) finish_seq: Cell<u64>,
 }
 
 /// A kill raised this many times (the tasklet caught it each time) marks a
@@ -412,6 +415,7 @@ where
         refused: Cell::new(false),
         unwind_timeout: Cell::new(None),
         locals: Default::default(),
+        finish_seq: Cell::new(0),
     });
     let inner = task.clone();
     let body = move |yielder: &Yielder<(), ()>, ()| {
@@ -433,6 +437,7 @@ where
             Ok(v) => Ok(v),
             Err(p) => Err(JoinError::from_payload(p)),
         };
+        header.finish_seq.set(join::next_finish_seq());
         if !header.detached.get() {
             *inner.result().borrow_mut() = Some(outcome);
         } else {

@@ -140,6 +140,29 @@ impl<T> fmt::Display for JoinTimeoutError<T> {
 
 impl<T> std::error::Error for JoinTimeoutError<T> {}
 
+/// The next number in this thread's finishing order (see
+/// `Header::finish_seq`).
+pub(crate) fn next_finish_seq() -> u64 {
+    thread_local! {
+        static SEQ: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+    }
+    SEQ.with(|s| {
+        let n = s.get() + 1;
+        s.set(n);
+        n
+    })
+}
+
+/// The index of the handle that finished first, if any has.
+fn first_finished<T>(handles: &[JoinHandle<T>]) -> Option<usize> {
+    handles
+        .iter()
+        .enumerate()
+        .filter(|(_, h)| h.is_finished())
+        .min_by_key(|(_, h)| h.task.finish_seq.get())
+        .map(|(i, _)| i)
+}
+
 /// Clears the joiner registrations of a wait however it ends (a kill or
 /// `timeout` unwinding it included).
 struct Joiners<'a, T>(&'a [JoinHandle<T>]);
@@ -152,15 +175,15 @@ impl<T> Drop for Joiners<'_, T> {
     }
 }
 
-/// Index of a finished handle (the first from a rotating start), waiting
-/// until `deadline` for one.
+/// Index of the handle that finished first, waiting until `deadline` for
+/// one to finish.
 fn wait_first<T>(handles: &mut [JoinHandle<T>], deadline: Option<Instant>) -> Option<usize> {
     let n = handles.len();
     if n == 0 {
         return None;
     }
     loop {
-        if let Some(i) = handles.iter().position(JoinHandle::is_finished) {
+        if let Some(i) = first_finished(handles) {
             return Some(i);
         }
         if deadline.is_some_and(|d| Instant::now() >= d) {
@@ -177,7 +200,7 @@ fn wait_first<T>(handles: &mut [JoinHandle<T>], deadline: Option<Instant>) -> Op
             Ok(Wake::Unparked) => {}
             // Timed out, or cannot wait (unwinding at `dispatch` exit).
             Ok(Wake::TimedOut) | Err(_) => {
-                return handles.iter().position(JoinHandle::is_finished);
+                return first_finished(handles);
             }
         }
     }
@@ -229,19 +252,20 @@ pub fn killall<T: 'static>(handles: &mut [JoinHandle<T>], timeout: Option<Durati
     true
 }
 
-/// Yields the tasklets of `handles` in the order they finish (gevent
+/// Yields the tasklets of `handles` in the order they finished (gevent
 /// `iwait`): each handle comes out finished, so its
 /// [`join`](JoinHandle::join) returns at once.
 ///
 /// ```
 /// use std::time::Duration;
 /// tasklet::dispatch(|| {
-///     let hs: Vec<_> = [30u64, 10, 20]
+///     // Each tasklet takes `n` turns of the dispatcher before it finishes.
+///     let hs: Vec<_> = [3, 1, 2]
 ///         .into_iter()
-///         .map(|ms| tasklet::spawn(move || { tasklet::sleep(Duration::from_millis(ms)); ms }))
+///         .map(|n| tasklet::spawn(move || { for _ in 0..n { tasklet::yield_now() } n }))
 ///         .collect();
-///     let order: Vec<u64> = tasklet::iwait(hs).map(|h| h.join().unwrap()).collect();
-///     assert_eq!(order, [10, 20, 30]);
+///     let order: Vec<u32> = tasklet::iwait(hs).map(|h| h.join().unwrap()).collect();
+///     assert_eq!(order, [1, 2, 3]);
 /// });
 /// ```
 pub fn iwait<T>(handles: impl IntoIterator<Item = JoinHandle<T>>) -> Iwait<T> {
@@ -285,7 +309,6 @@ impl<T> Iterator for Iwait<T> {
 
     fn next(&mut self) -> Option<JoinHandle<T>> {
         let i = wait_first(&mut self.pending, self.deadline)?;
-        // Keep the rest in order (cheap: sets are small; order is spawn order).
         Some(self.pending.remove(i))
     }
 
