@@ -78,7 +78,10 @@ fn close_from_another_thread_wakes_a_parked_receiver() {
             tx
         });
         assert_eq!(rx.recv(), Ok(1));
-        assert_eq!(rx.recv_timeout(LONG), Err(tasklet::sync::RecvTimeoutError::Disconnected));
+        assert_eq!(
+            rx.recv_timeout(LONG),
+            Err(tasklet::sync::RecvTimeoutError::Disconnected)
+        );
         drop(t.join().unwrap());
     });
 }
@@ -174,7 +177,10 @@ fn wait_any_and_iwait_in_completion_order() {
             tasklet::spawn(|| 1),
         ];
         assert_eq!(tasklet::wait_any(&mut hs, Some(LONG)), Some(1));
-        assert_eq!(tasklet::wait_any(&mut hs[..1], Some(Duration::from_millis(5))), None);
+        assert_eq!(
+            tasklet::wait_any(&mut hs[..1], Some(Duration::from_millis(5))),
+            None
+        );
         hs[0].kill();
 
         // Finishing order decided by turns of the dispatcher, not by timers.
@@ -274,7 +280,10 @@ fn tasklet_local_values_are_per_tasklet_and_lazy() {
         tasklet::spawn(|| ()).join().unwrap();
         assert_eq!(INITS.load(Ordering::SeqCst) - before, 1);
     });
-    assert!(COUNTER.try_with(|_| ()).is_err(), "no tasklet outside dispatch");
+    assert!(
+        COUNTER.try_with(|_| ()).is_err(),
+        "no tasklet outside dispatch"
+    );
 }
 
 #[test]
@@ -364,7 +373,11 @@ fn priority_and_lifo_orders() {
         q.put(Job(p, name));
     }
     let order: Vec<_> = (0..5).map(|_| q.get().1).collect();
-    assert_eq!(order, ["z", "m", "b", "c", "d"], "equal priorities stay FIFO");
+    assert_eq!(
+        order,
+        ["z", "m", "b", "c", "d"],
+        "equal priorities stay FIFO"
+    );
     let q = PriorityQueue::new();
     for v in [5, 1, 4] {
         q.put(Reverse(v));
@@ -529,10 +542,22 @@ fn rwlock_is_fair_in_both_directions() {
         // Readers before w2 overlap; w2 runs alone after them; r3 and r4
         // wait for w2 (not admitted past it) and run together; w5 after them.
         assert!(pos("+r1") < pos("-r0"), "{log:?}");
-        assert!(pos("-r0") < pos("+w2") && pos("-r1") < pos("+w2"), "{log:?}");
-        assert!(pos("-w2") < pos("+r3") && pos("-w2") < pos("+r4"), "{log:?}");
-        assert!(pos("+r4") < pos("-r3"), "readers behind a writer go in together: {log:?}");
-        assert!(pos("-r3") < pos("+w5") && pos("-r4") < pos("+w5"), "{log:?}");
+        assert!(
+            pos("-r0") < pos("+w2") && pos("-r1") < pos("+w2"),
+            "{log:?}"
+        );
+        assert!(
+            pos("-w2") < pos("+r3") && pos("-w2") < pos("+r4"),
+            "{log:?}"
+        );
+        assert!(
+            pos("+r4") < pos("-r3"),
+            "readers behind a writer go in together: {log:?}"
+        );
+        assert!(
+            pos("-r3") < pos("+w5") && pos("-r4") < pos("+w5"),
+            "{log:?}"
+        );
         assert!(pos("-w5") < pos("+r6"), "{log:?}");
         assert_eq!(*lock.read(), ["w2", "w5"]);
     });

@@ -69,7 +69,10 @@ fn select_is_fair_between_ready_arms() {
                 .wait();
             counts[v as usize] += 1;
         }
-        assert!(counts[1] > n * 4 / 10 && counts[2] > n * 4 / 10, "{counts:?}");
+        assert!(
+            counts[1] > n * 4 / 10 && counts[2] > n * 4 / 10,
+            "{counts:?}"
+        );
     });
 }
 
@@ -113,7 +116,9 @@ fn send_arm_waits_for_room_and_a_rendezvous_receiver() {
         assert!(r);
         assert_eq!(h.join().unwrap(), 77);
         // Closed: the send arm fails with the value.
-        let r = Select::new().send(&tx, 8, |r| r.unwrap_err().into_inner()).wait();
+        let r = Select::new()
+            .send(&tx, 8, |r| r.unwrap_err().into_inner())
+            .wait();
         assert_eq!(r, 8);
     });
 }
@@ -163,7 +168,10 @@ fn event_result_join_and_deadline_arms() {
             .wait();
         assert_eq!(r, "timeout");
         assert!(t0.elapsed() >= Duration::from_millis(20));
-        let r = Select::new().recv(&rx, |_| "recv").otherwise(|| "default").wait();
+        let r = Select::new()
+            .recv(&rx, |_| "recv")
+            .otherwise(|| "default")
+            .wait();
         assert_eq!(r, "default");
     });
 }
@@ -237,8 +245,8 @@ fn killed_while_selecting_loses_no_value() {
                     .wait()
             });
             tasklet::yield_now(); // parked in the select now
-            // Hand it a value (the rendezvous sender returns once the value
-            // is in the select's node), then kill it before it runs.
+                                  // Hand it a value (the rendezvous sender returns once the value
+                                  // is in the select's node), then kill it before it runs.
             let tx = if round % 2 == 0 { &tx1 } else { &tx2 };
             let rx = if round % 2 == 0 { &rx1 } else { &rx2 };
             tx.send(round).unwrap();
@@ -343,7 +351,11 @@ fn select_loses_no_value_under_100k_cross_thread_races() {
         .into_iter()
         .flat_map(|c| c.join().unwrap())
         .collect();
-    assert_eq!(all.len() as u64, 2 * PER_PRODUCER, "lost or duplicated values");
+    assert_eq!(
+        all.len() as u64,
+        2 * PER_PRODUCER,
+        "lost or duplicated values"
+    );
     all.sort_unstable();
     assert!(all.iter().copied().eq(0..2 * PER_PRODUCER));
     eprintln!("{} select timeouts raced", timeouts.load(Ordering::Relaxed));

@@ -129,7 +129,9 @@ impl<T: 'static> LocalKey<T> {
                         let mut values = locals.values.borrow_mut();
                         values.push((id, value));
                         let v = values.last().map(|(_, v)| v).expect("just pushed");
-                        v.downcast_ref::<T>().expect("tasklet-local of another type") as *const T
+                        v.downcast_ref::<T>()
+                            .expect("tasklet-local of another type")
+                            as *const T
                     }
                 }
             }

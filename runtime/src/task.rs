@@ -16,9 +16,9 @@ use crate::overflow::StackInfo;
 pub(crate) use crate::raw::TaskRef;
 
 mod join;
-pub use join::{iwait, killall, wait_any, Iwait, JoinTimeoutError};
 use crate::raw::{RawHeader, TypedRef};
 use crate::stack::TaskletStack;
+pub use join::{iwait, killall, wait_any, Iwait, JoinTimeoutError};
 
 /// The coroutine type every tasklet runs in.
 pub(crate) type Coro = Coroutine<(), (), (), TaskletStack>;

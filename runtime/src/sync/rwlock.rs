@@ -108,7 +108,9 @@ impl<T> RwLock<T> {
 
     /// The value, consuming the lock.
     pub fn into_inner(self) -> T {
-        self.data.into_inner().unwrap_or_else(PoisonError::into_inner)
+        self.data
+            .into_inner()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 }
 

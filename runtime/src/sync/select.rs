@@ -103,6 +103,12 @@ pub struct Select<'a, R> {
     deadline: Option<(Instant, Box<dyn FnOnce() -> R + 'a>)>,
 }
 
+impl<R> Default for Select<'_, R> {
+    fn default() -> Self {
+        Select::new()
+    }
+}
+
 impl<'a, R> Select<'a, R> {
     /// A select without arms.
     pub fn new() -> Self {
@@ -160,7 +166,11 @@ impl<'a, R> Select<'a, R> {
     /// # Panics
     /// In [`wait`](Select::wait) outside a tasklet (tasklets are joined from
     /// their own dispatcher).
-    pub fn finished<T: 'a>(mut self, handle: &'a mut JoinHandle<T>, f: impl FnOnce() -> R + 'a) -> Self {
+    pub fn finished<T: 'a>(
+        mut self,
+        handle: &'a mut JoinHandle<T>,
+        f: impl FnOnce() -> R + 'a,
+    ) -> Self {
         self.arms.push(Box::new(JoinArm {
             handle,
             registered: false,
