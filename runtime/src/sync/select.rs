@@ -74,23 +74,24 @@ trait Arm<R> {
 /// use std::time::Duration;
 /// use tasklet::sync::{unbounded, Select};
 ///
-/// enum Msg { Number(u32), Word(&'static str), Idle }
+/// enum Msg { Number(u32), Word(&'static str), Closed, Idle }
 ///
 /// tasklet::dispatch(|| {
 ///     let (ntx, nrx) = unbounded();
 ///     let (wtx, wrx) = unbounded();
 ///     tasklet::spawn(move || { wtx.send("hello").unwrap(); ntx.send(7).unwrap() });
 ///     let mut got = Vec::new();
-///     loop {
+///     while got.len() < 2 {
 ///         let msg = Select::new()
-///             .recv(&nrx, |r| r.map_or(Msg::Idle, Msg::Number))
-///             .recv(&wrx, |r| r.map_or(Msg::Idle, Msg::Word))
-///             .timeout(Duration::from_millis(50), || Msg::Idle)
+///             .recv(&nrx, |r| r.map_or(Msg::Closed, Msg::Number))
+///             .recv(&wrx, |r| r.map_or(Msg::Closed, Msg::Word))
+///             .timeout(Duration::from_secs(10), || Msg::Idle)
 ///             .wait();
 ///         match msg {
 ///             Msg::Number(n) => got.push(n.to_string()),
 ///             Msg::Word(w) => got.push(w.to_string()),
-///             Msg::Idle => break,
+///             Msg::Closed => {} // one is closed and drained; the other may still hold a value
+///             Msg::Idle => panic!("nothing for 10 s"),
 ///         }
 ///     }
 ///     got.sort();
