@@ -39,6 +39,15 @@
 //! - [`sync`] has channels, events, one-shot results, semaphores and
 //!   mutexes that park tasklets (and work across threads); [`Pool`] and
 //!   [`Group`] manage sets of tasklets.
+//! - `std::thread_local!` is **shared by every tasklet of a dispatcher**
+//!   (they all run on its thread): per-tasklet state goes in
+//!   [`tasklet_local!`], whose values are dropped when the tasklet ends or
+//!   is killed.
+//! - Waiting for the first of several things: [`select!`] /
+//!   [`sync::Select`] (channels, tasklets, events, results, a deadline),
+//!   [`wait_any`] and [`iwait`] over tasklets; bounded joins that keep the
+//!   handle: [`JoinHandle::wait_timeout`], [`JoinHandle::join_timeout`],
+//!   [`JoinHandle::kill_and_wait`], [`killall`].
 //! - A panic in a tasklet is caught at its root: [`JoinHandle::join`] returns
 //!   it, and if nobody joins it is logged with `log::error!`. The dispatcher
 //!   and other tasklets carry on.
