@@ -167,7 +167,7 @@ fn event_result_join_and_deadline_arms() {
             .timeout(Duration::from_millis(20), || "timeout")
             .wait();
         assert_eq!(r, "timeout");
-        assert!(t0.elapsed() >= Duration::from_millis(20));
+        assert!(t0.elapsed() >= Duration::from_millis(15));
         let r = Select::new()
             .recv(&rx, |_| "recv")
             .otherwise(|| "default")
