@@ -415,3 +415,54 @@ fn select_on_a_plain_thread() {
         .wait();
     assert_eq!((r, hits.get()), (2, 1));
 }
+
+/// `send_from`: a send arm that is not taken keeps its value in the
+/// caller's slot, also under cross-thread races with receive arms.
+#[test]
+fn send_from_keeps_the_value_when_not_taken() {
+    const N: u64 = 20_000;
+    let (out_tx, out_rx) = channel::<u64>(0);
+    let (in_tx, in_rx) = channel::<u64>(0);
+    let reader = thread::spawn(move || out_rx.iter().collect::<Vec<u64>>());
+    let writer = thread::spawn(move || {
+        for i in 0..N {
+            in_tx.send(1_000_000 + i).unwrap();
+        }
+    });
+    let (sent, got) = tasklet::dispatch(move || {
+        let mut sent = Vec::new();
+        let mut got = Vec::new();
+        let mut next = 0u64;
+        let mut slot = None;
+        let mut in_open = true;
+        while next < N || slot.is_some() || in_open {
+            if slot.is_none() && next < N {
+                slot = Some(next);
+                next += 1;
+            }
+            let offered = slot;
+            tasklet::select! {
+                send_from(out_tx, slot) -> r => {
+                    r.unwrap();
+                    assert!(slot.is_none());
+                    sent.push(offered.unwrap());
+                }
+                recv(in_rx) -> v => match v {
+                    Ok(v) => {
+                        got.push(v);
+                        assert_eq!(slot, offered, "an arm not taken keeps its value");
+                    }
+                    Err(_) => in_open = false,
+                },
+            }
+            if next == N && slot.is_none() && !in_open {
+                break;
+            }
+        }
+        (sent, got)
+    });
+    writer.join().unwrap();
+    assert_eq!(sent, (0..N).collect::<Vec<_>>());
+    assert_eq!(reader.join().unwrap(), sent);
+    assert_eq!(got, (1_000_000..1_000_000 + N).collect::<Vec<_>>());
+}

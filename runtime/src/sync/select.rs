@@ -63,8 +63,8 @@ trait Arm<R> {
 /// has been withdrawn. When several arms are ready, the first one tried
 /// wins, and every select starts trying at a random arm: no arm starves.
 /// Arms that are not taken have no effect: no value is taken from their
-/// channel, and a send arm's value is dropped with the select (it was not
-/// sent).
+/// channel, and no send arm's value is sent; with
+/// [`send_from`](Select::send_from) the value stays in the caller's slot.
 ///
 /// Works in tasklets (parks the tasklet) and on plain threads (blocks the
 /// thread); senders may be on any thread. [`select!`](crate::select) is the
@@ -140,8 +140,8 @@ impl<'a, R> Select<'a, R> {
 
     /// Adds an arm sending `value` on `tx`; `f` gets what [`Sender::send`]
     /// would return (`Err` with the value if the channel is closed). If
-    /// another arm is taken, `value` is not sent (it is dropped with the
-    /// select: pass a clone, or an `Rc`, if you need it back).
+    /// another arm is taken, `value` is not sent and is dropped with the
+    /// select; use [`send_from`](Select::send_from) to keep it.
     pub fn send<T: 'a>(
         mut self,
         tx: &'a Sender<T>,
@@ -153,7 +153,41 @@ impl<'a, R> Select<'a, R> {
             node: Waiter::new(()),
             linked: false,
             key: None,
-            value: Some(value),
+            value: Slot::Owned(Some(value)),
+            result: None,
+            f: Some(f),
+        }));
+        self
+    }
+
+    /// Like [`send`](Select::send), with the value in the caller's `slot`:
+    /// it is taken from there only if this arm is taken, and stays there
+    /// otherwise, so a value not sent is never lost. An empty slot makes
+    /// the arm never ready.
+    ///
+    /// ```
+    /// use tasklet::sync::{channel, Select};
+    /// let (tx, _rx) = channel::<String>(0); // nobody receives
+    /// let mut pending = Some("precious".to_string());
+    /// let sent = Select::new()
+    ///     .send_from(&tx, &mut pending, |r| r.is_ok())
+    ///     .otherwise(|| false)
+    ///     .wait();
+    /// assert!(!sent);
+    /// assert_eq!(pending.as_deref(), Some("precious")); // still ours
+    /// ```
+    pub fn send_from<T: 'a>(
+        mut self,
+        tx: &'a Sender<T>,
+        slot: &'a mut Option<T>,
+        f: impl FnOnce(Result<(), SendError<T>>) -> R + 'a,
+    ) -> Self {
+        self.arms.push(Box::new(SendArm {
+            chan: tx.chan(),
+            node: Waiter::new(()),
+            linked: false,
+            key: None,
+            value: Slot::Borrowed(slot),
             result: None,
             f: Some(f),
         }));
@@ -500,9 +534,26 @@ struct SendArm<'a, T, F> {
     node: Waiter<()>,
     linked: bool,
     key: Option<KeyWait>,
-    value: Option<T>,
+    /// The value while it is not sent: the arm's own, or the caller's
+    /// slot (`send_from`), where it stays if another arm is taken.
+    value: Slot<'a, T>,
     result: Option<Result<(), SendError<T>>>,
     f: Option<F>,
+}
+
+/// Where a send arm's value waits.
+enum Slot<'a, T> {
+    Owned(Option<T>),
+    Borrowed(&'a mut Option<T>),
+}
+
+impl<T> Slot<'_, T> {
+    fn get(&mut self) -> &mut Option<T> {
+        match self {
+            Slot::Owned(v) => v,
+            Slot::Borrowed(v) => v,
+        }
+    }
 }
 
 impl<T, F> SendArm<'_, T, F> {
@@ -534,7 +585,7 @@ impl<T, F> SendArm<'_, T, F> {
 impl<T, F: FnOnce(Result<(), SendError<T>>) -> R, R> Arm<R> for SendArm<'_, T, F> {
     fn try_or_register(&mut self, register: bool) -> Try {
         let chan = self.chan;
-        let Some(value) = self.value.take() else {
+        let Some(value) = self.value.get().take() else {
             return Try::Pending;
         };
         let mut guard = chan.state.lock();
@@ -555,7 +606,7 @@ impl<T, F: FnOnce(Result<(), SendError<T>>) -> R, R> Arm<R> for SendArm<'_, T, F
                 self.result = Some(Ok(()));
                 return Try::Done;
             }
-            Err(v) => self.value = Some(v),
+            Err(v) => *self.value.get() = Some(v),
         }
         if register {
             let (wakeup, key) = current_wakeup(&mut st.hubs);
@@ -580,19 +631,29 @@ impl<T, F: FnOnce(Result<(), SendError<T>>) -> R, R> Arm<R> for SendArm<'_, T, F
     fn finish(&mut self) -> R {
         let r = self.result.take().unwrap_or_else(|| {
             Err(SendError(
-                self.value.take().expect("select send arm without value"),
+                self.value
+                    .get()
+                    .take()
+                    .expect("select send arm without value"),
             ))
         });
         (self.f.take().expect("select arm taken twice"))(r)
     }
 
     fn interrupted(&mut self) -> R {
-        let v = self.value.take().expect("select send arm without value");
+        let v = self
+            .value
+            .get()
+            .take()
+            .expect("select send arm without value");
         (self.f.take().expect("select arm taken twice"))(Err(SendError(v)))
     }
 
     fn fails_when_interrupted(&self) -> bool {
-        true
+        match &self.value {
+            Slot::Owned(v) => v.is_some(),
+            Slot::Borrowed(v) => v.is_some(),
+        }
     }
 }
 
@@ -731,7 +792,11 @@ impl<T, F> Drop for JoinArm<'_, T, F> {
 /// - `recv(rx) -> v => body` — `v: Result<T, RecvError>` from a
 ///   [`Receiver`](crate::sync::Receiver);
 /// - `send(tx, value) -> r => body` — `r: Result<(), SendError<T>>`; the
-///   value is sent only if this arm is taken;
+///   value is sent only if this arm is taken (else dropped with the select,
+///   like Go's);
+/// - `send_from(tx, slot) -> r => body` — the same with the value in an
+///   `Option<T>` place, taken from it only if this arm is taken: a value
+///   not sent stays in `slot`;
 /// - `finished(handle) => body` — a `&mut`-borrowable
 ///   [`JoinHandle`](crate::JoinHandle) has finished (`join` it in the body);
 /// - `wait(event) => body` — an [`Event`](crate::sync::Event) is set;
@@ -813,6 +878,10 @@ macro_rules! __select_parse {
         $crate::__select_parse!(@body $name ($pat) ($($names)*) $d $b $m
             (.send(&$tx, $v, |__r| $name = ::core::option::Option::Some(__r))) $($rest)*)
     };
+    (($name:ident $($names:ident)*) $d:tt $b:tt $m:tt send_from($tx:expr, $slot:expr) -> $pat:pat => $($rest:tt)*) => {
+        $crate::__select_parse!(@body $name ($pat) ($($names)*) $d $b $m
+            (.send_from(&$tx, &mut $slot, |__r| $name = ::core::option::Option::Some(__r))) $($rest)*)
+    };
     (($name:ident $($names:ident)*) $d:tt $b:tt $m:tt finished($h:expr) => $($rest:tt)*) => {
         $crate::__select_parse!(@body $name (()) ($($names)*) $d $b $m
             (.finished(&mut $h, || $name = ::core::option::Option::Some(()))) $($rest)*)
@@ -843,6 +912,7 @@ macro_rules! __select_parse {
     ($n:tt $d:tt $b:tt $m:tt $($rest:tt)+) => {
         ::core::compile_error!(
             "tasklet::select!: expected `recv(rx) -> v => ..`, `send(tx, value) -> r => ..`, \
+             `send_from(tx, slot) -> r => ..`, \
              `finished(handle) => ..`, `wait(event) => ..`, `ready(result) => ..`, \
              `timeout(d) => ..`, `deadline(t) => ..` or `default => ..`"
         )
