@@ -175,15 +175,6 @@ fn deadline_after(timeout: Duration) -> Instant {
         .unwrap_or_else(|| now + Duration::from_secs(86400 * 365 * 30))
 }
 
-#[cold]
-#[inline(never)]
-fn cannot_wait(what: &str) -> ! {
-    panic!(
-        "{what}: the tasklet is being killed at dispatch exit and cannot wait \
-         (called from a destructor); use the try_ variant there"
-    )
-}
-
 /// A full queue refused an item (returned inside).
 #[derive(PartialEq, Eq, Clone, Copy)]
 pub struct Full<T>(pub T);
@@ -231,12 +222,14 @@ macro_rules! queue_type {
 
             /// Adds `item`, parking while the queue is full.
             ///
-            /// # Panics
-            /// Called from a destructor while the tasklet is being killed at
-            /// `dispatch` exit on a full queue, when it cannot wait.
+            /// Never fails: where a tasklet may not park (a destructor
+            /// running late in `dispatch`'s exit) it waits by yielding, like
+            /// [`Semaphore::acquire`](crate::sync::Semaphore::acquire).
             pub fn put(&self, item: T) {
-                if self.put_raw(item, None).is_err() {
-                    cannot_wait(concat!(stringify!($name), "::put"))
+                let mut item = item;
+                // A refused park yields before it fails: no spinning.
+                while let Err(v) = self.put_raw(item, None) {
+                    item = v;
                 }
             }
 
@@ -251,14 +244,12 @@ macro_rules! queue_type {
             }
 
             /// Takes the next item, parking while the queue is empty.
-            ///
-            /// # Panics
-            /// Called from a destructor while the tasklet is being killed at
-            /// `dispatch` exit on an empty queue, when it cannot wait.
+            /// Never fails, like [`put`](Self::put).
             pub fn get(&self) -> T {
-                match self.core.get_until(None) {
-                    Some(v) => v,
-                    None => cannot_wait(concat!(stringify!($name), "::get")),
+                loop {
+                    if let Some(v) = self.core.get_until(None) {
+                        return v;
+                    }
                 }
             }
 
@@ -443,13 +434,12 @@ impl<T> JoinableQueue<T> {
         })
     }
 
-    /// Adds `item` (one more unfinished task), parking while the queue is full.
-    ///
-    /// # Panics
-    /// As [`LifoQueue::put`].
+    /// Adds `item` (one more unfinished task), parking while the queue is
+    /// full. Never fails, like [`LifoQueue::put`].
     pub fn put(&self, item: T) {
-        if self.put_until(item, None).is_err() {
-            cannot_wait("JoinableQueue::put")
+        let mut item = item;
+        while let Err(v) = self.put_until(item, None) {
+            item = v;
         }
     }
 
@@ -468,14 +458,13 @@ impl<T> JoinableQueue<T> {
             .map_err(Full)
     }
 
-    /// Takes the next item, parking while the queue is empty.
-    ///
-    /// # Panics
-    /// As [`LifoQueue::get`].
+    /// Takes the next item, parking while the queue is empty. Never fails,
+    /// like [`LifoQueue::get`].
     pub fn get(&self) -> T {
-        match self.core.get_until(None) {
-            Some(v) => v,
-            None => cannot_wait("JoinableQueue::get"),
+        loop {
+            if let Some(v) = self.core.get_until(None) {
+                return v;
+            }
         }
     }
 

@@ -118,25 +118,26 @@ impl<T: ?Sized> RwLock<T> {
     /// Takes the lock for reading, parking while a writer holds it or waits
     /// ahead of the caller.
     ///
-    /// # Panics
-    /// Called from a destructor while the tasklet is being killed at
-    /// `dispatch` exit, when it cannot wait: use [`try_read`](RwLock::try_read).
+    /// Never fails and never panics: where a tasklet may not park (a
+    /// destructor running late in `dispatch`'s exit, see
+    /// [`hub::park`](crate::hub::park)) it waits by yielding, like
+    /// [`Semaphore::acquire`](crate::sync::Semaphore::acquire).
     pub fn read(&self) -> RwLockReadGuard<'_, T> {
-        match self.read_until(None) {
-            Some(g) => g,
-            None => cannot_wait("read"),
+        loop {
+            // A refused park yields before it fails: no spinning.
+            if let Some(g) = self.read_until(None) {
+                return g;
+            }
         }
     }
 
     /// Takes the lock for writing, parking while anybody holds it or waits
-    /// ahead of the caller.
-    ///
-    /// # Panics
-    /// As [`read`](RwLock::read).
+    /// ahead of the caller. Never fails, like [`read`](RwLock::read).
     pub fn write(&self) -> RwLockWriteGuard<'_, T> {
-        match self.write_until(None) {
-            Some(g) => g,
-            None => cannot_wait("write"),
+        loop {
+            if let Some(g) = self.write_until(None) {
+                return g;
+            }
         }
     }
 
@@ -239,15 +240,6 @@ fn deadline_after(timeout: Duration) -> Instant {
     let now = Instant::now();
     now.checked_add(timeout)
         .unwrap_or_else(|| now + Duration::from_secs(86400 * 365 * 30))
-}
-
-#[cold]
-#[inline(never)]
-fn cannot_wait(what: &str) -> ! {
-    panic!(
-        "RwLock::{what}: the tasklet is being killed at dispatch exit and cannot wait \
-         (called from a destructor); use try_{what} there"
-    )
 }
 
 impl<T: ?Sized> Deref for RwLockReadGuard<'_, T> {
