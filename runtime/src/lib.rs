@@ -39,6 +39,15 @@
 //! - [`sync`] has channels, events, one-shot results, semaphores and
 //!   mutexes that park tasklets (and work across threads); [`Pool`] and
 //!   [`Group`] manage sets of tasklets.
+//! - `std::thread_local!` is **shared by every tasklet of a dispatcher**
+//!   (they all run on its thread): per-tasklet state goes in
+//!   [`tasklet_local!`], whose values are dropped when the tasklet ends or
+//!   is killed.
+//! - Waiting for the first of several things: [`select!`] /
+//!   [`sync::Select`] (channels, tasklets, events, results, a deadline),
+//!   [`wait_any`] and [`iwait`] over tasklets; bounded joins that keep the
+//!   handle: [`JoinHandle::wait_timeout`], [`JoinHandle::join_timeout`],
+//!   [`JoinHandle::kill_and_wait`], [`killall`].
 //! - A panic in a tasklet is caught at its root: [`JoinHandle::join`] returns
 //!   it, and if nobody joins it is logged with `log::error!`. The dispatcher
 //!   and other tasklets carry on.
@@ -71,6 +80,7 @@ pub mod fs;
 #[cfg(feature = "hook")]
 pub mod hook;
 pub mod hub;
+mod local;
 mod offload;
 mod overflow;
 mod pool;
@@ -90,9 +100,11 @@ pub use dispatcher::{
     dispatch, sleep, sleep_until, spawn_later, spawn_loop, timeout, timeout_at, yield_now, Config,
     Elapsed,
 };
+pub use local::{AccessError, LocalKey};
 pub use offload::{unblock, IDLE_TIMEOUT as UNBLOCK_IDLE_TIMEOUT};
 pub use pool::{Group, ImapUnordered, Pool};
 pub use remote::RemoteJoinHandle;
 pub use runtime::{spawn_on, try_spawn_on, worker_index, workers, Runtime, RuntimeHandle};
 pub use task::{current, joinall, spawn, Builder, JoinError, JoinHandle, Tasklet, TaskletId};
+pub use task::{iwait, killall, wait_any, Iwait, JoinTimeoutError};
 pub use watchdog::DEFAULT_MAX_BLOCKING;

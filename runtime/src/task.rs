@@ -14,8 +14,11 @@ use crate::context::{self, RawYielder, TaskPtr};
 use crate::hub::{Unparker, Wake};
 use crate::overflow::StackInfo;
 pub(crate) use crate::raw::TaskRef;
+
+mod join;
 use crate::raw::{RawHeader, TypedRef};
 use crate::stack::TaskletStack;
+pub use join::{iwait, killall, wait_any, Iwait, JoinTimeoutError};
 
 /// The coroutine type every tasklet runs in.
 pub(crate) type Coro = Coroutine<(), (), (), TaskletStack>;
@@ -166,6 +169,11 @@ pub(crate) struct Header {
     /// destructor it runs in, so the scope's blocking calls fail instead.
     /// Kept apart from `interrupt`, whose kill is sticky.
     pub(crate) unwind_timeout: Cell<Option<u64>>,
+    /// Its `tasklet_local!` values.
+    pub(crate) locals: crate::local::Locals,
+    /// When its body ended, in this thread's finishing order (0: not yet):
+    /// lets `iwait` yield tasklets in the order they finished.
+    pub(crate) finish_seq: Cell<u64>,
 }
 
 /// A kill raised this many times (the tasklet caught it each time) marks a
@@ -406,12 +414,16 @@ where
         kill_raises: Cell::new(0),
         refused: Cell::new(false),
         unwind_timeout: Cell::new(None),
+        locals: Default::default(),
+        finish_seq: Cell::new(0),
     });
     let inner = task.clone();
     let body = move |yielder: &Yielder<(), ()>, ()| {
         let header: &Header = &inner;
         header.yielder.set(yielder as *const Yielder<(), ()>);
         let outcome = panic::catch_unwind(AssertUnwindSafe(|| {
+            // Its tasklet-locals go when it ends, also by a kill or panic.
+            let _locals = crate::local::DropLocals(&header.locals);
             // A tasklet killed before it first ran never calls `f`.
             let _ = header.check_interrupt(false, true);
             let value = f();
@@ -432,6 +444,7 @@ where
             Ok(v) => Ok(v),
             Err(p) => Err(JoinError::from_payload(p)),
         };
+        header.finish_seq.set(join::next_finish_seq());
         if !header.detached.get() {
             *inner.result().borrow_mut() = Some(outcome);
         } else {

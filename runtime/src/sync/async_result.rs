@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use super::wait::{wait_in, wake_all, SpinLock, WaitState, Waiters, Wakeup};
 
-struct State<T, E> {
+pub(super) struct State<T, E> {
     value: Option<Result<T, E>>,
     /// Parked waiters; completing pops them all.
     waiters: Waiters,
@@ -54,7 +54,19 @@ impl<T, E> Default for AsyncResult<T, E> {
     }
 }
 
+impl<T, E> State<T, E> {
+    /// Whether the result is set.
+    pub(super) fn is_ready(&self) -> bool {
+        self.value.is_some()
+    }
+}
+
 impl<T, E> AsyncResult<T, E> {
+    /// The state, for a select's arm.
+    pub(super) fn lock(&self) -> &SpinLock<State<T, E>> {
+        &self.state
+    }
+
     /// An empty result.
     pub fn new() -> Self {
         AsyncResult {

@@ -17,27 +17,56 @@ use super::wait::{
 };
 use crate::hub::{KeyWait, WaitKey};
 
-struct State<T> {
-    queue: VecDeque<T>,
+pub(super) struct State<T> {
+    pub(super) queue: VecDeque<T>,
     senders: usize,
     receivers: usize,
+    /// Closed explicitly ([`Sender::close`], [`Receiver::close`]): no more
+    /// sends; receivers drain what is queued.
+    closed: bool,
     /// Parked receivers. A sender hands its value to the first one instead
     /// of queueing it. Invariant: while a receiver is linked here, `queue`
     /// is empty.
-    recv_q: WaitList<Option<T>>,
+    pub(super) recv_q: WaitList<Option<T>>,
     /// Blocked senders. Whoever makes room for one (a receiver taking a
     /// queued value, or parking on a rendezvous channel) pops it; the sender
     /// then sends itself, so a sender killed before it runs never sends.
-    send_q: WaitList<()>,
+    pub(super) send_q: WaitList<()>,
     /// The dispatchers of the waiters, for wake-ups from other threads.
-    hubs: Hubs,
+    pub(super) hubs: Hubs,
 }
 
 impl<T> State<T> {
+    /// Whether sending fails: closed, or every receiver gone.
+    #[inline]
+    pub(super) fn send_closed(&self) -> bool {
+        self.receivers == 0 || self.closed
+    }
+
+    /// Whether a receiver finding the queue empty fails: closed, or every
+    /// sender gone.
+    #[inline]
+    pub(super) fn recv_closed(&self) -> bool {
+        self.senders == 0 || self.closed
+    }
+
+    /// Closes the channel: parked receivers and blocked senders are popped
+    /// (to see the close); returns their wake-ups. Queued values stay, for
+    /// receivers to drain.
+    fn close(&mut self) -> Vec<Wakeup> {
+        if self.closed {
+            return Vec::new();
+        }
+        self.closed = true;
+        let mut all = self.recv_q.pop_all();
+        all.extend(self.send_q.pop_all());
+        all
+    }
+
     /// Hands `v` to the longest-parked receiver (returning its wake-up), or
     /// gives it back if no receiver is parked.
     #[inline]
-    fn hand_over(&mut self, v: T) -> Result<Wakeup, T> {
+    pub(super) fn hand_over(&mut self, v: T) -> Result<Wakeup, T> {
         self.recv_q.pop_with(v, |slot, v| *slot = Some(v))
     }
 
@@ -46,7 +75,7 @@ impl<T> State<T> {
     /// the capacity because a killed receiver gave a value back, nor on a
     /// rendezvous channel, whose senders wait for parked receivers).
     #[inline]
-    fn pop_sender_if_room(&mut self, chan: &Chan<T>) -> Option<Wakeup> {
+    pub(super) fn pop_sender_if_room(&mut self, chan: &Chan<T>) -> Option<Wakeup> {
         if chan.queue_has_room(self) {
             self.pop_sender()
         } else {
@@ -56,7 +85,7 @@ impl<T> State<T> {
 
     /// Pops the longest-blocked sender, to retry now that there is room.
     #[inline]
-    fn pop_sender(&mut self) -> Option<Wakeup> {
+    pub(super) fn pop_sender(&mut self) -> Option<Wakeup> {
         if self.send_q.is_empty() {
             return None;
         }
@@ -64,16 +93,16 @@ impl<T> State<T> {
     }
 }
 
-struct Chan<T> {
+pub(super) struct Chan<T> {
     /// `None`: unbounded.
-    cap: Option<usize>,
-    state: SpinLock<State<T>>,
+    pub(super) cap: Option<usize>,
+    pub(super) state: SpinLock<State<T>>,
 }
 
 impl<T> Chan<T> {
     /// Whether a value can be queued (a rendezvous channel never queues).
     #[inline]
-    fn queue_has_room(&self, st: &State<T>) -> bool {
+    pub(super) fn queue_has_room(&self, st: &State<T>) -> bool {
         match self.cap {
             None => true,
             Some(c) => st.queue.len() < c,
@@ -84,7 +113,7 @@ impl<T> Chan<T> {
     /// released): on the waiter's own dispatcher directly, from anywhere
     /// else through that dispatcher's hub.
     #[inline]
-    fn wake(&self, w: Wakeup) {
+    pub(super) fn wake(&self, w: Wakeup) {
         if let Some(k) = w.wake_popped() {
             self.wake_remote(k);
         }
@@ -148,8 +177,16 @@ impl<T> Chan<T> {
         }
     }
 
+    /// Closes the channel (see [`Sender::close`]).
+    fn close(&self) {
+        let waiters = self.state.lock().close();
+        for w in waiters {
+            self.wake(w);
+        }
+    }
+
     /// Whether a blocked sender could send now.
-    fn has_room(&self, st: &State<T>) -> bool {
+    pub(super) fn has_room(&self, st: &State<T>) -> bool {
         match self.cap {
             // A rendezvous channel accepts a value only for a parked receiver.
             Some(0) => !st.recv_q.is_empty(),
@@ -205,6 +242,7 @@ fn new_chan<T>(cap: Option<usize>) -> (Sender<T>, Receiver<T>) {
             queue: VecDeque::with_capacity(cap.unwrap_or(0).min(1024)),
             senders: 1,
             receivers: 1,
+            closed: false,
             recv_q: WaitList::default(),
             send_q: WaitList::default(),
             hubs: Hubs::default(),
@@ -324,6 +362,11 @@ pub struct Receiver<T> {
 }
 
 impl<T> Sender<T> {
+    /// The shared channel (for a select's arm).
+    pub(super) fn chan(&self) -> &Chan<T> {
+        &self.chan
+    }
+
     /// Sends `value`, parking the tasklet (or blocking the thread, outside a
     /// dispatcher) while the channel is full.
     ///
@@ -341,7 +384,7 @@ impl<T> Sender<T> {
         let chan = &*self.chan;
         let mut guard = chan.state.lock();
         let st = &mut *guard;
-        if st.receivers == 0 {
+        if st.send_closed() {
             return Err(TrySendError::Disconnected(value));
         }
         match st.hand_over(value) {
@@ -399,7 +442,7 @@ impl<T> Sender<T> {
         loop {
             // Not linked here; `guard` is held.
             let st = &mut *guard;
-            if st.receivers == 0 {
+            if st.send_closed() {
                 return Err(SendTimeoutError::Disconnected(value));
             }
             match st.hand_over(value) {
@@ -456,9 +499,29 @@ impl<T> Sender<T> {
         }
     }
 
-    /// Whether every receiver has been dropped.
+    /// Whether sending fails now: every receiver has been dropped or the
+    /// channel was [closed](Sender::close).
     pub fn is_closed(&self) -> bool {
-        self.chan.state.lock().receivers == 0
+        self.chan.state.lock().send_closed()
+    }
+
+    /// Closes the channel (Go's `close`, gevent `Queue.shutdown`): every
+    /// later send, and every send blocked now, fails with the value handed
+    /// back; receivers still get every value queued before the close, then
+    /// fail with [`RecvError`]. Closing a closed channel does nothing.
+    ///
+    /// ```
+    /// let (tx, rx) = tasklet::sync::channel(4);
+    /// tx.send(1).unwrap();
+    /// tx.send(2).unwrap();
+    /// tx.close();
+    /// assert_eq!(tx.send(3).unwrap_err().into_inner(), 3);
+    /// assert_eq!(rx.recv(), Ok(1)); // drained first
+    /// assert_eq!(rx.recv(), Ok(2));
+    /// assert!(rx.recv().is_err());
+    /// ```
+    pub fn close(&self) {
+        self.chan.close();
     }
 
     /// Number of values queued.
@@ -483,6 +546,11 @@ impl<T> Sender<T> {
 }
 
 impl<T> Receiver<T> {
+    /// The shared channel (for a select's arm).
+    pub(super) fn chan(&self) -> &Chan<T> {
+        &self.chan
+    }
+
     /// Takes the next value, parking the tasklet (or blocking the thread,
     /// outside a dispatcher) while the channel is empty.
     ///
@@ -508,7 +576,7 @@ impl<T> Receiver<T> {
                 }
                 Ok(v)
             }
-            None if st.senders == 0 => Err(TryRecvError::Disconnected),
+            None if st.recv_closed() => Err(TryRecvError::Disconnected),
             None => Err(TryRecvError::Empty),
         }
     }
@@ -547,7 +615,7 @@ impl<T> Receiver<T> {
             }
             return Ok(v);
         }
-        if st.senders == 0 {
+        if st.recv_closed() {
             return Err(RecvTimeoutError::Disconnected);
         }
         chan.park_receiver(guard, &mut reg);
@@ -621,7 +689,7 @@ impl<T> Receiver<T> {
                 }
                 return Ok(v);
             }
-            if st.senders == 0 {
+            if st.recv_closed() {
                 return Err(RecvTimeoutError::Disconnected);
             }
             if gave_up {
@@ -668,9 +736,27 @@ impl<T> Receiver<T> {
         TryIter { rx: self }
     }
 
-    /// Whether every sender has been dropped (values may still be queued).
+    /// Whether every sender has been dropped or the channel was
+    /// [closed](Receiver::close) (values may still be queued).
     pub fn is_closed(&self) -> bool {
-        self.chan.state.lock().senders == 0
+        self.chan.state.lock().recv_closed()
+    }
+
+    /// Closes the channel from the receiving side (tokio's
+    /// `Receiver::close`): senders fail from now on (blocked ones too,
+    /// getting their value back); what is queued can still be received,
+    /// after which receiving fails with [`RecvError`].
+    ///
+    /// ```
+    /// let (tx, rx) = tasklet::sync::unbounded();
+    /// tx.send("queued").unwrap();
+    /// rx.close();
+    /// assert!(tx.send("late").is_err());
+    /// assert_eq!(rx.recv(), Ok("queued"));
+    /// assert!(rx.recv().is_err());
+    /// ```
+    pub fn close(&self) {
+        self.chan.close();
     }
 
     /// Number of values queued.

@@ -5,8 +5,8 @@ use std::time::{Duration, Instant};
 
 use super::wait::{wait_in, wake, wake_all, SpinLock, WaitState, Waiters, Wakeup};
 
-struct State {
-    set: bool,
+pub(super) struct State {
+    pub(super) set: bool,
     /// Parked waiters. `set` pops them all: a popped waiter returns `true`
     /// even if the flag was cleared again before it ran.
     waiters: Waiters,
@@ -49,6 +49,11 @@ impl Default for Event {
 }
 
 impl Event {
+    /// The state, for a select's arm.
+    pub(super) fn lock(&self) -> &SpinLock<State> {
+        &self.state
+    }
+
     /// A new, unset event.
     pub fn new() -> Event {
         Event {

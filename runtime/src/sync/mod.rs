@@ -19,6 +19,9 @@ mod async_result;
 mod channel;
 mod event;
 mod mutex;
+mod queue;
+mod rwlock;
+mod select;
 mod semaphore;
 
 pub use async_result::AsyncResult;
@@ -28,4 +31,7 @@ pub use channel::{
 };
 pub use event::Event;
 pub use mutex::{Mutex, MutexGuard};
-pub use semaphore::{Semaphore, SemaphorePermit};
+pub use queue::{Full, JoinableQueue, LifoQueue, PriorityQueue, TaskDoneError};
+pub use rwlock::{RwLock, RwLockReadGuard, RwLockWriteGuard};
+pub use select::Select;
+pub use semaphore::{BoundedSemaphore, OverReleaseError, Semaphore, SemaphorePermit};

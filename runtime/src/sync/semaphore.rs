@@ -193,6 +193,99 @@ impl Semaphore {
     }
 }
 
+/// A [`Semaphore`] that refuses to be released beyond its initial number
+/// of permits (gevent `BoundedSemaphore`): an unmatched
+/// [`release`](BoundedSemaphore::release) is an error, not a silent extra
+/// permit.
+///
+/// ```
+/// use tasklet::sync::BoundedSemaphore;
+/// let sem = BoundedSemaphore::new(2);
+/// sem.acquire().forget(); // manual, gevent-style
+/// assert_eq!(sem.available_permits(), 1);
+/// sem.release().unwrap();
+/// assert!(sem.release().is_err()); // would be a third permit
+/// {
+///     let _p = sem.acquire(); // guards release themselves
+/// }
+/// assert_eq!(sem.available_permits(), 2);
+/// ```
+pub struct BoundedSemaphore {
+    sem: Semaphore,
+    max: usize,
+}
+
+/// [`BoundedSemaphore::release`] would exceed the initial number of permits.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct OverReleaseError;
+
+impl fmt::Display for OverReleaseError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("semaphore released more times than it was acquired")
+    }
+}
+
+impl std::error::Error for OverReleaseError {}
+
+impl BoundedSemaphore {
+    /// A semaphore with `permits` permits, and at most that many ever.
+    pub fn new(permits: usize) -> BoundedSemaphore {
+        BoundedSemaphore {
+            sem: Semaphore::new(permits),
+            max: permits,
+        }
+    }
+
+    /// Takes a permit, parking until one is free (see [`Semaphore::acquire`]).
+    pub fn acquire(&self) -> SemaphorePermit<'_> {
+        self.sem.acquire()
+    }
+
+    /// Takes a permit if one is free now.
+    pub fn try_acquire(&self) -> Option<SemaphorePermit<'_>> {
+        self.sem.try_acquire()
+    }
+
+    /// Like [`acquire`](BoundedSemaphore::acquire), giving up after `timeout`.
+    pub fn acquire_timeout(&self, timeout: Duration) -> Option<SemaphorePermit<'_>> {
+        self.sem.acquire_timeout(timeout)
+    }
+
+    /// Returns a permit taken earlier and [forgotten](SemaphorePermit::forget);
+    /// fails, changing nothing, if every permit is already free.
+    pub fn release(&self) -> Result<(), OverReleaseError> {
+        let mut st = self.sem.state.lock();
+        if st.waiters.is_empty() && st.permits >= self.max {
+            return Err(OverReleaseError);
+        }
+        let w = st.release();
+        drop(st);
+        if let Some(w) = w {
+            wake(&self.sem.state, w);
+        }
+        Ok(())
+    }
+
+    /// Number of free permits.
+    pub fn available_permits(&self) -> usize {
+        self.sem.available_permits()
+    }
+
+    /// The initial (and largest) number of permits.
+    pub fn max_permits(&self) -> usize {
+        self.max
+    }
+}
+
+impl fmt::Debug for BoundedSemaphore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("BoundedSemaphore")
+            .field("permits", &self.available_permits())
+            .field("max", &self.max)
+            .finish()
+    }
+}
+
 fn far_future() -> Instant {
     Instant::now() + Duration::from_secs(86400 * 365 * 30)
 }

@@ -530,6 +530,18 @@ pub(crate) struct Waiters {
 }
 
 impl Waiters {
+    /// The list itself (for a select linking its own waiter).
+    #[inline]
+    pub(crate) fn list(&mut self) -> &mut WaitList<()> {
+        &mut self.list
+    }
+
+    /// The dispatchers noted (for [`current_wakeup`]).
+    #[inline]
+    pub(crate) fn hubs(&mut self) -> &mut Hubs {
+        &mut self.hubs
+    }
+
     /// Whether nobody waits.
     #[inline]
     pub(crate) fn is_empty(&self) -> bool {
