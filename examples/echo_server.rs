@@ -13,7 +13,8 @@
 //!
 //! Try it with `nc 127.0.0.1 8001`, or load it with the `echo_client`
 //! example. Ctrl-C (or SIGTERM) stops it cleanly: it stops accepting,
-//! closes every connection and exits 0.
+//! closes every connection and exits 0. `kill -USR1 <pid>` prints every
+//! tasklet and what it waits on to stderr (`tasklet::dump_on_signal`).
 
 use std::io::{self, Read, Write};
 use std::net::SocketAddr;
@@ -214,6 +215,8 @@ fn main() -> ExitCode {
             .local_addr()
             .expect("a bound listener has an address");
         log::info!("{what} server listening on {local} (Ctrl-C to stop)");
+        // `kill -USR1 <pid>`: every tasklet and what it waits on, to stderr.
+        let _dumper = tasklet::dump_on_signal(Signal::Usr1);
         let acceptor = tasklet::spawn(move || serve(listener, tls, idle));
         match signal::wait(&[Signal::Int, Signal::Term]) {
             Ok(sig) => log::info!("{sig:?} received: shutting down"),

@@ -60,6 +60,7 @@ mod context;
 mod dispatcher;
 pub mod fs;
 pub mod hub;
+mod observe;
 mod offload;
 mod overflow;
 mod pool;
@@ -77,7 +78,12 @@ pub use dispatcher::{
     dispatch, sleep, sleep_until, spawn_later, spawn_loop, timeout, timeout_at, yield_now, Config,
     Elapsed,
 };
+pub use observe::{
+    dump, dump_on_signal, stats, Dump, Stats, TaskletInfo, TaskletState, WaitReason,
+};
 pub use offload::{unblock, IDLE_TIMEOUT as UNBLOCK_IDLE_TIMEOUT};
 pub use pool::{Group, ImapUnordered, Pool};
-pub use task::{current, joinall, spawn, Builder, JoinError, JoinHandle, Tasklet, TaskletId};
+pub use task::{
+    current, joinall, lookup, spawn, Builder, JoinError, JoinHandle, Tasklet, TaskletId,
+};
 pub use watchdog::DEFAULT_MAX_BLOCKING;
