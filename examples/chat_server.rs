@@ -6,6 +6,9 @@
 //! ```text
 //! cargo run --release --example chat_server            # 127.0.0.1:8003
 //! nc 127.0.0.1 8003                                     # in two or more terminals
+//! cargo run --release --example chat_server -- --console /tmp/chat.sock
+//! socat - UNIX-CONNECT:/tmp/chat.sock                   # dump, stats, kill ID
+//! kill -USR1 <pid>                                      # dump to stderr
 //! ```
 
 use std::cell::{Cell, RefCell};
@@ -23,18 +26,21 @@ const USAGE: &str = "\
 chat_server: broadcast each line to every other client (two tasklets per client)
 
 USAGE:
-    chat_server [--addr HOST:PORT] [--idle-timeout SECS]
+    chat_server [--addr HOST:PORT] [--idle-timeout SECS] [--console PATH]
 
 OPTIONS:
     --addr HOST:PORT      address to listen on [default: 127.0.0.1:8003]
     --idle-timeout SECS   disconnect a client that sends nothing (not even its
                           nickname), or takes none of its lines, for this
                           long [default: 300]
+    --console PATH        serve the operator console (dump, stats, kill ID)
+                          on a Unix socket at PATH, mode 0600
     -h, --help            print this help
 
 Connect with `nc HOST PORT`. The first line you send is your nickname.
 Lines are limited to 4096 bytes; a longer one ends the session.
-Ctrl-C or SIGTERM stops the server (clients get 2 s to finish).";
+Ctrl-C or SIGTERM stops the server (clients get 2 s to finish).
+SIGUSR1 prints every tasklet and what it waits on to stderr.";
 
 /// How many lines may wait for one slow client before it misses some.
 const BACKLOG: usize = 256;
@@ -192,6 +198,7 @@ fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
     let mut addr = "127.0.0.1:8003".to_owned();
     let mut idle = IDLE_TIMEOUT;
+    let mut console = None;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {
@@ -203,6 +210,13 @@ fn main() -> ExitCode {
                 Some(v) => addr = v,
                 None => {
                     eprintln!("chat_server: --addr needs a value\n\n{USAGE}");
+                    return ExitCode::from(2);
+                }
+            },
+            "--console" => match args.next() {
+                Some(v) => console = Some(v),
+                None => {
+                    eprintln!("chat_server: --console needs a path\n\n{USAGE}");
                     return ExitCode::from(2);
                 }
             },
@@ -236,6 +250,19 @@ fn main() -> ExitCode {
             "chat server listening on {} (Ctrl-C to stop)",
             server.local_addr()
         );
+        // `kill -USR1 <pid>`: every tasklet and what it waits on, to stderr.
+        let _dumper = tasklet::dump_on_signal(tasklet::signal::Signal::Usr1);
+        let _console = match console.as_deref().map(tasklet::console::spawn) {
+            None => None,
+            Some(Ok(c)) => {
+                log::info!("operator console on {}", console.as_deref().unwrap_or(""));
+                Some(c)
+            }
+            Some(Err(e)) => {
+                eprintln!("chat_server: cannot serve the console: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
         server
             .grace_period(Duration::from_secs(2))
             .stop_on_signals(true)

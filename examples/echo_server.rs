@@ -19,6 +19,8 @@
 //! By default it runs one worker thread per allowed CPU (a
 //! `tasklet::Runtime`), each accepting on its own `SO_REUSEPORT` listener
 //! on the same address; `--workers 1` is the single-threaded server.
+//! `kill -USR1 <pid>` prints every tasklet and what it waits on to stderr
+//! (`tasklet::dump_on_signal`).
 
 use std::io::{self, Read, Write};
 use std::net::SocketAddr;
@@ -285,6 +287,10 @@ fn main() -> ExitCode {
                     stop.set();
                 });
             }
+            // `kill -USR1 <pid>`: worker 0's tasklets and what they wait on,
+            // to stderr.
+            let _dumper =
+                (tasklet::worker_index() == Some(0)).then(|| tasklet::dump_on_signal(Signal::Usr1));
             stop.wait();
             // Stop accepting (the listener closes), then let the worker close
             // every remaining connection as it kills their tasklets.

@@ -94,6 +94,11 @@ pub use tasklet_netio as netio;
 /// Subprocesses with cooperative pipes and exit waits (see [`tasklet_netio::process`]).
 pub use tasklet_netio::process;
 
+/// The operator console (`tasklet::console::serve(path)`): `dump`, `stats`
+/// and `kill ID` over a mode-0600 Unix socket. It lives in the socket layer
+/// (`tasklet::netio::console`, it is a socket server) and is re-exported here
+/// under the name operators look for.
+pub use tasklet_netio::console;
 /// libc hooks (feature `hook`): blocking std and C code cooperates inside
 /// tasklets. See `docs/hooks.md`.
 #[cfg(feature = "hook")]

@@ -103,6 +103,7 @@ mod addr;
 mod async_io;
 #[cfg(feature = "codec")]
 pub mod codec;
+pub mod console;
 pub mod process;
 #[cfg(feature = "codec")]
 pub mod protocol;

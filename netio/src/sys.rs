@@ -290,3 +290,57 @@ pub(crate) fn reuse_port_listener(addr: &std::net::SocketAddr) -> io::Result<std
     set_backlog(fd)?;
     Ok(owned)
 }
+
+/// A listening Unix stream socket at `path` whose file is created with mode
+/// 0600 (owner only): the socket's own mode is set with `fchmod` before
+/// `bind`, which Linux copies to the file it creates (masked by the umask),
+/// so there is no window in which another user could connect. The file is
+/// also `chmod`ed after `bind`, for systems that ignore the first step.
+pub(crate) fn private_unix_listener(
+    path: &std::path::Path,
+) -> io::Result<std::os::unix::net::UnixListener> {
+    use std::os::fd::{FromRawFd, OwnedFd};
+    use std::os::unix::ffi::OsStrExt;
+    use std::os::unix::fs::PermissionsExt;
+
+    let bytes = path.as_os_str().as_bytes();
+    // SAFETY: an all-zero `sockaddr_un` is a valid (empty) address.
+    let mut addr: libc::sockaddr_un = unsafe { std::mem::zeroed() };
+    if bytes.is_empty() || bytes.len() >= addr.sun_path.len() || bytes.contains(&0) {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "Unix socket path is empty, too long or contains a NUL byte",
+        ));
+    }
+    addr.sun_family = libc::AF_UNIX as libc::sa_family_t;
+    for (d, s) in addr.sun_path.iter_mut().zip(bytes) {
+        *d = *s as libc::c_char;
+    }
+    let len = std::mem::size_of::<libc::sa_family_t>() + bytes.len() + 1;
+    // SAFETY: plain socket creation; the result is checked.
+    let fd = unsafe { libc::socket(libc::AF_UNIX, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `fd` is a fresh socket that nothing else owns.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    let raw = std::os::fd::AsRawFd::as_raw_fd(&fd);
+    // SAFETY: `fchmod` and `bind` read only their arguments; `addr` is a
+    // valid `sockaddr_un` and `len` covers its path and the NUL after it.
+    unsafe {
+        if libc::fchmod(raw, 0o600) < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        if libc::bind(
+            raw,
+            (&addr as *const libc::sockaddr_un).cast(),
+            len as libc::socklen_t,
+        ) < 0
+        {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    set_backlog(raw)?;
+    Ok(std::os::unix::net::UnixListener::from(fd))
+}

@@ -277,7 +277,7 @@ impl Lease {
             // already unwinding: it has yielded, and the future is polled
             // again (the dispatcher abandons such tasklets after a grace
             // period).
-            let _ = hub::park(None);
+            let _ = hub::park_as(None, "a future (block_on)");
         }
         // Acquire: reads from the wakers' increments, so what they published
         // before waking is visible to the next poll; any later wake-up

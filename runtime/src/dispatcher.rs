@@ -6,7 +6,7 @@ use std::cell::{Cell, RefCell};
 use std::fmt;
 use std::io;
 use std::ops::ControlFlow;
-use std::panic::{self, AssertUnwindSafe};
+use std::panic::{self, AssertUnwindSafe, Location};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
@@ -14,6 +14,7 @@ use corosensei::CoroutineResult;
 
 use crate::context::{self, header_at, Enter, ReadyQueue, TaskPtr};
 use crate::hub::{Hub, TimerAction, Unparker, Wake};
+use crate::observe::{self, WaitOn};
 use crate::overflow;
 use crate::slab::Slab;
 use crate::stack::{self, TaskletStack};
@@ -41,6 +42,7 @@ pub struct Config {
     stack_size: Option<usize>,
     stack_pool: Option<usize>,
     pub(crate) max_blocking: Option<Option<Duration>>,
+    pub(crate) stall_warning: Option<Option<Duration>>,
 }
 
 impl Config {
@@ -64,16 +66,28 @@ impl Config {
         self
     }
 
+    /// How long every tasklet may stay blocked, with no timer armed and no
+    /// socket registered, before the dispatcher warns (once) that only
+    /// another thread could still wake them — a likely deadlock it cannot
+    /// prove (default 10 s, `None` disables). When no other thread exists
+    /// that could reach what they wait on, `dispatch` panics instead, at
+    /// once; see [`dispatch`].
+    pub fn stall_warning(mut self, after: Option<Duration>) -> Config {
+        self.stall_warning = Some(after);
+        self
+    }
+
     /// Runs a dispatcher on this thread with `f` as its first tasklet; see [`dispatch`].
     ///
     /// # Panics
     /// As [`dispatch`], and if the configured stack size is unusable (larger
     /// than the 1 TiB limit); the message names `Config::stack_size`.
+    #[track_caller]
     pub fn dispatch<F, T>(self, f: F) -> T
     where
         F: FnOnce() -> T,
     {
-        run_dispatcher(self, f)
+        run_dispatcher(self, Location::caller(), f)
     }
 }
 
@@ -97,15 +111,23 @@ impl Config {
 /// # Panics
 /// If this thread already runs a dispatcher (no nesting), if the first
 /// tasklet panics, or if every tasklet is blocked with nothing left that
-/// could wake them (a deadlock: no timer, socket or cross-thread waker).
+/// could wake them: no timer, no socket, and nothing another thread could
+/// reach — either no cross-thread waker exists at all, or no thread other
+/// than this one and the runtime's idle helpers exists in the process (like
+/// gevent's `LoopExit: This operation would block forever`). The message
+/// names every stuck tasklet and what it waits on. When other threads exist
+/// the deadlock cannot be proved; the dispatcher then warns once after
+/// [`Config::stall_warning`] instead.
+#[track_caller]
 pub fn dispatch<F, T>(f: F) -> T
 where
     F: FnOnce() -> T,
 {
-    run_dispatcher(Config::default(), f)
+    run_dispatcher(Config::default(), Location::caller(), f)
 }
 
-fn run_dispatcher<F, T>(config: Config, f: F) -> T
+#[track_caller]
+fn run_dispatcher<F, T>(config: Config, at: &'static Location<'static>, f: F) -> T
 where
     F: FnOnce() -> T,
 {
@@ -135,7 +157,7 @@ where
         Ok(n) => n,
         Err(e) => panic!("tasklet::dispatch: invalid Config::stack_size: {e}"),
     };
-    let d = match Dispatcher::new(stack_size) {
+    let d = match Dispatcher::new(stack_size, config.stall_warning) {
         Ok(d) => d,
         Err(e) => panic!("tasklet::dispatch: cannot create the event loop: {e}"),
     };
@@ -144,7 +166,7 @@ where
     let outcome = {
         let _enter = Enter::new(&d);
         let out_ref = &mut out;
-        let main = match d.spawn_main(f, move |r| *out_ref = Some(r)) {
+        let main = match d.spawn_main(at, f, move |r| *out_ref = Some(r)) {
             Ok(m) => m,
             Err(e) => panic!("tasklet::dispatch: cannot create the first tasklet: {e}"),
         };
@@ -153,11 +175,8 @@ where
         outcome
     };
     drop(d);
-    if let Err(blocked) = outcome {
-        panic!(
-            "tasklet::dispatch: deadlock: the first tasklet and {blocked} other tasklet(s) are \
-             blocked and nothing can wake them (no timer, no socket, no cross-thread waker)"
-        );
+    if let Err(report) = outcome {
+        panic!("tasklet::dispatch: deadlock: {report}");
     }
     match out {
         Some(Ok(v)) => v,
@@ -187,12 +206,14 @@ pub(crate) struct Dispatcher {
     /// During shutdown: some tasklet caught its kill `KILL_ROUNDS` times.
     kill_catchers: Cell<bool>,
     next_timeout: Cell<u64>,
+    /// Counters and stall tracking for [`crate::stats`] and deadlock reports.
+    pub(crate) obs: observe::DispatcherStats,
 }
 
 impl Dispatcher {
     /// A dispatcher whose tasklets get `stack_size`-byte stacks by default
     /// (already validated and rounded by `stack::round_stack_size`).
-    fn new(stack_size: usize) -> io::Result<Dispatcher> {
+    fn new(stack_size: usize, stall_warning: Option<Option<Duration>>) -> io::Result<Dispatcher> {
         let id = NEXT_DISPATCHER_ID.fetch_add(1, Ordering::Relaxed);
         Ok(Dispatcher {
             id,
@@ -205,6 +226,9 @@ impl Dispatcher {
             no_block: Cell::new(false),
             kill_catchers: Cell::new(false),
             next_timeout: Cell::new(0),
+            obs: observe::DispatcherStats::new(
+                stall_warning.unwrap_or(Some(observe::DEFAULT_STALL_WARNING)),
+            ),
         })
     }
 
@@ -271,6 +295,32 @@ impl Dispatcher {
         self.tasks.borrow().len()
     }
 
+    /// Every live tasklet, in registry order (for dumps and reports).
+    pub(crate) fn for_each_task(&self, mut f: impl FnMut(&task::Header)) {
+        for (_, t) in self.tasks.borrow().iter() {
+            f(t);
+        }
+    }
+
+    /// The live tasklet with this id.
+    pub(crate) fn find(&self, id: TaskletId) -> Option<TaskRef> {
+        self.tasks
+            .borrow()
+            .iter()
+            .find(|(_, t)| t.id == id)
+            .map(|(_, t)| t.clone())
+    }
+
+    /// Tasklets queued to run so far, and the longest ready queue a pass took.
+    pub(crate) fn ready_counts(&self) -> (u64, u64) {
+        (self.ready.pushed(), self.ready.high_water())
+    }
+
+    /// Stacks kept warm: the dispatcher's cache plus the thread's pool.
+    pub(crate) fn stacks_cached(&self) -> usize {
+        self.stack_cache.borrow().len() + stack::pooled_warm()
+    }
+
     fn register(&self, task: TaskRef) {
         let p = task.as_ptr();
         crate::watchdog::named(&task);
@@ -279,6 +329,7 @@ impl Dispatcher {
         }
         let slot = self.tasks.borrow_mut().insert(task);
         header_at(self, p).slot.set(slot);
+        self.obs.spawned.set(self.obs.spawned.get() + 1);
         self.ready.push_back(p);
     }
 
@@ -286,6 +337,7 @@ impl Dispatcher {
         &self,
         name: Option<String>,
         stack_size: Option<usize>,
+        at: &'static Location<'static>,
         f: F,
     ) -> io::Result<JoinHandle<T>>
     where
@@ -296,12 +348,17 @@ impl Dispatcher {
             Some(n) if n != self.stack_size => TaskletStack::new(n)?,
             _ => self.default_stack()?,
         };
-        let task = task::new_task(TaskletId::next(), name, stack, f);
+        let task = task::new_task(TaskletId::next(), name, stack, at, f);
         self.register(task.erased().clone());
         Ok(JoinHandle::new(task))
     }
 
-    fn spawn_main<F, T, D>(&self, f: F, deliver: D) -> io::Result<TaskRef>
+    fn spawn_main<F, T, D>(
+        &self,
+        at: &'static Location<'static>,
+        f: F,
+        deliver: D,
+    ) -> io::Result<TaskRef>
     where
         F: FnOnce() -> T,
         D: FnOnce(Result<T, JoinError>),
@@ -311,6 +368,7 @@ impl Dispatcher {
             TaskletId::next(),
             Some("main".to_owned()),
             stack,
+            at,
             move || {
                 deliver(panic::catch_unwind(AssertUnwindSafe(f)).map_err(JoinError::from_payload))
             },
@@ -419,16 +477,19 @@ impl Dispatcher {
         }
     }
 
-    /// Runs until the main tasklet finishes. `Err(n)` reports a deadlock.
-    fn run(&self, main: &TaskRef) -> Result<(), usize> {
+    /// Runs until the main tasklet finishes. `Err` reports a deadlock
+    /// (naming every stuck tasklet and what it waits on).
+    fn run(&self, main: &TaskRef) -> Result<(), String> {
         loop {
             self.run_passes(main);
             if main.state.get() == State::Done {
                 return Ok(());
             }
-            if let Err(()) = self.hub.poll(self, true) {
-                return Err(self.task_count().saturating_sub(1));
+            let limit = observe::stall_limit(self);
+            if let Err(()) = self.hub.poll_until(self, true, limit) {
+                return Err(observe::deadlock_report(self, false));
             }
+            observe::after_poll(self)?;
         }
     }
 
@@ -621,6 +682,18 @@ impl Dispatcher {
     /// predictor still holds the dispatcher's frames after a stack switch.
     #[inline(always)]
     pub(crate) fn park(&self, deadline: Option<Instant>) -> Result<Wake, task::Interrupted> {
+        self.park_on(deadline, WaitOn::Parked)
+    }
+
+    /// [`park`](Self::park), recording what the tasklet waits on (shown by
+    /// [`crate::dump`] and deadlock reports). The record is three stores on
+    /// the blocking path; yielding never touches it.
+    #[inline(always)]
+    pub(crate) fn park_on(
+        &self,
+        deadline: Option<Instant>,
+        why: WaitOn,
+    ) -> Result<Wake, task::Interrupted> {
         let h = self.current_header();
         if let Err(e) = h.check_interrupt(self.no_block.get(), false) {
             return Err(self.refuse_to_block(e));
@@ -631,6 +704,9 @@ impl Dispatcher {
             return Ok(Wake::Unparked);
         }
         let timer = deadline.map(|dl| self.arm_park_timer(dl, epoch));
+        h.wait_on.set(why);
+        h.wait_deadline.set(deadline);
+        h.wait_since.set(Some(self.obs.clock.get()));
         h.state.set(State::Blocked);
         let counted = h.suspending();
         context::suspend(h.yielder.get());
@@ -742,6 +818,7 @@ impl Dispatcher {
 /// # Panics
 /// Outside [`dispatch`].
 #[inline]
+#[track_caller]
 pub fn sleep(d: Duration) {
     if d.is_zero() {
         return yield_now();
@@ -752,12 +829,16 @@ pub fn sleep(d: Duration) {
     }
 }
 
+#[track_caller]
 fn sleep_until_forever() {
-    context::with(|d| loop {
-        if d.park(None).is_err() {
+    let r = context::try_with(|d| loop {
+        if d.park_on(None, WaitOn::Sleep).is_err() {
             return;
         }
-    })
+    });
+    if r.is_none() {
+        context::outside_api("tasklet::sleep")
+    }
 }
 
 /// Suspends the current tasklet until `deadline`.
@@ -774,6 +855,7 @@ fn sleep_until_forever() {
 /// });
 /// ```
 #[inline]
+#[track_caller]
 pub fn sleep_until(deadline: Instant) {
     if Instant::now() >= deadline {
         return yield_now();
@@ -783,11 +865,12 @@ pub fn sleep_until(deadline: Instant) {
 
 /// Parks the current tasklet until `deadline` (which is normally in the future).
 #[inline]
+#[track_caller]
 fn park_until(deadline: Instant) {
-    context::with(
+    let r = context::try_with(
         #[inline(always)]
         |d| loop {
-            match d.park(Some(deadline)) {
+            match d.park_on(Some(deadline), WaitOn::Sleep) {
                 Ok(Wake::TimedOut) | Err(_) => return,
                 Ok(Wake::Unparked) => {
                     if Instant::now() >= deadline {
@@ -796,7 +879,10 @@ fn park_until(deadline: Instant) {
                 }
             }
         },
-    )
+    );
+    if r.is_none() {
+        context::outside_api("tasklet::sleep")
+    }
 }
 
 /// Lets every other ready tasklet run, then continues (concurrence `Tasklet.yield_`).
@@ -867,6 +953,7 @@ impl From<Elapsed> for io::Error {
 ///     assert_eq!(r, Ok(7));
 /// });
 /// ```
+#[track_caller]
 pub fn timeout<F, T>(d: Duration, f: F) -> Result<T, Elapsed>
 where
     F: FnOnce() -> T,
@@ -878,11 +965,12 @@ where
 }
 
 /// Like [`timeout`], with an absolute deadline.
+#[track_caller]
 pub fn timeout_at<F, T>(deadline: Instant, f: F) -> Result<T, Elapsed>
 where
     F: FnOnce() -> T,
 {
-    let (task, id, key, during_unwind) = context::with(|d| {
+    let Some((task, id, key, during_unwind)) = context::try_with(|d| {
         let task = d.current_task();
         // A scope opened while the tasklet unwinds (in a destructor) cannot
         // be raised: that unwind would leave the destructor (an abort). Its
@@ -896,7 +984,9 @@ where
         };
         let key = d.hub.timers.borrow_mut().insert(deadline, action);
         (task, id, key, during_unwind)
-    });
+    }) else {
+        context::outside_api("tasklet::timeout")
+    };
     let r = panic::catch_unwind(AssertUnwindSafe(f));
     context::with(|d| d.hub.timers.borrow_mut().cancel(key));
     let mine = Some(Interrupt::Timeout(id));
@@ -943,6 +1033,7 @@ where
 ///     assert_eq!(h.join().unwrap(), "later");
 /// });
 /// ```
+#[track_caller]
 pub fn spawn_later<F, T>(delay: Duration, f: F) -> JoinHandle<T>
 where
     F: FnOnce() -> T + 'static,
@@ -971,6 +1062,7 @@ where
 ///     h.join().unwrap();
 /// });
 /// ```
+#[track_caller]
 pub fn spawn_loop<F>(mut f: F) -> JoinHandle<()>
 where
     F: FnMut() -> ControlFlow<()> + 'static,

@@ -51,6 +51,7 @@ use mio::{Events, Interest, Poll, Registry, Token, Waker};
 
 use crate::context;
 use crate::dispatcher::Dispatcher;
+use crate::observe::WaitOn;
 use crate::slab::Slab;
 use crate::task::{Interrupt, TaskRef, TaskletId};
 use crate::timer::TimerQueue;
@@ -244,13 +245,8 @@ impl Hub {
     /// Runs expired timers, cross-thread wake-ups and I/O events.
     ///
     /// With `may_block`, waits in `epoll_wait` when no tasklet is ready, up to
-    /// the next timer deadline. Returns `Err(())` if it would wait forever with
-    /// nothing able to wake it (a deadlock).
-    pub(crate) fn poll(&self, d: &Dispatcher, may_block: bool) -> Result<(), ()> {
-        self.poll_until(d, may_block, None)
-    }
-
-    /// [`poll`](Self::poll), waiting at most until `limit` when it blocks.
+    /// the next timer deadline or `limit`. Returns `Err(())` if it would wait
+    /// forever with nothing able to wake it (a deadlock).
     pub(crate) fn poll_until(
         &self,
         d: &Dispatcher,
@@ -258,9 +254,11 @@ impl Hub {
         limit: Option<Instant>,
     ) -> Result<(), ()> {
         self.drain_remote(d);
+        // One clock read per poll: it dates waits for `dump` (see `park_on`).
+        let n = Instant::now();
+        d.obs.clock.set(n);
         let mut now = None;
         if !self.timers.borrow().is_empty() {
-            let n = Instant::now();
             self.fire_timers(d, n);
             now = Some(n);
         }
@@ -309,6 +307,7 @@ impl Hub {
 
     fn poll_io(&self, d: &Dispatcher, timeout: Option<Duration>) {
         let mut events = self.events.borrow_mut();
+        d.obs.polls.set(d.obs.polls.get() + 1);
         loop {
             match self.poll.borrow_mut().poll(&mut events, timeout) {
                 Ok(()) => break,
@@ -329,7 +328,9 @@ impl Hub {
         }
         self.io_tick.set(self.io_tick.get().wrapping_add(1));
         let mut io = self.io.borrow_mut();
+        let mut n = 0u64;
         for ev in events.iter() {
+            n += 1;
             let token = ev.token();
             if token == WAKER_TOKEN {
                 continue;
@@ -363,6 +364,7 @@ impl Hub {
                 }
             }
         }
+        d.obs.events.set(d.obs.events.get() + n);
         drop(io);
         drop(events);
         self.wake_futures();
@@ -382,6 +384,24 @@ impl Hub {
         if slot.capacity() < woken.capacity() {
             *slot = woken;
         }
+    }
+
+    /// Whether no timer is armed and no source registered: only an
+    /// [`Unparker`] fired by a tasklet or another thread can wake anyone.
+    pub(crate) fn is_quiet(&self) -> bool {
+        self.timers.borrow().is_empty() && self.io.borrow().is_empty()
+    }
+
+    /// Armed timers.
+    pub(crate) fn timer_count(&self) -> usize {
+        self.timers.borrow().len()
+    }
+
+    /// Whether a cross-thread wake-up is queued and not yet drained.
+    pub(crate) fn remote_pending(&self) -> bool {
+        // Pairs with the Release in `Shared::notify` (see `poll_until`).
+        std::sync::atomic::fence(Ordering::Acquire);
+        self.shared.pending.load(Ordering::Acquire)
     }
 
     fn fire_timers(&self, d: &Dispatcher, now: Instant) {
@@ -820,8 +840,12 @@ impl TaskAddr {
 ///
 /// # Panics
 /// Outside a tasklet.
+#[track_caller]
 pub fn current_unparker() -> Unparker {
-    context::with(|d| d.current_unparker())
+    match context::try_with(|d| d.current_unparker()) {
+        Some(u) => u,
+        None => context::outside_api("tasklet::hub::current_unparker"),
+    }
 }
 
 /// Suspends the calling tasklet until an unparker for this wait fires or
@@ -839,11 +863,36 @@ pub fn current_unparker() -> Unparker {
 /// interrupt that arrives while the runtime cannot tell whether the tasklet
 /// is unwinding (see `Interrupted`).
 #[inline]
+#[track_caller]
 pub fn park(deadline: Option<Instant>) -> Result<Wake, Interrupted> {
-    context::with(
+    match context::try_with(
         #[inline(always)]
         |d| d.park(deadline),
-    )
+    ) {
+        Some(r) => r,
+        None => context::outside_api("tasklet::hub::park"),
+    }
+}
+
+/// [`park`], recording `what` the tasklet waits on (a short phrase such as
+/// `"server stop"`), which [`crate::dump`] and deadlock reports show.
+///
+/// ```
+/// tasklet::dispatch(|| {
+///     let h = tasklet::spawn(|| { let _ = tasklet::hub::park_as(None, "a demo"); });
+///     tasklet::yield_now();
+///     let dump = tasklet::dump();
+///     assert!(dump.to_string().contains("a demo"));
+///     h.kill();
+/// });
+/// ```
+#[inline]
+#[track_caller]
+pub fn park_as(deadline: Option<Instant>, what: &'static str) -> Result<Wake, Interrupted> {
+    match context::try_with(|d| d.park_on(deadline, WaitOn::Other(what))) {
+        Some(r) => r,
+        None => context::outside_api("tasklet::hub::park_as"),
+    }
 }
 
 /// Whether the calling thread is running a dispatcher (inside `dispatch`).
@@ -1165,7 +1214,11 @@ impl<S: AsRawFd> IoSource<S> {
                 }
             }
             let _guard = WaiterGuard { d, reg, dir, id };
-            match d.park(deadline)? {
+            let why = WaitOn::Io {
+                fd: self.source.as_raw_fd(),
+                write: dir == Direction::Write,
+            };
+            match d.park_on(deadline, why)? {
                 Wake::Unparked => Ok(()),
                 Wake::TimedOut => Err(io::Error::new(
                     io::ErrorKind::TimedOut,

@@ -81,6 +81,7 @@ pub mod fs;
 pub mod hook;
 pub mod hub;
 mod local;
+mod observe;
 mod offload;
 mod overflow;
 mod pool;
@@ -101,10 +102,15 @@ pub use dispatcher::{
     Elapsed,
 };
 pub use local::{AccessError, LocalKey};
+pub use observe::{
+    dump, dump_on_signal, stats, Dump, Stats, TaskletInfo, TaskletState, WaitReason,
+};
 pub use offload::{unblock, IDLE_TIMEOUT as UNBLOCK_IDLE_TIMEOUT};
 pub use pool::{Group, ImapUnordered, Pool};
 pub use remote::RemoteJoinHandle;
 pub use runtime::{spawn_on, try_spawn_on, worker_index, workers, Runtime, RuntimeHandle};
-pub use task::{current, joinall, spawn, Builder, JoinError, JoinHandle, Tasklet, TaskletId};
+pub use task::{
+    current, joinall, lookup, spawn, Builder, JoinError, JoinHandle, Tasklet, TaskletId,
+};
 pub use task::{iwait, killall, wait_any, Iwait, JoinTimeoutError};
 pub use watchdog::DEFAULT_MAX_BLOCKING;

@@ -14,7 +14,7 @@ use std::thread;
 use std::time::Duration;
 
 use crate::hub;
-use crate::sync::wait::{block, lock, Blocked, Wakeup};
+use crate::sync::wait::{block, lock, Blocked, WaitOn, Wakeup};
 
 /// How long an idle offload thread waits for work before it exits.
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -122,6 +122,13 @@ pub(crate) fn submit(job: Job) {
     }
 }
 
+/// Offload threads running a job and waiting idle for one, for
+/// [`crate::stats`] and the deadlock check (an idle one runs no user code).
+pub(crate) fn thread_counts() -> (usize, usize) {
+    let st = lock(&pool().state);
+    (st.threads - st.idle, st.idle)
+}
+
 /// Where the offload thread leaves the outcome for the waiting tasklet.
 struct Slot<T> {
     state: Mutex<SlotState<T>>,
@@ -214,7 +221,7 @@ where
             }
             st.waiter = Some(Wakeup::current());
         }
-        if block(None) == Blocked::Interrupted {
+        if block(None, WaitOn::Offload) == Blocked::Interrupted {
             // Unwinding already (a destructor): we cannot park, so wait for
             // the thread the old-fashioned way.
             return wait_thread(&slot);

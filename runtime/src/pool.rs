@@ -197,6 +197,7 @@ impl Pool {
     ///
     /// # Panics
     /// Outside a dispatcher, or if the stack cannot be allocated.
+    #[track_caller]
     pub fn spawn<F, T>(&self, f: F) -> JoinHandle<T>
     where
         F: FnOnce() -> T + 'static,
@@ -242,7 +243,7 @@ impl Pool {
                 .idle_waiters
                 .borrow_mut()
                 .push(hub::current_unparker());
-            match hub::park(deadline) {
+            match hub::park_as(deadline, "a Pool/Group to finish") {
                 Ok(hub::Wake::Unparked) => {}
                 Ok(hub::Wake::TimedOut) | Err(_) => return self.is_empty(),
             }
@@ -454,7 +455,7 @@ where
                 return None;
             }
             *self.shared.consumer.borrow_mut() = Some(hub::current_unparker());
-            if hub::park(None).is_err() {
+            if hub::park_as(None, "imap results").is_err() {
                 return None;
             }
         }

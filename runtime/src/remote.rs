@@ -289,11 +289,13 @@ impl<T> fmt::Debug for RemoteJoinHandle<T> {
 /// Starts `f` as a tasklet on `hub`'s dispatcher (at once if that is the
 /// calling thread's, else at its next poll). If that dispatcher has exited
 /// the handle reports the tasklet killed.
+#[track_caller]
 pub(crate) fn spawn_remote<F, T>(hub: &HubRef, f: F) -> RemoteJoinHandle<T>
 where
     F: FnOnce() -> T + Send + 'static,
     T: Send + 'static,
 {
+    let at = std::panic::Location::caller();
     let completion = Completion::new();
     let deliver = Deliver(Some(completion.clone()));
     let target = completion.clone();
@@ -303,7 +305,7 @@ where
             deliver.finish(outcome);
         };
         // On failure `body` is dropped, and `deliver` with it: killed.
-        match context::with(|d| d.spawn(None, None, body)) {
+        match context::with(|d| d.spawn(None, None, at, body)) {
             Ok(h) => {
                 let addr = TaskAddr {
                     slot: h.task.slot.get() as u32,

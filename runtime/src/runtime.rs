@@ -438,6 +438,7 @@ where
 ///     assert!(e.to_string().contains("out of range"), "{e}");
 /// });
 /// ```
+#[track_caller]
 pub fn try_spawn_on<F, T>(worker: usize, f: F) -> io::Result<RemoteJoinHandle<T>>
 where
     F: FnOnce() -> T + Send + 'static,
@@ -537,6 +538,7 @@ impl RuntimeHandle {
     }
 
     /// [`try_spawn_on`](crate::try_spawn_on) from any thread.
+    #[track_caller]
     pub fn try_spawn_on<F, T>(&self, worker: usize, f: F) -> io::Result<RemoteJoinHandle<T>>
     where
         F: FnOnce() -> T + Send + 'static,

@@ -158,7 +158,7 @@ pub fn wait(signals: &[Signal]) -> io::Result<Signal> {
             }
         }
         if in_tasklet {
-            hub::park(None)?;
+            hub::park_as(None, "a signal")?;
         } else {
             thread::park();
         }
@@ -387,6 +387,7 @@ fn start() -> io::Result<Global> {
     thread::Builder::new()
         .name("tasklet-signal".into())
         .spawn(move || relay(read_fd))?;
+    crate::observe::runtime_thread_started();
     PIPE_WRITE.store(write_fd, Ordering::Release);
     Ok(Global {
         state: Mutex::new(State {

@@ -277,6 +277,12 @@ struct Pool {
     warm_total: usize,
 }
 
+/// Warm stacks in this thread's pool (free, ready for reuse without a syscall).
+pub(crate) fn pooled_warm() -> usize {
+    POOL.try_with(|p| p.try_borrow().map(|p| p.warm_total).unwrap_or(0))
+        .unwrap_or(0)
+}
+
 thread_local! {
     /// This thread's stack pool; its destructor unmaps the slabs at thread exit.
     static POOL: RefCell<Pool> = const {

@@ -4,14 +4,18 @@ use std::any::Any;
 use std::cell::{Cell, RefCell};
 use std::fmt;
 use std::io;
+use std::marker::PhantomData;
 use std::num::NonZeroU64;
-use std::panic::{self, AssertUnwindSafe};
+use std::panic::{self, AssertUnwindSafe, Location};
+use std::str::FromStr;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
 
 use corosensei::{Coroutine, Yielder};
 
 use crate::context::{self, RawYielder, TaskPtr};
 use crate::hub::{Unparker, Wake};
+use crate::observe::WaitOn;
 use crate::overflow::StackInfo;
 pub(crate) use crate::raw::TaskRef;
 
@@ -174,6 +178,15 @@ pub(crate) struct Header {
     /// When its body ended, in this thread's finishing order (0: not yet):
     /// lets `iwait` yield tasklets in the order they finished.
     pub(crate) finish_seq: Cell<u64>,
+    /// What the tasklet waits on while `Blocked` (set by every park; see
+    /// [`crate::observe`]). Off the switch path: only blocking calls store it.
+    pub(crate) wait_on: Cell<WaitOn>,
+    /// The deadline of the current wait, if any.
+    pub(crate) wait_deadline: Cell<Option<Instant>>,
+    /// When the current wait began (the dispatcher's clock, updated at each hub poll).
+    pub(crate) wait_since: Cell<Option<Instant>>,
+    /// Where the tasklet was spawned.
+    pub(crate) spawned_at: &'static Location<'static>,
 }
 
 /// A kill raised this many times (the tasklet caught it each time) marks a
@@ -372,6 +385,16 @@ impl TaskletId {
     }
 }
 
+impl FromStr for TaskletId {
+    type Err = std::num::ParseIntError;
+
+    /// Parses a tasklet id as printed (`17`); zero is rejected.
+    fn from_str(s: &str) -> Result<TaskletId, Self::Err> {
+        // `NonZeroU64`'s parser rejects "0" with a `ParseIntError`.
+        s.trim().parse::<NonZeroU64>().map(TaskletId)
+    }
+}
+
 impl fmt::Display for TaskletId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         self.0.fmt(f)
@@ -385,6 +408,7 @@ pub(crate) fn new_task<T, F>(
     id: TaskletId,
     name: Option<String>,
     stack: TaskletStack,
+    spawned_at: &'static Location<'static>,
     f: F,
 ) -> TypedRef<T>
 where
@@ -416,6 +440,10 @@ where
         unwind_timeout: Cell::new(None),
         locals: Default::default(),
         finish_seq: Cell::new(0),
+        wait_on: Cell::new(WaitOn::Parked),
+        wait_deadline: Cell::new(None),
+        wait_since: Cell::new(None),
+        spawned_at,
     });
     let inner = task.clone();
     let body = move |yielder: &Yielder<(), ()>, ()| {
@@ -450,9 +478,13 @@ where
         } else {
             if let Err(e) = &outcome {
                 if e.is_panic() {
-                    log::error!(
-                        "tasklet {} panicked and nobody joins it: {e}",
-                        header.describe()
+                    crate::observe::report(
+                        crate::observe::Kind::UnjoinedPanic,
+                        log::Level::Error,
+                        format_args!(
+                            "tasklet {} panicked and nobody joins it: {e}",
+                            header.describe()
+                        ),
                     );
                 }
             }
@@ -595,14 +627,46 @@ impl From<JoinError> for io::Error {
 /// `Runtime` worker, `async` code) turn it into a `Send`
 /// [`RemoteJoinHandle`](crate::RemoteJoinHandle) with
 /// [`into_remote`](JoinHandle::into_remote): join, kill, `is_finished`,
-/// and `.await`.
+/// and `.await`. (Sending a handle to another thread is a compile error
+/// that names the handle's `*const ()` marker.)
+///
+/// ```compile_fail
+/// let h = tasklet::dispatch(|| tasklet::spawn(|| 1));
+/// std::thread::spawn(move || drop(h)); // error: `*const ()` cannot be sent between threads
+/// ```
 pub struct JoinHandle<T> {
-    pub(crate) task: TypedRef<T>,
+    /// Makes the handle `!Send` and `!Sync`; see the type's docs.
+    _not_send: PhantomData<*const ()>,
+    pub(crate) task: HandleRef<T>,
+}
+
+/// The task reference inside a [`JoinHandle`]. Its thread-safety is decided
+/// by the handle's `_not_send` marker alone, so that the compiler's "cannot
+/// be sent between threads" error names that marker rather than runtime
+/// internals.
+pub(crate) struct HandleRef<T>(pub(crate) TypedRef<T>);
+
+// SAFETY: a `HandleRef` exists only inside a `JoinHandle`, whose
+// `PhantomData<*const ()>` marker keeps it `!Send` and `!Sync`; so the task
+// reference never actually crosses threads.
+unsafe impl<T> Send for HandleRef<T> {}
+
+// SAFETY: as for `Send`: the enclosing `JoinHandle` is `!Sync`.
+unsafe impl<T> Sync for HandleRef<T> {}
+
+impl<T> std::ops::Deref for HandleRef<T> {
+    type Target = TypedRef<T>;
+    fn deref(&self) -> &TypedRef<T> {
+        &self.0
+    }
 }
 
 impl<T> JoinHandle<T> {
     pub(crate) fn new(task: TypedRef<T>) -> Self {
-        JoinHandle { task }
+        JoinHandle {
+            _not_send: PhantomData,
+            task: HandleRef(task),
+        }
     }
 
     /// Waits for the tasklet to finish and returns its value.
@@ -618,6 +682,7 @@ impl<T> JoinHandle<T> {
     /// assert_eq!(v, 42);
     /// ```
     #[inline]
+    #[track_caller]
     pub fn join(self) -> Result<T, JoinError> {
         /// Withdraws the joiner's registration however the wait ends (also
         /// when a kill or timeout unwinds it), so the target does not keep
@@ -632,10 +697,13 @@ impl<T> JoinHandle<T> {
             if let Some(r) = self.task.result().borrow_mut().take() {
                 return r;
             }
-            let me = context::with(|d| d.current_unparker());
+            let Some(me) = context::try_with(|d| d.current_unparker()) else {
+                context::outside_api("tasklet::JoinHandle::join")
+            };
             *self.task.joiner.borrow_mut() = Some(me);
             let registered = Registered(&self.task);
-            let parked = crate::hub::park(None);
+            let target = self.task.id;
+            let parked = context::with(|d| d.park_on(None, WaitOn::Join(target)));
             drop(registered);
             if parked.is_err() {
                 return Err(JoinError::killed());
@@ -700,9 +768,13 @@ impl<T> Drop for JoinHandle<T> {
         header.detached.set(true);
         if let Some(Err(e)) = &*self.task.result().borrow() {
             if e.is_panic() {
-                log::error!(
-                    "tasklet {} panicked and its JoinHandle was dropped without join: {e}",
-                    header.describe()
+                crate::observe::report(
+                    crate::observe::Kind::UnjoinedPanic,
+                    log::Level::Error,
+                    format_args!(
+                        "tasklet {} panicked and its JoinHandle was dropped without join: {e}",
+                        header.describe()
+                    ),
                 );
             }
         }
@@ -736,8 +808,10 @@ impl Tasklet {
         self.task.name.as_deref()
     }
 
-    /// Kills the tasklet, like [`JoinHandle::kill`] (used by `Pool::kill`).
-    pub(crate) fn kill(&self) {
+    /// Kills the tasklet, like [`JoinHandle::kill`]: it is unwound at its
+    /// blocking point. Does nothing to a finished tasklet, or outside the
+    /// dispatcher the tasklet lives on.
+    pub fn kill(&self) {
         if self.task.state.get() != State::Done {
             context::try_with(|d| d.interrupt(&self.task, Interrupt::Kill));
         }
@@ -767,9 +841,34 @@ impl fmt::Debug for Tasklet {
 ///
 /// # Panics
 /// Outside [`dispatch`](crate::dispatch).
+#[track_caller]
 pub fn current() -> Tasklet {
-    Tasklet {
-        task: context::with(|d| d.current_task()),
+    match context::try_with(|d| d.current_task()) {
+        Some(task) => Tasklet { task },
+        None => context::outside_api("tasklet::current"),
+    }
+}
+
+/// The live tasklet of the current dispatcher with this id, if any (for
+/// operators' tools such as the console's `kill ID`; ids come from
+/// [`dump`](crate::dump) and parse with `str::parse`).
+///
+/// ```
+/// tasklet::dispatch(|| {
+///     let h = tasklet::spawn(|| tasklet::sleep(std::time::Duration::from_secs(60)));
+///     let t = tasklet::lookup(h.id()).unwrap();
+///     t.kill();
+///     assert!(h.join().unwrap_err().is_killed());
+/// });
+/// ```
+///
+/// # Panics
+/// Outside [`dispatch`](crate::dispatch).
+#[track_caller]
+pub fn lookup(id: TaskletId) -> Option<Tasklet> {
+    match context::try_with(|d| d.find(id)) {
+        Some(t) => t.map(|task| Tasklet { task }),
+        None => context::outside_api("tasklet::lookup"),
     }
 }
 
@@ -814,12 +913,17 @@ impl Builder {
     ///
     /// # Panics
     /// Outside [`dispatch`](crate::dispatch).
+    #[track_caller]
     pub fn spawn<F, T>(self, f: F) -> io::Result<JoinHandle<T>>
     where
         F: FnOnce() -> T + 'static,
         T: 'static,
     {
-        context::with(|d| d.spawn(self.name, self.stack_size, f))
+        let at = Location::caller();
+        match context::try_with(|d| d.spawn(self.name, self.stack_size, at, f)) {
+            Some(r) => r,
+            None => context::outside_api("tasklet::Builder::spawn"),
+        }
     }
 }
 
@@ -842,12 +946,18 @@ impl Builder {
 /// # Panics
 /// Outside [`dispatch`](crate::dispatch), or if no stack can be allocated
 /// (use [`Builder::spawn`] to get that as an error).
+#[track_caller]
 pub fn spawn<F, T>(f: F) -> JoinHandle<T>
 where
     F: FnOnce() -> T + 'static,
     T: 'static,
 {
-    match Builder::new().spawn(f) {
+    let at = Location::caller();
+    let r = match context::try_with(|d| d.spawn(None, None, at, f)) {
+        Some(r) => r,
+        None => context::outside_api("tasklet::spawn"),
+    };
+    match r {
         Ok(h) => h,
         Err(e) => panic!("tasklet::spawn: cannot create a tasklet: {e}"),
     }

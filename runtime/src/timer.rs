@@ -41,7 +41,6 @@ impl<A> TimerQueue<A> {
     }
 
     /// Number of armed (not cancelled, not fired) timers.
-    #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
         self.live.len()
     }

@@ -116,8 +116,9 @@ fn monitor() -> &'static Monitor {
         let r = std::thread::Builder::new()
             .name("tasklet-watchdog".into())
             .spawn(monitor_loop);
-        if let Err(e) = r {
-            log::error!("tasklet: cannot start the watchdog thread: {e}");
+        match r {
+            Ok(_) => crate::observe::runtime_thread_started(),
+            Err(e) => log::error!("tasklet: cannot start the watchdog thread: {e}"),
         }
         Monitor {
             active: Mutex::new(0),
@@ -309,13 +310,17 @@ fn check(i: usize, p: &Probe, limit: Duration, now: Instant, tracks: &mut HashMa
         if let Some(t) = tracks.remove(&i) {
             if let (Some(who), true) = (&t.warned, t.generation == generation) {
                 let held = now.saturating_duration_since(t.since);
-                log::warn!(
-                    "tasklet {} gave dispatcher {} back after holding it for about {} ms \
-                     (watchdog limit {} ms)",
-                    who,
-                    p.dispatcher.load(Relaxed),
-                    held.as_millis(),
-                    limit.as_millis()
+                crate::observe::report(
+                    crate::observe::Kind::WatchdogEnd,
+                    log::Level::Warn,
+                    format_args!(
+                        "tasklet {} gave dispatcher {} back after holding it for about {} ms \
+                         (watchdog limit {} ms)",
+                        who,
+                        p.dispatcher.load(Relaxed),
+                        held.as_millis(),
+                        limit.as_millis()
+                    ),
                 );
             }
         }
@@ -342,7 +347,11 @@ fn check(i: usize, p: &Probe, limit: Duration, now: Instant, tracks: &mut HashMa
     let held = now.saturating_duration_since(t.since);
     if t.warned.is_none() && held >= limit {
         let who = describe(p, tasklet);
-        log::warn!(
+        crate::observe::watchdog_warned();
+        crate::observe::report(
+            crate::observe::Kind::Watchdog,
+            log::Level::Warn,
+            format_args!(
             "tasklet {} has held dispatcher {} for {} ms without yielding: every other tasklet, \
              timer and socket on that thread is stalled. Break long computations up with \
              tasklet::yield_now(), or move blocking calls and CPU-heavy work to \
@@ -352,6 +361,7 @@ fn check(i: usize, p: &Probe, limit: Duration, now: Instant, tracks: &mut HashMa
             p.dispatcher.load(Relaxed),
             held.as_millis(),
             limit.as_millis()
+        ),
         );
         t.warned = Some(who);
     }

@@ -39,7 +39,7 @@ use std::thread;
 
 use crate::hub;
 use crate::offload::{self, unblock};
-use crate::sync::wait::{block, lock, Blocked, Wakeup};
+use crate::sync::wait::{block, lock, Blocked, WaitOn, Wakeup};
 
 /// First read-ahead after an open or a seek.
 const MIN_READ_AHEAD: usize = 64 * 1024;
@@ -164,7 +164,7 @@ fn wait_until(shared: &Shared, mut ready: impl FnMut(&St) -> bool) -> MutexGuard
         });
         drop(st);
         if can_park {
-            if block(None) == Blocked::Interrupted {
+            if block(None, WaitOn::Offload) == Blocked::Interrupted {
                 // A destructor at `dispatch` exit cannot park: the job takes
                 // milliseconds, so block the thread for it (as `unblock` does).
                 can_park = false;

@@ -3,7 +3,7 @@
 use std::fmt;
 use std::time::{Duration, Instant};
 
-use super::wait::{wait_in, wake_all, SpinLock, WaitState, Waiters, Wakeup};
+use super::wait::{wait_in, wake_all, SpinLock, WaitOn, WaitState, Waiters, Wakeup};
 
 pub(super) struct State<T, E> {
     value: Option<Result<T, E>>,
@@ -19,6 +19,10 @@ impl<T, E> WaitState for State<T, E> {
     fn pass_on(&mut self) -> Option<Wakeup> {
         // Every waiter was woken: nothing to pass on.
         None
+    }
+
+    fn wait_on(&self, addr: usize) -> WaitOn {
+        WaitOn::Sync("sync::AsyncResult", addr)
     }
 }
 

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::wait::{
-    block_as, current_wakeup, Blocked, Hubs, SpinGuard, SpinLock, WaitList, Waiter, Wakeup,
+    block_as, current_wakeup, Blocked, Hubs, SpinGuard, SpinLock, WaitList, WaitOn, Waiter, Wakeup,
 };
 use crate::hub::{KeyWait, WaitKey};
 
@@ -100,6 +100,14 @@ pub(super) struct Chan<T> {
 }
 
 impl<T> Chan<T> {
+    /// What a tasklet parked on this channel waits on (dumps, deadlock reports).
+    fn wait_on(&self, send: bool) -> WaitOn {
+        WaitOn::Channel {
+            send,
+            addr: self as *const Chan<T> as usize,
+        }
+    }
+
     /// Whether a value can be queued (a rendezvous channel never queues).
     #[inline]
     pub(super) fn queue_has_room(&self, st: &State<T>) -> bool {
@@ -465,7 +473,7 @@ impl<T> Sender<T> {
             reg.key = key;
             drop(guard);
             loop {
-                let r = block_as(reg.key.is_some(), deadline);
+                let r = block_as(reg.key.is_some(), deadline, chan.wait_on(true));
                 if node.take_notified().is_some() {
                     // Granted room (or every receiver is gone): retry.
                     reg.done();
@@ -619,7 +627,7 @@ impl<T> Receiver<T> {
             return Err(RecvTimeoutError::Disconnected);
         }
         chan.park_receiver(guard, &mut reg);
-        let r = block_as(reg.key.is_some(), deadline);
+        let r = block_as(reg.key.is_some(), deadline, self.chan.wait_on(false));
         match node.take_notified() {
             // Popped by a sender with its value (the common case: no need
             // to lock again).
@@ -712,7 +720,7 @@ impl<T> Receiver<T> {
         reg: &mut RecvRegistration<'_, T>,
         deadline: Option<Instant>,
     ) -> Result<Option<Blocked>, T> {
-        let r = block_as(reg.key.is_some(), deadline);
+        let r = block_as(reg.key.is_some(), deadline, self.chan.wait_on(false));
         match reg.node.take_notified() {
             Some(v) => {
                 reg.done();

@@ -3,7 +3,7 @@
 use std::fmt;
 use std::time::{Duration, Instant};
 
-use super::wait::{wait_in, wake, wake_all, SpinLock, WaitState, Waiters, Wakeup};
+use super::wait::{wait_in, wake, wake_all, SpinLock, WaitOn, WaitState, Waiters, Wakeup};
 
 pub(super) struct State {
     pub(super) set: bool,
@@ -20,6 +20,10 @@ impl WaitState for State {
     fn pass_on(&mut self) -> Option<Wakeup> {
         // Every waiter was woken: nothing to pass on.
         None
+    }
+
+    fn wait_on(&self, addr: usize) -> WaitOn {
+        WaitOn::Sync("sync::Event", addr)
     }
 }
 

@@ -54,7 +54,7 @@ impl<T> Mutex<T> {
     /// A new unlocked mutex.
     pub fn new(value: T) -> Mutex<T> {
         Mutex {
-            sem: Semaphore::new(1),
+            sem: Semaphore::named(1, "sync::Mutex"),
             data: std::sync::Mutex::new(value),
         }
     }

@@ -19,6 +19,7 @@ use super::channel::{Chan, Receiver, RecvError, SendError, Sender};
 use super::wait::{block_as, current_wakeup, Blocked, SpinLock, WaitState, Waiter};
 use super::{AsyncResult, Event};
 use crate::hub::{self, KeyWait};
+use crate::observe::WaitOn;
 use crate::task::JoinHandle;
 
 /// How an arm ends a try under its primitive's lock.
@@ -316,7 +317,7 @@ impl<'a, R> Select<'a, R> {
             }
             let mut blocked = Blocked::Woken;
             if won.is_none() {
-                blocked = block_as(tasklet, deadline);
+                blocked = block_as(tasklet, deadline, WaitOn::Other("select"));
             }
             // Withdraw in the same order; the first arm found completed wins.
             for k in 0..registered {

@@ -3,7 +3,7 @@
 use std::fmt;
 use std::time::{Duration, Instant};
 
-use super::wait::{wait_in, wake, SpinGuard, SpinLock, WaitState, Waiters, Wakeup};
+use super::wait::{wait_in, wake, SpinGuard, SpinLock, WaitOn, WaitState, Waiters, Wakeup};
 
 struct State {
     /// Free permits. Invariant: 0 while anybody waits (a returned permit
@@ -11,6 +11,9 @@ struct State {
     permits: usize,
     /// Waiters; a popped waiter has been handed a permit.
     waiters: Waiters,
+    /// The primitive's name in dumps (`sync::Semaphore`, or `sync::Mutex`
+    /// for the mutex built on it).
+    what: &'static str,
 }
 
 impl State {
@@ -34,6 +37,10 @@ impl WaitState for State {
     fn pass_on(&mut self) -> Option<Wakeup> {
         // A waiter handed a permit leaves without it: return it.
         self.release()
+    }
+
+    fn wait_on(&self, addr: usize) -> WaitOn {
+        WaitOn::Sync(self.what, addr)
     }
 }
 
@@ -72,10 +79,16 @@ pub struct Semaphore {
 impl Semaphore {
     /// A semaphore with `permits` free permits.
     pub fn new(permits: usize) -> Semaphore {
+        Semaphore::named(permits, "sync::Semaphore")
+    }
+
+    /// A semaphore that dumps and deadlock reports call `what`.
+    pub(crate) fn named(permits: usize, what: &'static str) -> Semaphore {
         Semaphore {
             state: SpinLock::new(State {
                 permits,
                 waiters: Waiters::default(),
+                what,
             }),
         }
     }

@@ -25,6 +25,7 @@ use std::thread::{self, Thread};
 use std::time::Instant;
 
 use crate::hub::{self, HubRef, KeyWait, RemoteUnparker, WaitKey, Wake};
+pub(crate) use crate::observe::WaitOn;
 
 /// How to wake one waiter.
 pub(crate) enum Wakeup {
@@ -103,8 +104,8 @@ pub(crate) enum Blocked {
 ///
 /// In a tasklet a kill or `timeout` unwinds out of this call (see
 /// [`hub::park`]); keep waiter cleanup in a drop guard.
-pub(crate) fn block(deadline: Option<Instant>) -> Blocked {
-    block_as(hub::in_dispatcher(), deadline)
+pub(crate) fn block(deadline: Option<Instant>, why: WaitOn) -> Blocked {
+    block_as(hub::in_dispatcher(), deadline, why)
 }
 
 /// [`block`] for a plain thread.
@@ -155,9 +156,13 @@ pub(crate) fn current_wakeup(hubs: &mut Hubs) -> (Wakeup, Option<KeyWait>) {
 /// other stack's frames), so each frame between the switch and the caller
 /// costs one.
 #[inline(always)]
-pub(crate) fn block_as(tasklet: bool, deadline: Option<Instant>) -> Blocked {
+pub(crate) fn block_as(tasklet: bool, deadline: Option<Instant>, why: WaitOn) -> Blocked {
     if tasklet {
-        match hub::park(deadline) {
+        let parked = crate::context::with(
+            #[inline(always)]
+            |d| d.park_on(deadline, why),
+        );
+        match parked {
             Ok(Wake::Unparked) => Blocked::Woken,
             Ok(Wake::TimedOut) => Blocked::TimedOut,
             Err(_) => Blocked::Interrupted,
@@ -583,6 +588,12 @@ pub(crate) trait WaitState {
     /// A popped waiter leaves (killed, timed out) without using what it was
     /// popped for: pass that on. Returns the waiter to wake, if any.
     fn pass_on(&mut self) -> Option<Wakeup>;
+
+    /// What a tasklet parked on this primitive (whose state lock is at
+    /// `addr`) waits on, for [`crate::dump`] and deadlock reports.
+    fn wait_on(&self, addr: usize) -> WaitOn {
+        WaitOn::Sync("a sync primitive", addr)
+    }
 }
 
 /// Delivers a wake-up popped from `lock`'s [`Waiters`] (call without
@@ -684,6 +695,7 @@ pub(crate) fn wait_in<S: WaitState>(
         active: false,
         key: None,
     };
+    let why = guard.wait_on(lock as *const SpinLock<S> as usize);
     let w = guard.waiters();
     let (wakeup, key) = current_wakeup(&mut w.hubs);
     // SAFETY: `node` is not linked, goes only into this list, and stays in
@@ -692,12 +704,12 @@ pub(crate) fn wait_in<S: WaitState>(
     reg.active = true;
     reg.key = key;
     drop(guard);
-    let r = block_as(reg.key.is_some(), deadline);
+    let r = block_as(reg.key.is_some(), deadline, why);
     if node.take_notified().is_some() {
         reg.done();
         return true;
     }
-    wait_again(&mut reg, r, deadline)
+    wait_again(&mut reg, r, deadline, why)
 }
 
 /// The rest of [`wait_in`] after a park that ended without the waiter
@@ -707,6 +719,7 @@ fn wait_again<S: WaitState>(
     reg: &mut Registration<'_, S>,
     mut r: Blocked,
     deadline: Option<Instant>,
+    why: WaitOn,
 ) -> bool {
     loop {
         let mut guard = reg.lock.lock();
@@ -730,7 +743,7 @@ fn wait_again<S: WaitState>(
         unsafe { w.list.set_wakeup(reg.node, wakeup) };
         reg.key = key;
         drop(guard);
-        r = block_as(reg.key.is_some(), deadline);
+        r = block_as(reg.key.is_some(), deadline, why);
         if reg.node.take_notified().is_some() {
             reg.done();
             return true;
