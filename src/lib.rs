@@ -98,8 +98,9 @@ where
 // names the types `tasklet::netio::TcpStream` in diagnostics only this way (a
 // renamed crate re-export prints as `tasklet::tasklet_netio::TcpStream`).
 // tests/facade_docs.rs checks both.
-#[doc = include_str!("../netio/src/overview.md")]
 pub mod netio {
+    // An inner attribute: the overview's links resolve inside this module.
+    #![doc = include_str!("../netio/src/overview.md")]
     #[doc(inline)]
     pub use tasklet_netio::*;
 }
