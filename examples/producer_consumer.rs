@@ -24,7 +24,7 @@ OPTIONS:
 
 /// `--help` prints the usage; any other argument is refused.
 fn parse_args() {
-    for arg in std::env::args().skip(1) {
+    if let Some(arg) = std::env::args().nth(1) {
         if arg == "-h" || arg == "--help" {
             println!("{USAGE}");
             std::process::exit(0);
