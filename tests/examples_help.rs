@@ -42,15 +42,49 @@ fn run(name: &str, args: &[&str], env: &[(&str, &str)]) -> (i32, String, String)
     (code, out.join().unwrap(), err.join().unwrap())
 }
 
-/// The names of the examples, from `examples/*.rs`.
+/// Whether this test build has `feature` of the `tasklet` crate (the examples
+/// are built with the same features).
+fn enabled(feature: &str) -> bool {
+    match feature {
+        "codec" => cfg!(feature = "codec"),
+        "tls" => cfg!(feature = "tls"),
+        "tokio" => cfg!(feature = "tokio"),
+        "futures-io" => cfg!(feature = "futures-io"),
+        _ => false,
+    }
+}
+
+/// The names of the examples (`examples/*.rs`) that this build has: those
+/// whose `required-features` in Cargo.toml are all enabled.
 fn examples() -> Vec<String> {
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples");
-    let mut names: Vec<String> = std::fs::read_dir(dir)
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let manifest = std::fs::read_to_string(root.join("Cargo.toml")).unwrap();
+    let mut skipped = Vec::new();
+    let mut name = None;
+    for line in manifest.lines().map(str::trim) {
+        if line.starts_with('[') {
+            name = None;
+        }
+        if let Some(v) = line.strip_prefix("name = ") {
+            name = Some(v.trim_matches('"').to_owned());
+        }
+        if let (Some(n), Some(v)) = (&name, line.strip_prefix("required-features = ")) {
+            let needs = v.trim_matches(|c| c == '[' || c == ']');
+            if !needs
+                .split(',')
+                .all(|f| enabled(f.trim().trim_matches('"')))
+            {
+                skipped.push(n.clone());
+            }
+        }
+    }
+    let mut names: Vec<String> = std::fs::read_dir(root.join("examples"))
         .unwrap()
         .filter_map(|e| {
             let name = e.unwrap().file_name().into_string().unwrap();
             name.strip_suffix(".rs").map(str::to_owned)
         })
+        .filter(|n| !skipped.contains(n))
         .collect();
     names.sort();
     names
