@@ -29,7 +29,30 @@ fn blocking_lookup(key: &str) -> String {
     format!("value-of-{key}")
 }
 
+const USAGE: &str = "\
+blocking_offload: CPU work and a blocking call through tasklet::unblock while a
+heartbeat tasklet keeps ticking, then the same CPU work held on the dispatcher
+
+USAGE:
+    blocking_offload          (RUST_LOG=warn shows the watchdog naming the culprit)
+
+OPTIONS:
+    -h, --help    print this help";
+
+/// `--help` prints the usage; any other argument is refused.
+fn parse_args() {
+    if let Some(arg) = std::env::args().nth(1) {
+        if arg == "-h" || arg == "--help" {
+            println!("{USAGE}");
+            std::process::exit(0);
+        }
+        eprintln!("blocking_offload: unknown argument '{arg}'\n\n{USAGE}");
+        std::process::exit(2);
+    }
+}
+
 fn main() {
+    parse_args();
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
     tasklet::dispatch(|| {
         let start = Instant::now();

@@ -13,7 +13,29 @@ use std::time::Duration;
 
 use tasklet::sync::channel;
 
+const USAGE: &str = "\
+producer_consumer: three producer tasklets and two consumers on a bounded channel
+
+USAGE:
+    producer_consumer         (RUST_LOG=debug logs every item)
+
+OPTIONS:
+    -h, --help    print this help";
+
+/// `--help` prints the usage; any other argument is refused.
+fn parse_args() {
+    if let Some(arg) = std::env::args().nth(1) {
+        if arg == "-h" || arg == "--help" {
+            println!("{USAGE}");
+            std::process::exit(0);
+        }
+        eprintln!("producer_consumer: unknown argument '{arg}'\n\n{USAGE}");
+        std::process::exit(2);
+    }
+}
+
 fn main() {
+    parse_args();
     env_logger::init();
     let totals = tasklet::dispatch(|| {
         // Room for 4 items: fast producers are throttled by slow consumers.

@@ -11,7 +11,34 @@ use std::ops::ControlFlow;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
+const USAGE: &str = "\
+tasklets: spawn, sleep, yield_now, spawn_loop, timeout, kill and a contained
+panic, all on one OS thread
+
+USAGE:
+    tasklets                  (RUST_LOG=debug shows the runtime's events)
+
+OPTIONS:
+    -h, --help    print this help
+
+Part 5 panics in a tasklet on purpose: the panic is reported in one line marked
+\"expected\" (no backtrace, even with RUST_BACKTRACE=1) and the program goes on.";
+
+/// `--help` prints the usage; any other argument is refused.
+fn parse_args() {
+    if let Some(arg) = std::env::args().nth(1) {
+        if arg == "-h" || arg == "--help" {
+            println!("{USAGE}");
+            std::process::exit(0);
+        }
+        eprintln!("tasklets: unknown argument '{arg}'\n\n{USAGE}");
+        std::process::exit(2);
+    }
+}
+
 fn main() {
+    parse_args();
+    quiet_demo_panic();
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
     let started = Instant::now();
     let stamp = move || format!("{:>4} ms", started.elapsed().as_millis());
@@ -82,7 +109,7 @@ fn main() {
         println!("[{}] -- a panic stays in its tasklet --", stamp());
         let bad = tasklet::Builder::new()
             .name("bad")
-            .spawn(|| -> u32 { panic!("something broke") })
+            .spawn(|| -> u32 { panic!("{DEMO_PANIC}") })
             .expect("spawn");
         let err = bad.join().unwrap_err();
         println!("[{}] joined 'bad': {err}", stamp());
@@ -94,4 +121,32 @@ fn main() {
         later.join().unwrap()
     });
     println!("[{}] dispatch returned {answer}", stamp());
+}
+
+/// The message of the deliberate panic in part 5.
+const DEMO_PANIC: &str = "something broke";
+
+/// The deliberate panic is part of the demo, not a crash: report it in one
+/// line that says so, without the backtrace `RUST_BACKTRACE=1` would add.
+/// Any other panic still goes to the default hook, backtrace and all. (The
+/// runtime wraps this hook when `dispatch` starts; it calls it for every
+/// panic.)
+fn quiet_demo_panic() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let msg = info
+            .payload()
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| info.payload().downcast_ref::<&str>().copied());
+        if msg == Some(DEMO_PANIC) {
+            let at = info
+                .location()
+                .map(|l| format!(" at {l}"))
+                .unwrap_or_default();
+            eprintln!("(expected) the demo tasklet 'bad' panicked{at}: {DEMO_PANIC}");
+        } else {
+            default(info);
+        }
+    }));
 }

@@ -4,13 +4,18 @@
 //! plain blocking-style code — `read`, `write`, `accept`, `sleep` — and run
 //! thousands of such functions concurrently on one thread.
 //!
-//! This facade re-exports the runtime ([`tasklet_runtime`]) at `tasklet::`
-//! (including cooperative files at `tasklet::fs`), the socket layer
-//! ([`tasklet_netio`]) at `tasklet::netio`, and its subprocesses at
-//! `tasklet::process`.
+//! This crate is the one dependency a user needs: the runtime (tasklets,
+//! dispatcher, hub, timers, sync primitives, offload, cooperative files at
+//! [`fs`]) is at `tasklet::`, the socket layer at [`tasklet::netio`](netio),
+//! and subprocesses at [`tasklet::process`](process). (They are defined in
+//! the crates `tasklet-runtime` and `tasklet-netio`; don't depend on those
+//! directly.)
 //!
-//! Optional features: `tls` adds `tasklet::netio::tls` (TLS streams on
-//! rustls, with the *ring* crypto provider).
+//! Optional features: `codec` (on by default) adds `tasklet::netio::codec`
+//! and `tasklet::netio::protocol`; `tls` adds `tasklet::netio::tls` (TLS
+//! streams on rustls, with the *ring* crypto provider); `tokio` and
+//! `futures-io` connect tasklets to `async` code ([`block_on`], and the
+//! `tokio` module with that feature).
 //!
 //! ```
 //! use std::time::Duration;
@@ -38,7 +43,7 @@ pub mod tokio;
 /// feature, with the context of a tokio runtime entered around each poll so
 /// tokio's sockets, timers and `tokio::spawn` work (see [`tokio`](mod@tokio)).
 ///
-/// Otherwise exactly [`tasklet_runtime::block_on`]: inside a tasklet it
+/// Otherwise exactly the runtime's [`block_on`](tasklet_runtime::block_on): inside a tasklet it
 /// polls the future on the dispatcher and parks only the calling tasklet
 /// between wake-ups (the `Waker` works from any thread); outside a
 /// dispatcher it blocks the thread. Kill and timeout drop the future in the
@@ -67,7 +72,7 @@ pub fn block_on<F: std::future::Future>(future: F) -> F::Output {
 /// [`tokio`](mod@tokio)), so tokio's timers, sockets and `tokio::spawn` work
 /// anywhere in the tasklets.
 ///
-/// Otherwise exactly [`tasklet_runtime::dispatch`].
+/// Otherwise exactly the runtime's [`dispatch`](tasklet_runtime::dispatch).
 ///
 /// ```
 /// let v = tasklet::dispatch(|| {
@@ -79,7 +84,7 @@ pub fn block_on<F: std::future::Future>(future: F) -> F::Output {
 /// ```
 ///
 /// # Panics
-/// As [`tasklet_runtime::dispatch`].
+/// As the runtime's [`dispatch`](tasklet_runtime::dispatch).
 #[cfg(feature = "tokio")]
 pub fn dispatch<F, T>(f: F) -> T
 where
@@ -88,10 +93,20 @@ where
     self::tokio::dispatch(f)
 }
 
-/// Cooperative sockets: TCP, UDP, Unix sockets and servers (see [`tasklet_netio`]).
-pub use tasklet_netio as netio;
+// A module with a glob re-export, not `pub use tasklet_netio as netio`: rustdoc
+// renders (and searches) `tasklet::netio::*` pages only for a module, and rustc
+// names the types `tasklet::netio::TcpStream` in diagnostics only this way (a
+// renamed crate re-export prints as `tasklet::tasklet_netio::TcpStream`).
+// tests/facade_docs.rs checks both.
+pub mod netio {
+    // An inner attribute: the overview's links resolve inside this module.
+    #![doc = include_str!("../netio/src/overview.md")]
+    #[doc(inline)]
+    pub use tasklet_netio::*;
+}
 
-/// Subprocesses with cooperative pipes and exit waits (see [`tasklet_netio::process`]).
+/// Subprocesses with cooperative pipes and exit waits (also at `tasklet::netio::process`).
+#[doc(inline)]
 pub use tasklet_netio::process;
 
 /// The operator console (`tasklet::console::serve(path)`): `dump`, `stats`

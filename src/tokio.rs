@@ -164,7 +164,7 @@ fn enter_at(level: Level) -> ContextGuard {
     }
 }
 
-/// `tasklet_runtime::dispatch` inside the tokio runtime's context.
+/// The runtime's own `dispatch`, inside the tokio runtime's context.
 pub(crate) fn dispatch<F, T>(f: F) -> T
 where
     F: FnOnce() -> T,

@@ -12,13 +12,13 @@ use std::vec;
 /// and slices of addresses. Literal addresses (`"127.0.0.1:80"`,
 /// `"[::1]:80"`, `(Ipv4Addr::LOCALHOST, 80)`) are parsed in place; host
 /// names are resolved with the system resolver (`getaddrinfo`) on an offload
-/// thread through [`tasklet_runtime::unblock`], so other tasklets keep
+/// thread through [`tasklet::unblock`](tasklet_runtime::unblock), so other tasklets keep
 /// running while the lookup waits. Outside a dispatcher the lookup simply
 /// runs on the calling thread.
 ///
 /// ```
-/// use tasklet_netio::ToSocketAddrs;
-/// tasklet_runtime::dispatch(|| {
+/// use tasklet::netio::ToSocketAddrs;
+/// tasklet::dispatch(|| {
 ///     let addrs = "localhost:8080".resolve().unwrap();
 ///     assert!(addrs.iter().all(|a| a.port() == 8080 && a.ip().is_loopback()));
 ///     assert_eq!(("10.1.2.3", 53).resolve().unwrap(), ["10.1.2.3:53".parse().unwrap()]);
@@ -35,8 +35,8 @@ pub trait ToSocketAddrs {
 /// Resolves `addr` cooperatively (see [`ToSocketAddrs`]); tokio's `lookup_host`.
 ///
 /// ```
-/// tasklet_runtime::dispatch(|| {
-///     let first = tasklet_netio::lookup_host("localhost:80").unwrap().next().unwrap();
+/// tasklet::dispatch(|| {
+///     let first = tasklet::netio::lookup_host("localhost:80").unwrap().next().unwrap();
 ///     assert!(first.ip().is_loopback());
 /// });
 /// ```

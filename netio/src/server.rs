@@ -147,9 +147,9 @@ type Handler<L> = Rc<dyn Fn(<L as Listener>::Stream, <L as Listener>::Addr)>;
 /// ```
 /// use std::io::{Read, Write};
 /// use std::time::Duration;
-/// use tasklet_netio::{StreamServer, TcpStream};
+/// use tasklet::netio::{StreamServer, TcpStream};
 ///
-/// tasklet_runtime::dispatch(|| {
+/// tasklet::dispatch(|| {
 ///     let server = StreamServer::bind("127.0.0.1:0", |mut s: TcpStream, _peer| {
 ///         let mut buf = [0; 1024];
 ///         loop {
@@ -241,10 +241,10 @@ impl StreamServer<UnixListener> {
     /// ```
     /// use std::io::{Read, Write};
     /// use std::time::Duration;
-    /// use tasklet_netio::{StreamServer, UnixStream};
+    /// use tasklet::netio::{StreamServer, UnixStream};
     /// let path = std::env::temp_dir().join(format!("tasklet-srv-{}.sock", std::process::id()));
     /// let _ = std::fs::remove_file(&path);
-    /// tasklet_runtime::dispatch(|| {
+    /// tasklet::dispatch(|| {
     ///     let handle = StreamServer::bind_unix(&path, |mut s: UnixStream, _peer| {
     ///         s.write_all(b"hello")
     ///     })
@@ -712,9 +712,9 @@ const MAX_DATAGRAM: usize = 65_507;
 ///
 /// ```
 /// use std::time::Duration;
-/// use tasklet_netio::{DatagramServer, UdpSocket};
+/// use tasklet::netio::{DatagramServer, UdpSocket};
 ///
-/// tasklet_runtime::dispatch(|| {
+/// tasklet::dispatch(|| {
 ///     let server = DatagramServer::bind("127.0.0.1:0", |sock: &UdpSocket, data, peer| {
 ///         let reply = String::from_utf8_lossy(&data).to_uppercase();
 ///         sock.send_to(reply.as_bytes(), peer)

@@ -22,12 +22,12 @@ use crate::sys;
 ///
 /// ```
 /// use std::io::{Read, Write};
-/// use tasklet_netio::{TcpListener, TcpStream};
+/// use tasklet::netio::{TcpListener, TcpStream};
 ///
-/// tasklet_runtime::dispatch(|| {
+/// tasklet::dispatch(|| {
 ///     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
 ///     let addr = listener.local_addr().unwrap();
-///     let server = tasklet_runtime::spawn(move || {
+///     let server = tasklet::spawn(move || {
 ///         let (mut s, _peer) = listener.accept().unwrap();
 ///         let mut buf = [0; 5];
 ///         s.read_exact(&mut buf).unwrap();
@@ -99,17 +99,17 @@ impl TcpListener {
     /// The new stream is non-blocking at the OS level and cooperative like
     /// every stream here. Honours [`set_nonblocking`](Self::set_nonblocking).
     /// Like std, a listener has no accept timeout; bound the wait with
-    /// [`tasklet_runtime::timeout`] (the listener stays usable):
+    /// [`tasklet::timeout`](tasklet_runtime::timeout) (the listener stays usable):
     ///
     /// ```
     /// use std::time::Duration;
-    /// use tasklet_netio::TcpListener;
+    /// use tasklet::netio::TcpListener;
     ///
-    /// tasklet_runtime::dispatch(|| {
+    /// tasklet::dispatch(|| {
     ///     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    ///     let r = tasklet_runtime::timeout(Duration::from_millis(10), || listener.accept());
+    ///     let r = tasklet::timeout(Duration::from_millis(10), || listener.accept());
     ///     assert!(r.is_err(), "nobody connected");
-    ///     let c = tasklet_netio::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+    ///     let c = tasklet::netio::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
     ///     let (s, peer) = listener.accept().unwrap();
     ///     assert_eq!(peer, c.local_addr().unwrap());
     ///     # drop(s);
@@ -236,12 +236,12 @@ impl Iterator for Incoming<'_> {
 ///
 /// ```
 /// use std::io::{BufRead, BufReader, Write};
-/// use tasklet_netio::{TcpListener, TcpStream};
+/// use tasklet::netio::{TcpListener, TcpStream};
 ///
-/// tasklet_runtime::dispatch(|| {
+/// tasklet::dispatch(|| {
 ///     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
 ///     let addr = listener.local_addr().unwrap();
-///     tasklet_runtime::spawn(move || {
+///     tasklet::spawn(move || {
 ///         let (s, _) = listener.accept().unwrap();
 ///         let mut lines = BufReader::new(&s);
 ///         let mut line = String::new();
@@ -406,9 +406,9 @@ impl TcpStream {
     /// ```
     /// use std::io::{ErrorKind, Read, Write};
     /// use std::time::{Duration, Instant};
-    /// use tasklet_netio::{TcpListener, TcpStream};
+    /// use tasklet::netio::{TcpListener, TcpStream};
     ///
-    /// tasklet_runtime::dispatch(|| {
+    /// tasklet::dispatch(|| {
     ///     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     ///     let mut client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
     ///     let (mut server, _) = listener.accept().unwrap();

@@ -27,8 +27,8 @@
 //! ```
 //! use std::io::{Read, Write};
 //! use std::sync::Arc;
-//! use tasklet_netio::tls::{self, rustls, TlsAcceptor, TlsConnector};
-//! use tasklet_netio::{TcpListener, TcpStream};
+//! use tasklet::netio::tls::{self, rustls, TlsAcceptor, TlsConnector};
+//! use tasklet::netio::{TcpListener, TcpStream};
 //!
 //! // A throwaway self-signed certificate (use `server_config_from_pem` with real files).
 //! let ck = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
@@ -46,11 +46,11 @@
 //!     .with_root_certificates(roots)
 //!     .with_no_client_auth();
 //!
-//! tasklet_runtime::dispatch(move || {
+//! tasklet::dispatch(move || {
 //!     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
 //!     let addr = listener.local_addr().unwrap();
 //!     let acceptor = TlsAcceptor::new(Arc::new(server_cfg));
-//!     tasklet_runtime::spawn(move || -> std::io::Result<()> {
+//!     tasklet::spawn(move || -> std::io::Result<()> {
 //!         let (tcp, _) = listener.accept()?;
 //!         let mut tls = acceptor.accept(tcp)?;
 //!         assert_eq!(tls.server_name(), Some("localhost"));
@@ -93,13 +93,13 @@ use tasklet_runtime::sync::Mutex;
 ///
 /// ```
 /// use std::io;
-/// use tasklet_netio::tls::TlsTransport;
+/// use tasklet::netio::tls::TlsTransport;
 ///
 /// /// A TCP stream that counts the connections it was used for.
-/// struct Tagged { inner: tasklet_netio::TcpStream, tag: u32 }
+/// struct Tagged { inner: tasklet::netio::TcpStream, tag: u32 }
 ///
 /// impl TlsTransport for Tagged {
-///     type Io<'a> = &'a tasklet_netio::TcpStream;
+///     type Io<'a> = &'a tasklet::netio::TcpStream;
 ///     fn io(&self) -> Self::Io<'_> {
 ///         &self.inner
 ///     }

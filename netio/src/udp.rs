@@ -13,11 +13,11 @@ use crate::sock::Sock;
 /// of blocking the thread (std's `UdpSocket`).
 ///
 /// ```
-/// use tasklet_netio::UdpSocket;
-/// tasklet_runtime::dispatch(|| {
+/// use tasklet::netio::UdpSocket;
+/// tasklet::dispatch(|| {
 ///     let server = UdpSocket::bind("127.0.0.1:0").unwrap();
 ///     let addr = server.local_addr().unwrap();
-///     tasklet_runtime::spawn(move || {
+///     tasklet::spawn(move || {
 ///         let mut buf = [0; 64];
 ///         let (n, from) = server.recv_from(&mut buf).unwrap();
 ///         server.send_to(&buf[..n], from).unwrap();

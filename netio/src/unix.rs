@@ -15,12 +15,12 @@ use crate::sys;
 ///
 /// ```
 /// use std::io::{Read, Write};
-/// use tasklet_netio::{UnixListener, UnixStream};
+/// use tasklet::netio::{UnixListener, UnixStream};
 /// let path = std::env::temp_dir().join(format!("tasklet-doc-{}.sock", std::process::id()));
 /// let _ = std::fs::remove_file(&path);
-/// tasklet_runtime::dispatch(|| {
+/// tasklet::dispatch(|| {
 ///     let listener = UnixListener::bind(&path).unwrap();
-///     tasklet_runtime::spawn(move || {
+///     tasklet::spawn(move || {
 ///         let (mut s, _) = listener.accept().unwrap();
 ///         s.write_all(b"hi").unwrap();
 ///     });
@@ -152,11 +152,11 @@ impl Iterator for UnixIncoming<'_> {
 ///
 /// ```
 /// use std::io::{Read, Write};
-/// use tasklet_netio::UnixStream;
+/// use tasklet::netio::UnixStream;
 ///
-/// tasklet_runtime::dispatch(|| {
+/// tasklet::dispatch(|| {
 ///     let (a, b) = UnixStream::pair().unwrap();
-///     let echo = tasklet_runtime::spawn(move || {
+///     let echo = tasklet::spawn(move || {
 ///         let mut b = b;
 ///         let mut buf = [0; 4];
 ///         b.read_exact(&mut buf).unwrap();
@@ -351,11 +351,11 @@ impl fmt::Debug for UnixStream {
 /// is full.
 ///
 /// ```
-/// use tasklet_netio::UnixDatagram;
+/// use tasklet::netio::UnixDatagram;
 ///
-/// tasklet_runtime::dispatch(|| {
+/// tasklet::dispatch(|| {
 ///     let (a, b) = UnixDatagram::pair().unwrap();
-///     let reader = tasklet_runtime::spawn(move || {
+///     let reader = tasklet::spawn(move || {
 ///         let mut buf = [0; 16];
 ///         let n = b.recv(&mut buf).unwrap();
 ///         buf[..n].to_vec()

@@ -11,19 +11,19 @@
 //!
 //! ```
 //! use std::{cell::RefCell, rc::Rc};
-//! use tasklet_runtime::hub::{self, Unparker};
+//! use tasklet::hub::{self, Unparker};
 //!
-//! tasklet_runtime::dispatch(|| {
+//! tasklet::dispatch(|| {
 //!     let slot: Rc<RefCell<(Option<u32>, Option<Unparker>)>> = Default::default();
 //!     let s = slot.clone();
-//!     let waiter = tasklet_runtime::spawn(move || loop {
+//!     let waiter = tasklet::spawn(move || loop {
 //!         if let Some(v) = s.borrow_mut().0.take() {
 //!             return v;
 //!         }
 //!         s.borrow_mut().1 = Some(hub::current_unparker());
 //!         hub::park(None).expect("not interrupted");
 //!     });
-//!     tasklet_runtime::yield_now();
+//!     tasklet::yield_now();
 //!     slot.borrow_mut().0 = Some(7);
 //!     if let Some(u) = slot.borrow_mut().1.take() {
 //!         u.unpark();

@@ -13,9 +13,9 @@
 //!
 //! ```
 //! use std::time::Duration;
-//! let total = tasklet_runtime::dispatch(|| {
-//!     let a = tasklet_runtime::spawn(|| { tasklet_runtime::sleep(Duration::from_millis(20)); 1 });
-//!     let b = tasklet_runtime::Builder::new().name("b").stack_size(128 * 1024).spawn(|| 2).unwrap();
+//! let total = tasklet::dispatch(|| {
+//!     let a = tasklet::spawn(|| { tasklet::sleep(Duration::from_millis(20)); 1 });
+//!     let b = tasklet::Builder::new().name("b").stack_size(128 * 1024).spawn(|| 2).unwrap();
 //!     a.join().unwrap() + b.join().unwrap()
 //! });
 //! assert_eq!(total, 3);

@@ -17,7 +17,7 @@
 //! - a [`Child`] dropped before it was waited for is not left a zombie: a
 //!   single background thread reaps it when it exits (and with
 //!   [`Command::kill_on_drop`] it is killed first);
-//! - kills and timeouts work as everywhere: [`tasklet_runtime::timeout`]
+//! - kills and timeouts work as everywhere: [`tasklet::timeout`](tasklet_runtime::timeout)
 //!   around `child.wait()` gives up waiting (the child keeps running),
 //!   `JoinHandle::kill` interrupts a tasklet blocked on a child;
 //! - outside a dispatcher every call blocks the thread, like std's.
