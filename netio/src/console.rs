@@ -118,10 +118,10 @@ pub fn serve<P: AsRef<Path>>(path: P) -> io::Result<()> {
 ///
 /// ```
 /// use std::io::{BufRead, BufReader, Write};
-/// tasklet_runtime::dispatch(|| {
+/// tasklet::dispatch(|| {
 ///     let path = std::env::temp_dir().join(format!("console-doc-{}", std::process::id()));
-///     let console = tasklet_netio::console::spawn(&path).unwrap();
-///     let mut c = tasklet_netio::UnixStream::connect(&path).unwrap();
+///     let console = tasklet::netio::console::spawn(&path).unwrap();
+///     let mut c = tasklet::netio::UnixStream::connect(&path).unwrap();
 ///     c.write_all(b"stats\nquit\n").unwrap();
 ///     let text: Vec<String> = BufReader::new(c).lines().map(Result::unwrap).collect();
 ///     assert!(text.iter().any(|l| l.starts_with("live ")));

@@ -198,7 +198,7 @@ impl StreamServer<TcpListener> {
 
     /// Like [`bind`](Self::bind), on a listener bound with
     /// [`TcpListener::bind_reuse_port`]: run one such server per
-    /// [`Runtime`](tasklet_runtime::Runtime) worker on the same address and
+    /// [`Runtime`](tasklet::Runtime) worker on the same address and
     /// the kernel spreads the connections over the workers. With
     /// [`stop_on_signals`](Self::stop_on_signals), SIGINT/SIGTERM stops
     /// every worker's server.
@@ -206,12 +206,12 @@ impl StreamServer<TcpListener> {
     /// ```
     /// use std::io::{Read, Write};
     /// use std::time::Duration;
-    /// use tasklet_netio::{StreamServer, TcpListener, TcpStream};
+    /// use tasklet::netio::{StreamServer, TcpListener, TcpStream};
     ///
     /// let addr = TcpListener::bind_reuse_port("127.0.0.1:0").unwrap().local_addr().unwrap();
-    /// tasklet_runtime::Runtime::new().workers(2).run(move || {
+    /// tasklet::Runtime::new().workers(2).run(move || {
     ///     let server = StreamServer::bind_reuse_port(addr, |mut s: TcpStream, _| {
-    ///         let _ = s.write_all(&[tasklet_runtime::worker_index().unwrap() as u8]);
+    ///         let _ = s.write_all(&[tasklet::worker_index().unwrap() as u8]);
     ///     })
     ///     .unwrap()
     ///     .start();
@@ -306,7 +306,7 @@ impl<L: Listener> StreamServer<L> {
 
     /// Stops the server gracefully (with the [grace period](Self::grace_period))
     /// when the process receives SIGINT or SIGTERM. The signals are then
-    /// [reset](tasklet_runtime::signal::reset): a second one during the
+    /// [reset](tasklet::signal::reset): a second one during the
     /// grace period terminates the process.
     pub fn stop_on_signals(mut self, on: bool) -> StreamServer<L> {
         self.signals = on;
@@ -864,7 +864,7 @@ struct StopShared {
 impl<A: Clone + fmt::Debug + 'static> ServerHandle<A> {
     /// A `Send + Sync` handle that stops this server from any thread — a
     /// signal-handling thread, an admin thread, another
-    /// [`Runtime`](tasklet_runtime::Runtime) worker, a tasklet of another
+    /// [`Runtime`](tasklet::Runtime) worker, a tasklet of another
     /// dispatcher.
     ///
     /// `ServerHandle` itself is `!Send` (it shares the server's state with
@@ -874,16 +874,16 @@ impl<A: Clone + fmt::Debug + 'static> ServerHandle<A> {
     ///
     /// ```
     /// use std::time::Duration;
-    /// use tasklet_netio::{StreamServer, TcpStream};
+    /// use tasklet::netio::{StreamServer, TcpStream};
     ///
-    /// tasklet_runtime::dispatch(|| {
+    /// tasklet::dispatch(|| {
     ///     let server = StreamServer::bind("127.0.0.1:0", |_s: TcpStream, _| {}).unwrap().start();
     ///     let stopper = server.stopper();
     ///     // An admin thread stops the server and waits until it has stopped.
     ///     let admin = std::thread::spawn(move || stopper.stop(Duration::from_millis(100)));
     ///     server.wait();
     ///     assert!(server.is_stopped());
-    ///     # while !admin.is_finished() { tasklet_runtime::sleep(Duration::from_millis(1)); }
+    ///     # while !admin.is_finished() { tasklet::sleep(Duration::from_millis(1)); }
     ///     assert_eq!(admin.join().unwrap(), 0);
     /// });
     /// ```
