@@ -47,9 +47,11 @@ fn default_worker_count_is_the_allowed_cpus_and_pinning_works() {
     let out = Runtime::new().pin_to_cores(true).run(|| {
         // SAFETY: sched_getaffinity fills the zeroed set for this thread.
         let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+        // SAFETY: `set` is a valid, writable cpu_set_t of the size passed.
         let r = unsafe { libc::sched_getaffinity(0, std::mem::size_of_val(&set), &mut set) };
         assert_eq!(r, 0);
         (0..libc::CPU_SETSIZE as usize)
+            // SAFETY: `c` is below CPU_SETSIZE and `set` was filled above.
             .filter(|&c| unsafe { libc::CPU_ISSET(c, &set) })
             .count()
     });

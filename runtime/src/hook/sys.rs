@@ -180,10 +180,8 @@ macro_rules! sys {
 /// As for libc's `read`.
 #[no_mangle]
 pub unsafe extern "C" fn read(fd: c_int, buf: *mut c_void, count: size_t) -> ssize_t {
-    // SAFETY (all entry points below): each closure makes the system call
-    // with exactly the arguments the program passed; the pointers are the
-    // program's own, and the kernel validates them (EFAULT), as libc's
-    // wrapper would.
+    // SAFETY: the system call gets exactly the arguments the program passed
+    // (its own pointers, validated by the kernel: EFAULT), as libc's wrapper would.
     super::io(fd, Direction::Read, false, || unsafe {
         sys!(libc::SYS_read, fd, buf, count) as isize
     })
@@ -195,6 +193,8 @@ pub unsafe extern "C" fn read(fd: c_int, buf: *mut c_void, count: size_t) -> ssi
 /// As for libc's `write`.
 #[no_mangle]
 pub unsafe extern "C" fn write(fd: c_int, buf: *const c_void, count: size_t) -> ssize_t {
+    // SAFETY: the system call gets exactly the arguments the program passed
+    // (its own pointers, validated by the kernel: EFAULT), as libc's wrapper would.
     super::io(fd, Direction::Write, false, || unsafe {
         sys!(libc::SYS_write, fd, buf, count) as isize
     })
@@ -206,6 +206,8 @@ pub unsafe extern "C" fn write(fd: c_int, buf: *const c_void, count: size_t) -> 
 /// As for libc's `readv`.
 #[no_mangle]
 pub unsafe extern "C" fn readv(fd: c_int, iov: *const iovec, cnt: c_int) -> ssize_t {
+    // SAFETY: the system call gets exactly the arguments the program passed
+    // (its own pointers, validated by the kernel: EFAULT), as libc's wrapper would.
     super::io(fd, Direction::Read, false, || unsafe {
         sys!(libc::SYS_readv, fd, iov, cnt) as isize
     })
@@ -217,6 +219,8 @@ pub unsafe extern "C" fn readv(fd: c_int, iov: *const iovec, cnt: c_int) -> ssiz
 /// As for libc's `writev`.
 #[no_mangle]
 pub unsafe extern "C" fn writev(fd: c_int, iov: *const iovec, cnt: c_int) -> ssize_t {
+    // SAFETY: the system call gets exactly the arguments the program passed
+    // (its own pointers, validated by the kernel: EFAULT), as libc's wrapper would.
     super::io(fd, Direction::Write, false, || unsafe {
         sys!(libc::SYS_writev, fd, iov, cnt) as isize
     })
@@ -252,6 +256,8 @@ pub unsafe extern "C" fn recvfrom(
     alen: *mut socklen_t,
 ) -> ssize_t {
     let dw = flags & libc::MSG_DONTWAIT != 0;
+    // SAFETY: the system call gets exactly the arguments the program passed
+    // (its own pointers, validated by the kernel: EFAULT), as libc's wrapper would.
     super::io(fd, Direction::Read, dw, || unsafe {
         sys!(libc::SYS_recvfrom, fd, buf, len, flags, addr, alen) as isize
     })
@@ -264,6 +270,8 @@ pub unsafe extern "C" fn recvfrom(
 #[no_mangle]
 pub unsafe extern "C" fn recvmsg(fd: c_int, msg: *mut msghdr, flags: c_int) -> ssize_t {
     let dw = flags & libc::MSG_DONTWAIT != 0;
+    // SAFETY: the system call gets exactly the arguments the program passed
+    // (its own pointers, validated by the kernel: EFAULT), as libc's wrapper would.
     super::io(fd, Direction::Read, dw, || unsafe {
         sys!(libc::SYS_recvmsg, fd, msg, flags) as isize
     })
@@ -292,6 +300,8 @@ pub unsafe extern "C" fn sendto(
     alen: socklen_t,
 ) -> ssize_t {
     let dw = flags & libc::MSG_DONTWAIT != 0;
+    // SAFETY: the system call gets exactly the arguments the program passed
+    // (its own pointers, validated by the kernel: EFAULT), as libc's wrapper would.
     super::io(fd, Direction::Write, dw, || unsafe {
         sys!(libc::SYS_sendto, fd, buf, len, flags, addr, alen) as isize
     })
@@ -304,6 +314,8 @@ pub unsafe extern "C" fn sendto(
 #[no_mangle]
 pub unsafe extern "C" fn sendmsg(fd: c_int, msg: *const msghdr, flags: c_int) -> ssize_t {
     let dw = flags & libc::MSG_DONTWAIT != 0;
+    // SAFETY: the system call gets exactly the arguments the program passed
+    // (its own pointers, validated by the kernel: EFAULT), as libc's wrapper would.
     super::io(fd, Direction::Write, dw, || unsafe {
         sys!(libc::SYS_sendmsg, fd, msg, flags) as isize
     })
@@ -399,6 +411,8 @@ fn fortify_fail() -> ! {
 /// As for libc's `connect`.
 #[no_mangle]
 pub unsafe extern "C" fn connect(fd: c_int, addr: *const sockaddr, len: socklen_t) -> c_int {
+    // SAFETY: the system call gets exactly the arguments the program passed
+    // (its own pointers, validated by the kernel: EFAULT), as libc's wrapper would.
     super::connect(fd, || unsafe {
         sys!(libc::SYS_connect, fd, addr, len) as c_int
     })
@@ -424,6 +438,8 @@ pub unsafe extern "C" fn accept4(
     len: *mut socklen_t,
     flags: c_int,
 ) -> c_int {
+    // SAFETY: the system call gets exactly the arguments the program passed
+    // (its own pointers, validated by the kernel: EFAULT), as libc's wrapper would.
     super::accept(fd, flags, |f| unsafe {
         sys!(libc::SYS_accept4, fd, addr, len, f) as c_int
     })
@@ -648,6 +664,8 @@ pub unsafe extern "C" fn epoll_wait(
     max: c_int,
     timeout: c_int,
 ) -> c_int {
+    // SAFETY: the system call gets exactly the arguments the program passed
+    // (its own pointers, validated by the kernel: EFAULT), as libc's wrapper would.
     let real = |t: c_int| unsafe {
         sys!(
             libc::SYS_epoll_pwait,
@@ -844,6 +862,8 @@ pub unsafe extern "C" fn dup3(old: c_int, new: c_int, flags: c_int) -> c_int {
 }
 
 unsafe fn fcntl_impl(fd: c_int, cmd: c_int, arg: c_ulong) -> c_int {
+    // SAFETY: the system call gets exactly the arguments the program passed
+    // (its own pointers, validated by the kernel: EFAULT), as libc's wrapper would.
     let real = |a: c_ulong| unsafe { sys!(libc::SYS_fcntl, fd, cmd, a) as c_int };
     match cmd {
         libc::F_GETFL => super::visible_fl(fd, real(arg)),
@@ -897,6 +917,8 @@ pub unsafe extern "C" fn ioctl(fd: c_int, req: c_ulong, arg: *mut c_void) -> c_i
     let on = *(arg as *const c_int) != 0;
     super::set_nonblocking(fd, on, |on| {
         let v: c_int = on as c_int;
+        // SAFETY: the system call gets exactly the arguments the program passed
+        // (its own pointers, validated by the kernel: EFAULT), as libc's wrapper would.
         unsafe { sys!(libc::SYS_ioctl, fd, req, &v as *const c_int) as c_int }
     })
 }
