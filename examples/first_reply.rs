@@ -21,11 +21,33 @@ tasklet::tasklet_local! {
     static REQUEST: Cell<u32> = Cell::new(0);
 }
 
+const USAGE: &str = "\
+first_reply: ask replicas, take the first reply, kill the rest; then a joinable job queue
+
+USAGE:
+    first_reply               (RUST_LOG=debug logs every step)
+
+OPTIONS:
+    -h, --help    print this help";
+
+/// `--help` prints the usage; any other argument is refused.
+fn parse_args() {
+    if let Some(arg) = std::env::args().nth(1) {
+        if arg == "-h" || arg == "--help" {
+            println!("{USAGE}");
+            std::process::exit(0);
+        }
+        eprintln!("first_reply: unknown argument '{arg}'\n\n{USAGE}");
+        std::process::exit(2);
+    }
+}
+
 fn log_line(msg: &str) {
     log::info!("[request {}] {msg}", REQUEST.get());
 }
 
 fn main() {
+    parse_args();
     env_logger::init();
     tasklet::dispatch(|| {
         // --- The first of three replicas wins.
