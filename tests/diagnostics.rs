@@ -116,7 +116,14 @@ fn child(scenario: &str) {
                     tasklet::yield_now();
                     tasklet::Builder::new()
                         .name("hog")
-                        .spawn(|| std::thread::sleep(Duration::from_millis(600)))
+                        .spawn(|| {
+                            // Hold the dispatcher with a busy wait (under the
+                            // `hook` feature `std::thread::sleep` would park).
+                            let t = std::time::Instant::now();
+                            while t.elapsed() < Duration::from_millis(600) {
+                                std::hint::spin_loop();
+                            }
+                        })
                         .unwrap()
                         .join()
                         .unwrap();
