@@ -45,13 +45,14 @@ fn run(name: &str, args: &[&str], env: &[(&str, &str)]) -> (i32, String, String)
 /// Whether this test build has `feature` of the `tasklet` crate (the examples
 /// are built with the same features).
 fn enabled(feature: &str) -> bool {
-    match feature {
-        "codec" => cfg!(feature = "codec"),
-        "tls" => cfg!(feature = "tls"),
-        "tokio" => cfg!(feature = "tokio"),
-        "futures-io" => cfg!(feature = "futures-io"),
-        _ => false,
-    }
+    let features = [
+        ("codec", cfg!(feature = "codec")),
+        ("tls", cfg!(feature = "tls")),
+        ("tokio", cfg!(feature = "tokio")),
+        ("futures-io", cfg!(feature = "futures-io")),
+        ("hook", cfg!(feature = "hook")),
+    ];
+    features.iter().any(|&(name, on)| on && name == feature)
 }
 
 /// The names of the examples (`examples/*.rs`) that this build has: those

@@ -29,7 +29,7 @@ async fn tokio_program_awaiting_tasklets() -> u64 {
                     })
                     .collect();
                 let tx = tx.lock().unwrap().take().unwrap();
-                tx.send(handles).ok().expect("the tokio side waits");
+                assert!(tx.send(handles).is_ok(), "the tokio side waits");
             }
             d.wait();
         })
