@@ -21,7 +21,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll, RawWaker, RawWakerVTable, Wake, Waker};
 use std::thread::{self, Thread};
 
-use crate::context;
+use crate::dispatcher::context;
 use crate::hub::{self, HubRef, WaitKey};
 use crate::task::TaskletId;
 

@@ -74,7 +74,7 @@
 compile_error!("tasklet's `hook` feature supports Linux on x86_64 and aarch64 only");
 
 mod block_on;
-mod context;
+mod diag;
 mod dispatcher;
 pub mod fs;
 #[cfg(feature = "hook")]
@@ -85,7 +85,6 @@ mod observe;
 mod offload;
 mod overflow;
 mod pool;
-mod raw;
 mod remote;
 mod runtime;
 pub mod signal;
@@ -94,12 +93,13 @@ mod stack;
 pub mod sync;
 mod task;
 mod timer;
+mod util;
 mod watchdog;
 
 pub use block_on::block_on;
-pub use dispatcher::{
-    dispatch, sleep, sleep_until, spawn_later, spawn_loop, timeout, timeout_at, yield_now, Config,
-    Elapsed,
+pub use dispatcher::config::{dispatch, Config};
+pub use dispatcher::time::{
+    sleep, sleep_until, spawn_later, spawn_loop, timeout, timeout_at, yield_now, Elapsed,
 };
 pub use local::{AccessError, LocalKey};
 pub use observe::{

@@ -4,7 +4,7 @@
 //! [`crate::stack`]. The `SIGSEGV`/`SIGBUS` handler installed by [`install`] checks
 //! whether the faulting address lies in (or just below) the guard page of the
 //! tasklet currently running on this thread (published by the dispatcher with
-//! [`crate::context::set_current`]). If so it writes one line naming the tasklet and its stack size
+//! [`crate::task::header::set_current`]). If so it writes one line naming the tasklet and its stack size
 //! to stderr and aborts; it never tries to resume the tasklet. Any other fault is
 //! chained to the previously installed handler (Rust std's own guard-page handler,
 //! a sanitizer, ...) or, if there was none, re-raised with the default action.
@@ -23,7 +23,7 @@ use std::mem::{self, MaybeUninit};
 use std::ptr;
 use std::sync::Once;
 
-use crate::stack::TaskletStack;
+use crate::stack::StackInfo;
 
 /// How far below the guard page a fault is still attributed to an overflow
 /// (a large frame may skip past the guard's start before touching memory).
@@ -35,50 +35,6 @@ const ALT_STACK_SIZE: usize = 64 * 1024;
 
 /// Longest tasklet name printed by the handler; longer names are truncated.
 const MAX_NAME: usize = 128;
-
-/// Overflow-relevant facts about one tasklet, read by the signal handler.
-///
-/// The dispatcher keeps it at a stable heap address for the tasklet's whole
-/// lifetime, and the bytes `name_ptr..name_ptr + name_len` stay valid as long.
-#[repr(C)]
-#[derive(Debug)]
-pub(crate) struct StackInfo {
-    /// Lowest address of the guard page.
-    pub guard_lo: usize,
-    /// One past the highest address of the guard page.
-    pub guard_hi: usize,
-    /// Usable stack size in bytes.
-    pub stack_size: usize,
-    /// Tasklet id.
-    pub id: u64,
-    /// Tasklet name (UTF-8), or null if unnamed.
-    pub name_ptr: *const u8,
-    /// Length of the name in bytes (0 if unnamed).
-    pub name_len: usize,
-}
-
-impl StackInfo {
-    /// Describes `stack` for tasklet `id` with an optional `name`.
-    ///
-    /// The caller must keep the name's bytes alive (and unmoved) as long as the
-    /// tasklet may run (the overflow handler reads it while its tasklet is current).
-    #[inline]
-    pub(crate) fn new(stack: &TaskletStack, id: u64, name: Option<&str>) -> StackInfo {
-        let (guard_lo, guard_hi) = stack.guard_range();
-        let (name_ptr, name_len) = match name {
-            Some(n) => (n.as_ptr(), n.len()),
-            None => (ptr::null(), 0),
-        };
-        StackInfo {
-            guard_lo,
-            guard_hi,
-            stack_size: stack.size(),
-            id,
-            name_ptr,
-            name_len,
-        }
-    }
-}
 
 /// Returns true if a fault at `addr` is an overflow of the stack described by `info`:
 /// `guard_lo - 64 KiB <= addr < guard_hi`.
@@ -229,7 +185,7 @@ extern "C" fn handler(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut li
     // SAFETY: the kernel passes a valid siginfo_t for SA_SIGINFO handlers; for
     // SIGSEGV/SIGBUS the si_addr union member is the one filled in.
     let addr = unsafe { (*info).si_addr() } as usize;
-    let current = crate::context::current_stack_info();
+    let current = crate::task::header::current_stack_info();
     if !current.is_null() {
         // SAFETY: `current_stack_info` returns the running tasklet's StackInfo,
         // valid while it is current; the fault happened on this thread, in
@@ -410,6 +366,7 @@ impl Drop for AltStack {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::stack::TaskletStack;
 
     fn info(lo: usize, name: Option<&'static str>) -> StackInfo {
         StackInfo {

@@ -339,7 +339,7 @@ impl Pool {
 
 /// Whether the calling thread's dispatcher is shutting down.
 fn shutting_down() -> bool {
-    crate::context::try_with(|d| d.is_shutting_down()).unwrap_or(false)
+    crate::dispatcher::context::try_with(|d| d.is_shutting_down()).unwrap_or(false)
 }
 
 fn reraise<T>(r: Result<T, JoinError>) -> T {

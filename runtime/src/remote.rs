@@ -17,7 +17,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
-use crate::context;
+use crate::dispatcher::context;
 use crate::hub::{HubRef, Job, TaskAddr};
 use crate::sync::Event;
 use crate::task::{JoinError, JoinHandle};
@@ -305,7 +305,7 @@ where
             deliver.finish(outcome);
         };
         // On failure `body` is dropped, and `deliver` with it: killed.
-        match context::with(|d| d.spawn(None, None, at, body)) {
+        match context::with(|d| d.spawn(None, None, at, body).map(JoinHandle::new)) {
             Ok(h) => {
                 let addr = TaskAddr {
                     slot: h.task.slot.get() as u32,

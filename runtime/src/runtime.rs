@@ -18,7 +18,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::thread;
 
-use crate::dispatcher::Config;
+use crate::dispatcher::config::Config;
 use crate::hub::{HubRef, TaskAddr};
 use crate::remote::{self, RemoteJoinHandle};
 use crate::sync::Event;

@@ -387,7 +387,7 @@ fn start() -> io::Result<Global> {
     thread::Builder::new()
         .name("tasklet-signal".into())
         .spawn(move || relay(read_fd))?;
-    crate::observe::runtime_thread_started();
+    crate::diag::runtime_thread_started();
     PIPE_WRITE.store(write_fd, Ordering::Release);
     Ok(Global {
         state: Mutex::new(State {

@@ -39,36 +39,12 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::{Condvar, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use crate::dispatcher::Config;
-use crate::sync::wait::lock;
-use crate::task::Header;
+use crate::task::header::Header;
+use crate::util::lock;
 
-/// The watchdog limit when neither [`Config::max_blocking`] nor
+/// The watchdog limit when neither [`Config::max_blocking`](crate::Config::max_blocking) nor
 /// `TASKLET_MAX_BLOCKING_MS` says otherwise.
 pub const DEFAULT_MAX_BLOCKING: Duration = Duration::from_millis(100);
-
-impl Config {
-    /// How long one tasklet may run without yielding before the watchdog
-    /// logs a warning naming it (`None` disables the watchdog for this
-    /// dispatcher).
-    ///
-    /// Without this setting the limit comes from the environment variable
-    /// `TASKLET_MAX_BLOCKING_MS` (milliseconds, `0` disables), or is
-    /// [`DEFAULT_MAX_BLOCKING`] (100 ms). The check costs two plain stores
-    /// per tasklet switch plus one shared monitor thread.
-    ///
-    /// ```
-    /// use std::time::Duration;
-    /// let v = tasklet::Config::new()
-    ///     .max_blocking(Some(Duration::from_millis(500)))
-    ///     .dispatch(|| 1);
-    /// assert_eq!(v, 1);
-    /// ```
-    pub fn max_blocking(mut self, limit: Option<Duration>) -> Config {
-        self.max_blocking = Some(limit.filter(|d| !d.is_zero()));
-        self
-    }
-}
 
 /// What the monitor can see of one dispatcher.
 struct Probe {
@@ -117,7 +93,7 @@ fn monitor() -> &'static Monitor {
             .name("tasklet-watchdog".into())
             .spawn(monitor_loop);
         match r {
-            Ok(_) => crate::observe::runtime_thread_started(),
+            Ok(_) => crate::diag::runtime_thread_started(),
             Err(e) => log::error!("tasklet: cannot start the watchdog thread: {e}"),
         }
         Monitor {
@@ -310,8 +286,8 @@ fn check(i: usize, p: &Probe, limit: Duration, now: Instant, tracks: &mut HashMa
         if let Some(t) = tracks.remove(&i) {
             if let (Some(who), true) = (&t.warned, t.generation == generation) {
                 let held = now.saturating_duration_since(t.since);
-                crate::observe::report(
-                    crate::observe::Kind::WatchdogEnd,
+                crate::diag::report(
+                    crate::diag::Kind::WatchdogEnd,
                     log::Level::Warn,
                     format_args!(
                         "tasklet {} gave dispatcher {} back after holding it for about {} ms \
@@ -347,9 +323,9 @@ fn check(i: usize, p: &Probe, limit: Duration, now: Instant, tracks: &mut HashMa
     let held = now.saturating_duration_since(t.since);
     if t.warned.is_none() && held >= limit {
         let who = describe(p, tasklet);
-        crate::observe::watchdog_warned();
-        crate::observe::report(
-            crate::observe::Kind::Watchdog,
+        crate::diag::watchdog_warned();
+        crate::diag::report(
+            crate::diag::Kind::Watchdog,
             log::Level::Warn,
             format_args!(
             "tasklet {} has held dispatcher {} for {} ms without yielding: every other tasklet, \

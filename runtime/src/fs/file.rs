@@ -26,20 +26,18 @@
 //!   `File` waits until its queued data is written, so it is in the file
 //!   (the OS page cache) afterwards, as with std.
 
-use std::any::Any;
 use std::fmt;
 use std::fs;
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
-use std::os::unix::fs::OpenOptionsExt;
-use std::panic::{self, AssertUnwindSafe};
 use std::path::Path;
-use std::sync::{Arc, Mutex, MutexGuard};
-use std::thread;
+use std::sync::{Arc, Mutex};
 
 use crate::hub;
-use crate::offload::{self, unblock};
-use crate::sync::wait::{block, lock, Blocked, WaitOn, Wakeup};
+use crate::util::lock;
+
+use super::job::{read_op, submit, wait_until, Done, Op, Shared, St};
+use super::OpenOptions;
 
 /// First read-ahead after an open or a seek.
 const MIN_READ_AHEAD: usize = 64 * 1024;
@@ -54,127 +52,6 @@ const MAX_WRITE_BEHIND: usize = 1024 * 1024;
 /// tasklet moving this many bytes through a file yields once, so a long
 /// sequential read or write cannot hold the dispatcher.
 const YIELD_EVERY: usize = 1024 * 1024;
-
-/// What the tasklet side and the pool side share.
-struct Shared {
-    file: fs::File,
-    st: Mutex<St>,
-}
-
-#[derive(Default)]
-struct St {
-    /// A job is queued or running with this file.
-    busy: bool,
-    /// Write-behind: bytes accepted by `write` and not yet written.
-    queue: Vec<u8>,
-    /// An empty buffer to swap with `queue` (saves an allocation per batch).
-    spare: Vec<u8>,
-    /// The first error of a background write, reported by the next operation.
-    write_error: Option<io::Error>,
-    /// The outcome of the last foreground operation.
-    done: Option<Done>,
-    /// Tasklets and threads waiting for the job to make progress.
-    waiters: Vec<Wakeup>,
-}
-
-/// The outcome of a foreground operation, left in [`St`] by the job.
-enum Done {
-    Read {
-        buf: Vec<u8>,
-        res: io::Result<usize>,
-        /// The file offset after the read, if the file has one.
-        pos: Option<u64>,
-    },
-    Seek(io::Result<u64>),
-    /// Any other operation: an `io::Result<T>`, boxed.
-    Other(Box<dyn Any + Send>),
-    /// The operation panicked (a bug): reported as an error.
-    Panicked,
-}
-
-type Op = Box<dyn FnOnce(&fs::File) -> Done + Send>;
-
-/// Hands a job to the offload pool.
-fn submit(shared: Arc<Shared>, op: Option<Op>) {
-    #[cfg(test)]
-    tests::HOPS.with(|h| h.set(h.get() + 1));
-    offload::submit(Box::new(move || run_job(shared, op)));
-}
-
-fn wake_all(waiters: Vec<Wakeup>) {
-    for w in waiters {
-        w.wake();
-    }
-}
-
-/// The body of a job: writes out the queue until it is empty, runs `op` (if
-/// any) after the writes queued before it, then marks the file idle.
-fn run_job(shared: Arc<Shared>, mut op: Option<Op>) {
-    let mut st = lock(&shared.st);
-    loop {
-        if !st.queue.is_empty() {
-            let spare = std::mem::take(&mut st.spare);
-            let mut data = std::mem::replace(&mut st.queue, spare);
-            // Writers waiting for room may go on.
-            let waiters = std::mem::take(&mut st.waiters);
-            drop(st);
-            wake_all(waiters);
-            let r = (&shared.file).write_all(&data);
-            data.clear();
-            st = lock(&shared.st);
-            if let Err(e) = r {
-                // Later data must not land at the wrong offset: drop it.
-                st.queue.clear();
-                st.write_error.get_or_insert(e);
-            }
-            if st.spare.capacity() < data.capacity() {
-                st.spare = data;
-            }
-            continue;
-        }
-        if let Some(op) = op.take() {
-            drop(st);
-            let done = panic::catch_unwind(AssertUnwindSafe(|| op(&shared.file)))
-                .unwrap_or(Done::Panicked);
-            st = lock(&shared.st);
-            st.done = Some(done);
-            continue;
-        }
-        st.busy = false;
-        let waiters = std::mem::take(&mut st.waiters);
-        drop(st);
-        wake_all(waiters);
-        return;
-    }
-}
-
-/// Locks the state once `ready` holds, parking the calling tasklet (or
-/// blocking the thread) until the job makes progress.
-fn wait_until(shared: &Shared, mut ready: impl FnMut(&St) -> bool) -> MutexGuard<'_, St> {
-    let mut st = lock(&shared.st);
-    let mut can_park = true;
-    loop {
-        if ready(&st) {
-            return st;
-        }
-        st.waiters.push(if can_park {
-            Wakeup::current()
-        } else {
-            Wakeup::Thread(thread::current())
-        });
-        drop(st);
-        if can_park {
-            if block(None, WaitOn::Offload) == Blocked::Interrupted {
-                // A destructor at `dispatch` exit cannot park: the job takes
-                // milliseconds, so block the thread for it (as `unblock` does).
-                can_park = false;
-            }
-        } else {
-            thread::park();
-        }
-        st = lock(&shared.st);
-    }
-}
 
 /// A file: std's `std::fs::File` whose reads, writes, seeks and other
 /// operations run on the runtime's offload threads (see
@@ -517,27 +394,6 @@ impl File {
 }
 
 /// A read of up to `len` bytes into `buf` (grown as needed, never shrunk:
-/// its bytes stay initialised), with the file offset after it.
-fn read_op(mut buf: Vec<u8>, len: usize) -> Op {
-    Box::new(move |mut f: &fs::File| {
-        if buf.len() < len {
-            buf.resize(len, 0);
-        }
-        let res = loop {
-            match f.read(&mut buf[..len]) {
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                r => break r,
-            }
-        };
-        let pos = if res.is_ok() {
-            f.stream_position().ok()
-        } else {
-            None
-        };
-        Done::Read { buf, res, pos }
-    })
-}
-
 fn panicked() -> io::Error {
     io::Error::other("tasklet::fs: a file operation panicked on its offload thread")
 }
@@ -724,107 +580,12 @@ impl fmt::Debug for File {
     }
 }
 
-/// Options for opening a [`File`] (std's `OpenOptions`; the open runs on
-/// the offload pool).
-///
-/// ```
-/// use std::io::Write;
-///
-/// let path = std::env::temp_dir().join(format!("tasklet-doc-append-{}", std::process::id()));
-/// tasklet::dispatch(|| {
-///     for word in ["a", "b"] {
-///         let mut log = tasklet::fs::OpenOptions::new().append(true).create(true).open(&path).unwrap();
-///         log.write_all(word.as_bytes()).unwrap();
-///     }
-///     assert_eq!(tasklet::fs::read_to_string(&path).unwrap(), "ab");
-///     tasklet::fs::remove_file(&path).unwrap();
-/// });
-/// ```
-#[derive(Clone, Debug)]
-pub struct OpenOptions {
-    std: fs::OpenOptions,
-}
-
-impl OpenOptions {
-    /// All options off (as std's).
-    pub fn new() -> OpenOptions {
-        OpenOptions {
-            std: fs::OpenOptions::new(),
-        }
-    }
-
-    /// Open for reading.
-    pub fn read(&mut self, read: bool) -> &mut OpenOptions {
-        self.std.read(read);
-        self
-    }
-
-    /// Open for writing.
-    pub fn write(&mut self, write: bool) -> &mut OpenOptions {
-        self.std.write(write);
-        self
-    }
-
-    /// Open for appending: every write goes to the end of the file.
-    pub fn append(&mut self, append: bool) -> &mut OpenOptions {
-        self.std.append(append);
-        self
-    }
-
-    /// Truncate the file to 0 bytes when opened for writing.
-    pub fn truncate(&mut self, truncate: bool) -> &mut OpenOptions {
-        self.std.truncate(truncate);
-        self
-    }
-
-    /// Create the file if it does not exist.
-    pub fn create(&mut self, create: bool) -> &mut OpenOptions {
-        self.std.create(create);
-        self
-    }
-
-    /// Create the file, failing with `AlreadyExists` if it exists.
-    pub fn create_new(&mut self, create_new: bool) -> &mut OpenOptions {
-        self.std.create_new(create_new);
-        self
-    }
-
-    /// Permission bits of a newly created file (before the umask; Unix
-    /// `OpenOptionsExt::mode`).
-    pub fn mode(&mut self, mode: u32) -> &mut OpenOptions {
-        self.std.mode(mode);
-        self
-    }
-
-    /// Extra `open(2)` flags (Unix `OpenOptionsExt::custom_flags`).
-    pub fn custom_flags(&mut self, flags: i32) -> &mut OpenOptions {
-        self.std.custom_flags(flags);
-        self
-    }
-
-    /// Opens `path` with these options, on the offload pool.
-    pub fn open<P: AsRef<Path>>(&self, path: P) -> io::Result<File> {
-        let opts = self.std.clone();
-        let path = path.as_ref().to_path_buf();
-        unblock(move || opts.open(path)).map(File::from_std)
-    }
-}
-
-impl Default for OpenOptions {
-    fn default() -> OpenOptions {
-        OpenOptions::new()
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use std::cell::Cell;
     use std::io::{Read, Write};
 
-    thread_local! {
-        /// Jobs this thread handed to the offload pool.
-        pub(super) static HOPS: Cell<usize> = const { Cell::new(0) };
-    }
+    use crate::fs::job::HOPS;
 
     fn hops() -> usize {
         HOPS.with(Cell::get)

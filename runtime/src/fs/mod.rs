@@ -48,6 +48,8 @@
 //! ```
 
 mod file;
+mod job;
+mod open_options;
 
 use std::fmt;
 use std::io;
@@ -55,7 +57,8 @@ use std::path::{Path, PathBuf};
 
 pub use std::fs::{DirEntry, FileType, Metadata, Permissions};
 
-pub use file::{File, OpenOptions};
+pub use file::File;
+pub use open_options::OpenOptions;
 
 use crate::unblock;
 

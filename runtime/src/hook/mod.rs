@@ -74,7 +74,10 @@ use libc::c_int;
 
 use crate::hub::{self, Direction, Interrupted, IoSource};
 
+#[macro_use]
 mod sys;
+mod sys_fd;
+mod sys_poll;
 
 /// The libc functions the `hook` feature interposes.
 pub const INTERPOSED: &[&str] = &[
@@ -391,7 +394,7 @@ thread_local! {
 /// A hooked call is failing because of a kill or timeout: after many in a
 /// row from one tasklet, say loudly that it retries instead of giving up.
 fn interrupted() {
-    let Some(id) = crate::context::current_task().map(|t| t.id) else {
+    let Some(id) = crate::dispatcher::context::current_task().map(|t| t.id) else {
         return;
     };
     let _ = INTERRUPTED.try_with(|c| {

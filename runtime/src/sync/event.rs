@@ -3,7 +3,8 @@
 use std::fmt;
 use std::time::{Duration, Instant};
 
-use super::wait::{wait_in, wake, wake_all, SpinLock, WaitOn, WaitState, Waiters, Wakeup};
+use super::wait::{wait_in, wake, wake_all, WaitOn, WaitState, Waiters, Wakeup};
+use crate::util::SpinLock;
 
 pub(super) struct State {
     pub(super) set: bool,

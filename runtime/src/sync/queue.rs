@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use super::event::Event;
 use super::semaphore::Semaphore;
-use super::wait::SpinLock;
+use crate::util::SpinLock;
 
 /// How a queue orders its items.
 trait Store<T>: Default {

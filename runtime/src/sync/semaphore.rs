@@ -3,7 +3,8 @@
 use std::fmt;
 use std::time::{Duration, Instant};
 
-use super::wait::{wait_in, wake, SpinGuard, SpinLock, WaitOn, WaitState, Waiters, Wakeup};
+use super::wait::{wait_in, wake, WaitOn, WaitState, Waiters, Wakeup};
+use crate::util::{SpinGuard, SpinLock};
 
 struct State {
     /// Free permits. Invariant: 0 while anybody waits (a returned permit

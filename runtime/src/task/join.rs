@@ -7,13 +7,14 @@ use std::fmt;
 use std::time::{Duration, Instant};
 
 use super::{JoinError, JoinHandle};
-use crate::context;
-use crate::hub::{self, Unparker, Wake};
+use crate::dispatcher::context;
+use crate::hub::{self, Wake};
+use crate::task::header::Joiner;
 
 impl<T> JoinHandle<T> {
     /// Sets (or clears) the one tasklet woken when this one finishes.
-    pub(crate) fn set_joiner(&self, joiner: Option<Unparker>) {
-        *self.task.joiner.borrow_mut() = joiner;
+    pub(crate) fn set_joiner(&self, joiner: Option<Joiner>) {
+        self.task.joiner.set(joiner);
     }
 
     /// Waits until the tasklet has finished or `deadline` passes; returns
@@ -140,19 +141,6 @@ impl<T> fmt::Display for JoinTimeoutError<T> {
 
 impl<T> std::error::Error for JoinTimeoutError<T> {}
 
-/// The next number in this thread's finishing order (see
-/// `Header::finish_seq`).
-pub(crate) fn next_finish_seq() -> u64 {
-    thread_local! {
-        static SEQ: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
-    }
-    SEQ.with(|s| {
-        let n = s.get() + 1;
-        s.set(n);
-        n
-    })
-}
-
 /// The index of the handle that finished first, if any has.
 fn first_finished<T>(handles: &[JoinHandle<T>]) -> Option<usize> {
     handles
@@ -189,9 +177,9 @@ fn wait_first<T>(handles: &mut [JoinHandle<T>], deadline: Option<Instant>) -> Op
         if deadline.is_some_and(|d| Instant::now() >= d) {
             return None;
         }
-        let me = context::with(|d| d.current_unparker());
+        let me = context::with(|d| d.current_joiner());
         for h in handles.iter() {
-            h.set_joiner(Some(me.clone()));
+            h.set_joiner(Some(me));
         }
         let guard = Joiners(handles);
         let parked = hub::park(deadline);

@@ -12,7 +12,7 @@
 //! Blocks come from a small per-thread cache of freed blocks, grouped in
 //! 64-byte size classes, so a warm spawn + join does not go through `malloc`.
 //!
-//! This and [`crate::context`] are the modules that dereference raw task
+//! This, [`super::header`] and [`crate::dispatcher::context`] are the modules that dereference raw task
 //! pointers; everything else uses safe wrappers.
 
 use std::alloc::{self, Layout};
@@ -21,8 +21,9 @@ use std::marker::PhantomData;
 use std::ops::Deref;
 use std::ptr::{self, NonNull};
 
-use crate::context::TaskPtr;
-use crate::task::{Header, ResultSlot};
+use super::error::ResultSlot;
+use super::header::TaskPtr;
+use super::header::{Header, RawHeader};
 
 /// A tasklet allocation: header first (so a `NonNull<Header>` to it is also
 /// a pointer to the `Task<T>`), then the result slot.
@@ -30,14 +31,6 @@ use crate::task::{Header, ResultSlot};
 pub(crate) struct Task<T> {
     pub(crate) header: Header,
     pub(crate) result: ResultSlot<T>,
-}
-
-/// The reference count and type-erased destructor every [`Header`] starts
-/// with. Only [`TypedRef::new`] makes one, for the `T` it allocates.
-pub(crate) struct RawHeader {
-    refs: Cell<usize>,
-    /// Drops the `Task<T>` behind the header and frees its block.
-    drop_and_free: unsafe fn(TaskPtr),
 }
 
 /// # Safety

@@ -1,0 +1,293 @@
+//! The receiving half's operations ([`Receiver::recv`] and its variants)
+//! and its iterators.
+
+use std::time::{Duration, Instant};
+
+use super::*;
+
+impl<T> Receiver<T> {
+    /// The shared channel (for a select's arm).
+    pub(in crate::sync) fn chan(&self) -> &Chan<T> {
+        &self.chan
+    }
+
+    /// Takes the next value, parking the tasklet (or blocking the thread,
+    /// outside a dispatcher) while the channel is empty.
+    ///
+    /// Values still queued are delivered after the senders are gone; then
+    /// it fails with [`RecvError`]. It also fails when the tasklet is being
+    /// killed and this is called from a destructor, where it cannot wait.
+    #[inline]
+    pub fn recv(&self) -> Result<T, RecvError> {
+        self.recv_until(None).map_err(|_| RecvError)
+    }
+
+    /// Takes a value if one is queued right now.
+    pub fn try_recv(&self) -> Result<T, TryRecvError> {
+        let chan = &*self.chan;
+        let mut guard = chan.state.lock();
+        let st = &mut *guard;
+        match st.queue.pop_front() {
+            Some(v) => {
+                let w = st.pop_sender_if_room(chan);
+                drop(guard);
+                if let Some(w) = w {
+                    chan.wake(w);
+                }
+                Ok(v)
+            }
+            None if st.recv_closed() => Err(TryRecvError::Disconnected),
+            None => Err(TryRecvError::Empty),
+        }
+    }
+
+    /// Like [`recv`](Receiver::recv), giving up after `timeout`.
+    pub fn recv_timeout(&self, timeout: Duration) -> Result<T, RecvTimeoutError> {
+        self.recv_until(Instant::now().checked_add(timeout))
+    }
+
+    /// Like [`recv`](Receiver::recv), giving up at `deadline`.
+    pub fn recv_deadline(&self, deadline: Instant) -> Result<T, RecvTimeoutError> {
+        self.recv_until(Some(deadline))
+    }
+
+    // Inlined into the caller: a receive that parks resumes from the stack
+    // switch in its caller's frame, saving the mispredicted return every
+    // frame between the switch and the caller costs (the rare cases go on
+    // in the out-of-line `recv_again`).
+    #[inline(always)]
+    fn recv_until(&self, deadline: Option<Instant>) -> Result<T, RecvTimeoutError> {
+        let chan = &*self.chan;
+        let node = Waiter::new(None);
+        let mut reg = RecvRegistration {
+            chan,
+            node: &node,
+            active: false,
+            key: None,
+        };
+        let mut guard = chan.state.lock();
+        let st = &mut *guard;
+        if let Some(v) = st.queue.pop_front() {
+            let w = st.pop_sender_if_room(chan);
+            drop(guard);
+            if let Some(w) = w {
+                chan.wake(w);
+            }
+            return Ok(v);
+        }
+        if st.recv_closed() {
+            return Err(RecvTimeoutError::Disconnected);
+        }
+        chan.park_receiver(guard, &mut reg);
+        let r = block_as(reg.key.is_some(), deadline, self.chan.wait_on(false));
+        match node.take_notified() {
+            // Popped by a sender with its value (the common case: no need
+            // to lock again).
+            Some(Some(v)) => {
+                reg.done();
+                Ok(v)
+            }
+            // Popped by the last sender closing the channel.
+            Some(None) => {
+                reg.done();
+                self.recv_again(&mut reg, None, deadline)
+            }
+            None => self.recv_again(&mut reg, Some(r), deadline),
+        }
+    }
+
+    /// The rest of a receive whose first wait ended without a value:
+    /// `woken` is how a park ended if the waiter may still be linked
+    /// (`None`: it is not linked).
+    #[inline(never)]
+    fn recv_again(
+        &self,
+        reg: &mut RecvRegistration<'_, T>,
+        mut woken: Option<Blocked>,
+        deadline: Option<Instant>,
+    ) -> Result<T, RecvTimeoutError> {
+        let chan = &*self.chan;
+        let node = reg.node;
+        let mut gave_up = false;
+        loop {
+            let mut guard = chan.state.lock();
+            let st = &mut *guard;
+            if let Some(r) = woken.take() {
+                if !st.recv_q.is_linked(node) {
+                    // Popped after all, between the park and the lock.
+                    let v = node.take_notified();
+                    reg.done();
+                    if let Some(Some(v)) = v {
+                        return Ok(v);
+                    }
+                } else if r != Blocked::Woken {
+                    // SAFETY: linked, into this list.
+                    unsafe { st.recv_q.remove(node) };
+                    reg.done();
+                    gave_up = true;
+                } else {
+                    // Woken spuriously: wait again in the same place,
+                    // reachable in the new wait epoch.
+                    let (wakeup, key) = current_wakeup(&mut st.hubs);
+                    // SAFETY: linked, into this list.
+                    unsafe { st.recv_q.set_wakeup(node, wakeup) };
+                    reg.key = key;
+                    drop(guard);
+                    match self.wait_received(reg, deadline) {
+                        Ok(w) => woken = w,
+                        Err(v) => return Ok(v),
+                    }
+                    continue;
+                }
+            }
+            // Not linked here; `guard` is held.
+            if let Some(v) = st.queue.pop_front() {
+                let w = st.pop_sender_if_room(chan);
+                drop(guard);
+                if let Some(w) = w {
+                    chan.wake(w);
+                }
+                return Ok(v);
+            }
+            if st.recv_closed() {
+                return Err(RecvTimeoutError::Disconnected);
+            }
+            if gave_up {
+                return Err(RecvTimeoutError::Timeout);
+            }
+            chan.park_receiver(guard, reg);
+            match self.wait_received(reg, deadline) {
+                Ok(w) => woken = w,
+                Err(v) => return Ok(v),
+            }
+        }
+    }
+
+    /// Parks once for a linked receiver: `Err(v)` if a value was handed
+    /// over, else how the park ended (`None`: popped without a value, so no
+    /// longer linked).
+    #[inline]
+    fn wait_received(
+        &self,
+        reg: &mut RecvRegistration<'_, T>,
+        deadline: Option<Instant>,
+    ) -> Result<Option<Blocked>, T> {
+        let r = block_as(reg.key.is_some(), deadline, self.chan.wait_on(false));
+        match reg.node.take_notified() {
+            Some(v) => {
+                reg.done();
+                match v {
+                    Some(v) => Err(v),
+                    None => Ok(None),
+                }
+            }
+            None => Ok(Some(r)),
+        }
+    }
+
+    /// A blocking iterator over received values; ends when the channel is
+    /// closed and drained.
+    pub fn iter(&self) -> Iter<'_, T> {
+        Iter { rx: self }
+    }
+
+    /// An iterator over the values queued right now; never parks.
+    pub fn try_iter(&self) -> TryIter<'_, T> {
+        TryIter { rx: self }
+    }
+
+    /// Whether every sender has been dropped or the channel was
+    /// [closed](Receiver::close) (values may still be queued).
+    pub fn is_closed(&self) -> bool {
+        self.chan.state.lock().recv_closed()
+    }
+
+    /// Closes the channel from the receiving side (tokio's
+    /// `Receiver::close`): senders fail from now on (blocked ones too,
+    /// getting their value back); what is queued can still be received,
+    /// after which receiving fails with [`RecvError`].
+    ///
+    /// ```
+    /// let (tx, rx) = tasklet::sync::unbounded();
+    /// tx.send("queued").unwrap();
+    /// rx.close();
+    /// assert!(tx.send("late").is_err());
+    /// assert_eq!(rx.recv(), Ok("queued"));
+    /// assert!(rx.recv().is_err());
+    /// ```
+    pub fn close(&self) {
+        self.chan.close();
+    }
+
+    /// Number of values queued.
+    pub fn len(&self) -> usize {
+        self.chan.state.lock().queue.len()
+    }
+
+    /// Whether no value is queued.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The capacity (`None` for an unbounded channel).
+    pub fn capacity(&self) -> Option<usize> {
+        self.chan.cap
+    }
+}
+
+/// Blocking iterator returned by [`Receiver::iter`].
+#[derive(Debug)]
+pub struct Iter<'a, T> {
+    rx: &'a Receiver<T>,
+}
+
+impl<T> Iterator for Iter<'_, T> {
+    type Item = T;
+    #[inline]
+    fn next(&mut self) -> Option<T> {
+        self.rx.recv().ok()
+    }
+}
+
+/// Non-blocking iterator returned by [`Receiver::try_iter`].
+#[derive(Debug)]
+pub struct TryIter<'a, T> {
+    rx: &'a Receiver<T>,
+}
+
+impl<T> Iterator for TryIter<'_, T> {
+    type Item = T;
+    fn next(&mut self) -> Option<T> {
+        self.rx.try_recv().ok()
+    }
+}
+
+/// Owning blocking iterator (`for v in receiver`).
+#[derive(Debug)]
+pub struct IntoIter<T> {
+    rx: Receiver<T>,
+}
+
+impl<T> Iterator for IntoIter<T> {
+    type Item = T;
+    #[inline]
+    fn next(&mut self) -> Option<T> {
+        self.rx.recv().ok()
+    }
+}
+
+impl<T> IntoIterator for Receiver<T> {
+    type Item = T;
+    type IntoIter = IntoIter<T>;
+    fn into_iter(self) -> IntoIter<T> {
+        IntoIter { rx: self }
+    }
+}
+
+impl<'a, T> IntoIterator for &'a Receiver<T> {
+    type Item = T;
+    type IntoIter = Iter<'a, T>;
+    fn into_iter(self) -> Iter<'a, T> {
+        self.iter()
+    }
+}
