@@ -25,6 +25,9 @@ use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
 use tasklet::netio::{StreamServer, TcpStream};
 
+mod common;
+use common::args::Args;
+
 const USAGE: &str = "\
 async_interop: tasklet HTTP front end calling an async (hyper) back end via block_on
 
@@ -163,24 +166,11 @@ fn serve(stream: TcpStream, backend: SocketAddr) -> io::Result<()> {
 fn main() -> ExitCode {
     env_logger::init();
     let mut addr = "127.0.0.1:8080".to_owned();
-    let mut args = std::env::args().skip(1);
-    while let Some(a) = args.next() {
-        match a.as_str() {
-            "--addr" => match args.next() {
-                Some(v) => addr = v,
-                None => {
-                    eprintln!("async_interop: --addr needs a value\n\n{USAGE}");
-                    return ExitCode::from(2);
-                }
-            },
-            "-h" | "--help" => {
-                println!("{USAGE}");
-                return ExitCode::SUCCESS;
-            }
-            other => {
-                eprintln!("async_interop: unknown argument '{other}'\n\n{USAGE}");
-                return ExitCode::from(2);
-            }
+    let mut args = Args::new(USAGE);
+    while let Some(flag) = args.next_flag() {
+        match flag.as_str() {
+            "--addr" => addr = args.value(),
+            _ => args.unknown(),
         }
     }
     tasklet::dispatch(move || {

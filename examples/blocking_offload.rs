@@ -13,6 +13,8 @@
 
 use std::time::{Duration, Instant};
 
+mod common;
+
 fn cpu_heavy(rounds: u64) -> u64 {
     // A deliberately slow FNV-style hash.
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
@@ -39,20 +41,8 @@ USAGE:
 OPTIONS:
     -h, --help    print this help";
 
-/// `--help` prints the usage; any other argument is refused.
-fn parse_args() {
-    if let Some(arg) = std::env::args().nth(1) {
-        if arg == "-h" || arg == "--help" {
-            println!("{USAGE}");
-            std::process::exit(0);
-        }
-        eprintln!("blocking_offload: unknown argument '{arg}'\n\n{USAGE}");
-        std::process::exit(2);
-    }
-}
-
 fn main() {
-    parse_args();
+    common::args::no_options(USAGE);
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
     tasklet::dispatch(|| {
         let start = Instant::now();

@@ -22,6 +22,9 @@ use std::time::Duration;
 use tasklet::netio::{StreamServer, TcpStream};
 use tasklet::sync::{self, Sender, TrySendError};
 
+mod common;
+use common::args::{self, Args};
+
 const USAGE: &str = "\
 chat_server: broadcast each line to every other client (two tasklets per client)
 
@@ -186,53 +189,18 @@ fn handle(stream: TcpStream, peer: SocketAddr, clients: Clients, idle: Duration)
     result
 }
 
-/// A number of seconds (fractions allowed), if positive.
-fn parse_secs(v: &str) -> Option<Duration> {
-    let secs = v.parse::<f64>().ok()?;
-    Duration::try_from_secs_f64(secs)
-        .ok()
-        .filter(|d| !d.is_zero())
-}
-
 fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
     let mut addr = "127.0.0.1:8003".to_owned();
     let mut idle = IDLE_TIMEOUT;
     let mut console = None;
-    let mut args = std::env::args().skip(1);
-    while let Some(a) = args.next() {
-        match a.as_str() {
-            "-h" | "--help" => {
-                println!("{USAGE}");
-                return ExitCode::SUCCESS;
-            }
-            "--addr" => match args.next() {
-                Some(v) => addr = v,
-                None => {
-                    eprintln!("chat_server: --addr needs a value\n\n{USAGE}");
-                    return ExitCode::from(2);
-                }
-            },
-            "--console" => match args.next() {
-                Some(v) => console = Some(v),
-                None => {
-                    eprintln!("chat_server: --console needs a path\n\n{USAGE}");
-                    return ExitCode::from(2);
-                }
-            },
-            "--idle-timeout" => {
-                match args.next().as_deref().and_then(parse_secs) {
-                    Some(d) => idle = d,
-                    None => {
-                        eprintln!("chat_server: --idle-timeout needs a positive number of seconds\n\n{USAGE}");
-                        return ExitCode::from(2);
-                    }
-                }
-            }
-            other => {
-                eprintln!("chat_server: unknown argument '{other}'\n\n{USAGE}");
-                return ExitCode::from(2);
-            }
+    let mut args = Args::new(USAGE);
+    while let Some(flag) = args.next_flag() {
+        match flag.as_str() {
+            "--addr" => addr = args.value(),
+            "--console" => console = Some(args.value()),
+            "--idle-timeout" => idle = args.value_with(args::seconds),
+            _ => args.unknown(),
         }
     }
     tasklet::dispatch(move || {

@@ -21,6 +21,9 @@ use std::time::{Duration, Instant};
 
 use tasklet::netio::TcpStream;
 
+mod common;
+use common::args::{self, Args as CommandLine};
+
 const USAGE: &str = "\
 echo_client: load an echo server and check every echoed byte
 
@@ -44,44 +47,24 @@ struct Args {
     size: usize,
 }
 
-fn parse_args() -> Result<Option<Args>, String> {
+fn parse_args() -> Args {
     let mut a = Args {
         addr: "127.0.0.1:8001".into(),
         conns: 10,
         messages: 1000,
         size: 64,
     };
-    let mut it = std::env::args().skip(1);
-    while let Some(arg) = it.next() {
-        let (key, inline) = match arg.split_once('=') {
-            Some((k, v)) => (k.to_owned(), Some(v.to_owned())),
-            None => (arg.clone(), None),
-        };
-        if key == "-h" || key == "--help" {
-            return Ok(None);
-        }
-        let mut value = || {
-            inline
-                .clone()
-                .or_else(|| it.next())
-                .ok_or_else(|| format!("{key} needs a value"))
-        };
-        let number = |v: String| -> Result<usize, String> {
-            v.parse::<usize>()
-                .map_err(|_| format!("{key}: '{v}' is not a number"))
-        };
-        match key.as_str() {
-            "--addr" => a.addr = value()?,
-            "--conns" => a.conns = number(value()?)?,
-            "--messages" => a.messages = number(value()?)?,
-            "--size" => a.size = number(value()?)?,
-            other => return Err(format!("unknown argument '{other}'")),
+    let mut args = CommandLine::new(USAGE);
+    while let Some(flag) = args.next_flag() {
+        match flag.as_str() {
+            "--addr" => a.addr = args.value(),
+            "--conns" => a.conns = args.value_with(args::positive),
+            "--messages" => a.messages = args.parse(),
+            "--size" => a.size = args.value_with(args::positive),
+            _ => args.unknown(),
         }
     }
-    if a.conns == 0 || a.size == 0 {
-        return Err("--conns and --size must be at least 1".into());
-    }
-    Ok(Some(a))
+    a
 }
 
 /// Raises the soft open-file limit to the hard one (N connections need N fds).
@@ -269,17 +252,7 @@ fn run(a: Args) -> Result<(), String> {
 
 fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
-    let args = match parse_args() {
-        Ok(Some(a)) => a,
-        Ok(None) => {
-            println!("{USAGE}");
-            return ExitCode::SUCCESS;
-        }
-        Err(e) => {
-            eprintln!("echo_client: {e}\n\n{USAGE}");
-            return ExitCode::from(2);
-        }
-    };
+    let args = parse_args();
     raise_fd_limit();
     // Small stacks: a connection tasklet needs little, and 10,000 of them fit easily.
     let r = tasklet::Config::new()

@@ -23,14 +23,16 @@
 //! (`tasklet::dump_on_signal`).
 
 use std::io::{self, Read, Write};
-use std::net::SocketAddr;
 use std::process::ExitCode;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
-use tasklet::netio::{TcpListener, TcpStream};
+use tasklet::netio::{TcpListener, TcpStream, WorkerListeners};
 use tasklet::signal::{self, Signal};
 use tasklet::sync::Event;
+
+mod common;
+use common::args::{self, Args};
 
 const USAGE: &str = "\
 echo_server: the gevent echo server on tasklets (one tasklet per client)
@@ -154,79 +156,23 @@ fn load_tls(cert: Option<String>, key: Option<String>) -> Result<Tls, String> {
     }
 }
 
-/// Parses a number of seconds (fractions allowed) given to `flag`.
-fn parse_secs(flag: &str, v: &str) -> Result<Duration, String> {
-    v.parse::<f64>()
-        .ok()
-        .and_then(|s| Duration::try_from_secs_f64(s).ok())
-        .filter(|d| !d.is_zero())
-        .ok_or_else(|| format!("{flag}: '{v}' is not a positive number of seconds"))
-}
-
-/// Address, worker count, idle timeout, TLS certificate and key.
-type Args = (
-    String,
-    Option<usize>,
-    Duration,
-    Option<String>,
-    Option<String>,
-);
-
-fn parse_workers(v: &str) -> Result<usize, String> {
-    match v.parse::<usize>() {
-        Ok(n) if n > 0 => Ok(n),
-        _ => Err(format!("--workers needs a positive number, got '{v}'")),
-    }
-}
-
-fn parse_args() -> Result<Option<Args>, String> {
-    let mut addr = "127.0.0.1:8001".to_owned();
-    let mut idle = IDLE_TIMEOUT;
-    let mut workers = None;
-    let (mut cert, mut key) = (None, None);
-    let mut args = std::env::args().skip(1);
-    while let Some(a) = args.next() {
-        match a.as_str() {
-            "-h" | "--help" => return Ok(None),
-            "--addr" => {
-                addr = args
-                    .next()
-                    .ok_or("--addr needs a value, e.g. --addr 127.0.0.1:8001")?
-            }
-            s if s.starts_with("--addr=") => addr = s["--addr=".len()..].to_owned(),
-            "--workers" => {
-                let v = args
-                    .next()
-                    .ok_or("--workers needs a value, e.g. --workers 2")?;
-                workers = Some(parse_workers(&v)?);
-            }
-            "--idle-timeout" => {
-                let v = args
-                    .next()
-                    .ok_or("--idle-timeout needs a value in seconds")?;
-                idle = parse_secs(&a, &v)?;
-            }
-            "--tls-cert" => cert = Some(args.next().ok_or("--tls-cert needs a file name")?),
-            "--tls-key" => key = Some(args.next().ok_or("--tls-key needs a file name")?),
-            other => return Err(format!("unknown argument '{other}'")),
-        }
-    }
-    Ok(Some((addr, workers, idle, cert, key)))
-}
-
 fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
-    let (addr, workers, idle, cert, key) = match parse_args() {
-        Ok(Some(a)) => a,
-        Ok(None) => {
-            println!("{USAGE}");
-            return ExitCode::SUCCESS;
+    let mut addr = "127.0.0.1:8001".to_owned();
+    let mut workers = None;
+    let mut idle = IDLE_TIMEOUT;
+    let (mut cert, mut key) = (None, None);
+    let mut args = Args::new(USAGE);
+    while let Some(flag) = args.next_flag() {
+        match flag.as_str() {
+            "--addr" => addr = args.value(),
+            "--workers" => workers = Some(args.value_with(args::positive)),
+            "--idle-timeout" => idle = args.value_with(args::seconds),
+            "--tls-cert" => cert = Some(args.value()),
+            "--tls-key" => key = Some(args.value()),
+            _ => args.unknown(),
         }
-        Err(e) => {
-            eprintln!("echo_server: {e}\n\n{USAGE}");
-            return ExitCode::from(2);
-        }
-    };
+    }
     let tls = match load_tls(cert, key) {
         Ok(t) => t,
         Err(e) => {
@@ -237,23 +183,17 @@ fn main() -> ExitCode {
     let what = if tls.is_some() { "TLS echo" } else { "echo" };
     let workers =
         workers.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
-    // Bind before starting the workers, so a bad address fails at once; with
-    // several workers the others bind the same address with SO_REUSEPORT.
-    let bound = if workers == 1 {
-        TcpListener::bind(addr.as_str())
-    } else {
-        TcpListener::bind_reuse_port(addr.as_str())
-    };
-    let first = match bound {
+    // Bind before starting the workers, so a bad address fails at once; each
+    // worker then accepts on its own listener on that address.
+    let listeners = match WorkerListeners::bind(addr.as_str(), workers) {
         Ok(l) => l,
         Err(e) => {
             eprintln!("echo_server: cannot listen on {addr}: {e}");
             return ExitCode::FAILURE;
         }
     };
-    let local: SocketAddr = first.local_addr().expect("a bound listener has an address");
+    let local = listeners.local_addr();
     log::info!("{what} server listening on {local} with {workers} worker(s) (Ctrl-C to stop)");
-    let first = Mutex::new(Some(first));
     // Set on SIGINT/SIGTERM (or when a worker fails); every worker waits for
     // it, then stops its own acceptor (`tasklet::sync::Event` works across
     // threads).
@@ -262,9 +202,7 @@ fn main() -> ExitCode {
         .workers(workers)
         .name("echo")
         .run(move || {
-            // The first worker to start takes the listener bound above.
-            let taken = first.lock().unwrap_or_else(|e| e.into_inner()).take();
-            let listener = match taken.map_or_else(|| TcpListener::bind_reuse_port(local), Ok) {
+            let listener = match listeners.listener() {
                 Ok(l) => l,
                 Err(e) => {
                     log::error!("cannot listen on {local}: {e}");

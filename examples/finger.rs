@@ -23,6 +23,9 @@ use tasklet::netio::codec::{Framed, LinesCodec};
 use tasklet::netio::protocol::{DelayedCall, LineProtocol, LineReceiver, LineTransport};
 use tasklet::netio::{StreamServer, TcpStream};
 
+mod common;
+use common::args::Args;
+
 const USAGE: &str = "\
 finger: the Twisted finger tutorial on tasklets (finger + a web view)
 
@@ -308,25 +311,20 @@ fn main() -> ExitCode {
     let mut http_addr = "127.0.0.1:8079".to_owned();
     let mut users_file = None;
     let mut tasklet_style = false;
-    let mut args = std::env::args().skip(1);
-    while let Some(a) = args.next() {
-        if a == "-h" || a == "--help" {
-            println!("{USAGE}");
-            return ExitCode::SUCCESS;
-        }
-        let Some(v) = args.next() else {
-            eprintln!("finger: unknown argument or missing value: '{a}'\n\n{USAGE}");
-            return ExitCode::from(2);
-        };
-        match a.as_str() {
-            "--addr" => addr = v,
-            "--http-addr" => http_addr = v,
-            "--users" => users_file = Some(v),
-            "--style" if v == "protocol" || v == "tasklet" => tasklet_style = v == "tasklet",
-            _ => {
-                eprintln!("finger: bad argument '{a} {v}'\n\n{USAGE}");
-                return ExitCode::from(2);
+    let mut args = Args::new(USAGE);
+    while let Some(flag) = args.next_flag() {
+        match flag.as_str() {
+            "--addr" => addr = args.value(),
+            "--http-addr" => http_addr = args.value(),
+            "--users" => users_file = Some(args.value()),
+            "--style" => {
+                tasklet_style = args.value_with(|v| match v {
+                    "protocol" => Ok(false),
+                    "tasklet" => Ok(true),
+                    _ => Err("expected `protocol` or `tasklet`".to_owned()),
+                })
             }
+            _ => args.unknown(),
         }
     }
     let users = match users_file {

@@ -15,6 +15,8 @@ use std::time::Duration;
 
 use tasklet::sync::{channel, Event, JoinableQueue};
 
+mod common;
+
 tasklet::tasklet_local! {
     /// The request this tasklet works on (`thread_local!` would be shared
     /// by every tasklet of the dispatcher).
@@ -30,24 +32,12 @@ USAGE:
 OPTIONS:
     -h, --help    print this help";
 
-/// `--help` prints the usage; any other argument is refused.
-fn parse_args() {
-    if let Some(arg) = std::env::args().nth(1) {
-        if arg == "-h" || arg == "--help" {
-            println!("{USAGE}");
-            std::process::exit(0);
-        }
-        eprintln!("first_reply: unknown argument '{arg}'\n\n{USAGE}");
-        std::process::exit(2);
-    }
-}
-
 fn log_line(msg: &str) {
     log::info!("[request {}] {msg}", REQUEST.get());
 }
 
 fn main() {
-    parse_args();
+    common::args::no_options(USAGE);
     env_logger::init();
     tasklet::dispatch(|| {
         // --- The first of three replicas wins.

@@ -23,14 +23,17 @@ use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr};
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 #[cfg(feature = "tls")]
 use tasklet::netio::tls::TlsAcceptor;
-use tasklet::netio::{StreamServer, TcpListener, TcpStream};
+use tasklet::netio::{StreamServer, TcpStream, WorkerListeners};
 use tasklet::signal::{self, Signal};
 use tasklet::sync::Event;
+
+mod common;
+use common::args::{self, Args};
 
 const USAGE: &str = "\
 http_hello: HTTP/1.1 keep-alive \"Hello, World!\" server (one tasklet per connection)
@@ -473,68 +476,30 @@ fn serve_stream<S: Read + Write>(
     }
 }
 
-/// Parses a `--*-timeout` value in seconds (fractions allowed).
-fn parse_secs(flag: &str, v: Option<String>) -> Result<Duration, String> {
-    let v = v.ok_or_else(|| format!("{flag} needs a value in seconds"))?;
-    v.parse::<f64>()
-        .ok()
-        .and_then(|s| Duration::try_from_secs_f64(s).ok())
-        .filter(|d| !d.is_zero())
-        .ok_or_else(|| format!("{flag}: '{v}' is not a positive number of seconds"))
-}
-
 fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
     let mut addr = "127.0.0.1:8080".to_owned();
     let (mut tls_cert, mut tls_key) = (None::<String>, None::<String>);
     let mut limits = Limits::default();
     let mut workers: Option<usize> = None;
-    let mut args = std::env::args().skip(1);
-    while let Some(a) = args.next() {
-        let parsed = match a.as_str() {
-            "-h" | "--help" => {
-                println!("{USAGE}");
-                return ExitCode::SUCCESS;
-            }
-            "--addr" => args
-                .next()
-                .map(|v| addr = v)
-                .ok_or("--addr needs a value".to_owned()),
-            "--tls-cert" => (args.next().map(|v| tls_cert = Some(v)))
-                .ok_or("--tls-cert needs a file name".to_owned()),
-            "--tls-key" => (args.next().map(|v| tls_key = Some(v)))
-                .ok_or("--tls-key needs a file name".to_owned()),
-            "--workers" => match args.next().map(|v| v.parse::<usize>()) {
-                Some(Ok(n)) if n > 0 => {
-                    workers = Some(n);
-                    Ok(())
-                }
-                _ => Err("--workers needs a positive number".to_owned()),
-            },
-            "--work-us" => match args.next().map(|v| v.parse::<u64>()) {
-                Some(Ok(n)) => {
-                    WORK_US.store(n, Ordering::Relaxed);
-                    Ok(())
-                }
-                _ => Err("--work-us needs a number of microseconds".to_owned()),
-            },
-            "--idle-timeout" => parse_secs(&a, args.next()).map(|d| limits.idle = d),
-            "--request-timeout" => parse_secs(&a, args.next()).map(|d| limits.request = d),
-            "--write-timeout" => parse_secs(&a, args.next()).map(|d| limits.write = d),
-            other => Err(format!("unknown argument '{other}'")),
-        };
-        if let Err(e) = parsed {
-            eprintln!("http_hello: {e}\n\n{USAGE}");
-            return ExitCode::from(2);
+    let mut args = Args::new(USAGE);
+    while let Some(flag) = args.next_flag() {
+        match flag.as_str() {
+            "--addr" => addr = args.value(),
+            "--tls-cert" => tls_cert = Some(args.value()),
+            "--tls-key" => tls_key = Some(args.value()),
+            "--workers" => workers = Some(args.value_with(args::positive)),
+            "--work-us" => WORK_US.store(args.parse(), Ordering::Relaxed),
+            "--idle-timeout" => limits.idle = args.value_with(args::seconds),
+            "--request-timeout" => limits.request = args.value_with(args::seconds),
+            "--write-timeout" => limits.write = args.value_with(args::seconds),
+            _ => args.unknown(),
         }
     }
     let tls = match (tls_cert, tls_key) {
         (None, None) => None,
         (Some(cert), Some(key)) => Some((cert, key)),
-        _ => {
-            eprintln!("http_hello: --tls-cert and --tls-key go together\n\n{USAGE}");
-            return ExitCode::from(2);
-        }
+        _ => args::fail(USAGE, "--tls-cert and --tls-key go together"),
     };
     #[cfg(not(feature = "tls"))]
     if tls.is_some() {
@@ -559,25 +524,19 @@ fn main() -> ExitCode {
     let scheme = if tls.is_some() { "https" } else { "http" };
     let workers =
         workers.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
-    // Bind before starting the workers, so a bad address fails at once; with
-    // several workers the others bind the same address with SO_REUSEPORT.
-    let bound = if workers == 1 {
-        TcpListener::bind(addr.as_str())
-    } else {
-        TcpListener::bind_reuse_port(addr.as_str())
-    };
-    let first = match bound {
+    // Bind before starting the workers, so a bad address fails at once; each
+    // worker then serves its own listener on that address.
+    let listeners = match WorkerListeners::bind(addr.as_str(), workers) {
         Ok(l) => l,
         Err(e) => {
             eprintln!("http_hello: cannot listen on {addr}: {e}");
             return ExitCode::FAILURE;
         }
     };
-    let local: SocketAddr = first.local_addr().expect("a bound listener has an address");
+    let local = listeners.local_addr();
     log::info!(
         "http_hello listening on {scheme}://{local} with {workers} worker(s) (Ctrl-C to stop)"
     );
-    let first = Mutex::new(Some(first));
     // Set on SIGINT/SIGTERM (or when a worker fails); every worker waits for
     // it, then stops its own server (`tasklet::sync::Event` works across
     // threads).
@@ -586,9 +545,7 @@ fn main() -> ExitCode {
         .workers(workers)
         .name("http")
         .run(move || {
-            // The first worker to start takes the listener bound above.
-            let taken = first.lock().unwrap_or_else(|e| e.into_inner()).take();
-            let listener = match taken.map_or_else(|| TcpListener::bind_reuse_port(local), Ok) {
+            let listener = match listeners.listener() {
                 Ok(l) => l,
                 Err(e) => {
                     log::error!("cannot listen on {local}: {e}");

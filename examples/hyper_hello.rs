@@ -20,6 +20,9 @@ use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 
+mod common;
+use common::args::{self, Args};
+
 const USAGE: &str = "\
 hyper_hello: HTTP/1.1 \"Hello, World!\" on hyper + tokio current-thread (benchmark peer)
 
@@ -55,38 +58,13 @@ async fn hello(_: Request<hyper::body::Incoming>) -> Result<Response<Full<Bytes>
 fn main() {
     let mut addr = "127.0.0.1:8081".to_owned();
     let mut workers: Option<usize> = None;
-    let mut args = std::env::args().skip(1);
-    while let Some(a) = args.next() {
-        match a.as_str() {
-            "-h" | "--help" => {
-                println!("{USAGE}");
-                return;
-            }
-            "--addr" => match args.next() {
-                Some(v) => addr = v,
-                None => {
-                    eprintln!("hyper_hello: --addr needs a value\n\n{USAGE}");
-                    std::process::exit(2);
-                }
-            },
-            "--workers" => match args.next().and_then(|v| v.parse().ok()) {
-                Some(n) if n > 0 => workers = Some(n),
-                _ => {
-                    eprintln!("hyper_hello: --workers needs a positive number\n\n{USAGE}");
-                    std::process::exit(2);
-                }
-            },
-            "--work-us" => match args.next().and_then(|v| v.parse().ok()) {
-                Some(n) => WORK_US.store(n, Ordering::Relaxed),
-                None => {
-                    eprintln!("hyper_hello: --work-us needs a number\n\n{USAGE}");
-                    std::process::exit(2);
-                }
-            },
-            other => {
-                eprintln!("hyper_hello: unknown argument '{other}'\n\n{USAGE}");
-                std::process::exit(2);
-            }
+    let mut args = Args::new(USAGE);
+    while let Some(flag) = args.next_flag() {
+        match flag.as_str() {
+            "--addr" => addr = args.value(),
+            "--workers" => workers = Some(args.value_with(args::positive)),
+            "--work-us" => WORK_US.store(args.parse(), Ordering::Relaxed),
+            _ => args.unknown(),
         }
     }
     let rt = match workers {

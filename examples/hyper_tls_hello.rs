@@ -20,6 +20,9 @@ use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tokio_rustls::rustls::{self, ServerConfig};
 use tokio_rustls::TlsAcceptor;
 
+mod common;
+use common::args::Args;
+
 const USAGE: &str = "\
 hyper_tls_hello: HTTPS \"Hello, World!\" on hyper + tokio-rustls, tokio current-thread (benchmark peer)
 
@@ -44,31 +47,17 @@ async fn hello(_: Request<hyper::body::Incoming>) -> Result<Response<Full<Bytes>
 fn main() {
     let mut addr = "127.0.0.1:8444".to_owned();
     let (mut cert, mut key) = (None, None);
-    let mut args = std::env::args().skip(1);
-    while let Some(a) = args.next() {
-        match a.as_str() {
-            "-h" | "--help" => {
-                println!("{USAGE}");
-                return;
-            }
-            "--addr" => match args.next() {
-                Some(v) => addr = v,
-                None => {
-                    eprintln!("hyper_tls_hello: --addr needs a value\n\n{USAGE}");
-                    std::process::exit(2);
-                }
-            },
-            "--tls-cert" => cert = args.next(),
-            "--tls-key" => key = args.next(),
-            other => {
-                eprintln!("hyper_tls_hello: unknown argument '{other}'\n\n{USAGE}");
-                std::process::exit(2);
-            }
+    let mut args = Args::new(USAGE);
+    while let Some(flag) = args.next_flag() {
+        match flag.as_str() {
+            "--addr" => addr = args.value(),
+            "--tls-cert" => cert = Some(args.value()),
+            "--tls-key" => key = Some(args.value()),
+            _ => args.unknown(),
         }
     }
     let (Some(cert), Some(key)) = (cert, key) else {
-        eprintln!("hyper_tls_hello: --tls-cert and --tls-key are required\n\n{USAGE}");
-        std::process::exit(2);
+        args.fail("--tls-cert and --tls-key are required");
     };
     let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&cert)
         .and_then(|it| it.collect())

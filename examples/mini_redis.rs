@@ -37,6 +37,9 @@ use tasklet::netio::codec::{BufMut, Bytes, BytesMut, Framed, Resp, RespCodec};
 use tasklet::netio::{StreamServer, TcpStream};
 use tasklet::sync::{self, Sender, TrySendError};
 
+mod common;
+use common::args::Args;
+
 const USAGE: &str = "\
 mini_redis: a RESP2 server (strings, expiry, pub/sub) on tasklets
 
@@ -190,35 +193,12 @@ fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
     let mut addr = "127.0.0.1:6380".to_owned();
     let mut max_bulk = 512 * 1024 * 1024;
-    let mut args = std::env::args().skip(1);
-    while let Some(a) = args.next() {
-        let mut value = |name: &str| {
-            args.next().ok_or_else(|| {
-                eprintln!("mini_redis: {name} needs a value\n\n{USAGE}");
-                ExitCode::from(2)
-            })
-        };
-        match a.as_str() {
-            "-h" | "--help" => {
-                println!("{USAGE}");
-                return ExitCode::SUCCESS;
-            }
-            "--addr" => match value("--addr") {
-                Ok(v) => addr = v,
-                Err(c) => return c,
-            },
-            "--max-bulk" => match value("--max-bulk").map(|v| v.parse::<usize>()) {
-                Ok(Ok(v)) => max_bulk = v,
-                Ok(Err(e)) => {
-                    eprintln!("mini_redis: --max-bulk: {e}\n\n{USAGE}");
-                    return ExitCode::from(2);
-                }
-                Err(c) => return c,
-            },
-            other => {
-                eprintln!("mini_redis: unknown argument '{other}'\n\n{USAGE}");
-                return ExitCode::from(2);
-            }
+    let mut args = Args::new(USAGE);
+    while let Some(flag) = args.next_flag() {
+        match flag.as_str() {
+            "--addr" => addr = args.value(),
+            "--max-bulk" => max_bulk = args.parse(),
+            _ => args.unknown(),
         }
     }
     tasklet::dispatch(move || {

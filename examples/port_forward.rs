@@ -15,6 +15,9 @@ use std::time::Duration;
 
 use tasklet::netio::{StreamServer, TcpStream};
 
+mod common;
+use common::args::Args;
+
 const USAGE: &str = "\
 port_forward: forward TCP connections (two copying tasklets per connection)
 
@@ -106,26 +109,12 @@ fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
     let mut listen = "127.0.0.1:8004".to_owned();
     let mut to = "127.0.0.1:8001".to_owned();
-    let mut args = std::env::args().skip(1);
-    while let Some(a) = args.next() {
-        let slot = match a.as_str() {
-            "-h" | "--help" => {
-                println!("{USAGE}");
-                return ExitCode::SUCCESS;
-            }
-            "--listen" => &mut listen,
-            "--to" => &mut to,
-            other => {
-                eprintln!("port_forward: unknown argument '{other}'\n\n{USAGE}");
-                return ExitCode::from(2);
-            }
-        };
-        match args.next() {
-            Some(v) => *slot = v,
-            None => {
-                eprintln!("port_forward: {a} needs a value\n\n{USAGE}");
-                return ExitCode::from(2);
-            }
+    let mut args = Args::new(USAGE);
+    while let Some(flag) = args.next_flag() {
+        match flag.as_str() {
+            "--listen" => listen = args.value(),
+            "--to" => to = args.value(),
+            _ => args.unknown(),
         }
     }
     tasklet::dispatch(move || {

@@ -13,6 +13,8 @@ use std::time::Duration;
 
 use tasklet::sync::channel;
 
+mod common;
+
 const USAGE: &str = "\
 producer_consumer: three producer tasklets and two consumers on a bounded channel
 
@@ -22,20 +24,8 @@ USAGE:
 OPTIONS:
     -h, --help    print this help";
 
-/// `--help` prints the usage; any other argument is refused.
-fn parse_args() {
-    if let Some(arg) = std::env::args().nth(1) {
-        if arg == "-h" || arg == "--help" {
-            println!("{USAGE}");
-            std::process::exit(0);
-        }
-        eprintln!("producer_consumer: unknown argument '{arg}'\n\n{USAGE}");
-        std::process::exit(2);
-    }
-}
-
 fn main() {
-    parse_args();
+    common::args::no_options(USAGE);
     env_logger::init();
     let totals = tasklet::dispatch(|| {
         // Room for 4 items: fast producers are throttled by slow consumers.

@@ -12,6 +12,9 @@ use std::io::{self, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::process::ExitCode;
 
+mod common;
+use common::args::Args;
+
 const USAGE: &str = "\
 std_echo_server: an echo server on std::net, made cooperative by tasklet's hook feature
 
@@ -40,24 +43,11 @@ fn handle(mut client: TcpStream) -> io::Result<u64> {
 fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
     let mut addr = "127.0.0.1:8001".to_string();
-    let mut args = std::env::args().skip(1);
-    while let Some(a) = args.next() {
-        match a.as_str() {
-            "--addr" => match args.next() {
-                Some(v) => addr = v,
-                None => {
-                    eprintln!("--addr needs a value\n\n{USAGE}");
-                    return ExitCode::from(2);
-                }
-            },
-            "-h" | "--help" => {
-                println!("{USAGE}");
-                return ExitCode::SUCCESS;
-            }
-            other => {
-                eprintln!("unknown argument {other:?}\n\n{USAGE}");
-                return ExitCode::from(2);
-            }
+    let mut args = Args::new(USAGE);
+    while let Some(flag) = args.next_flag() {
+        match flag.as_str() {
+            "--addr" => addr = args.value(),
+            _ => args.unknown(),
         }
     }
     tasklet::dispatch(move || {

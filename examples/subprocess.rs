@@ -21,6 +21,8 @@ use std::time::{Duration, Instant};
 
 use tasklet::process::{Command, Stdio};
 
+mod common;
+
 const USAGE: &str = "\
 subprocess: concurrent children, streamed output, a timed-out child and a pipeline
 through tasklet::process and tasklet::fs
@@ -31,20 +33,8 @@ USAGE:
 OPTIONS:
     -h, --help    print this help";
 
-/// `--help` prints the usage; any other argument is refused.
-fn parse_args() {
-    if let Some(arg) = std::env::args().nth(1) {
-        if arg == "-h" || arg == "--help" {
-            println!("{USAGE}");
-            std::process::exit(0);
-        }
-        eprintln!("subprocess: unknown argument '{arg}'\n\n{USAGE}");
-        std::process::exit(2);
-    }
-}
-
 fn main() {
-    parse_args();
+    common::args::no_options(USAGE);
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
     tasklet::dispatch(|| {
         if let Err(e) = run() {

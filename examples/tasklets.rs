@@ -11,6 +11,8 @@ use std::ops::ControlFlow;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
+mod common;
+
 const USAGE: &str = "\
 tasklets: spawn, sleep, yield_now, spawn_loop, timeout, kill and a contained
 panic, all on one OS thread
@@ -24,20 +26,8 @@ OPTIONS:
 Part 5 panics in a tasklet on purpose: the panic is reported in one line marked
 \"expected\" (no backtrace, even with RUST_BACKTRACE=1) and the program goes on.";
 
-/// `--help` prints the usage; any other argument is refused.
-fn parse_args() {
-    if let Some(arg) = std::env::args().nth(1) {
-        if arg == "-h" || arg == "--help" {
-            println!("{USAGE}");
-            std::process::exit(0);
-        }
-        eprintln!("tasklets: unknown argument '{arg}'\n\n{USAGE}");
-        std::process::exit(2);
-    }
-}
-
 fn main() {
-    parse_args();
+    common::args::no_options(USAGE);
     quiet_demo_panic();
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
     let started = Instant::now();

@@ -8,6 +8,9 @@
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
+mod common;
+use common::args::Args;
+
 const USAGE: &str = "\
 tokio_echo_server: echo server on tokio's current-thread runtime (benchmark peer)
 
@@ -20,24 +23,11 @@ OPTIONS:
 
 fn main() {
     let mut addr = "127.0.0.1:8002".to_owned();
-    let mut args = std::env::args().skip(1);
-    while let Some(a) = args.next() {
-        match a.as_str() {
-            "-h" | "--help" => {
-                println!("{USAGE}");
-                return;
-            }
-            "--addr" => match args.next() {
-                Some(v) => addr = v,
-                None => {
-                    eprintln!("tokio_echo_server: --addr needs a value\n\n{USAGE}");
-                    std::process::exit(2);
-                }
-            },
-            other => {
-                eprintln!("tokio_echo_server: unknown argument '{other}'\n\n{USAGE}");
-                std::process::exit(2);
-            }
+    let mut args = Args::new(USAGE);
+    while let Some(flag) = args.next_flag() {
+        match flag.as_str() {
+            "--addr" => addr = args.value(),
+            _ => args.unknown(),
         }
     }
     let rt = tokio::runtime::Builder::new_current_thread()

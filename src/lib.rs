@@ -27,7 +27,8 @@
 //! assert_eq!(total, 3);
 //! ```
 
-#![warn(missing_docs)]
+#![deny(missing_docs, missing_debug_implementations, unsafe_op_in_unsafe_fn)]
+#![deny(clippy::undocumented_unsafe_blocks)]
 
 pub use tasklet_runtime::*;
 

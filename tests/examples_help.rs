@@ -1,5 +1,6 @@
 //! Every example answers `--help` with its usage and exit status 0 (none of
-//! them starts serving or running its demo instead), and the `tasklets`
+//! them starts serving or running its demo instead), refuses an unknown
+//! argument or a bad value with status 2 (naming the flag), and the `tasklets`
 //! example's deliberate panic does not look like a crash with
 //! `RUST_BACKTRACE=1`.
 
@@ -129,6 +130,73 @@ fn examples_without_options_refuse_unknown_arguments() {
             "{name}: {err}"
         );
         assert!(err.contains("USAGE:"), "{name}: {err}");
+    }
+}
+
+#[test]
+fn every_example_refuses_unknown_arguments_with_status_2() {
+    for name in &examples() {
+        for arg in ["--no-such-option", "stray"] {
+            let (code, out, err) = run(name, &[arg], &[("RUST_LOG", "off")]);
+            assert_eq!(
+                code, 2,
+                "{name} {arg}: exit {code}\nstdout:\n{out}\nstderr:\n{err}"
+            );
+            assert!(
+                err.starts_with(&format!("{name}: unknown argument '{arg}'")),
+                "{name} {arg}: {err}"
+            );
+            assert!(err.contains("USAGE:"), "{name} {arg}: {err}");
+        }
+    }
+}
+
+#[test]
+fn a_missing_or_malformed_value_is_refused_naming_its_flag() {
+    let cases: &[(&str, &[&str], &str)] = &[
+        ("echo_server", &["--addr"], "--addr needs a value"),
+        (
+            "echo_server",
+            &["--workers", "0"],
+            "--workers '0': expected a positive",
+        ),
+        (
+            "echo_server",
+            &["--idle-timeout=abc"],
+            "--idle-timeout 'abc': expected a positive number of seconds",
+        ),
+        (
+            "http_hello",
+            &["--work-us", "-1"],
+            "--work-us '-1': invalid digit",
+        ),
+        (
+            "http_hello",
+            &["--tls-cert", "c.pem"],
+            "--tls-cert and --tls-key go together",
+        ),
+        (
+            "echo_client",
+            &["--conns=x"],
+            "--conns 'x': expected a positive",
+        ),
+        (
+            "echo_client",
+            &["--addr=127.0.0.1:1", "--size"],
+            "--size needs a value",
+        ),
+        ("port_forward", &["--to"], "--to needs a value"),
+    ];
+    for &(name, args, message) in cases {
+        let (code, out, err) = run(name, args, &[("RUST_LOG", "off")]);
+        assert_eq!(
+            code, 2,
+            "{name} {args:?}: exit {code}\nstdout:\n{out}\nstderr:\n{err}"
+        );
+        assert!(
+            err.starts_with(&format!("{name}: {message}")) && err.contains("USAGE:"),
+            "{name} {args:?}: {err}"
+        );
     }
 }
 

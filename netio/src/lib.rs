@@ -1,6 +1,7 @@
 // The overview is shared with the facade, which renders it at `tasklet::netio`.
 #![doc = include_str!("overview.md")]
-#![warn(missing_docs)]
+#![deny(missing_docs, missing_debug_implementations, unsafe_op_in_unsafe_fn)]
+#![deny(clippy::undocumented_unsafe_blocks)]
 
 #[macro_use]
 mod sock;
@@ -20,6 +21,7 @@ mod tcp;
 pub mod tls;
 mod udp;
 mod unix;
+mod workers;
 
 pub use addr::{lookup_host, ToSocketAddrs};
 #[cfg(any(feature = "futures-io", feature = "tokio"))]
@@ -31,3 +33,4 @@ pub use server::{
 pub use tcp::{Incoming, TcpListener, TcpStream};
 pub use udp::UdpSocket;
 pub use unix::{UnixDatagram, UnixIncoming, UnixListener, UnixStream};
+pub use workers::WorkerListeners;

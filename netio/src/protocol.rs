@@ -667,6 +667,15 @@ impl LineTransport<'_> {
     }
 }
 
+impl fmt::Debug for LineTransport<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LineTransport")
+            .field("transport", self.transport)
+            .field("raw", &self.state.raw)
+            .finish_non_exhaustive()
+    }
+}
+
 impl std::ops::Deref for LineTransport<'_> {
     type Target = Transport;
     fn deref(&self) -> &Transport {

@@ -1,0 +1,71 @@
+//! One listening address shared by the workers of a multi-threaded server.
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Mutex;
+
+use crate::{TcpListener, ToSocketAddrs};
+
+/// The TCP listeners of a server that runs on several
+/// [`Runtime`](tasklet::Runtime) workers: one bound up front, then one per
+/// worker, all on the same address.
+///
+/// [`bind`](Self::bind) binds the first listener at once, before any worker
+/// starts, so a bad address or a port in use fails there, and port 0
+/// resolves to the one port every worker then shares. Each worker then
+/// calls [`listener`](Self::listener) for its own: the first caller takes
+/// the listener bound up front, the others bind new ones to the same
+/// address. With more than one worker every listener sets `SO_REUSEPORT`
+/// (see [`TcpListener::bind_reuse_port`]) and the kernel spreads incoming
+/// connections over them; with one worker the listener is bound plainly, so
+/// a second server started on the same port fails with `AddrInUse`.
+///
+/// ```
+/// use tasklet::netio::WorkerListeners;
+///
+/// let listeners = WorkerListeners::bind("127.0.0.1:0", 2).unwrap();
+/// let addr = listeners.local_addr();
+/// let ports = tasklet::Runtime::new().workers(2).run(move || {
+///     // On each worker: its own listener (for a `StreamServer`, say).
+///     let listener = listeners.listener().unwrap();
+///     listener.local_addr().unwrap().port()
+/// });
+/// assert_eq!(ports, [addr.port(), addr.port()]);
+/// ```
+#[derive(Debug)]
+pub struct WorkerListeners {
+    first: Mutex<Option<TcpListener>>,
+    addr: SocketAddr,
+}
+
+impl WorkerListeners {
+    /// Binds the first listener to `addr` for a server of `workers` workers
+    /// (with `SO_REUSEPORT` if `workers` is more than one).
+    pub fn bind<A: ToSocketAddrs>(addr: A, workers: usize) -> io::Result<WorkerListeners> {
+        let first = if workers > 1 {
+            TcpListener::bind_reuse_port(addr)?
+        } else {
+            TcpListener::bind(addr)?
+        };
+        Ok(WorkerListeners {
+            addr: first.local_addr()?,
+            first: Mutex::new(Some(first)),
+        })
+    }
+
+    /// The address every listener is bound to (with port 0 resolved).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// A listener for the calling worker: the one bound by
+    /// [`bind`](Self::bind) the first time, a new `SO_REUSEPORT` listener on
+    /// [`local_addr`](Self::local_addr) after that. Call it once per worker.
+    pub fn listener(&self) -> io::Result<TcpListener> {
+        let first = self.first.lock().unwrap_or_else(|e| e.into_inner()).take();
+        match first {
+            Some(listener) => Ok(listener),
+            None => TcpListener::bind_reuse_port(self.addr),
+        }
+    }
+}
