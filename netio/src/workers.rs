@@ -69,3 +69,34 @@ impl WorkerListeners {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_worker_gets_a_listener_on_the_one_port() {
+        let listeners = WorkerListeners::bind("127.0.0.1:0", 3).unwrap();
+        let addr = listeners.local_addr();
+        assert_ne!(addr.port(), 0);
+        let all: Vec<TcpListener> = (0..3).map(|_| listeners.listener().unwrap()).collect();
+        for l in &all {
+            assert_eq!(l.local_addr().unwrap(), addr);
+        }
+    }
+
+    #[test]
+    fn one_worker_binds_plainly_so_a_second_server_on_the_port_fails() {
+        let listeners = WorkerListeners::bind("127.0.0.1:0", 1).unwrap();
+        let first = listeners.listener().unwrap();
+        let err = TcpListener::bind_reuse_port(first.local_addr().unwrap()).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::AddrInUse);
+    }
+
+    #[test]
+    fn a_port_in_use_fails_at_bind_before_any_worker_starts() {
+        let taken = TcpListener::bind("127.0.0.1:0").unwrap();
+        let err = WorkerListeners::bind(taken.local_addr().unwrap(), 2).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::AddrInUse);
+    }
+}
