@@ -193,6 +193,12 @@ fn main() -> ExitCode {
         }
     };
     let local = listeners.local_addr();
+    // Catch SIGINT/SIGTERM from here on (queued for the waiter on worker 0),
+    // so one that arrives before that waiter runs still stops us cleanly.
+    if let Err(e) = signal::handle(&[Signal::Int, Signal::Term]) {
+        eprintln!("echo_server: cannot handle SIGINT/SIGTERM: {e}");
+        return ExitCode::FAILURE;
+    }
     log::info!("{what} server listening on {local} with {workers} worker(s) (Ctrl-C to stop)");
     // Set on SIGINT/SIGTERM (or when a worker fails); every worker waits for
     // it, then stops its own acceptor (`tasklet::sync::Event` works across

@@ -534,6 +534,12 @@ fn main() -> ExitCode {
         }
     };
     let local = listeners.local_addr();
+    // Catch SIGINT/SIGTERM from here on (queued for the waiter on worker 0),
+    // so one that arrives before that waiter runs still stops us cleanly.
+    if let Err(e) = signal::handle(&[Signal::Int, Signal::Term]) {
+        eprintln!("http_hello: cannot handle SIGINT/SIGTERM: {e}");
+        return ExitCode::FAILURE;
+    }
     log::info!(
         "http_hello listening on {scheme}://{local} with {workers} worker(s) (Ctrl-C to stop)"
     );

@@ -196,3 +196,37 @@ fn reset_restores_the_default_action() {
         "killed by the reset signal: {st:?}"
     );
 }
+
+/// `signal::handle` catches a signal before any wait: a SIGTERM raised right
+/// after it (a server's start-up window) is queued, not fatal, and the first
+/// wait returns it; `reset` then restores the default action.
+fn handled_before_any_wait() {
+    assert_eq!(disposition(Signal::Term), libc::SIG_DFL, "starts default");
+    assert!(signal::handle(&[]).is_err(), "an empty set is refused");
+    signal::handle(&[Signal::Int, Signal::Term]).unwrap();
+    raise(Signal::Term); // no wait registered yet: queued
+    tasklet::dispatch(|| {
+        tasklet::timeout(LIMIT, || {
+            assert_eq!(
+                signal::wait(&[Signal::Int, Signal::Term]).unwrap(),
+                Signal::Term
+            );
+        })
+        .expect("child timed out");
+    });
+    signal::reset(&[Signal::Int, Signal::Term]).unwrap();
+    assert_eq!(disposition(Signal::Term), libc::SIG_DFL, "restored");
+}
+
+#[test]
+fn handle_catches_a_signal_before_the_first_wait() {
+    if in_child() {
+        return handled_before_any_wait();
+    }
+    let st = run_child("handle_catches_a_signal_before_the_first_wait", false);
+    assert!(
+        st.success(),
+        "killed before the first wait: {st:?} (signal {:?})",
+        st.signal()
+    );
+}

@@ -165,6 +165,43 @@ pub fn wait(signals: &[Signal]) -> io::Result<Signal> {
     }
 }
 
+/// Starts handling `signals` now, before any [`wait`]: from this call on,
+/// each of them is caught and queued for the next `wait` that includes it,
+/// instead of having its previous effect (for `SIGINT`/`SIGTERM`, killing
+/// the process).
+///
+/// Call it at start-up, before a server announces that it is listening, so
+/// a signal sent in the window between start-up and the first `wait` stops
+/// the server cleanly rather than terminating it. [`reset`] undoes it.
+///
+/// ```no_run
+/// use tasklet::signal::{self, Signal};
+/// signal::handle(&[Signal::Int, Signal::Term]).unwrap();
+/// // ... bind, log "listening" ...
+/// tasklet::dispatch(|| {
+///     let sig = signal::wait(&[Signal::Int, Signal::Term]).unwrap();
+///     log::info!("stopping on {sig:?}");
+/// });
+/// ```
+///
+/// # Errors
+/// `InvalidInput` if `signals` is empty; the OS error if the handler or the
+/// helper thread cannot be set up.
+pub fn handle(signals: &[Signal]) -> io::Result<()> {
+    if signals.is_empty() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "signal::handle needs at least one signal",
+        ));
+    }
+    let g = global()?;
+    let mut st = g.lock();
+    for s in signals {
+        st.install(*s)?;
+    }
+    Ok(())
+}
+
 /// Parks the calling tasklet until Ctrl-C (`SIGINT`) is pressed.
 ///
 /// ```no_run

@@ -229,6 +229,12 @@ impl<L: Listener> StreamServer<L> {
         let acceptor = tasklet_runtime::spawn(move || accept_loop(listener, handler, acc_inner));
         inner.state.borrow_mut().acceptor = Some(acceptor);
         if signals {
+            // Caught from now on, so a signal that arrives before the waiter
+            // below first runs still stops the server instead of killing
+            // the process.
+            if let Err(e) = signal::handle(&[Signal::Int, Signal::Term]) {
+                log::warn!("tasklet-netio: cannot handle SIGINT/SIGTERM: {e}");
+            }
             let h = handle.clone();
             let sig = tasklet_runtime::spawn(move || {
                 match signal::wait(&[Signal::Int, Signal::Term]) {
