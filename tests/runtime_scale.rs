@@ -221,6 +221,37 @@ fn hundred_thousand_sleepers_and_teardown_at_exit() {
     assert!(el < Duration::from_secs(30), "took {el:?}");
 }
 
+#[test]
+fn hundred_thousand_unstarted_tasklets_dropped_at_exit() {
+    let _s = serial();
+    const N: usize = 100_000;
+    let dropped = Rc::new(Cell::new(0usize));
+    let ran = Rc::new(Cell::new(0usize));
+    struct Counted(Rc<Cell<usize>>);
+    impl Drop for Counted {
+        fn drop(&mut self) {
+            self.0.set(self.0.get() + 1);
+        }
+    }
+    let (d, r) = (dropped.clone(), ran.clone());
+    tasklet::dispatch(move || {
+        for _ in 0..N {
+            let (c, r) = (Counted(d.clone()), r.clone());
+            drop(tasklet::spawn(move || {
+                r.set(r.get() + 1);
+                drop(c);
+            }));
+        }
+        // Returning without a yield: every one of them is killed before it ran.
+    });
+    assert_eq!(ran.get(), 0, "a tasklet killed before it started ran");
+    assert_eq!(
+        dropped.get(),
+        N,
+        "every unstarted tasklet's capture dropped once"
+    );
+}
+
 /// Recurses with KiB-sized frames until `target` bytes of stack are in use.
 #[inline(never)]
 fn touch_stack(top: usize, target: usize) -> usize {

@@ -177,6 +177,8 @@ where
         outcome
     };
     drop(d);
+    // Stacks freed by the exit wait in release batches: release them now.
+    stack::release_freed();
     if let Err(report) = outcome {
         panic!("tasklet::dispatch: deadlock: {report}");
     }

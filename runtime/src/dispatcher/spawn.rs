@@ -62,28 +62,33 @@ where
     let body = move |yielder: &Yielder<(), ()>, ()| {
         let header: &Header = &inner;
         header.yielder.set(yielder as *const Yielder<(), ()>);
-        let outcome = panic::catch_unwind(AssertUnwindSafe(|| {
-            // Its tasklet-locals go when it ends, also by a kill or panic.
-            let _locals = crate::task::locals::DropLocals(&header.locals);
-            // A tasklet killed before it first ran never calls `f`.
-            let _ = check_interrupt(header, false, true);
-            let value = f();
-            // A kill that reached a call which could not unwind (see
-            // `hub::catch_interrupt`) and is still pending ends the tasklet
-            // as killed, not with the value it went on to return.
-            if header.interrupt.get() == Some(Interrupt::Kill) {
-                let _ = check_interrupt(header, false, false);
+        let outcome = if header.interrupt.get() == Some(Interrupt::Kill) {
+            drop_unstarted(header, f)
+        } else {
+            let outcome = panic::catch_unwind(AssertUnwindSafe(|| {
+                // Its tasklet-locals go when it ends, also by a kill or panic.
+                let _locals = crate::task::locals::DropLocals(&header.locals);
+                let _ = check_interrupt(header, false, true);
+                let value = f();
+                // A kill that reached a call which could not unwind (see
+                // `hub::catch_interrupt`) and is still pending ends the tasklet
+                // as killed, not with the value it went on to return.
+                if header.interrupt.get() == Some(Interrupt::Kill) {
+                    let _ = check_interrupt(header, false, false);
+                }
+                value
+            }));
+            match outcome {
+                // Killed, but the kill could not be raised (its blocking calls
+                // failed instead): it still ends killed.
+                Ok(_)
+                    if header.refused.get() && header.interrupt.get() == Some(Interrupt::Kill) =>
+                {
+                    Err(JoinError::killed())
+                }
+                Ok(v) => Ok(v),
+                Err(p) => Err(JoinError::from_payload(p)),
             }
-            value
-        }));
-        let outcome = match outcome {
-            // Killed, but the kill could not be raised (its blocking calls
-            // failed instead): it still ends killed.
-            Ok(_) if header.refused.get() && header.interrupt.get() == Some(Interrupt::Kill) => {
-                Err(JoinError::killed())
-            }
-            Ok(v) => Ok(v),
-            Err(p) => Err(JoinError::from_payload(p)),
         };
         header.finish_seq.set(next_finish_seq());
         if !header.detached.get() {
@@ -130,4 +135,26 @@ where
     let coroutine = unsafe { Coroutine::with_stack_unchecked(stack, body) };
     *task.coroutine.borrow_mut() = Some(coroutine);
     task
+}
+
+/// Ends a tasklet killed before it first ran: `f` is never called, and is
+/// dropped here — what it captured is destroyed exactly as an unwind from
+/// the start of the tasklet would, but without one (a kill is mostly its
+/// DWARF unwind). It runs on the tasklet's own stack, as the running
+/// tasklet, so a destructor may block as in any killed tasklet; the kill is
+/// set aside meanwhile (it would otherwise be raised at the first blocking
+/// call), so only a new kill unwinds such a destructor. A destructor that
+/// panics ends the tasklet with that panic, as with any tasklet.
+#[cold]
+fn drop_unstarted<T, F: FnOnce() -> T>(header: &Header, f: F) -> Result<T, JoinError> {
+    header.interrupt.set(None);
+    let dropped = panic::catch_unwind(AssertUnwindSafe(move || {
+        let _locals = crate::task::locals::DropLocals(&header.locals);
+        drop(f);
+    }));
+    header.interrupt.set(Some(Interrupt::Kill));
+    match dropped {
+        Ok(()) => Err(JoinError::killed()),
+        Err(p) => Err(JoinError::from_payload(p)),
+    }
 }

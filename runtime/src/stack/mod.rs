@@ -4,7 +4,11 @@
 //!
 //! Stacks are carved out of *slabs*. A slab is one anonymous
 //! `mmap(PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE)`
-//! holding `K = max(1, 4 MiB / (size + guard))` stacks of the same size class:
+//! holding `K` stacks of the same size class. The first slab of a class holds
+//! `max(1, 4 MiB / (size + guard))` stacks (15 of the default 256 KiB); each
+//! further slab as many as the class already has, up to 1024 stacks or
+//! 256 MiB, so a million stacks take about a thousand slabs, not 67,000
+//! (under an address-space limit, `ulimit -v`, every slab is a first one):
 //!
 //! ```text
 //! slab base                                                   slab end
@@ -19,6 +23,23 @@
 //! `mprotect(PROT_NONE)`, which costs two mappings per stack; a warning is logged
 //! once per process when that happens.
 //!
+//! # Batched system calls
+//!
+//! Where the kernel lets `process_madvise` advise the calling process
+//! (`PIDFD_SELF`, any advice), one call takes a whole list of ranges (see
+//! [`advise_ranges`]), which is what makes spawning and tearing down a
+//! million tasklets cheap:
+//!
+//! * a new slab's `K` guard pages are installed in one call;
+//! * the first page every tasklet touches (the top of its stack) is faulted
+//!   in ahead of use, [`PRIME_BATCH`] cold stacks at a time, with
+//!   `MADV_POPULATE_WRITE` (one call instead of one page fault per tasklet);
+//! * freed stacks beyond the warm limit are released [`RELEASE_BATCH`] at a
+//!   time, adjacent ones merged into one range (guard markers survive
+//!   `MADV_DONTNEED`).
+//!
+//! Elsewhere each range gets its own `madvise` (and stacks are not primed).
+//!
 //! Every slab also gets `madvise(MADV_NOHUGEPAGE)`, so touching one stack page never
 //! faults in a 2 MiB transparent huge page: only touched 4 KiB pages cost memory.
 //!
@@ -30,12 +51,18 @@
 //! * a *warm* free list: stacks freed while the thread's warm count is below the
 //!   pool limit (see [`set_pool_limit`]); they are reused as-is, so a warm
 //!   `TaskletStack::new` + drop is a `Vec` pop/push and no syscall;
+//! * a *freed* list: stacks freed while the warm count was at the limit, waiting
+//!   (at most [`RELEASE_BATCH`] of them) to be released together; reused
+//!   like warm ones meanwhile;
+//! * a *primed* list: cold stacks whose top page was just faulted in;
 //! * a *cold* free list: stacks that were never touched (fresh slab) or whose usable
 //!   range was released with `madvise(MADV_DONTNEED)` because the warm limit was
 //!   reached; their physical memory belongs to the OS again;
 //! * the slabs it owns.
 //!
-//! Allocation prefers warm stacks, then cold ones, then maps a fresh slab.
+//! Allocation prefers warm stacks, then freed, primed and cold ones, then maps
+//! a fresh slab. [`release_freed`] releases the freed lists at once (the
+//! dispatcher calls it when `dispatch` returns).
 //!
 //! Slabs are **not** unmapped while the thread is alive: address space is retained
 //! until thread exit, while the physical memory of excess free stacks is returned
@@ -44,7 +71,6 @@
 //! can only happen if a stack outlives the pool during thread-local destruction) is
 //! left mapped, and such a late stack unmaps just its own range when dropped.
 
-use std::cell::RefCell;
 use std::fmt;
 use std::io;
 use std::marker::PhantomData;
@@ -53,8 +79,14 @@ use std::ptr;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Once, OnceLock};
 
+mod advise;
 mod info;
+mod pool;
+
+use advise::advise_ranges;
 pub(crate) use info::StackInfo;
+use pool::POOL;
+pub(crate) use pool::{pooled_warm, release_freed};
 
 /// Built-in default usable stack size of a tasklet (256 KiB).
 ///
@@ -75,8 +107,21 @@ pub(crate) const MIN_STACK_SIZE: usize = 48 * 1024;
 /// Default bound on the number of warm (not yet released) free stacks per thread.
 pub(crate) const POOL_WARM_LIMIT: usize = 1024;
 
-/// Target size of one slab mapping; a slab holds `max(1, SLAB_BYTES / stride)` stacks.
+/// Target size of a class's first slab; it holds `max(1, SLAB_BYTES / stride)` stacks.
 const SLAB_BYTES: usize = 4 * 1024 * 1024;
+
+/// Most stacks in one slab (also the kernel's `IOV_MAX`, so one slab's guards
+/// fit one `process_madvise` call).
+const MAX_SLAB_STACKS: usize = 1024;
+
+/// Largest slab mapping grown to (a first slab may be larger: one huge stack).
+const MAX_SLAB_BYTES: usize = 256 * 1024 * 1024;
+
+/// Cold stacks whose top page is faulted in together (see the module docs).
+pub(crate) const PRIME_BATCH: usize = 32;
+
+/// Freed stacks released together (see the module docs).
+pub(crate) const RELEASE_BATCH: usize = 64;
 
 /// Largest usable stack size accepted (1 TiB); anything larger is certainly a bug.
 const MAX_STACK_SIZE: usize = 1 << 40;
@@ -251,179 +296,6 @@ impl std::error::Error for StackAllocError {
     }
 }
 
-/// One mapping holding `len / stride` stacks.
-struct Slab {
-    /// Lowest address of the mapping.
-    base: usize,
-    /// Length of the mapping in bytes.
-    len: usize,
-}
-
-/// Free stacks and slabs of one size class. Stacks are identified by their lowest
-/// address (the start of their guard page).
-struct Class {
-    /// Usable bytes per stack (page multiple).
-    usable: usize,
-    /// Warm free stacks: memory untouched since last use, reuse costs no syscall.
-    warm: Vec<usize>,
-    /// Cold free stacks: never touched or released with `MADV_DONTNEED`.
-    cold: Vec<usize>,
-    /// All slabs of this class.
-    slabs: Vec<Slab>,
-}
-
-/// Per-thread stack pool.
-struct Pool {
-    /// Size classes, searched linearly (there are normally only a few).
-    classes: Vec<Class>,
-    /// Number of warm stacks across all classes.
-    warm_total: usize,
-}
-
-/// Warm stacks in this thread's pool (free, ready for reuse without a syscall).
-pub(crate) fn pooled_warm() -> usize {
-    POOL.try_with(|p| p.try_borrow().map(|p| p.warm_total).unwrap_or(0))
-        .unwrap_or(0)
-}
-
-thread_local! {
-    /// This thread's stack pool; its destructor unmaps the slabs at thread exit.
-    static POOL: RefCell<Pool> = const {
-        RefCell::new(Pool { classes: Vec::new(), warm_total: 0 })
-    };
-}
-
-impl Pool {
-    /// Returns the index of the class for `usable`, creating it if needed.
-    #[inline]
-    fn class_index(&mut self, usable: usize) -> usize {
-        match self.classes.iter().position(|c| c.usable == usable) {
-            Some(i) => i,
-            None => {
-                self.classes.push(Class {
-                    usable,
-                    warm: Vec::new(),
-                    cold: Vec::new(),
-                    slabs: Vec::new(),
-                });
-                self.classes.len() - 1
-            }
-        }
-    }
-
-    /// Takes a free stack of `usable` bytes, mapping a new slab if necessary.
-    /// Returns the stack's lowest address (start of its guard page).
-    #[inline]
-    fn alloc(&mut self, usable: usize) -> io::Result<usize> {
-        let ci = self.class_index(usable);
-        let class = &mut self.classes[ci];
-        if let Some(lo) = class.warm.pop() {
-            self.warm_total -= 1;
-            return Ok(lo);
-        }
-        if let Some(lo) = class.cold.pop() {
-            return Ok(lo);
-        }
-        class.grow()
-    }
-
-    /// Returns the stack at `lo` with `usable` bytes to its class's free lists.
-    #[inline]
-    fn free(&mut self, lo: usize, usable: usize) {
-        let warm_ok = self.warm_total < pool_limit();
-        let Some(class) = self.classes.iter_mut().find(|c| c.usable == usable) else {
-            // Cannot happen: the class was created when the stack was allocated.
-            // Leaking is the only safe response.
-            log::error!("tasklet stack {lo:#x} freed to a pool without its size class; leaking it");
-            return;
-        };
-        if warm_ok {
-            class.warm.push(lo);
-            self.warm_total += 1;
-            return;
-        }
-        let page = page_size();
-        // SAFETY: [lo + page, lo + page + usable) is the usable part of a stack of
-        // this pool's slab that is being freed: it is mapped, private anonymous, and
-        // no live object refers to it any more. The guard page is not touched.
-        let rc = unsafe {
-            libc::madvise(
-                (lo + page) as *mut libc::c_void,
-                usable,
-                libc::MADV_DONTNEED,
-            )
-        };
-        if rc != 0 {
-            log::debug!(
-                "madvise(MADV_DONTNEED) on tasklet stack {lo:#x} failed: {}",
-                io::Error::last_os_error()
-            );
-        }
-        class.cold.push(lo);
-    }
-}
-
-impl Class {
-    /// Maps a new slab, keeps its first stack for the caller and puts the others on
-    /// the cold list. Returns the lowest address of the stack handed out.
-    #[cold]
-    fn grow(&mut self) -> io::Result<usize> {
-        let page = page_size();
-        let stride = self.usable + page;
-        let per_slab = (SLAB_BYTES / stride).max(1);
-        let base = match map_slab(self.usable, per_slab) {
-            Ok(base) => (base, per_slab),
-            // A smaller request may still fit in a fragmented/limited address space.
-            Err(e) if per_slab > 1 => {
-                log::debug!("{e}; retrying with a single-stack slab");
-                (map_slab(self.usable, 1)?, 1)
-            }
-            Err(e) => return Err(e),
-        };
-        let (base, n) = base;
-        self.slabs.push(Slab {
-            base,
-            len: n * stride,
-        });
-        // Hand out the lowest stack; reverse order so pops go upwards in memory.
-        self.cold.extend((1..n).rev().map(|i| base + i * stride));
-        Ok(base)
-    }
-}
-
-impl Drop for Pool {
-    fn drop(&mut self) {
-        let page = page_size();
-        for class in &mut self.classes {
-            let stride = class.usable + page;
-            class.slabs.sort_unstable_by_key(|s| s.base);
-            let mut free_counts = vec![0usize; class.slabs.len()];
-            for &lo in class.warm.iter().chain(class.cold.iter()) {
-                let i = class.slabs.partition_point(|s| s.base <= lo);
-                if i > 0 {
-                    free_counts[i - 1] += 1;
-                }
-            }
-            for (slab, free) in class.slabs.iter().zip(free_counts) {
-                if free == slab.len / stride {
-                    // SAFETY: the slab was mapped by `map_slab` with exactly this
-                    // base/len and every stack in it is free, so nothing refers to it.
-                    unsafe { unmap(slab.base, slab.len) };
-                } else {
-                    // A live stack still points into this slab (it outlived the pool
-                    // during thread-local destruction); it unmaps its own range when
-                    // dropped, the rest of the slab is leaked.
-                    log::debug!(
-                        "tasklet stack slab {:#x} still has live stacks at thread exit; leaking \
-                         its free part",
-                        slab.base
-                    );
-                }
-            }
-        }
-    }
-}
-
 /// Unmaps `[addr, addr + len)`, logging (never panicking) on failure.
 ///
 /// # Safety
@@ -479,8 +351,16 @@ fn map_slab(usable: usize, n: usize) -> io::Result<usize> {
             io::Error::last_os_error()
         );
     }
-    for i in 0..n {
-        if let Err(e) = install_guard(base + i * stride, page) {
+    let guards: Vec<(usize, usize)> = (0..n).map(|i| (base + i * stride, page)).collect();
+    let batched = if n > 1 && !GUARD_INSTALL_UNSUPPORTED.load(Ordering::Relaxed) {
+        // SAFETY: the guard pages lie in the slab just mapped, which nothing
+        // uses yet; guard markers only make them fault on access.
+        unsafe { advise_ranges(&guards, MADV_GUARD_INSTALL, false) }.unwrap_or(0)
+    } else {
+        0
+    };
+    for &(guard, guard_len) in &guards[batched..] {
+        if let Err(e) = install_guard(guard, guard_len) {
             // SAFETY: the slab was mapped above and nothing refers to it yet.
             unsafe { unmap(base, len) };
             return Err(e);

@@ -1,6 +1,13 @@
 use super::*;
 use corosensei::stack::Stack;
 
+/// Held by the tests that change or depend on the process-wide warm limit.
+static WARM_LIMIT_LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn warm_limit_lock() -> std::sync::MutexGuard<'static, ()> {
+    WARM_LIMIT_LOCK.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 fn slab_count() -> usize {
     POOL.with(|p| p.borrow().classes.iter().map(|c| c.slabs.len()).sum())
 }
@@ -106,6 +113,7 @@ fn many_live_stacks_stay_below_map_count() {
 
 #[test]
 fn cold_stacks_are_zeroed() {
+    let _limit = warm_limit_lock();
     // Run on a fresh thread so the (process-wide) limit change and the warm count
     // are not affected by other tests' pools.
     std::thread::spawn(|| {
@@ -121,6 +129,8 @@ fn cold_stacks_are_zeroed() {
         set_pool_limit(2);
         drop(stacks);
         set_pool_limit(old);
+        // The six beyond the limit wait for a batch; release them now.
+        release_freed();
         let (warm, cold) = POOL.with(|p| {
             let p = p.borrow();
             let c = p.classes.iter().find(|c| c.usable == size).unwrap();
@@ -128,12 +138,22 @@ fn cold_stacks_are_zeroed() {
         });
         assert_eq!(warm, 2);
         assert!(cold >= 6);
-        // Reallocate everything: warm ones keep their bytes, cold ones read zero.
-        let again: Vec<_> = (0..8).map(|_| TaskletStack::new(size).unwrap()).collect();
+        assert!(POOL.with(|p| p.borrow().classes.iter().all(|c| c.freed.is_empty())));
+        // Reallocate until all eight are back (primed fresh stacks come
+        // first): warm ones keep their bytes, released ones read zero.
+        let mut again = Vec::new();
+        while again
+            .iter()
+            .filter(|s: &&TaskletStack| tops.contains(&s.top()))
+            .count()
+            < 8
+        {
+            assert!(again.len() < 1000, "the freed stacks never came back");
+            again.push(TaskletStack::new(size).unwrap());
+        }
         let mut zeroed = 0;
         let mut kept = 0;
-        for s in &again {
-            assert!(tops.contains(&s.top()));
+        for s in again.iter().filter(|s| tops.contains(&s.top())) {
             let (_, hi) = s.guard_range();
             // SAFETY: [hi, top) is this live stack's usable memory.
             let bytes = unsafe { std::slice::from_raw_parts(hi as *const u8, s.size()) };
@@ -144,6 +164,53 @@ fn cold_stacks_are_zeroed() {
             }
         }
         assert_eq!((kept, zeroed), (2, 6));
+    })
+    .join()
+    .unwrap();
+}
+
+#[test]
+fn slabs_grow_and_freed_stacks_are_released_in_batches() {
+    let _limit = warm_limit_lock();
+    // A fresh thread: its own pool, warm count starting at zero.
+    std::thread::spawn(|| {
+        let size = DEFAULT_STACK_SIZE;
+        let extra = 2 * RELEASE_BATCH + 5;
+        let n = pool_limit() + extra;
+        let stacks: Vec<_> = (0..n).map(|_| TaskletStack::new(size).unwrap()).collect();
+        for s in &stacks {
+            // SAFETY: top - 1 is the highest usable byte of this live stack.
+            unsafe { ((s.top() - 1) as *mut u8).write_volatile(7) };
+        }
+        let (slabs, largest) = POOL.with(|p| {
+            let p = p.borrow();
+            let c = p.classes.iter().find(|c| c.usable == size).unwrap();
+            let stride = size + page_size();
+            let largest = c.slabs.iter().map(|s| s.len / stride).max().unwrap();
+            (c.slabs.len(), largest)
+        });
+        // Doubling from 15: 15, 15, 30, ..., 960 hold n (~1,160) stacks.
+        assert!(slabs <= 10, "{slabs} slabs for {n} stacks");
+        assert!(largest <= MAX_SLAB_STACKS);
+        let tops: Vec<usize> = stacks.iter().map(|s| s.top()).collect();
+        drop(stacks);
+        let (warm, freed, cold) = POOL.with(|p| {
+            let p = p.borrow();
+            let c = p.classes.iter().find(|c| c.usable == size).unwrap();
+            (c.warm.len(), c.freed.len(), c.cold.len())
+        });
+        assert_eq!(warm, pool_limit());
+        // Two full batches were released as they filled; five wait.
+        assert_eq!(freed, extra % RELEASE_BATCH);
+        assert!(cold >= extra - freed);
+        release_freed();
+        // Every stack beyond the warm ones reads zero again.
+        let released = tops.iter().filter(|&&top| {
+            // SAFETY: the slabs stay mapped while the pool lives; the byte
+            // is in a free stack's usable memory, which nothing uses.
+            unsafe { ((top - 1) as *const u8).read_volatile() == 0 }
+        });
+        assert_eq!(released.count(), extra);
     })
     .join()
     .unwrap();
