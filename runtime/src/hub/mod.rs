@@ -72,8 +72,10 @@ const WAKER_TOKEN: Token = Token(usize::MAX);
 
 /// What a timer does when it fires.
 pub(crate) enum TimerAction {
-    /// End a park (`epoch` is the wait it belongs to).
-    Wake(TaskRef, u32),
+    /// The tasklet's park timer: ends its current park if that park's
+    /// deadline has passed, else re-arms for it (see
+    /// `Dispatcher::arm_park_timer`).
+    ParkDeadline(TaskRef),
     /// Interrupt the tasklet for the `timeout` scope with this id.
     Interrupt(TaskRef, u64),
     /// End the `timeout` scope with this id, opened while its tasklet was
@@ -386,9 +388,7 @@ impl Hub {
             let action = self.timers.borrow_mut().pop_expired(now);
             match action {
                 None => break,
-                Some(TimerAction::Wake(task, epoch)) => {
-                    d.wake(&task, epoch, Wake::TimedOut);
-                }
+                Some(TimerAction::ParkDeadline(task)) => d.park_deadline(&task, now),
                 Some(TimerAction::Interrupt(task, id)) => {
                     d.interrupt(&task, Interrupt::Timeout(id))
                 }
