@@ -41,13 +41,19 @@ SERVER_CORE=${SERVER_CORE:-0}
 CLIENT_CORE=${CLIENT_CORE:-1}
 
 # "binary:label" of every server; the first is ours, the others its peers.
-if [[ -n "${PEER:-}" ]]; then
+# SERVERS="echo_server:new echo_server_old:old" compares builds: binaries
+# that are not examples of this tree must already be in $EX.
+if [[ -n "${SERVERS:-}" ]]; then
+    read -r -a SERVERS <<<"$SERVERS"
+elif [[ -n "${PEER:-}" ]]; then
     SERVERS=("echo_server:tasklet" "$PEER:${PEER_LABEL:-$PEER}")
 else
     SERVERS=("echo_server:tasklet" "mio_echo_server:mio" "tokio_echo_server:tokio")
 fi
 examples=(--example echo_client)
-for s in "${SERVERS[@]}"; do examples+=(--example "${s%%:*}"); done
+for s in "${SERVERS[@]}"; do
+    if [[ -f "examples/${s%%:*}.rs" ]]; then examples+=(--example "${s%%:*}"); fi
+done
 if [[ "${HTTP:-0}" == 1 ]]; then
     examples+=(--example http_hello --example hyper_hello)
 fi

@@ -55,6 +55,7 @@ use crate::task::id::TaskletId;
 use crate::task::raw::TaskRef;
 use crate::timer::TimerQueue;
 
+mod io_entry;
 mod io_source;
 mod key;
 mod park;
@@ -305,6 +306,7 @@ impl Hub {
         }
         self.io_tick.set(self.io_tick.get().wrapping_add(1));
         let mut io = self.io.borrow_mut();
+        let mut woken = self.woken.borrow_mut();
         let mut n = 0u64;
         for ev in events.iter() {
             n += 1;
@@ -325,23 +327,14 @@ impl Hub {
                 entry.read_closed = true;
             }
             if ev.is_readable() || ev.is_read_closed() || err {
-                for u in entry.readers.drain(..) {
-                    u.unpark_in(d);
-                }
-                if let Some(w) = entry.read_waker.take() {
-                    self.woken.borrow_mut().push(w);
-                }
+                entry.wake(d, Direction::Read, &mut woken);
             }
             if ev.is_writable() || ev.is_write_closed() || err {
-                for u in entry.writers.drain(..) {
-                    u.unpark_in(d);
-                }
-                if let Some(w) = entry.write_waker.take() {
-                    self.woken.borrow_mut().push(w);
-                }
+                entry.wake(d, Direction::Write, &mut woken);
             }
         }
         d.obs.events.set(d.obs.events.get() + n);
+        drop(woken);
         drop(io);
         drop(events);
         self.wake_futures();
