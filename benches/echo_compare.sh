@@ -238,8 +238,10 @@ for row in $ROWS; do
             "$(printf '%s\n' "${rr[@]}" | stats %.2f) ($(echo "${rr[@]}")) |"
     done
     if [[ "${CALLGRIND:-0}" == 1 ]]; then
-        # Fewer messages: valgrind runs the server ~50x slower.
+        # Fewer messages: valgrind runs the server ~50x slower (but at least
+        # 20 per connection, so that connection setup does not dominate).
         cmsgs=$(((msgs + 9) / 10))
+        if ((cmsgs < 20)); then cmsgs=20; fi
         echo
         echo "callgrind, $conns x $cmsgs x $size B, user instructions per round trip (deterministic):"
         for s in "${SERVERS[@]}"; do

@@ -45,8 +45,14 @@ fn a_read_timeout_after_a_longer_one_fires_on_time() {
         c.write_all(b"ping").unwrap();
         let (kind, waited) = reader.join().unwrap();
         assert_eq!(kind, std::io::ErrorKind::TimedOut);
-        assert!(waited >= Duration::from_millis(50), "timed out early: {waited:?}");
-        assert!(waited < Duration::from_secs(30), "timed out late: {waited:?}");
+        assert!(
+            waited >= Duration::from_millis(50),
+            "timed out early: {waited:?}"
+        );
+        assert!(
+            waited < Duration::from_secs(30),
+            "timed out late: {waited:?}"
+        );
         drop(c);
     });
 }
@@ -72,7 +78,10 @@ fn a_read_timeout_after_a_shorter_one_is_not_cut_short() {
         c.write_all(b"ping").unwrap();
         let (kind, waited) = reader.join().unwrap();
         assert_eq!(kind, std::io::ErrorKind::TimedOut);
-        assert!(waited >= Duration::from_millis(300), "timed out early: {waited:?}");
+        assert!(
+            waited >= Duration::from_millis(300),
+            "timed out early: {waited:?}"
+        );
         drop(c);
     });
 }
@@ -170,7 +179,10 @@ fn sleeps_after_an_early_ended_wait_last_their_full_length() {
             let t = Instant::now();
             tasklet::sleep(Duration::from_millis(ms));
             let slept = t.elapsed();
-            assert!(slept >= Duration::from_millis(ms), "slept {slept:?} for {ms} ms");
+            assert!(
+                slept >= Duration::from_millis(ms),
+                "slept {slept:?} for {ms} ms"
+            );
         }
     });
 }
