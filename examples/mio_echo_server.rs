@@ -20,6 +20,9 @@ use std::io::{self, Read, Write};
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token};
 
+mod common;
+use common::args::Args;
+
 const USAGE: &str = "\
 mio_echo_server: hand-written mio event loop echo server (benchmark peer)
 
@@ -45,34 +48,14 @@ enum Next {
 }
 
 fn main() {
-    let mut addr = "127.0.0.1:8003".to_owned();
-    let mut args = std::env::args().skip(1);
-    while let Some(a) = args.next() {
-        match a.as_str() {
-            "-h" | "--help" => {
-                println!("{USAGE}");
-                return;
-            }
-            "--addr" => match args.next() {
-                Some(v) => addr = v,
-                None => {
-                    eprintln!("mio_echo_server: --addr needs a value\n\n{USAGE}");
-                    std::process::exit(2);
-                }
-            },
-            other => {
-                eprintln!("mio_echo_server: unknown argument '{other}'\n\n{USAGE}");
-                std::process::exit(2);
-            }
+    let mut addr: std::net::SocketAddr = ([127, 0, 0, 1], 8003).into();
+    let mut args = Args::new(USAGE);
+    while let Some(flag) = args.next_flag() {
+        match flag.as_str() {
+            "--addr" => addr = args.parse(),
+            _ => args.unknown(),
         }
     }
-    let addr = match addr.parse() {
-        Ok(a) => a,
-        Err(e) => {
-            eprintln!("mio_echo_server: bad address '{addr}': {e}");
-            std::process::exit(2);
-        }
-    };
     if let Err(e) = serve(addr) {
         eprintln!("mio_echo_server: {e}");
         std::process::exit(1);
