@@ -242,6 +242,7 @@ impl<S: AsRawFd> Sock<S> {
 
     /// Waits for `dir` readiness: parks the tasklet inside a dispatcher,
     /// blocks the thread in `poll(2)` outside one.
+    #[inline]
     pub(crate) fn wait(&self, dir: Direction, deadline: Option<Instant>) -> io::Result<()> {
         if hub::in_dispatcher() {
             self.io.wait(dir, deadline).map_err(|e| {

@@ -370,6 +370,7 @@ impl Dispatcher {
     fn finish(&self, p: TaskPtr) {
         let h = header_at(self, p);
         h.state.set(State::Done);
+        self.cancel_park_timer(h);
         // Drop the finished coroutine now: its stack goes back to the pool.
         let co = h.coroutine.borrow_mut().take();
         if let Some(co) = co {
@@ -499,6 +500,7 @@ impl Dispatcher {
                 }
             }
             t.state.set(State::Done);
+            self.cancel_park_timer(t);
         }
         let mut tasks = self.tasks.borrow_mut();
         for t in &live {

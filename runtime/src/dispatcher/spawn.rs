@@ -55,6 +55,7 @@ where
         finish_seq: Cell::new(0),
         wait_on: Cell::new(WaitOn::Parked),
         wait_deadline: Cell::new(None),
+        park_timer: Cell::new(None),
         wait_since: Cell::new(None),
         spawned_at,
     });

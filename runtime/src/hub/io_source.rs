@@ -13,27 +13,12 @@ use std::time::Instant;
 use mio::unix::SourceFd;
 use mio::{Interest, Token};
 
-use super::{Hub, Shared, Unparker, Wake};
+pub(super) use super::io_entry::IoEntry;
+use super::{Hub, Shared, Wake};
 use crate::dispatcher::context;
 use crate::dispatcher::Dispatcher;
 use crate::task::header::WaitOn;
 use crate::task::id::TaskletId;
-
-/// Per-registration state: the tasklets waiting for readiness.
-pub(super) struct IoEntry {
-    pub(super) gen: u32,
-    pub(super) readers: Vec<Unparker>,
-    pub(super) writers: Vec<Unparker>,
-    /// The hub has seen the read side close (peer FIN, hang-up); sticky.
-    pub(super) read_closed: bool,
-    /// The latest event collected for this source reported priority data
-    /// (`EPOLLPRI`: a TCP urgent mark, an `AF_UNIX` out-of-band byte).
-    pub(super) priority: bool,
-    /// Futures' wakers for the next readable / writable event (see
-    /// [`IoSource::register_waker`]).
-    pub(super) read_waker: Option<TaskWaker>,
-    pub(super) write_waker: Option<TaskWaker>,
-}
 
 /// The readiness a source is registered for: both directions, and on Linux
 /// priority data too, so that [`IoSource::has_priority_data`] can tell a
@@ -49,15 +34,7 @@ impl Hub {
     fn register_fd(&self, fd: RawFd) -> io::Result<Reg> {
         let gen = self.io_gen.get().wrapping_add(1) & 0x7fff_ffff;
         self.io_gen.set(gen);
-        let slot = self.io.borrow_mut().insert(IoEntry {
-            gen,
-            readers: Vec::new(),
-            writers: Vec::new(),
-            read_closed: false,
-            priority: false,
-            read_waker: None,
-            write_waker: None,
-        });
+        let slot = self.io.borrow_mut().insert(IoEntry::new(gen));
         let token = make_token(slot, gen);
         let interest = INTEREST;
         let poll = self.poll.borrow();
@@ -85,12 +62,13 @@ impl Hub {
         if matches!(io.get(reg.slot), Some(e) if e.gen == reg.gen) {
             if let Some(e) = io.remove(reg.slot) {
                 drop(io);
-                for u in e.readers.into_iter().chain(e.writers) {
+                let (tasklets, wakers) = e.into_waiters();
+                for u in tasklets {
                     u.unpark();
                 }
                 // A future polling a source that goes away hears of it (its
                 // next poll fails); dropped here, outside the slab's borrow.
-                for w in e.read_waker.into_iter().chain(e.write_waker) {
+                for w in wakers {
                     w.wake();
                 }
             }
@@ -131,10 +109,7 @@ pub fn wait_any<S: AsRawFd>(
                 .get_mut(reg.slot)
                 .filter(|e| e.gen == reg.gen)
                 .ok_or_else(|| io::Error::other("I/O source was deregistered"))?;
-            match dir {
-                Direction::Read => entry.readers.push(me.clone()),
-                Direction::Write => entry.writers.push(me.clone()),
-            }
+            entry.push_waiter(dir, me.clone());
             drop(io);
             guards.push(WaiterGuard { d, reg, dir, id });
         }
@@ -369,10 +344,7 @@ impl<S: AsRawFd> IoSource<S> {
                     .get_mut(reg.slot)
                     .filter(|e| e.gen == reg.gen)
                     .ok_or_else(|| io::Error::other("I/O source was deregistered"))?;
-                match dir {
-                    Direction::Read => entry.readers.push(me),
-                    Direction::Write => entry.writers.push(me),
-                }
+                entry.push_waiter(dir, me);
             }
             let _guard = WaiterGuard { d, reg, dir, id };
             let why = WaitOn::Io {
@@ -411,10 +383,7 @@ impl<S: AsRawFd> IoSource<S> {
                 .get_mut(reg.slot)
                 .filter(|e| e.gen == reg.gen)
                 .ok_or_else(|| io::Error::other("I/O source was deregistered"))?;
-            let slot = match dir {
-                Direction::Read => &mut entry.read_waker,
-                Direction::Write => &mut entry.write_waker,
-            };
+            let slot = entry.waker_slot(dir);
             match slot {
                 Some(w) if w.will_wake(waker) => {}
                 _ => {
@@ -501,11 +470,7 @@ impl Drop for WaiterGuard<'_> {
     fn drop(&mut self) {
         let mut io = self.d.hub.io.borrow_mut();
         if let Some(e) = io.get_mut(self.reg.slot).filter(|e| e.gen == self.reg.gen) {
-            let list = match self.dir {
-                Direction::Read => &mut e.readers,
-                Direction::Write => &mut e.writers,
-            };
-            list.retain(|u| u.tasklet_id() != self.id);
+            e.remove_waiter(self.dir, self.id);
         }
     }
 }

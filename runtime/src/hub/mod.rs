@@ -55,6 +55,7 @@ use crate::task::id::TaskletId;
 use crate::task::raw::TaskRef;
 use crate::timer::TimerQueue;
 
+mod io_entry;
 mod io_source;
 mod key;
 mod park;
@@ -72,8 +73,10 @@ const WAKER_TOKEN: Token = Token(usize::MAX);
 
 /// What a timer does when it fires.
 pub(crate) enum TimerAction {
-    /// End a park (`epoch` is the wait it belongs to).
-    Wake(TaskRef, u32),
+    /// The tasklet's park timer: ends its current park if that park's
+    /// deadline has passed, else re-arms for it (see
+    /// `Dispatcher::arm_park_timer`).
+    ParkDeadline(TaskRef),
     /// Interrupt the tasklet for the `timeout` scope with this id.
     Interrupt(TaskRef, u64),
     /// End the `timeout` scope with this id, opened while its tasklet was
@@ -303,6 +306,7 @@ impl Hub {
         }
         self.io_tick.set(self.io_tick.get().wrapping_add(1));
         let mut io = self.io.borrow_mut();
+        let mut woken = self.woken.borrow_mut();
         let mut n = 0u64;
         for ev in events.iter() {
             n += 1;
@@ -323,23 +327,14 @@ impl Hub {
                 entry.read_closed = true;
             }
             if ev.is_readable() || ev.is_read_closed() || err {
-                for u in entry.readers.drain(..) {
-                    u.unpark_in(d);
-                }
-                if let Some(w) = entry.read_waker.take() {
-                    self.woken.borrow_mut().push(w);
-                }
+                entry.wake(d, Direction::Read, &mut woken);
             }
             if ev.is_writable() || ev.is_write_closed() || err {
-                for u in entry.writers.drain(..) {
-                    u.unpark_in(d);
-                }
-                if let Some(w) = entry.write_waker.take() {
-                    self.woken.borrow_mut().push(w);
-                }
+                entry.wake(d, Direction::Write, &mut woken);
             }
         }
         d.obs.events.set(d.obs.events.get() + n);
+        drop(woken);
         drop(io);
         drop(events);
         self.wake_futures();
@@ -386,9 +381,7 @@ impl Hub {
             let action = self.timers.borrow_mut().pop_expired(now);
             match action {
                 None => break,
-                Some(TimerAction::Wake(task, epoch)) => {
-                    d.wake(&task, epoch, Wake::TimedOut);
-                }
+                Some(TimerAction::ParkDeadline(task)) => d.park_deadline(&task, now),
                 Some(TimerAction::Interrupt(task, id)) => {
                     d.interrupt(&task, Interrupt::Timeout(id))
                 }

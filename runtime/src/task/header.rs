@@ -23,6 +23,7 @@ use corosensei::{Coroutine, Yielder};
 use super::id::TaskletId;
 use crate::stack::StackInfo;
 use crate::stack::TaskletStack;
+use crate::timer::TimerKey;
 
 thread_local! {
     /// The tasklet being resumed right now (null while the dispatcher itself
@@ -359,6 +360,9 @@ pub(crate) struct Header {
     pub(crate) wait_on: Cell<WaitOn>,
     /// The deadline of the current wait, if any.
     pub(crate) wait_deadline: Cell<Option<Instant>>,
+    /// The tasklet's park timer, if one is armed, and when it fires: it may
+    /// outlive the wait it was armed for (see `Dispatcher::arm_park_timer`).
+    pub(crate) park_timer: Cell<Option<(TimerKey, Instant)>>,
     /// When the current wait began (the dispatcher's clock, updated at each hub poll).
     pub(crate) wait_since: Cell<Option<Instant>>,
     /// Where the tasklet was spawned.
