@@ -10,8 +10,9 @@
 //!   tasklet that was killed);
 //! - **every tasklet ends** once the main tasklet closes the channels and
 //!   sets the events, and ends the way the model says: normally iff its
-//!   script completed, killed only if someone killed it, panicked only at
-//!   its `Panic` step;
+//!   script completed and nobody killed it before that, killed iff someone
+//!   did (a kill still pending when its body returns wins, as the runtime
+//!   documents), panicked only at its `Panic` step;
 //! - **destructors run exactly once**: every tasklet closure and every
 //!   value sent on a channel (received, dropped with a failed send, or left
 //!   queued) is dropped once, also when the program ends by `dispatch`
@@ -169,6 +170,10 @@ enum Blocked {
 struct Task {
     handle: RefCell<Option<JoinHandle<()>>>,
     kill_requested: Cell<bool>,
+    /// Killed before its script completed: it must end killed (a kill
+    /// still pending when the body returns wins over its value), unless it
+    /// panics first.
+    killed_running: Cell<bool>,
     reached_panic: Cell<bool>,
     completed: Cell<bool>,
     /// Its closure is gone (ran to the end, unwound, or dropped unrun).
@@ -373,6 +378,9 @@ fn run(ctx: &Rc<Ctx>, me: &mut Actor, op: &Op) {
             let tasklet = task.handle.borrow().as_ref().map(|h| h.tasklet());
             if let Some(t) = tasklet {
                 task.kill_requested.set(true);
+                if !task.completed.get() {
+                    task.killed_running.set(true);
+                }
                 t.kill();
             }
         }
@@ -463,13 +471,16 @@ fn run(ctx: &Rc<Ctx>, me: &mut Actor, op: &Op) {
         Op::Timeout(d, ref script) => {
             let _t = Timed::new(ctx);
             let start = Instant::now();
+            // Restored, not decremented: an inner timeout's own restore is
+            // skipped when this one's interrupt unwinds through it.
+            let outer = me.bounded;
             me.bounded += 1;
             let r = tasklet::timeout(d, || {
                 for op in script {
                     run(ctx, me, op);
                 }
             });
-            me.bounded -= 1;
+            me.bounded = outer;
             if r.is_err() {
                 not_early(start, d, "timeout");
             }
@@ -559,14 +570,17 @@ fn release_and_join(ctx: &Ctx) {
     for (i, t) in ctx.tasks.borrow().iter().enumerate() {
         let outcome = t.outcome.borrow();
         match outcome.as_ref().expect("joined") {
-            Ok(()) => assert!(t.completed.get(), "tasklet {i} returned without completing"),
-            Err(e) if e.is_killed() => {
+            Ok(()) => {
+                assert!(t.completed.get(), "tasklet {i} returned without completing");
                 assert!(
-                    t.kill_requested.get(),
-                    "tasklet {i} killed, but nobody killed it"
+                    !t.killed_running.get(),
+                    "tasklet {i} was killed, yet returned"
                 );
-                assert!(!t.completed.get(), "tasklet {i} completed, then was killed");
             }
+            Err(e) if e.is_killed() => assert!(
+                t.killed_running.get(),
+                "tasklet {i} killed, but nobody killed it before it completed"
+            ),
             Err(e) => {
                 assert!(
                     t.reached_panic.get(),
@@ -606,6 +620,9 @@ pub fn check(data: &[u8]) {
     let release = flags & 1 == 0;
     let mut steps = 0;
     let script = parse(&mut input, MAX_STEPS, 0, &mut steps);
+    if std::env::var_os("FUZZ_SCHEDULER_DEBUG").is_some() {
+        eprintln!("release {release}: {script:#?}");
+    }
     let drops = Rc::new(Drops::default());
     let d = drops.clone();
     tasklet::dispatch(move || {
