@@ -10,6 +10,8 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+pub mod procfs;
+
 /// The path of an example binary, built next to this test executable (as
 /// `cargo test` does).
 pub fn example(name: &str) -> PathBuf {
