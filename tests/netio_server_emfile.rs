@@ -1,14 +1,28 @@
 //! `StreamServer` out of file descriptors: one warning, a back-off instead
 //! of a busy loop, and service resumes when descriptors free up.
 //!
-//! Alone in its binary: it lowers the process's open-file limit.
+//! Alone in its binary: it lowers the process's open-file limit. The same
+//! for the example servers in child processes with a low limit (`http_hello`
+//! on `StreamServer`, `echo_server` with its own accept loop), whose CPU time
+//! over the EMFILE period is read from `/proc`. The tests take [`serial`]:
+//! while one lowers this process's limit the other could not spawn a child.
 
 use std::io::{Read, Write};
 use std::net::TcpStream as StdStream;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Duration;
+use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 use tasklet::netio::{StreamServer, TcpStream};
+
+mod common;
+use common::procfs::{cpu, fds, set_nofile_of};
+
+static SERIAL: Mutex<()> = Mutex::new(());
+
+fn serial() -> MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
 
 static WARNINGS: AtomicUsize = AtomicUsize::new(0);
 
@@ -56,6 +70,7 @@ fn thread_cpu() -> Duration {
 
 #[test]
 fn emfile_warns_once_backs_off_and_recovers() {
+    let _s = serial();
     log::set_logger(&CountWarnings).unwrap();
     log::set_max_level(log::LevelFilter::Warn);
     let original = nofile();
@@ -117,4 +132,102 @@ fn emfile_warns_once_backs_off_and_recovers() {
         })
         .expect("test timed out");
     });
+}
+
+/// One echo or HTTP exchange with a server, ended by a half-close and the
+/// server's EOF (so the server has closed its side when this returns).
+fn exchange(addr: &str, http: bool) {
+    let mut s = StdStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let (send, expect): (&[u8], &[u8]) = if http {
+        (b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", b"Hello, World!")
+    } else {
+        (b"ping", b"ping")
+    };
+    s.write_all(send).unwrap();
+    s.shutdown(std::net::Shutdown::Write).unwrap();
+    let mut got = Vec::new();
+    s.read_to_end(&mut got).unwrap();
+    assert!(got.ends_with(expect), "{:?}", String::from_utf8_lossy(&got));
+}
+
+/// Runs example `name` in a child, lowers its open-file limit to leave it
+/// eight descriptors, and connects 40 clients: it accepts what it can, then
+/// meets EMFILE. Over a second of that its CPU time must stay small (no
+/// busy loop); when the clients go, it serves again. Returns its log.
+fn emfile_in_child(name: &str, args: &[&str], http: bool) -> String {
+    let _s = serial();
+    let (mut server, addr, log) = common::start_example(name, args, &["listening on "]);
+    let pid = server.0.id();
+    // The runtime is fully up once it has served a connection.
+    exchange(&addr, http);
+    let base = fds(pid);
+    set_nofile_of(pid, base as u64 + 8);
+    let clients: Vec<StdStream> = (0..40)
+        .map(|_| StdStream::connect(&addr).unwrap())
+        .collect();
+    // It accepts until its table is full (the rest wait in the backlog).
+    let t = Instant::now();
+    while fds(pid) < base + 8 {
+        assert!(
+            t.elapsed() < Duration::from_secs(30),
+            "{name}: accepted only {} of 8",
+            fds(pid) - base
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let cpu0 = cpu(pid);
+    std::thread::sleep(Duration::from_secs(1));
+    let spent = cpu(pid) - cpu0;
+    eprintln!(
+        "{name}: {spent:?} CPU over 1 s of EMFILE ({} fds)",
+        fds(pid)
+    );
+    assert!(
+        spent < Duration::from_millis(300),
+        "{name}: busy loop at EMFILE: {spent:?} CPU in 1 s"
+    );
+    assert!(
+        server.0.try_wait().unwrap().is_none(),
+        "{name} died at EMFILE"
+    );
+    // Descriptors free up: it serves again.
+    drop(clients);
+    let t = Instant::now();
+    while fds(pid) > base {
+        assert!(
+            t.elapsed() < Duration::from_secs(30),
+            "{name}: still {} fds",
+            fds(pid)
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    exchange(&addr, http);
+    common::sigterm_and_wait(&mut server, name);
+    let log = log.join().unwrap();
+    assert!(!log.contains("panicked"), "{name}: {log}");
+    log
+}
+
+#[test]
+fn http_hello_survives_emfile_in_a_child_without_spinning() {
+    let log = emfile_in_child(
+        "http_hello",
+        &["--addr", "127.0.0.1:0", "--workers", "1"],
+        true,
+    );
+    // StreamServer warns once per episode of EMFILE; a new episode needs an
+    // accept in between, so never more warnings than clients (40).
+    let warnings = log.matches("accept failed").count();
+    assert!((1..=40).contains(&warnings), "{warnings} warnings: {log}");
+}
+
+#[test]
+fn echo_server_survives_emfile_in_a_child_without_spinning() {
+    let log = emfile_in_child(
+        "echo_server",
+        &["--addr", "127.0.0.1:0", "--workers", "1"],
+        false,
+    );
+    assert!(log.contains("accept failed"), "{log}");
 }
