@@ -750,3 +750,209 @@ fn http_hello_survives_resets_half_closes_and_slowloris() {
     ];
     fault_campaign(start_example("http_hello", &args), Kind::Http);
 }
+
+// ------------------------------------------------------------- soak
+
+/// One churning client: until `until`, connects, does 1 to 8 exchanges
+/// (echo: a checked 64-byte message; HTTP: a request and its response),
+/// then leaves one of four ways — close, half-close and wait for EOF,
+/// reset, or abandon a half-written request — and pauses `pause`. Returns
+/// its connections.
+fn churn(
+    addr: SocketAddr,
+    kind: Kind,
+    until: Instant,
+    pause: Duration,
+    seed: u64,
+) -> io::Result<u64> {
+    let mut conns = 0;
+    let mut k = seed;
+    let mut buf = [0u8; 4096];
+    while Instant::now() < until {
+        k = k
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        let mut s = TcpStream::connect(addr)?;
+        s.set_read_timeout(Some(Duration::from_secs(20)))?;
+        for r in 0..1 + (k >> 33) % 8 {
+            match kind {
+                Kind::Echo => {
+                    let msg = [(k + r) as u8; 64];
+                    s.write_all(&msg)?;
+                    let mut back = [0u8; 64];
+                    s.read_exact(&mut back)?;
+                    assert_eq!(back, msg, "echo differs");
+                }
+                Kind::Http => {
+                    s.write_all(REQUEST)?;
+                    let mut got = Vec::new();
+                    while !got.ends_with(b"Hello, World!") {
+                        let n = s.read(&mut buf)?;
+                        assert!(n > 0, "EOF before the response");
+                        got.extend_from_slice(&buf[..n]);
+                    }
+                }
+            }
+        }
+        match (k >> 40) % 4 {
+            0 => drop(s),
+            1 => {
+                s.shutdown(Shutdown::Write)?;
+                while s.read(&mut buf)? > 0 {}
+            }
+            2 => {
+                s.set_linger(Some(Duration::ZERO))?;
+                drop(s);
+            }
+            _ => {
+                let _ = s.write_all(&REQUEST[..10]);
+                drop(s);
+            }
+        }
+        conns += 1;
+        if !pause.is_zero() {
+            tasklet::sleep(pause);
+        }
+    }
+    Ok(conns)
+}
+
+/// Median of `v` (not empty).
+fn median(mut v: Vec<u64>) -> u64 {
+    v.sort_unstable();
+    v[v.len() / 2]
+}
+
+/// Churns connections against `echo_server` and `http_hello` for
+/// `duration` (64 clients, each pausing `pause` between connections),
+/// sampling their RSS and descriptors every `every` (to `csv` if given);
+/// after a warm-up of a tenth of the run, the last quarter's medians must
+/// be within bounds of the first quarter's (flat).
+fn soak(duration: Duration, every: Duration, pause: Duration, csv: Option<std::path::PathBuf>) {
+    raise_nofile();
+    let echo = start_example("echo_server", &echo_args("10"));
+    let http = start_example(
+        "http_hello",
+        &[
+            "--addr",
+            "127.0.0.1:0",
+            "--workers",
+            "1",
+            "--idle-timeout",
+            "10",
+        ],
+    );
+    let servers = [
+        (echo.pid(), echo.addr, Kind::Echo),
+        (http.pid(), http.addr, Kind::Http),
+    ];
+    let t0 = Instant::now();
+    let until = t0 + duration;
+    let conns = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let done = conns.clone();
+    let pids = [echo.pid(), http.pid()];
+    let sampler = std::thread::spawn(move || {
+        let mut rows: Vec<[u64; 6]> = Vec::new();
+        let mut next = Instant::now();
+        while Instant::now() < until {
+            let row = [
+                t0.elapsed().as_millis() as u64,
+                rss_kib(pids[0]),
+                fds(pids[0]) as u64,
+                rss_kib(pids[1]),
+                fds(pids[1]) as u64,
+                done.load(std::sync::atomic::Ordering::Relaxed),
+            ];
+            rows.push(row);
+            next += every;
+            std::thread::sleep(next.saturating_duration_since(Instant::now()));
+        }
+        rows
+    });
+    let total = tasklet::dispatch(move || {
+        let mut hs = Vec::new();
+        for (_, addr, kind) in servers {
+            for c in 0..32u64 {
+                let conns = conns.clone();
+                hs.push(tasklet::spawn(move || {
+                    let n = churn(addr, kind, until, pause, c * 7919 + kind as u64)
+                        .unwrap_or_else(|e| panic!("{kind:?} churn client {c}: {e}"));
+                    conns.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+                    n
+                }));
+            }
+        }
+        tasklet::joinall(hs)
+            .into_iter()
+            .map(|r| r.unwrap())
+            .sum::<u64>()
+    });
+    let rows = sampler.join().unwrap();
+    if let Some(path) = &csv {
+        let mut text = String::from("ms,echo_rss_kib,echo_fds,http_rss_kib,http_fds,connections\n");
+        for r in &rows {
+            text.push_str(&format!(
+                "{},{},{},{},{},{}\n",
+                r[0], r[1], r[2], r[3], r[4], r[5]
+            ));
+        }
+        std::fs::write(path, text).unwrap();
+    }
+    let (mut echo, mut http) = (echo, http);
+    echo.assert_alive();
+    http.assert_alive();
+    // Flatness, after the warm-up.
+    let kept = &rows[rows.len() / 10..];
+    let q = (kept.len() / 4).max(1);
+    let mut verdicts = Vec::new();
+    for (col, what, bound) in [
+        (1, "echo_server RSS KiB", None),
+        (2, "echo_server fds", Some(16)),
+        (3, "http_hello RSS KiB", None),
+        (4, "http_hello fds", Some(16)),
+    ] {
+        let first = median(kept[..q].iter().map(|r| r[col]).collect());
+        let last = median(kept[kept.len() - q..].iter().map(|r| r[col]).collect());
+        // RSS: within 10 % or 2 MiB; fds: within 16 (clients in flight).
+        let limit = bound.unwrap_or((first / 10).max(2048));
+        let flat = last <= first + limit;
+        verdicts.push((flat, format!("{what}: first-quarter median {first}, last-quarter median {last} (bound +{limit}): {}", if flat { "flat" } else { "GROWING" })));
+    }
+    eprintln!(
+        "soak: {:?}, {total} connections churned, {} samples every {every:?}",
+        t0.elapsed(),
+        rows.len()
+    );
+    for (_, v) in &verdicts {
+        eprintln!("soak: {v}");
+    }
+    assert!(total > 0);
+    assert!(
+        verdicts.iter().all(|(flat, _)| *flat),
+        "not flat: {verdicts:?}"
+    );
+}
+
+/// The soak in small: 8 seconds. `scripts/soak.sh` runs [`soak_long`].
+#[test]
+fn soak_short() {
+    soak(
+        Duration::from_secs(8),
+        Duration::from_millis(100),
+        Duration::ZERO,
+        None,
+    );
+}
+
+/// The soak proper, run by `scripts/soak.sh` (`SOAK_SECONDS`, `SOAK_CSV`,
+/// `SOAK_PAUSE_MS`: each client's pause between connections, default 10).
+#[test]
+#[ignore = "minutes long: run by scripts/soak.sh"]
+fn soak_long() {
+    let secs = env_usize("SOAK_SECONDS", 600) as u64;
+    let csv = std::env::var_os("SOAK_CSV").map(Into::into);
+    // About 200 samples whatever the length, at least one a second.
+    let every = Duration::from_millis((secs * 1000 / 200).clamp(100, 1000));
+    let pause = Duration::from_millis(env_usize("SOAK_PAUSE_MS", 10) as u64);
+    soak(Duration::from_secs(secs), every, pause, csv);
+}
