@@ -1074,6 +1074,73 @@ fn fs_file_open_read() -> Setup {
     )
 }
 
+fn hub_io_source_wait() -> Setup {
+    let (a, b) = std::os::unix::net::UnixStream::pair().unwrap();
+    a.set_nonblocking(true).unwrap();
+    let src = tasklet::hub::IoSource::new(a);
+    call(move || {
+        let _b = b;
+        format!("{:?}", src.wait(tasklet::hub::Direction::Read, None))
+    })
+}
+
+fn hub_wait_any() -> Setup {
+    let (a, b) = std::os::unix::net::UnixStream::pair().unwrap();
+    let (c, d) = std::os::unix::net::UnixStream::pair().unwrap();
+    a.set_nonblocking(true).unwrap();
+    c.set_nonblocking(true).unwrap();
+    let (a, c) = (
+        tasklet::hub::IoSource::new(a),
+        tasklet::hub::IoSource::new(c),
+    );
+    call(move || {
+        let _keep = (b, d);
+        let r = tasklet::hub::wait_any(
+            &[
+                (&a, tasklet::hub::Direction::Read),
+                (&c, tasklet::hub::Direction::Read),
+            ],
+            Some(Instant::now() + FOREVER),
+        );
+        format!("{r:?}")
+    })
+}
+
+fn datagram_server_serve_forever() -> Setup {
+    let server = tasklet::netio::DatagramServer::bind(
+        "127.0.0.1:0",
+        |_s: &UdpSocket, _d: Vec<u8>, _peer| (),
+    )
+    .unwrap();
+    call(move || {
+        server.serve_forever();
+        "()".into()
+    })
+}
+
+fn fs_write() -> Setup {
+    // Opening a FIFO for writing blocks (on an offload thread) until a
+    // reader comes; the release opens and closes a reader.
+    let p = temp_path("fifo-w");
+    let c = std::ffi::CString::new(p.to_str().unwrap()).unwrap();
+    // SAFETY: mkfifo with a valid NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0, "mkfifo");
+    let path = p.clone();
+    call_with_release(
+        move || format!("{:?}", tasklet::fs::write(&p, b"data")),
+        move || {
+            // SAFETY: open/close with a valid path; the fd is closed at once.
+            unsafe {
+                let fd = libc::open(c.as_ptr(), libc::O_RDONLY | libc::O_NONBLOCK);
+                if fd >= 0 {
+                    libc::close(fd);
+                }
+            }
+            let _ = std::fs::remove_file(&path);
+        },
+    )
+}
+
 /// The generated matrix: one module per call, one test per fault.
 macro_rules! matrix {
     ($($call:ident),* $(,)?) => {
@@ -1111,6 +1178,8 @@ matrix!(
     sleep_until,
     hub_park,
     hub_park_deadline,
+    hub_io_source_wait,
+    hub_wait_any,
     // tasklets
     join,
     join_timeout,
@@ -1169,6 +1238,7 @@ matrix!(
     signal_wait,
     fs_read,
     fs_file_open_read,
+    fs_write,
     // sockets and servers
     tcp_read,
     tcp_read_exact,
@@ -1189,6 +1259,7 @@ matrix!(
     server_wait,
     server_serve_forever,
     server_stop,
+    datagram_server_serve_forever,
     // subprocesses
     process_wait,
     process_wait_with_output,
@@ -1201,7 +1272,7 @@ matrix!(
 /// The matrix is as big as `docs/reliability.md` says (update both together).
 #[test]
 fn matrix_size() {
-    assert_eq!(CALLS.len(), 82, "calls in the matrix: {CALLS:?}");
+    assert_eq!(CALLS.len(), 86, "calls in the matrix: {CALLS:?}");
     let mut sorted = CALLS.to_vec();
     sorted.sort_unstable();
     sorted.dedup();
