@@ -764,6 +764,7 @@ fn churn(
     until: Instant,
     pause: Duration,
     seed: u64,
+    counter: &std::sync::atomic::AtomicU64,
 ) -> io::Result<u64> {
     let mut conns = 0;
     let mut k = seed;
@@ -810,6 +811,7 @@ fn churn(
             }
         }
         conns += 1;
+        counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         if !pause.is_zero() {
             tasklet::sleep(pause);
         }
@@ -875,10 +877,8 @@ fn soak(duration: Duration, every: Duration, pause: Duration, csv: Option<std::p
             for c in 0..32u64 {
                 let conns = conns.clone();
                 hs.push(tasklet::spawn(move || {
-                    let n = churn(addr, kind, until, pause, c * 7919 + kind as u64)
-                        .unwrap_or_else(|e| panic!("{kind:?} churn client {c}: {e}"));
-                    conns.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
-                    n
+                    churn(addr, kind, until, pause, c * 7919 + kind as u64, &conns)
+                        .unwrap_or_else(|e| panic!("{kind:?} churn client {c}: {e}"))
                 }));
             }
         }
@@ -951,7 +951,7 @@ fn soak_short() {
 fn soak_long() {
     let secs = env_usize("SOAK_SECONDS", 600) as u64;
     let csv = std::env::var_os("SOAK_CSV").map(Into::into);
-    // About 200 samples whatever the length, at least one a second.
+    // About 200 samples for a short run, one a second for a long one.
     let every = Duration::from_millis((secs * 1000 / 200).clamp(100, 1000));
     let pause = Duration::from_millis(env_usize("SOAK_PAUSE_MS", 10) as u64);
     soak(Duration::from_secs(secs), every, pause, csv);
