@@ -112,9 +112,16 @@ fn is_disconnect(e: &io::Error) -> bool {
 
 fn serve(listener: TcpListener, tls: Tls, idle: Duration) {
     let tls = std::rc::Rc::new(tls);
+    // Accept failures in a row (EMFILE and friends): warned about once per
+    // episode, not every retry.
+    let mut failing = 0u64;
     loop {
         match listener.accept() {
             Ok((client, peer)) => {
+                if failing > 0 {
+                    log::warn!("accepting again after {failing} failed attempt(s)");
+                    failing = 0;
+                }
                 log::info!("{peer}: connected");
                 let tls = tls.clone();
                 tasklet::spawn(move || match serve_client(client, &tls, idle) {
@@ -129,7 +136,12 @@ fn serve(listener: TcpListener, tls: Tls, idle: Duration) {
             }
             Err(e) => {
                 // EMFILE and friends: say so and breathe instead of spinning.
-                log::warn!("accept failed: {e}");
+                if failing == 0 {
+                    log::warn!("accept failed: {e} (retrying every 100 ms)");
+                } else {
+                    log::debug!("accept failed again: {e}");
+                }
+                failing += 1;
                 tasklet::sleep(std::time::Duration::from_millis(100));
             }
         }

@@ -229,5 +229,7 @@ fn echo_server_survives_emfile_in_a_child_without_spinning() {
         &["--addr", "127.0.0.1:0", "--workers", "1"],
         false,
     );
-    assert!(log.contains("accept failed"), "{log}");
+    // One warning per episode of EMFILE, as StreamServer does.
+    let warnings = log.matches("accept failed").count();
+    assert!((1..=40).contains(&warnings), "{warnings} warnings: {log}");
 }
