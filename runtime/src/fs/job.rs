@@ -7,7 +7,7 @@ use std::fs;
 use std::io::{self, Read, Seek, Write};
 use std::panic::{self, AssertUnwindSafe};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::thread;
+use crate::shim::thread;
 
 use crate::offload;
 use crate::sync::wait::{block, Blocked, WaitOn, Wakeup};

@@ -9,7 +9,7 @@
 use std::any::Any;
 use std::panic::{self, AssertUnwindSafe};
 use std::sync::{Arc, Mutex};
-use std::thread;
+use crate::shim::thread;
 
 use crate::hub;
 use crate::sync::wait::{block, Blocked, WaitOn, Wakeup};
@@ -27,7 +27,7 @@ struct Slot<T> {
 }
 
 struct SlotState<T> {
-    result: Option<thread::Result<T>>,
+    result: Option<std::thread::Result<T>>,
     waiter: Option<Wakeup>,
 }
 
