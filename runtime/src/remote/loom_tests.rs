@@ -115,7 +115,7 @@ fn loom_remote_kill_before_target_vs_finish() {
         {
             let g = h.completion.lock();
             // Either recorded (no outcome yet) or ignored (finished).
-            assert!(g.kill_requested != g.finished);
+            assert!(g.kill_requested || g.finished);
             assert!(g.target.is_none());
         }
         t.join().unwrap();
