@@ -3,7 +3,7 @@
 # (docs/reliability.md, "Model checking"): the channel's send/receive
 # hand-off, Event, Semaphore permit hand-over (runtime/tests/loom_sync.rs),
 # the RemoteJoinHandle completion (runtime/src/remote/loom_tests.rs) and
-# the hub's cross-thread wake-up inbox (runtime/src/hub/loom_tests.rs).
+# the hub's cross-thread wake-up handshake (runtime/src/hub/doorbell/loom_tests.rs).
 #
 # The production code is compiled with `--cfg loom`, which swaps its
 # atomics, locks, Arc, UnsafeCell and thread parking for loom's

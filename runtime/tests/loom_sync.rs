@@ -13,7 +13,7 @@
 //! The waiters here are plain threads (the `Wakeup::Thread` path); a
 //! tasklet's wait differs only in how it parks and is woken (its `WaitKey`
 //! and the hub's cross-thread queue, modelled in the runtime's own
-//! `hub::inbox` loom tests), not in the list protocol checked here.
+//! `hub::doorbell` loom tests), not in the list protocol checked here.
 #![cfg(loom)]
 
 use std::time::Duration;
