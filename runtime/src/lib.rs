@@ -87,6 +87,7 @@ mod overflow;
 mod pool;
 mod remote;
 mod runtime;
+mod shim;
 pub mod signal;
 mod slab;
 mod stack;

@@ -13,12 +13,12 @@ use std::fmt;
 use std::future::Future;
 use std::panic::{self, AssertUnwindSafe};
 use std::pin::Pin;
-use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use crate::dispatcher::context;
 use crate::hub::{HubRef, Job, TaskAddr};
+use crate::shim::{Arc, Mutex, MutexGuard};
 use crate::sync::Event;
 use crate::task::{JoinError, JoinHandle};
 
@@ -382,3 +382,6 @@ impl<T: Send + 'static> JoinHandle<T> {
         RemoteJoinHandle { completion }
     }
 }
+
+#[cfg(all(test, loom))]
+mod loom_tests;

@@ -1,8 +1,6 @@
 //! Small helpers shared across the runtime: locking.
 
-use std::cell::UnsafeCell;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::thread;
+use crate::shim::{thread, AtomicBool, Ordering, UnsafeCell};
 
 /// Locks a std mutex, ignoring poisoning: the primitives' critical sections
 /// never run user code that could panic halfway through an update.
@@ -64,7 +62,7 @@ impl<T> SpinLock<T> {
             while self.locked.load(Ordering::Relaxed) {
                 if spins < 100 {
                     spins += 1;
-                    std::hint::spin_loop();
+                    crate::shim::spin_loop();
                 } else {
                     thread::yield_now();
                 }

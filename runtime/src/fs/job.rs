@@ -2,12 +2,12 @@
 //! the one job at a time that runs its I/O on the offload pool, the job
 //! itself, and waiting for it.
 
+use crate::shim::thread;
 use std::any::Any;
 use std::fs;
 use std::io::{self, Read, Seek, Write};
 use std::panic::{self, AssertUnwindSafe};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::thread;
 
 use crate::offload;
 use crate::sync::wait::{block, Blocked, WaitOn, Wakeup};

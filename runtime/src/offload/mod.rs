@@ -6,10 +6,10 @@
 //! had nothing to do for [`UNBLOCK_IDLE_TIMEOUT`](crate::UNBLOCK_IDLE_TIMEOUT) exits. Jobs beyond the limit wait
 //! in a FIFO queue.
 
+use crate::shim::thread;
 use std::any::Any;
 use std::panic::{self, AssertUnwindSafe};
 use std::sync::{Arc, Mutex};
-use std::thread;
 
 use crate::hub;
 use crate::sync::wait::{block, Blocked, WaitOn, Wakeup};
@@ -27,7 +27,7 @@ struct Slot<T> {
 }
 
 struct SlotState<T> {
-    result: Option<thread::Result<T>>,
+    result: Option<std::thread::Result<T>>,
     waiter: Option<Wakeup>,
 }
 

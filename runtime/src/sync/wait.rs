@@ -16,13 +16,13 @@
 //! The channel drives its lists itself; the other primitives (event,
 //! one-shot result, semaphore, mutex) share [`Waiters`] and [`wait_in`].
 
-use std::cell::UnsafeCell;
 use std::marker::PhantomPinned;
 use std::mem::MaybeUninit;
 use std::ptr::NonNull;
-use std::sync::atomic::{AtomicU8, Ordering};
-use std::thread::{self, Thread};
 use std::time::Instant;
+
+use crate::shim::thread::{self, Thread};
+use crate::shim::{AtomicU8, Ordering, UnsafeCell};
 
 use crate::hub::{self, HubRef, KeyWait, RemoteUnparker, WaitKey, Wake};
 pub(crate) use crate::task::header::WaitOn;

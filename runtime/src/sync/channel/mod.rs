@@ -9,7 +9,7 @@
 use std::collections::VecDeque;
 use std::fmt;
 
-use std::sync::Arc;
+use crate::shim::Arc;
 
 use super::wait::{block_as, current_wakeup, Blocked, Hubs, WaitList, WaitOn, Waiter, Wakeup};
 use crate::hub::{KeyWait, WaitKey};

@@ -1,0 +1,98 @@
+//! The handshake between threads that queue work for a hub and the hub
+//! that drains it: when a queued item needs the hub's `mio::Waker` (an
+//! `eventfd` write) to end its `epoll_wait`, and when it does not.
+//!
+//! Two flags: `pending` (something is queued and not yet drained) and
+//! `sleeping` (the hub is in, or about to enter, a blocking `epoll_wait`).
+//!
+//! - A waker queues its item, then [`ring`](Doorbell::ring)s: only the
+//!   waker that turns `pending` from false to true goes on, and it writes
+//!   the `eventfd` only if it then sees `sleeping`.
+//! - The hub, before a blocking `epoll_wait`, calls
+//!   [`sleep`](Doorbell::sleep), which raises `sleeping` and then reads
+//!   `pending`: if something is pending it polls without blocking instead.
+//!   It calls [`awake`](Doorbell::awake) when `epoll_wait` returns, and
+//!   [`take`](Doorbell::take)s `pending` before it pops the queues.
+//!
+//! Both sides write one flag and then read the other with a `SeqCst`
+//! fence between (Dekker's handshake), so at least one of them sees the
+//! other's write: the waker sees `sleeping` and writes the `eventfd`, or
+//! the hub sees `pending` and does not block. A waker that finds `pending`
+//! already set relies on the waker that set it, whose item the hub has not
+//! drained yet (the hub clears `pending` before it pops, so an item
+//! queued after that sets it again).
+//!
+//! The fences: `SeqCst` accesses alone already order the handshake (in the
+//! single total order of `SeqCst` operations one side's read follows the
+//! other's write), but loom models `SeqCst` loads and stores as
+//! acquire/release only, and then finds the lost wake-up; it does model
+//! `SeqCst` fences, with which the handshake is correct in the C++/Rust
+//! model without relying on that total order. A fence costs a few
+//! nanoseconds next to the `epoll_wait` the hub is about to make, and the
+//! waker pays it only when it turns `pending` on.
+//!
+//! Model-checked with loom (`doorbell::loom_tests`, `scripts/loom.sh`).
+
+use crate::shim::{fence, AtomicBool, Ordering};
+
+/// See the module documentation.
+pub(crate) struct Doorbell {
+    pending: AtomicBool,
+    sleeping: AtomicBool,
+}
+
+impl Doorbell {
+    pub(crate) fn new() -> Doorbell {
+        Doorbell {
+            pending: AtomicBool::new(false),
+            sleeping: AtomicBool::new(false),
+        }
+    }
+
+    /// After queueing an item: whether the caller must wake the hub's
+    /// `epoll_wait` (write its `eventfd`).
+    #[inline]
+    pub(crate) fn ring(&self) -> bool {
+        if self.pending.swap(true, Ordering::SeqCst) {
+            return false;
+        }
+        fence(Ordering::SeqCst);
+        self.sleeping.load(Ordering::SeqCst)
+    }
+
+    /// The hub is about to block: raises `sleeping`; `false` if something
+    /// was queued meanwhile (then poll without blocking, and still call
+    /// [`awake`](Doorbell::awake)).
+    #[inline]
+    pub(crate) fn sleep(&self) -> bool {
+        self.sleeping.store(true, Ordering::SeqCst);
+        fence(Ordering::SeqCst);
+        !self.pending.load(Ordering::SeqCst)
+    }
+
+    /// The hub's `epoll_wait` returned.
+    #[inline]
+    pub(crate) fn awake(&self) {
+        self.sleeping.store(false, Ordering::SeqCst);
+    }
+
+    /// The hub is about to drain its queues: whether anything was queued
+    /// (clears `pending`, acquiring the wakers' items).
+    #[inline]
+    pub(crate) fn take(&self) -> bool {
+        if !self.pending.load(Ordering::Acquire) {
+            return false;
+        }
+        self.pending.swap(false, Ordering::SeqCst);
+        true
+    }
+
+    /// Whether something is queued and not yet taken.
+    #[inline]
+    pub(crate) fn is_pending(&self, order: Ordering) -> bool {
+        self.pending.load(order)
+    }
+}
+
+#[cfg(all(test, loom))]
+mod loom_tests;
