@@ -440,12 +440,31 @@ impl<S: AsRawFd> IoSource<S> {
         &self,
         dir: Direction,
         deadline: Option<Instant>,
-        mut op: impl FnMut(&S) -> io::Result<R>,
+        op: impl FnMut(&S) -> io::Result<R>,
     ) -> io::Result<R> {
         self.adopt();
+        self.do_io_with(op, |_| self.wait(dir, deadline))
+    }
+
+    /// The loop of [`do_io`](Self::do_io) with the waiting left to the
+    /// caller: runs `op` until it does not fail with `WouldBlock`; after
+    /// each `WouldBlock`, `on_would_block` gets the error and either waits
+    /// for readiness (`Ok`: `op` is tried again) or gives up (`Err`, which
+    /// is returned). The socket layer uses it to apply its own timeouts,
+    /// non-blocking mode, and a `poll(2)` wait outside a dispatcher.
+    ///
+    /// Unlike `do_io` it does not [adopt](Self::adopt) the source: call
+    /// that first (once per operation) if the source may have moved
+    /// between threads.
+    #[inline]
+    pub fn do_io_with<R>(
+        &self,
+        mut op: impl FnMut(&S) -> io::Result<R>,
+        mut on_would_block: impl FnMut(io::Error) -> io::Result<()>,
+    ) -> io::Result<R> {
         loop {
             match op(&self.source) {
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.wait(dir, deadline)?,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => on_would_block(e)?,
                 r => return r,
             }
         }
