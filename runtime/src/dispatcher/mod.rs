@@ -391,7 +391,7 @@ impl Dispatcher {
     /// Their destructors may block (flush a socket, wait for a lock held by
     /// another dying tasklet), so the hub keeps serving them for up to
     /// [`SHUTDOWN_GRACE`]. After that, blocking calls in unwinding tasklets
-    /// fail at once (`Err(Interrupted)`) so their remaining destructors still
+    /// fail at once (`Err(Cancelled)`) so their remaining destructors still
     /// run; a tasklet that is still alive after that is abandoned with an
     /// error log (its stack is leaked, never freed while in use).
     fn shutdown(&self) {

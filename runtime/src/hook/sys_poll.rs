@@ -302,7 +302,7 @@ pub unsafe extern "C" fn nanosleep(req: *const timespec, rem: *mut timespec) -> 
     match super::sleep_in_tasklet(d) {
         Ok(()) => 0,
         Err(_) => {
-            // Interrupted by a kill or timeout: report EINTR with nothing
+            // Cancelled by a kill or timeout: report EINTR with nothing
             // left to sleep, so retry loops end.
             if !rem.is_null() {
                 *rem = timespec_of(Duration::ZERO);

@@ -59,7 +59,9 @@ mod io_source;
 mod key;
 mod park;
 
-pub use crate::task::header::{Interrupted, Wake};
+#[allow(deprecated)]
+pub use crate::task::header::Interrupted;
+pub use crate::task::header::{Cancelled, Wake};
 pub use io_source::{io_tick, registered_sources, wait_any, Direction, IoSource};
 use io_source::{split_token, IoEntry, Reg};
 pub(crate) use key::{HubRef, KeyWait, TaskAddr, WaitKey};
