@@ -89,7 +89,7 @@ mod pool;
 mod remote;
 mod runtime;
 pub mod signal;
-mod slab;
+mod slots;
 mod stack;
 pub mod sync;
 mod task;

@@ -274,7 +274,7 @@ impl Dispatcher {
         h.resumed(counted);
         h.epoch.set(epoch.wrapping_add(1));
         h.notified.set(false);
-        let reason = h.wake.replace(Wake::Unparked);
+        let reason = h.wake_reason.replace(Wake::Unparked);
         if let Some(t) = timer {
             if reason != Wake::TimedOut {
                 self.cancel_park_timer(t);
@@ -301,7 +301,7 @@ impl Dispatcher {
         self.hub
             .timers
             .borrow_mut()
-            .insert(deadline, TimerAction::Wake(task, epoch))
+            .insert(deadline, TimerAction::ParkTimeout(task, epoch))
     }
 
     #[inline(never)]

@@ -49,7 +49,7 @@ use mio::unix::SourceFd;
 use mio::{Events, Poll, Registry, Token, Waker};
 
 use crate::dispatcher::Dispatcher;
-use crate::slab::Slab;
+use crate::slots::Slots;
 use crate::task::header::Interrupt;
 use crate::task::id::TaskletId;
 use crate::task::raw::TaskRef;
@@ -63,7 +63,7 @@ mod park;
 pub use crate::task::header::Interrupted;
 pub use crate::task::header::{Cancelled, Wake};
 pub use io_source::{io_tick, registered_sources, wait_any, Direction, IoSource};
-use io_source::{split_token, IoEntry, Reg};
+use io_source::{split_token, IoEntry, IoKey};
 pub(crate) use key::{HubRef, KeyWait, TaskAddr, WaitKey};
 pub use park::{
     catch_interrupt, current_unparker, in_dispatcher, in_tasklet, park, park_as, RemoteUnparker,
@@ -74,8 +74,8 @@ const WAKER_TOKEN: Token = Token(usize::MAX);
 
 /// What a timer does when it fires.
 pub(crate) enum TimerAction {
-    /// End a park (`epoch` is the wait it belongs to).
-    Wake(TaskRef, u32),
+    /// End a park with `Wake::TimedOut` (`epoch` is the wait it belongs to).
+    ParkTimeout(TaskRef, u32),
     /// Interrupt the tasklet for the `timeout` scope with this id.
     Interrupt(TaskRef, u64),
     /// End the `timeout` scope with this id, opened while its tasklet was
@@ -101,7 +101,7 @@ pub(crate) struct Shared {
     queue: SegQueue<RemoteWake>,
     /// Registrations of sources that moved to another thread, for the
     /// dispatcher to free (see [`Shared::release`]).
-    released: SegQueue<Reg>,
+    released: SegQueue<IoKey>,
     /// Jobs from other threads (see [`Job`]).
     jobs: SegQueue<Job>,
     pending: AtomicBool,
@@ -127,7 +127,7 @@ impl Shared {
     /// at once (so its events stop waking this dispatcher) and queues the
     /// hub entry for this dispatcher to free. `fd` must still be the
     /// source's (not closed), which the calling `IoSource` guarantees.
-    fn release(&self, reg: Reg, fd: RawFd) {
+    fn release(&self, reg: IoKey, fd: RawFd) {
         if !self.alive.load(Ordering::Acquire) {
             return;
         }
@@ -166,7 +166,7 @@ impl Shared {
 pub(crate) struct Hub {
     poll: RefCell<Poll>,
     events: RefCell<Events>,
-    io: RefCell<Slab<IoEntry>>,
+    io: RefCell<Slots<IoEntry>>,
     io_gen: Cell<u32>,
     /// Bumped each time readiness events are collected; see [`io_tick`].
     io_tick: Cell<u64>,
@@ -190,7 +190,7 @@ impl Hub {
         Ok(Hub {
             poll: RefCell::new(poll),
             events: RefCell::new(Events::with_capacity(1024)),
-            io: RefCell::new(Slab::new()),
+            io: RefCell::new(Slots::new()),
             io_gen: Cell::new(0),
             io_tick: Cell::new(0),
             timers: RefCell::new(TimerQueue::new()),
@@ -388,8 +388,8 @@ impl Hub {
             let action = self.timers.borrow_mut().pop_expired(now);
             match action {
                 None => break,
-                Some(TimerAction::Wake(task, epoch)) => {
-                    d.wake(&task, epoch, Wake::TimedOut);
+                Some(TimerAction::ParkTimeout(task, epoch)) => {
+                    d.unpark(&task, epoch, Wake::TimedOut);
                 }
                 Some(TimerAction::Interrupt(task, id)) => {
                     d.interrupt(&task, Interrupt::Timeout(id))
@@ -405,7 +405,7 @@ impl Hub {
         }
         self.shared.pending.store(false, Ordering::SeqCst);
         while let Some(w) = self.shared.queue.pop() {
-            d.wake_slot(w.slot as usize, w.id, w.epoch, Wake::Unparked);
+            d.unpark_slot(w.slot as usize, w.id, w.epoch, Wake::Unparked);
         }
         while let Some(reg) = self.shared.released.pop() {
             // Already out of the epoll set (`Shared::release`).

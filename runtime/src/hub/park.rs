@@ -41,7 +41,7 @@ impl Unparker {
     }
 
     pub(crate) fn unpark_in(&self, d: &Dispatcher) -> bool {
-        d.wake(&self.task, self.epoch, Wake::Unparked)
+        d.unpark(&self.task, self.epoch, Wake::Unparked)
     }
 
     /// Whether both unparkers wake the same tasklet.
@@ -97,7 +97,7 @@ impl RemoteUnparker {
     pub fn unpark(&self) {
         let local = context::try_with(|d| {
             if d.id == self.shared.dispatcher_id {
-                d.wake_slot(self.slot as usize, self.id, self.epoch, Wake::Unparked);
+                d.unpark_slot(self.slot as usize, self.id, self.epoch, Wake::Unparked);
                 true
             } else {
                 false

@@ -55,7 +55,7 @@ impl Wakeup {
         match self {
             Wakeup::Tasklet(u) => u.unpark(),
             Wakeup::Key(k) => {
-                k.wake_local();
+                k.unpark_local();
             }
             Wakeup::Thread(t) => t.unpark(),
         }
@@ -82,11 +82,11 @@ impl Wakeup {
     }
 }
 
-/// [`WaitKey::wake_local`] behind a non-generic function: the channel's
+/// [`WaitKey::unpark_local`] behind a non-generic function: the channel's
 /// generic code is compiled in the crate that uses it, where the hub's wake
 /// path would be a cross-crate call; here it is inlined.
 fn wake_key(k: &WaitKey) -> bool {
-    k.wake_local()
+    k.unpark_local()
 }
 
 /// Why [`block`] returned.

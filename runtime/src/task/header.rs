@@ -190,7 +190,7 @@ pub(crate) struct RawHeader {
 }
 
 /// Who to wake when a tasklet finishes: one wait of the joining tasklet,
-/// by its registry address (see `Dispatcher::wake_slot`), so the finished
+/// by its registry address (see `Dispatcher::unpark_slot`), so the finished
 /// tasklet neither counts a reference to its joiner nor can wake a later
 /// wait of it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -326,7 +326,7 @@ pub(crate) struct Header {
     /// An unpark arrived for the current epoch before the tasklet parked.
     pub(crate) notified: Cell<bool>,
     /// Why the last park ended.
-    pub(crate) wake: Cell<Wake>,
+    pub(crate) wake_reason: Cell<Wake>,
     /// Whether this tasklet is unwinding (see [`Header::settle`]).
     pub(crate) unwinding: Cell<Unwinding>,
     /// Wait epoch: bumped when a park ends, so stale unparkers are ignored.
