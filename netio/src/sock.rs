@@ -167,26 +167,13 @@ impl<S: AsRawFd> Sock<S> {
                 }
             }
         }
-        loop {
-            match op(self.io.get_ref()) {
-                Ok((n, cut)) => {
-                    if n > 0 && n < len && !cut {
-                        self.drained_at.set(hub::io_tick());
-                    }
-                    return Ok(n);
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    if self.nonblocking.get() {
-                        return Err(e);
-                    }
-                    if deadline.is_none() {
-                        deadline = self.wait_deadline(Direction::Read);
-                    }
-                    self.wait(Direction::Read, deadline)?;
-                }
-                Err(e) => return Err(e),
-            }
+        let (n, cut) = self.io.do_io_with(&mut op, |e| {
+            self.would_block(Direction::Read, &mut deadline, e)
+        })?;
+        if n > 0 && n < len && !cut {
+            self.drained_at.set(hub::io_tick());
         }
+        Ok(n)
     }
 
     /// Runs a write-side operation (write, send) with the write timeout and
@@ -200,23 +187,31 @@ impl<S: AsRawFd> Sock<S> {
     /// direction's timeout for the whole call, and never past its deadline)
     /// and tries again.
     #[inline]
-    fn io_with<R>(&self, dir: Direction, mut op: impl FnMut(&S) -> io::Result<R>) -> io::Result<R> {
+    fn io_with<R>(&self, dir: Direction, op: impl FnMut(&S) -> io::Result<R>) -> io::Result<R> {
         self.io.adopt();
         let mut deadline: Option<Instant> = None;
-        loop {
-            match op(self.io.get_ref()) {
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    if self.nonblocking.get() {
-                        return Err(e);
-                    }
-                    if deadline.is_none() {
-                        deadline = self.wait_deadline(dir);
-                    }
-                    self.wait(dir, deadline)?;
-                }
-                r => return r,
-            }
+        self.io
+            .do_io_with(op, |e| self.would_block(dir, &mut deadline, e))
+    }
+
+    /// What an operation that failed with `WouldBlock` (`e`) does: fails in
+    /// non-blocking mode, else waits for `dir` readiness until `deadline`
+    /// (the direction's timeout from the first wait of the call, and never
+    /// past its deadline).
+    #[inline]
+    fn would_block(
+        &self,
+        dir: Direction,
+        deadline: &mut Option<Instant>,
+        e: io::Error,
+    ) -> io::Result<()> {
+        if self.nonblocking.get() {
+            return Err(e);
         }
+        if deadline.is_none() {
+            *deadline = self.wait_deadline(dir);
+        }
+        self.wait(dir, *deadline)
     }
 
     /// Tries `op` once; on `WouldBlock` leaves the task's waker with the hub

@@ -146,7 +146,7 @@ impl WakeState {
         let epoch = old as u32;
         if let Some(id) = TaskletId::from_u64(self.id.load(Ordering::Relaxed)) {
             let slot = self.slot.load(Ordering::Relaxed);
-            self.hub.wake_task(slot, id, epoch);
+            self.hub.unpark_task(slot, id, epoch);
         }
     }
 }

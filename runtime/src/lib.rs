@@ -62,7 +62,8 @@
 //!
 //! See `docs/architecture.md` in the repository for the design.
 
-#![warn(missing_docs)]
+#![deny(missing_docs, missing_debug_implementations, unsafe_op_in_unsafe_fn)]
+#![deny(clippy::undocumented_unsafe_blocks)]
 
 #[cfg(all(
     feature = "hook",
@@ -89,7 +90,7 @@ mod remote;
 mod runtime;
 mod shim;
 pub mod signal;
-mod slab;
+mod slots;
 mod stack;
 pub mod sync;
 mod task;

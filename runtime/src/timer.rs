@@ -9,7 +9,7 @@ use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::time::Instant;
 
-use crate::slab::Slab;
+use crate::slots::Slots;
 
 /// Identifies an armed timer so it can be cancelled.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -26,7 +26,7 @@ struct Entry<A> {
 /// A queue of actions ordered by deadline.
 pub(crate) struct TimerQueue<A> {
     heap: BinaryHeap<Reverse<(Instant, u64, u32)>>,
-    live: Slab<Entry<A>>,
+    live: Slots<Entry<A>>,
     next_id: u64,
 }
 
@@ -35,7 +35,7 @@ impl<A> TimerQueue<A> {
     pub(crate) fn new() -> Self {
         TimerQueue {
             heap: BinaryHeap::new(),
-            live: Slab::new(),
+            live: Slots::new(),
             next_id: 0,
         }
     }

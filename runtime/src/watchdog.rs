@@ -128,15 +128,15 @@ fn parse_env(v: Option<&str>) -> Option<Duration> {
 }
 
 /// Watches the calling thread's dispatcher until dropped.
-pub(crate) struct Registration {
+pub(crate) struct Watch {
     probe: Option<&'static Probe>,
 }
 
 /// Starts watching the dispatcher `dispatcher` on this thread with the
 /// configured limit (`None`: from the environment / default).
-pub(crate) fn register(dispatcher: u64, config: Option<Option<Duration>>) -> Registration {
+pub(crate) fn register(dispatcher: u64, config: Option<Option<Duration>>) -> Watch {
     let Some(limit) = config.unwrap_or_else(env_limit) else {
-        return Registration { probe: None };
+        return Watch { probe: None };
     };
     let mon = monitor();
     let probe = {
@@ -165,10 +165,10 @@ pub(crate) fn register(dispatcher: u64, config: Option<Option<Duration>>) -> Reg
     PROBE.with(|c| c.set(Some(probe)));
     *lock(&mon.active) += 1;
     mon.wake.notify_one();
-    Registration { probe: Some(probe) }
+    Watch { probe: Some(probe) }
 }
 
-impl Drop for Registration {
+impl Drop for Watch {
     fn drop(&mut self) {
         let Some(probe) = self.probe else { return };
         PROBE.with(|c| c.set(None));

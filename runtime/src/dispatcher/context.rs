@@ -15,7 +15,7 @@ use std::time::Instant;
 use super::Dispatcher;
 use crate::hub::{TimerAction, Unparker, Wake};
 use crate::task::header::{
-    self as header, Header, Interrupt, Interrupted, Joiner, State, Unwind, Unwinding, WaitOn,
+    self as header, Cancelled, Header, Interrupt, Joiner, State, Unwind, Unwinding, WaitOn,
     KILL_ROUNDS,
 };
 pub(crate) use crate::task::header::{current, TaskPtr};
@@ -148,10 +148,10 @@ pub(crate) fn header_at(d: &Dispatcher, p: TaskPtr) -> &Header {
 /// normally (gevent lets `finally` blocks block too), unless `no_block`
 /// (late in the dispatcher's shutdown, see `Dispatcher::shutdown`) or a
 /// `timeout` opened inside the destructor expired: then it gets
-/// `Err(Interrupted)` and must give up without blocking. So does a
+/// `Err(Cancelled)` and must give up without blocking. So does a
 /// tasklet whose unwinding cannot be told ([`Unwinding::Unknown`]).
 #[inline(always)]
-pub(crate) fn check_interrupt(h: &Header, no_block: bool, fresh: bool) -> Result<(), Interrupted> {
+pub(crate) fn check_interrupt(h: &Header, no_block: bool, fresh: bool) -> Result<(), Cancelled> {
     match h.interrupt.get() {
         None => Ok(()),
         Some(i) => interrupt_now(h, i, no_block, fresh),
@@ -160,13 +160,13 @@ pub(crate) fn check_interrupt(h: &Header, no_block: bool, fresh: bool) -> Result
 
 #[cold]
 #[inline(never)]
-fn interrupt_now(h: &Header, i: Interrupt, no_block: bool, fresh: bool) -> Result<(), Interrupted> {
+fn interrupt_now(h: &Header, i: Interrupt, no_block: bool, fresh: bool) -> Result<(), Cancelled> {
     match h.settle(fresh) {
         Unwinding::No => raise(h, i),
         Unwinding::Yes if !no_block && h.unwind_timeout.get().is_none() => Ok(()),
         Unwinding::Yes | Unwinding::Unknown => {
             h.refused.set(true);
-            Err(Interrupted)
+            Err(Cancelled)
         }
     }
 }
@@ -246,7 +246,7 @@ impl Dispatcher {
     /// costs a mispredicted return, because the CPU's return-address
     /// predictor still holds the dispatcher's frames after a stack switch.
     #[inline(always)]
-    pub(crate) fn park(&self, deadline: Option<Instant>) -> Result<Wake, Interrupted> {
+    pub(crate) fn park(&self, deadline: Option<Instant>) -> Result<Wake, Cancelled> {
         self.park_on(deadline, WaitOn::Parked)
     }
 
@@ -258,7 +258,7 @@ impl Dispatcher {
         &self,
         deadline: Option<Instant>,
         why: WaitOn,
-    ) -> Result<Wake, Interrupted> {
+    ) -> Result<Wake, Cancelled> {
         let h = self.current_header();
         if let Err(e) = check_interrupt(h, self.no_block.get(), false) {
             return Err(self.refuse_to_block(e));
@@ -285,7 +285,7 @@ impl Dispatcher {
         h.resumed(counted);
         h.epoch.set(epoch.wrapping_add(1));
         h.notified.set(false);
-        let reason = h.wake.replace(Wake::Unparked);
+        let reason = h.wake_reason.replace(Wake::Unparked);
         // An unfired park timer stays armed for the next wait.
         check_interrupt(h, self.no_block.get(), true)?;
         Ok(reason)
@@ -296,7 +296,7 @@ impl Dispatcher {
     /// dispatcher run (and eventually give up on it) instead of spinning.
     #[cold]
     #[inline(never)]
-    fn refuse_to_block(&self, e: Interrupted) -> Interrupted {
+    fn refuse_to_block(&self, e: Cancelled) -> Cancelled {
         self.yield_now();
         e
     }
@@ -357,7 +357,7 @@ impl Dispatcher {
         }
         match h.wait_deadline.get() {
             Some(dl) if dl <= now => {
-                self.wake(task, h.epoch.get(), Wake::TimedOut);
+                self.unpark(task, h.epoch.get(), Wake::TimedOut);
             }
             Some(dl) => {
                 let key = self

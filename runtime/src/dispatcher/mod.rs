@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use corosensei::CoroutineResult;
 
 use crate::hub::{Hub, Wake};
-use crate::slab::Slab;
+use crate::slots::Slots;
 use crate::stack::{self, TaskletStack};
 use crate::task::error::JoinError;
 use crate::task::header;
@@ -51,7 +51,7 @@ pub(crate) struct Dispatcher {
     /// Tasklets to resume, in order. Invariant: only `Ready` tasklets, each at most once.
     ready: ReadyQueue,
     /// Owns every live tasklet (the ready queue and `current` borrow from it).
-    tasks: RefCell<Slab<TaskRef>>,
+    tasks: RefCell<Slots<TaskRef>>,
     pub(crate) hub: Hub,
     stack_size: usize,
     /// Finished tasklets' default-size stacks, reused first (a `Vec` pop, no
@@ -75,7 +75,7 @@ impl Dispatcher {
         Ok(Dispatcher {
             id,
             ready: ReadyQueue::new(),
-            tasks: RefCell::new(Slab::new()),
+            tasks: RefCell::new(Slots::new()),
             hub: Hub::new(id)?,
             stack_size,
             stack_cache: RefCell::new(Vec::with_capacity(STACK_CACHE)),
@@ -90,15 +90,15 @@ impl Dispatcher {
     }
 
     /// Wakes the registered tasklet at registry `slot` if it has id `id` and
-    /// `epoch` is its current wait (see [`wake`](Self::wake)); `false` if the
+    /// `epoch` is its current wait (see [`unpark`](Self::unpark)); `false` if the
     /// tasklet is gone. No reference count is taken.
     #[inline]
-    pub(crate) fn wake_slot(&self, slot: usize, id: TaskletId, epoch: u32, reason: Wake) -> bool {
+    pub(crate) fn unpark_slot(&self, slot: usize, id: TaskletId, epoch: u32, reason: Wake) -> bool {
         let p = match self.tasks.borrow().get(slot) {
             Some(t) if t.id == id => t.as_ptr(),
             _ => return false,
         };
-        self.wake_ptr(p, epoch, reason)
+        self.unpark_ptr(p, epoch, reason)
     }
 
     /// Kills the registered tasklet at registry `slot` if it has id `id`
@@ -233,20 +233,20 @@ impl Dispatcher {
     }
 
     /// Makes a blocked tasklet ready if `epoch` is its current wait.
-    pub(crate) fn wake(&self, task: &TaskRef, epoch: u32, reason: Wake) -> bool {
-        self.wake_ptr(task.as_ptr(), epoch, reason)
+    pub(crate) fn unpark(&self, task: &TaskRef, epoch: u32, reason: Wake) -> bool {
+        self.unpark_ptr(task.as_ptr(), epoch, reason)
     }
 
-    /// [`wake`](Self::wake) for a registered tasklet's header pointer.
+    /// [`unpark`](Self::unpark) for a registered tasklet's header pointer.
     #[inline]
-    fn wake_ptr(&self, p: TaskPtr, epoch: u32, reason: Wake) -> bool {
+    fn unpark_ptr(&self, p: TaskPtr, epoch: u32, reason: Wake) -> bool {
         let h = header_at(self, p);
         if h.epoch.get() != epoch {
             return false;
         }
         match h.state.get() {
             State::Blocked => {
-                h.wake.set(reason);
+                h.wake_reason.set(reason);
                 h.state.set(State::Ready);
                 self.ready.push_back(p);
                 true
@@ -377,7 +377,7 @@ impl Dispatcher {
             self.recycle_stack(co.into_stack());
         }
         if let Some(j) = h.joiner.take() {
-            self.wake_slot(j.slot as usize, j.id, j.epoch, Wake::Unparked);
+            self.unpark_slot(j.slot as usize, j.id, j.epoch, Wake::Unparked);
         }
         crate::watchdog::finished(h);
         // Last: this may drop the final strong reference to the tasklet, so
@@ -392,7 +392,7 @@ impl Dispatcher {
     /// Their destructors may block (flush a socket, wait for a lock held by
     /// another dying tasklet), so the hub keeps serving them for up to
     /// [`SHUTDOWN_GRACE`]. After that, blocking calls in unwinding tasklets
-    /// fail at once (`Err(Interrupted)`) so their remaining destructors still
+    /// fail at once (`Err(Cancelled)`) so their remaining destructors still
     /// run; a tasklet that is still alive after that is abandoned with an
     /// error log (its stack is leaked, never freed while in use).
     fn shutdown(&self) {

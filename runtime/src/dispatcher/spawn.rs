@@ -38,7 +38,7 @@ where
         interrupt: Cell::new(None),
         epoch: Cell::new(0),
         notified: Cell::new(false),
-        wake: Cell::new(Wake::Unparked),
+        wake_reason: Cell::new(Wake::Unparked),
         coroutine: RefCell::new(None),
         yielder: Cell::new(std::ptr::null()),
         joiner: Cell::new(None),

@@ -72,7 +72,7 @@ use std::time::{Duration, Instant};
 
 use libc::c_int;
 
-use crate::hub::{self, Direction, Interrupted, IoSource};
+use crate::hub::{self, Cancelled, Direction, IoSource};
 
 #[macro_use]
 mod sys;
@@ -412,7 +412,7 @@ fn interrupted() {
 fn stop_of(e: io::Error) -> Stop {
     if e.kind() == io::ErrorKind::TimedOut {
         Stop::TimedOut
-    } else if e.get_ref().is_some_and(|x| x.is::<Interrupted>()) {
+    } else if e.get_ref().is_some_and(|x| x.is::<Cancelled>()) {
         Stop::Interrupted
     } else {
         Stop::Errno(e.raw_os_error().unwrap_or(libc::EIO))
@@ -427,7 +427,7 @@ fn wait_fd(fd: c_int, dir: Direction, deadline: Option<Instant>) -> Result<(), S
     match hub::catch_interrupt(|| src.wait(dir, deadline)) {
         Ok(Ok(())) => Ok(()),
         Ok(Err(e)) => Err(stop_of(e)),
-        Err(Interrupted) => Err(Stop::Interrupted),
+        Err(Cancelled) => Err(Stop::Interrupted),
     }
 }
 
@@ -616,7 +616,7 @@ fn poll_in_tasklet(
                     }
                 }
             }
-            Err(Interrupted) => return Stop::Interrupted.fail(0) as c_int,
+            Err(Cancelled) => return Stop::Interrupted.fail(0) as c_int,
         }
         let r = check();
         if r != 0 || deadline.is_some_and(|d| Instant::now() >= d) {
@@ -641,7 +641,7 @@ fn poll_dirs(fds: &[libc::pollfd]) -> Vec<(c_int, Direction)> {
 }
 
 /// A sleep in a tasklet. `Err` if a kill or timeout interrupted it.
-fn sleep_in_tasklet(d: Duration) -> Result<(), Interrupted> {
+fn sleep_in_tasklet(d: Duration) -> Result<(), Cancelled> {
     hub::catch_interrupt(|| {
         if d.is_zero() {
             crate::yield_now()

@@ -1,6 +1,14 @@
 //! The hooks' descriptor changes (`close`, `dup*`, `fcntl`, `ioctl`,
 //! `setsockopt`) and `getaddrinfo` (see [`super::sys`] for the rules every
 //! entry point follows).
+//!
+//! Every entry point's body is the contract of the libc function it
+//! stands for (its `# Safety` section): raw pointers and descriptors from
+//! C callers, passed on to the kernel. Marking each operation of such a
+//! body `unsafe` again would add no information, so this module allows
+//! `unsafe_op_in_unsafe_fn`; its safe helpers still document every
+//! unsafe block.
+#![allow(unsafe_op_in_unsafe_fn)]
 
 use std::ffi::CStr;
 use std::sync::atomic::{AtomicUsize, Ordering};

@@ -1,6 +1,14 @@
 //! The hooks' waits: `poll`, `ppoll`, `select`, `epoll_wait`, the sleeps
 //! and `sched_yield` (see [`super::sys`] for the rules every entry point
 //! follows).
+//!
+//! Every entry point's body is the contract of the libc function it
+//! stands for (its `# Safety` section): raw pointers and descriptors from
+//! C callers, passed on to the kernel. Marking each operation of such a
+//! body `unsafe` again would add no information, so this module allows
+//! `unsafe_op_in_unsafe_fn`; its safe helpers still document every
+//! unsafe block.
+#![allow(unsafe_op_in_unsafe_fn)]
 
 use std::time::{Duration, Instant};
 
@@ -294,7 +302,7 @@ pub unsafe extern "C" fn nanosleep(req: *const timespec, rem: *mut timespec) -> 
     match super::sleep_in_tasklet(d) {
         Ok(()) => 0,
         Err(_) => {
-            // Interrupted by a kill or timeout: report EINTR with nothing
+            // Cancelled by a kill or timeout: report EINTR with nothing
             // left to sleep, so retry loops end.
             if !rem.is_null() {
                 *rem = timespec_of(Duration::ZERO);

@@ -31,7 +31,7 @@ const INTEREST: Interest = Interest::READABLE
 const INTEREST: Interest = Interest::READABLE.add(Interest::WRITABLE);
 
 impl Hub {
-    fn register_fd(&self, fd: RawFd) -> io::Result<Reg> {
+    fn register_fd(&self, fd: RawFd) -> io::Result<IoKey> {
         let gen = self.io_gen.get().wrapping_add(1) & 0x7fff_ffff;
         self.io_gen.set(gen);
         let slot = self.io.borrow_mut().insert(IoEntry::new(gen));
@@ -54,10 +54,10 @@ impl Hub {
             self.io.borrow_mut().remove(slot);
             return Err(e);
         }
-        Ok(Reg { slot, gen })
+        Ok(IoKey { slot, gen })
     }
 
-    pub(super) fn unregister(&self, reg: Reg, fd: Option<RawFd>) {
+    pub(super) fn unregister(&self, reg: IoKey, fd: Option<RawFd>) {
         let mut io = self.io.borrow_mut();
         if matches!(io.get(reg.slot), Some(e) if e.gen == reg.gen) {
             if let Some(e) = io.remove(reg.slot) {
@@ -162,16 +162,19 @@ pub enum Direction {
     Write,
 }
 
+/// A source's entry in its hub: the slot of its [`IoEntry`] and the
+/// generation that slot had when the source took it (the `mio::Token`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(super) struct Reg {
+pub(super) struct IoKey {
     slot: usize,
     gen: u32,
 }
 
+/// Where a source is registered: the dispatcher and its entry there.
 #[derive(Clone, Copy, Debug)]
-struct Registration {
+struct Registered {
     dispatcher: u64,
-    reg: Reg,
+    reg: IoKey,
 }
 
 /// A file descriptor owned by a value `S` (a socket, pipe…), made cooperative.
@@ -189,7 +192,7 @@ struct Registration {
 /// event and retries.
 pub struct IoSource<S: AsRawFd> {
     source: S,
-    reg: Cell<Option<Registration>>,
+    reg: Cell<Option<Registered>>,
     /// The cross-thread half of the hub `reg` is in (set with `reg`), to
     /// deregister from another thread when the source moves.
     home: Cell<Option<Weak<Shared>>>,
@@ -271,7 +274,7 @@ impl<S: AsRawFd> IoSource<S> {
         }
     }
 
-    fn registration(&self, d: &Dispatcher) -> io::Result<Reg> {
+    fn registration(&self, d: &Dispatcher) -> io::Result<IoKey> {
         if let Some(r) = self.reg.get() {
             if r.dispatcher == d.id {
                 return Ok(r.reg);
@@ -280,7 +283,7 @@ impl<S: AsRawFd> IoSource<S> {
             self.deregister();
         }
         let reg = d.hub.register_fd(self.source.as_raw_fd())?;
-        self.reg.set(Some(Registration {
+        self.reg.set(Some(Registered {
             dispatcher: d.id,
             reg,
         }));
@@ -409,12 +412,31 @@ impl<S: AsRawFd> IoSource<S> {
         &self,
         dir: Direction,
         deadline: Option<Instant>,
-        mut op: impl FnMut(&S) -> io::Result<R>,
+        op: impl FnMut(&S) -> io::Result<R>,
     ) -> io::Result<R> {
         self.adopt();
+        self.do_io_with(op, |_| self.wait(dir, deadline))
+    }
+
+    /// The loop of [`do_io`](Self::do_io) with the waiting left to the
+    /// caller: runs `op` until it does not fail with `WouldBlock`; after
+    /// each `WouldBlock`, `on_would_block` gets the error and either waits
+    /// for readiness (`Ok`: `op` is tried again) or gives up (`Err`, which
+    /// is returned). The socket layer uses it to apply its own timeouts,
+    /// non-blocking mode, and a `poll(2)` wait outside a dispatcher.
+    ///
+    /// Unlike `do_io` it does not [adopt](Self::adopt) the source: call
+    /// that first (once per operation) if the source may have moved
+    /// between threads.
+    #[inline]
+    pub fn do_io_with<R>(
+        &self,
+        mut op: impl FnMut(&S) -> io::Result<R>,
+        mut on_would_block: impl FnMut(io::Error) -> io::Result<()>,
+    ) -> io::Result<R> {
         loop {
             match op(&self.source) {
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.wait(dir, deadline)?,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => on_would_block(e)?,
                 r => return r,
             }
         }
@@ -461,7 +483,7 @@ impl<S: AsRawFd> AsRawFd for IoSource<S> {
 /// Removes a waiter from its registration when its wait ends in any way.
 struct WaiterGuard<'a> {
     d: &'a Dispatcher,
-    reg: Reg,
+    reg: IoKey,
     dir: Direction,
     id: TaskletId,
 }

@@ -13,7 +13,7 @@ use crate::task::id::TaskletId;
 /// reference count (cheaper to make and drop than a [`RemoteUnparker`]).
 ///
 /// Used by the `sync` primitives for their waiter queues. On the tasklet's
-/// own dispatcher thread [`WaitKey::wake_local`] wakes it directly; from any
+/// own dispatcher thread [`WaitKey::unpark_local`] wakes it directly; from any
 /// other thread the waker needs the dispatcher's [`HubRef`] (which the
 /// primitive caches once per dispatcher) to build a [`RemoteUnparker`].
 /// While a key is registered (between [`WaitKey::register`] and the drop of
@@ -70,7 +70,7 @@ impl WaitKey {
     }
 
     /// Whether the calling thread runs this key's dispatcher (so
-    /// [`wake_local`](WaitKey::wake_local) delivers it).
+    /// [`unpark_local`](WaitKey::unpark_local) delivers it).
     #[inline]
     pub(crate) fn is_local(&self) -> bool {
         context::try_with(|d| d.id == self.dispatcher).unwrap_or(false)
@@ -80,12 +80,12 @@ impl WaitKey {
     /// dispatcher thread (see [`is_local`](WaitKey::is_local)); elsewhere it
     /// does nothing and returns `false`.
     #[inline]
-    pub(crate) fn wake_local(&self) -> bool {
+    pub(crate) fn unpark_local(&self) -> bool {
         context::try_with(|d| {
             if d.id != self.dispatcher {
                 return false;
             }
-            d.wake_slot(self.slot as usize, self.id, self.epoch, Wake::Unparked);
+            d.unpark_slot(self.slot as usize, self.id, self.epoch, Wake::Unparked);
             true
         })
         .unwrap_or(false)
@@ -140,10 +140,10 @@ impl HubRef {
     /// thread, through its cross-thread queue elsewhere. Nothing happens if
     /// the dispatcher has exited.
     #[inline]
-    pub(crate) fn wake_task(&self, slot: u32, id: TaskletId, epoch: u32) {
+    pub(crate) fn unpark_task(&self, slot: u32, id: TaskletId, epoch: u32) {
         let local = context::try_with(|d| {
             d.id == self.dispatcher && {
-                d.wake_slot(slot as usize, id, epoch, Wake::Unparked);
+                d.unpark_slot(slot as usize, id, epoch, Wake::Unparked);
                 true
             }
         });

@@ -49,7 +49,7 @@ use mio::unix::SourceFd;
 use mio::{Events, Poll, Registry, Token, Waker};
 
 use crate::dispatcher::Dispatcher;
-use crate::slab::Slab;
+use crate::slots::Slots;
 use crate::task::header::Interrupt;
 use crate::task::id::TaskletId;
 use crate::task::raw::TaskRef;
@@ -64,9 +64,11 @@ mod io_source;
 mod key;
 mod park;
 
-pub use crate::task::header::{Interrupted, Wake};
+#[allow(deprecated)]
+pub use crate::task::header::Interrupted;
+pub use crate::task::header::{Cancelled, Wake};
 pub use io_source::{io_tick, registered_sources, wait_any, Direction, IoSource};
-use io_source::{split_token, IoEntry, Reg};
+use io_source::{split_token, IoEntry, IoKey};
 pub(crate) use key::{HubRef, KeyWait, TaskAddr, WaitKey};
 pub use park::{
     catch_interrupt, current_unparker, in_dispatcher, in_tasklet, park, park_as, RemoteUnparker,
@@ -106,7 +108,7 @@ pub(crate) struct Shared {
     queue: SegQueue<RemoteWake>,
     /// Registrations of sources that moved to another thread, for the
     /// dispatcher to free (see [`Shared::release`]).
-    released: SegQueue<Reg>,
+    released: SegQueue<IoKey>,
     /// Jobs from other threads (see [`Job`]).
     jobs: SegQueue<Job>,
     pending: AtomicBool,
@@ -132,7 +134,7 @@ impl Shared {
     /// at once (so its events stop waking this dispatcher) and queues the
     /// hub entry for this dispatcher to free. `fd` must still be the
     /// source's (not closed), which the calling `IoSource` guarantees.
-    fn release(&self, reg: Reg, fd: RawFd) {
+    fn release(&self, reg: IoKey, fd: RawFd) {
         if !self.alive.load(Ordering::Acquire) {
             return;
         }
@@ -171,7 +173,7 @@ impl Shared {
 pub(crate) struct Hub {
     poll: RefCell<Poll>,
     events: RefCell<Events>,
-    io: RefCell<Slab<IoEntry>>,
+    io: RefCell<Slots<IoEntry>>,
     io_gen: Cell<u32>,
     /// Bumped each time readiness events are collected; see [`io_tick`].
     io_tick: Cell<u64>,
@@ -195,7 +197,7 @@ impl Hub {
         Ok(Hub {
             poll: RefCell::new(poll),
             events: RefCell::new(Events::with_capacity(1024)),
-            io: RefCell::new(Slab::new()),
+            io: RefCell::new(Slots::new()),
             io_gen: Cell::new(0),
             io_tick: Cell::new(0),
             timers: RefCell::new(TimerQueue::new()),
@@ -400,7 +402,7 @@ impl Hub {
         }
         self.shared.pending.store(false, Ordering::SeqCst);
         while let Some(w) = self.shared.queue.pop() {
-            d.wake_slot(w.slot as usize, w.id, w.epoch, Wake::Unparked);
+            d.unpark_slot(w.slot as usize, w.id, w.epoch, Wake::Unparked);
         }
         while let Some(reg) = self.shared.released.pop() {
             // Already out of the epoll set (`Shared::release`).

@@ -6,7 +6,7 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Instant;
 
-use super::{Interrupted, RemoteWake, Shared, Wake};
+use super::{Cancelled, RemoteWake, Shared, Wake};
 use crate::dispatcher::context;
 use crate::dispatcher::Dispatcher;
 use crate::task::header::WaitOn;
@@ -41,7 +41,7 @@ impl Unparker {
     }
 
     pub(crate) fn unpark_in(&self, d: &Dispatcher) -> bool {
-        d.wake(&self.task, self.epoch, Wake::Unparked)
+        d.unpark(&self.task, self.epoch, Wake::Unparked)
     }
 
     /// Whether both unparkers wake the same tasklet.
@@ -97,7 +97,7 @@ impl RemoteUnparker {
     pub fn unpark(&self) {
         let local = context::try_with(|d| {
             if d.id == self.shared.dispatcher_id {
-                d.wake_slot(self.slot as usize, self.id, self.epoch, Wake::Unparked);
+                d.unpark_slot(self.slot as usize, self.id, self.epoch, Wake::Unparked);
                 true
             } else {
                 false
@@ -147,15 +147,15 @@ pub fn current_unparker() -> Unparker {
 /// destructors (guards). A tasklet that is *already* unwinding (a destructor
 /// that blocks, say to flush a socket) is not unwound again: it parks
 /// normally, like gevent's `finally` blocks. Such a park returns
-/// `Err(Interrupted)` instead (after one yield when it has not parked yet):
+/// `Err(Cancelled)` instead (after one yield when it has not parked yet):
 /// give up without blocking. That happens late in the dispatcher's shutdown
 /// (`dispatch`'s first tasklet has returned and the rest are being killed),
 /// when a `timeout` opened inside the destructor expires, and for an
 /// interrupt that arrives while the runtime cannot tell whether the tasklet
-/// is unwinding (see `Interrupted`).
+/// is unwinding (see `Cancelled`).
 #[inline]
 #[track_caller]
-pub fn park(deadline: Option<Instant>) -> Result<Wake, Interrupted> {
+pub fn park(deadline: Option<Instant>) -> Result<Wake, Cancelled> {
     match context::try_with(
         #[inline(always)]
         |d| d.park(deadline),
@@ -179,7 +179,7 @@ pub fn park(deadline: Option<Instant>) -> Result<Wake, Interrupted> {
 /// ```
 #[inline]
 #[track_caller]
-pub fn park_as(deadline: Option<Instant>, what: &'static str) -> Result<Wake, Interrupted> {
+pub fn park_as(deadline: Option<Instant>, what: &'static str) -> Result<Wake, Cancelled> {
     match context::try_with(|d| d.park_on(deadline, WaitOn::Other(what))) {
         Some(r) => r,
         None => context::outside_api("tasklet::hub::park_as"),
@@ -204,7 +204,7 @@ pub fn in_tasklet() -> bool {
 
 /// Runs `f` in the calling tasklet; if a kill or an expired
 /// [`timeout`](crate::timeout) interrupts it (at a blocking call inside `f`),
-/// stops the unwinding at this point and returns `Err(Interrupted)` instead.
+/// stops the unwinding at this point and returns `Err(Cancelled)` instead.
 ///
 /// The interrupt stays pending: the tasklet's next blocking call outside
 /// `catch_interrupt` raises it again, a `timeout` scope whose deadline
@@ -218,7 +218,7 @@ pub fn in_tasklet() -> bool {
 /// (the tasklet went on making blocking calls after one reported it), the
 /// tasklet yields before `Err` returns, so a loop that retries failed calls
 /// cannot hold the dispatcher.
-pub fn catch_interrupt<R>(f: impl FnOnce() -> R) -> Result<R, Interrupted> {
+pub fn catch_interrupt<R>(f: impl FnOnce() -> R) -> Result<R, Cancelled> {
     let Some(task) = context::current_task() else {
         return Ok(f());
     };
@@ -233,7 +233,7 @@ pub fn catch_interrupt<R>(f: impl FnOnce() -> R) -> Result<R, Interrupted> {
             if pending {
                 context::try_with(|d| d.yield_unchecked());
             }
-            Err(Interrupted)
+            Err(Cancelled)
         }
         Err(payload) => std::panic::resume_unwind(payload),
     }

@@ -191,7 +191,7 @@ pub(crate) struct RawHeader {
 }
 
 /// Who to wake when a tasklet finishes: one wait of the joining tasklet,
-/// by its registry address (see `Dispatcher::wake_slot`), so the finished
+/// by its registry address (see `Dispatcher::unpark_slot`), so the finished
 /// tasklet neither counts a reference to its joiner nor can wake a later
 /// wait of it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -266,9 +266,15 @@ pub(crate) enum Unwinding {
     Unknown,
 }
 
-/// Returned by low-level blocking operations (see [`hub::park`](crate::hub::park))
-/// when the calling tasklet has an interrupt pending but cannot be unwound
-/// by it, so the operation must give up without blocking:
+/// The calling tasklet is cancelled — killed, or its
+/// [`timeout`](crate::timeout) expired — and cannot be unwound, so the
+/// operation gives up without blocking. Returned by low-level blocking
+/// operations (see [`hub::park`](crate::hub::park)) and by
+/// [`hub::catch_interrupt`](crate::hub::catch_interrupt). (Not to be confused
+/// with `std::io::ErrorKind::Interrupted`, a call to retry.)
+///
+/// A blocking operation returns it when the tasklet has an interrupt
+/// pending but cannot be unwound by it:
 ///
 /// - the dispatcher is shutting down (the first tasklet returned and every
 ///   other tasklet is being killed), the tasklet is already unwinding — a
@@ -285,22 +291,28 @@ pub(crate) enum Unwinding {
 ///   with `Err(Elapsed)` and a kill still ends the tasklet as killed; only
 ///   the code between the failed call and the scope's end runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Interrupted;
+pub struct Cancelled;
 
-impl fmt::Display for Interrupted {
+impl fmt::Display for Cancelled {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("this tasklet is interrupted but cannot be unwound, so it cannot block")
+        f.write_str("this tasklet is cancelled (killed or timed out) but cannot be unwound, so it cannot block")
     }
 }
 
-impl std::error::Error for Interrupted {}
+impl std::error::Error for Cancelled {}
 
-impl From<Interrupted> for io::Error {
-    fn from(e: Interrupted) -> io::Error {
+impl From<Cancelled> for io::Error {
+    fn from(e: Cancelled) -> io::Error {
         // Not ErrorKind::Interrupted: std's `write_all`/`read_exact` retry that kind.
         io::Error::other(e)
     }
 }
+
+/// The former name of [`Cancelled`], which read like
+/// `std::io::ErrorKind::Interrupted` (a call to retry, where this one means
+/// give up).
+#[deprecated(note = "renamed to `Cancelled`")]
+pub type Interrupted = Cancelled;
 
 /// The non-generic part of a tasklet, seen by the dispatcher.
 ///
@@ -315,7 +327,7 @@ pub(crate) struct Header {
     /// An unpark arrived for the current epoch before the tasklet parked.
     pub(crate) notified: Cell<bool>,
     /// Why the last park ended.
-    pub(crate) wake: Cell<Wake>,
+    pub(crate) wake_reason: Cell<Wake>,
     /// Whether this tasklet is unwinding (see [`Header::settle`]).
     pub(crate) unwinding: Cell<Unwinding>,
     /// Wait epoch: bumped when a park ends, so stale unparkers are ignored.

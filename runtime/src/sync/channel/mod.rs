@@ -11,8 +11,8 @@ use std::fmt;
 
 use crate::shim::Arc;
 
-use super::wait::{block_as, current_wakeup, Blocked, Hubs, WaitList, WaitOn, Waiter, Wakeup};
-use crate::hub::{KeyWait, WaitKey};
+use super::wait::{Hubs, Registration, WaitList, WaitOn, WaitPlace, Waiter, Wakeup};
+use crate::hub::WaitKey;
 use crate::util::{SpinGuard, SpinLock};
 
 mod error;
@@ -172,14 +172,7 @@ impl<T> Chan<T> {
     #[inline(always)]
     fn park_receiver(&self, mut guard: SpinGuard<'_, State<T>>, reg: &mut RecvRegistration<'_, T>) {
         let st = &mut *guard;
-        let (wakeup, key) = current_wakeup(&mut st.hubs);
-        // SAFETY: the waiter is not linked (a registration links it only
-        // here, and only when it is not), goes only into this list, and
-        // stays in its `recv_until` frame until `reg` (dropped before it)
-        // has seen it unlinked.
-        unsafe { st.recv_q.push_back(reg.node, wakeup) };
-        reg.active = true;
-        reg.key = key;
+        reg.link(st);
         // A rendezvous sender can now hand over a value.
         let sender = if self.cap == Some(0) {
             st.pop_sender()
@@ -266,102 +259,71 @@ fn new_chan<T>(cap: Option<usize>) -> (Sender<T>, Receiver<T>) {
     (Sender { chan: chan.clone() }, Receiver { chan })
 }
 
-macro_rules! registration {
-    ($(#[$m:meta])* $name:ident, $data:ty) => {
-        $(#[$m])*
-        ///
-        /// However the call ends (return, kill, `timeout`), the waiter is
-        /// unlinked under the lock before its frame goes away: that is what
-        /// keeps every pointer in the lists valid. Declared after the waiter,
-        /// so dropped first.
-        struct $name<'a, T> {
-            chan: &'a Chan<T>,
-            node: &'a Waiter<$data>,
-            /// Whether `node` may be linked, or hold a notification not yet seen.
-            active: bool,
-            /// Counts a tasklet's wait for deadlock detection while it lasts.
-            key: Option<KeyWait>,
-        }
+/// The channel's receivers wait in `recv_q`, carrying the value a sender
+/// hands over.
+impl<T> WaitPlace<Option<T>> for Chan<T> {
+    type State = State<T>;
 
-        impl<T> $name<'_, T> {
-            /// The wait is over and `node` is known to be unlinked.
-            #[inline]
-            fn done(&mut self) {
-                self.active = false;
-                self.key = None;
+    #[inline(always)]
+    fn lock(&self) -> &SpinLock<State<T>> {
+        &self.state
+    }
+
+    #[inline(always)]
+    fn list(st: &mut State<T>) -> (&mut WaitList<Option<T>>, &mut Hubs) {
+        (&mut st.recv_q, &mut st.hubs)
+    }
+
+    /// A value handed over to a receiver that left goes to the next parked
+    /// receiver, or back to the front of the queue: never lost.
+    fn pass_on(&self, st: &mut State<T>, data: Option<T>) -> Option<Wakeup> {
+        let v = data?;
+        match st.hand_over(v) {
+            Ok(w) => Some(w),
+            Err(v) => {
+                st.queue.push_front(v);
+                None
             }
         }
+    }
 
-        impl<T> Drop for $name<'_, T> {
-            #[inline]
-            fn drop(&mut self) {
-                if self.active {
-                    self.abandon();
-                }
-            }
-        }
-    };
-}
-
-registration!(
-    /// A receiving call's registration of its [`Waiter`] in `recv_q`.
-    RecvRegistration,
-    Option<T>
-);
-
-registration!(
-    /// A sending call's registration of its [`Waiter`] in `send_q`.
-    SendRegistration,
-    ()
-);
-
-impl<T> RecvRegistration<'_, T> {
-    /// Leaves the wait when it is left by unwinding: a value handed over
-    /// meanwhile goes to the next parked receiver, or back to the front of
-    /// the queue: never lost.
-    #[cold]
-    fn abandon(&mut self) {
-        let mut guard = self.chan.state.lock();
-        let st = &mut *guard;
-        let mut wake = None;
-        if st.recv_q.is_linked(self.node) {
-            // SAFETY: linked, and only ever into this channel's `recv_q`.
-            unsafe { st.recv_q.remove(self.node) };
-        } else if let Some(Some(v)) = self.node.take_notified() {
-            match st.hand_over(v) {
-                Ok(w) => wake = Some(w),
-                Err(v) => st.queue.push_front(v),
-            }
-        }
-        self.done();
-        drop(guard);
-        if let Some(w) = wake {
-            self.chan.wake(w);
-        }
+    #[inline]
+    fn wake(&self, w: Wakeup) {
+        Chan::wake(self, w)
     }
 }
 
-impl<T> SendRegistration<'_, T> {
-    /// Leaves the wait when it is left by unwinding: room granted meanwhile
-    /// goes to the next blocked sender.
-    #[cold]
-    fn abandon(&mut self) {
-        let mut guard = self.chan.state.lock();
-        let st = &mut *guard;
-        let mut wake = None;
-        if st.send_q.is_linked(self.node) {
-            // SAFETY: linked, and only ever into this channel's `send_q`.
-            unsafe { st.send_q.remove(self.node) };
-        } else if self.node.take_notified().is_some() && self.chan.has_room(st) {
-            wake = st.pop_sender();
-        }
-        self.done();
-        drop(guard);
-        if let Some(w) = wake {
-            self.chan.wake(w);
+/// The channel's blocked senders wait in `send_q`.
+impl<T> WaitPlace<()> for Chan<T> {
+    type State = State<T>;
+
+    #[inline(always)]
+    fn lock(&self) -> &SpinLock<State<T>> {
+        &self.state
+    }
+
+    #[inline(always)]
+    fn list(st: &mut State<T>) -> (&mut WaitList<()>, &mut Hubs) {
+        (&mut st.send_q, &mut st.hubs)
+    }
+
+    /// Room granted to a sender that left goes to the next blocked sender.
+    fn pass_on(&self, st: &mut State<T>, (): ()) -> Option<Wakeup> {
+        if self.has_room(st) {
+            st.pop_sender()
+        } else {
+            None
         }
     }
+
+    #[inline]
+    fn wake(&self, w: Wakeup) {
+        Chan::wake(self, w)
+    }
 }
+
+/// A receiving call's registration in the channel's `recv_q`.
+type RecvRegistration<'a, T> = Registration<'a, Chan<T>, Option<T>>;
 
 /// The sending half of a channel. Cloning it adds a sender; the channel
 /// closes for receivers when the last one is dropped.

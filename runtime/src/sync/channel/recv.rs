@@ -4,6 +4,7 @@
 use std::time::{Duration, Instant};
 
 use super::*;
+use crate::sync::wait::Blocked;
 
 impl<T> Receiver<T> {
     /// The shared channel (for a select's arm).
@@ -59,12 +60,7 @@ impl<T> Receiver<T> {
     fn recv_until(&self, deadline: Option<Instant>) -> Result<T, RecvTimeoutError> {
         let chan = &*self.chan;
         let node = Waiter::new(None);
-        let mut reg = RecvRegistration {
-            chan,
-            node: &node,
-            active: false,
-            key: None,
-        };
+        let mut reg = Registration::new(chan, &node);
         let mut guard = chan.state.lock();
         let st = &mut *guard;
         if let Some(v) = st.queue.pop_front() {
@@ -79,19 +75,13 @@ impl<T> Receiver<T> {
             return Err(RecvTimeoutError::Disconnected);
         }
         chan.park_receiver(guard, &mut reg);
-        let r = block_as(reg.key.is_some(), deadline, self.chan.wait_on(false));
-        match node.take_notified() {
+        let r = reg.block(deadline, chan.wait_on(false));
+        match reg.popped() {
             // Popped by a sender with its value (the common case: no need
             // to lock again).
-            Some(Some(v)) => {
-                reg.done();
-                Ok(v)
-            }
+            Some(Some(v)) => Ok(v),
             // Popped by the last sender closing the channel.
-            Some(None) => {
-                reg.done();
-                self.recv_again(&mut reg, None, deadline)
-            }
+            Some(None) => self.recv_again(&mut reg, None, deadline),
             None => self.recv_again(&mut reg, Some(r), deadline),
         }
     }
@@ -107,40 +97,19 @@ impl<T> Receiver<T> {
         deadline: Option<Instant>,
     ) -> Result<T, RecvTimeoutError> {
         let chan = &*self.chan;
-        let node = reg.node;
+        let why = chan.wait_on(false);
         let mut gave_up = false;
         loop {
-            let mut guard = chan.state.lock();
-            let st = &mut *guard;
             if let Some(r) = woken.take() {
-                if !st.recv_q.is_linked(node) {
-                    // Popped after all, between the park and the lock.
-                    let v = node.take_notified();
-                    reg.done();
-                    if let Some(Some(v)) = v {
-                        return Ok(v);
-                    }
-                } else if r != Blocked::Woken {
-                    // SAFETY: linked, into this list.
-                    unsafe { st.recv_q.remove(node) };
-                    reg.done();
-                    gave_up = true;
-                } else {
-                    // Woken spuriously: wait again in the same place,
-                    // reachable in the new wait epoch.
-                    let (wakeup, key) = current_wakeup(&mut st.hubs);
-                    // SAFETY: linked, into this list.
-                    unsafe { st.recv_q.set_wakeup(node, wakeup) };
-                    reg.key = key;
-                    drop(guard);
-                    match self.wait_received(reg, deadline) {
-                        Ok(w) => woken = w,
-                        Err(v) => return Ok(v),
-                    }
-                    continue;
+                match reg.wait_popped(r, deadline, why) {
+                    Some(Some(v)) => return Ok(v),
+                    Some(None) => {}
+                    None => gave_up = true,
                 }
             }
-            // Not linked here; `guard` is held.
+            // Not linked here.
+            let mut guard = chan.state.lock();
+            let st = &mut *guard;
             if let Some(v) = st.queue.pop_front() {
                 let w = st.pop_sender_if_room(chan);
                 drop(guard);
@@ -156,32 +125,11 @@ impl<T> Receiver<T> {
                 return Err(RecvTimeoutError::Timeout);
             }
             chan.park_receiver(guard, reg);
-            match self.wait_received(reg, deadline) {
-                Ok(w) => woken = w,
-                Err(v) => return Ok(v),
+            match reg.park(deadline, why) {
+                Ok(Some(v)) => return Ok(v),
+                Ok(None) => {}
+                Err(r) => woken = Some(r),
             }
-        }
-    }
-
-    /// Parks once for a linked receiver: `Err(v)` if a value was handed
-    /// over, else how the park ended (`None`: popped without a value, so no
-    /// longer linked).
-    #[inline]
-    fn wait_received(
-        &self,
-        reg: &mut RecvRegistration<'_, T>,
-        deadline: Option<Instant>,
-    ) -> Result<Option<Blocked>, T> {
-        let r = block_as(reg.key.is_some(), deadline, self.chan.wait_on(false));
-        match reg.node.take_notified() {
-            Some(v) => {
-                reg.done();
-                match v {
-                    Some(v) => Err(v),
-                    None => Ok(None),
-                }
-            }
-            None => Ok(Some(r)),
         }
     }
 

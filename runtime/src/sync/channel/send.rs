@@ -73,12 +73,8 @@ impl<T> Sender<T> {
     ) -> Result<(), SendTimeoutError<T>> {
         let chan = &*self.chan;
         let node = Waiter::new(());
-        let mut reg = SendRegistration {
-            chan,
-            node: &node,
-            active: false,
-            key: None,
-        };
+        let mut reg = Registration::new(chan, &node);
+        let why = chan.wait_on(true);
         let mut guard = chan.state.lock();
         let mut gave_up = false;
         let mut granted = false;
@@ -99,46 +95,16 @@ impl<T> Sender<T> {
             if gave_up {
                 return Err(SendTimeoutError::Timeout(value));
             }
-            let (wakeup, key) = current_wakeup(&mut st.hubs);
-            // SAFETY: `node` is not linked, goes only into this list, and
-            // stays in this frame until `reg` (dropped before it) has seen
-            // it unlinked.
-            unsafe { st.send_q.push_back(&node, wakeup) };
-            reg.active = true;
-            reg.key = key;
+            reg.link(st);
             drop(guard);
-            loop {
-                let r = block_as(reg.key.is_some(), deadline, chan.wait_on(true));
-                if node.take_notified().is_some() {
-                    // Granted room (or every receiver is gone): retry.
-                    reg.done();
-                    granted = true;
-                    guard = chan.state.lock();
-                    break;
-                }
-                guard = chan.state.lock();
-                let st = &mut *guard;
-                if !st.send_q.is_linked(&node) {
-                    node.take_notified();
-                    reg.done();
-                    granted = true;
-                    break;
-                }
-                if r != Blocked::Woken {
-                    // SAFETY: linked, into this list.
-                    unsafe { st.send_q.remove(&node) };
-                    reg.done();
-                    gave_up = true;
-                    break;
-                }
-                // Woken spuriously: wait again in the same place, reachable
-                // in the new wait epoch.
-                let (wakeup, key) = current_wakeup(&mut st.hubs);
-                // SAFETY: linked, into this list.
-                unsafe { st.send_q.set_wakeup(&node, wakeup) };
-                reg.key = key;
-                drop(guard);
-            }
+            // Popped: granted room (or every receiver is gone): retry.
+            let popped = match reg.park(deadline, why) {
+                Ok(()) => true,
+                Err(r) => reg.wait_popped(r, deadline, why).is_some(),
+            };
+            granted |= popped;
+            gave_up = !popped;
+            guard = chan.state.lock();
         }
     }
 

@@ -1,10 +1,11 @@
-//! A minimal slab: a `Vec` of slots with an intrusive free list.
+//! [`Slots`]: a `Vec` of slots with an intrusive free list (what is often
+//! called a slab; here "slab" is only the stack allocator's unit).
 //!
 //! Used for the dispatcher's task registry, the hub's I/O registrations and
 //! timers: O(1) insert/remove by index, no hashing, and indices stay small so
 //! they fit in a `mio::Token` or a `u32`.
 
-/// One slot of a [`Slab`].
+/// One slot of a [`Slots`].
 enum Slot<T> {
     Full(T),
     /// Free; holds the index of the next free slot (or `usize::MAX`).
@@ -12,16 +13,16 @@ enum Slot<T> {
 }
 
 /// Index-addressed storage with slot reuse.
-pub(crate) struct Slab<T> {
+pub(crate) struct Slots<T> {
     slots: Vec<Slot<T>>,
     free: usize,
     len: usize,
 }
 
-impl<T> Slab<T> {
+impl<T> Slots<T> {
     /// An empty slab.
     pub(crate) const fn new() -> Self {
-        Slab {
+        Slots {
             slots: Vec::new(),
             free: usize::MAX,
             len: 0,
@@ -97,11 +98,11 @@ impl<T> Slab<T> {
 
 #[cfg(test)]
 mod tests {
-    use super::Slab;
+    use super::Slots;
 
     #[test]
     fn insert_remove_reuse() {
-        let mut s = Slab::new();
+        let mut s = Slots::new();
         let a = s.insert("a");
         let b = s.insert("b");
         assert_eq!(s.len(), 2);
