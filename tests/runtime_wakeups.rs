@@ -231,7 +231,7 @@ fn a_plain_thread_hands_work_to_spinning_and_sleeping_workers() {
             let mut rng = Rng(7);
             for i in 0..N {
                 let h = rt.spawn_on((i % 2) as usize, move || i + 1);
-                if rng.next() % 4 == 0 {
+                if rng.next().is_multiple_of(4) {
                     std::thread::sleep(Duration::from_micros(rng.next() % 200));
                 }
                 assert_eq!(h.join_timeout(LONG).ok().unwrap().unwrap(), i + 1);
