@@ -30,6 +30,12 @@
 //! one tasklet channel case alone, to count its system calls per round
 //! trip (20,000 round trips per pass):
 //!
+//! A hub does not spin while the CPUs are oversubscribed (it would slow
+//! wake-ups down there), so on a loaded machine the "spin" cases equal the
+//! "spin off" ones; `FORCE_SPIN=1` makes the hubs spin anyway, to see what
+//! the spin does where a CPU is free (say with the bench at real-time
+//! priority, `chrt -f 10`).
+//!
 //! ```text
 //! CASES=tasklet-channel PASSES=1 perf stat -e 'syscalls:sys_enter_write,syscalls:sys_enter_epoll_wait' \
 //!     target/release/deps/cores-* --bench
@@ -269,6 +275,10 @@ fn main() {
     // and expects a quick smoke run.
     let quick = !std::env::args().any(|a| a == "--bench");
     let passes = if quick { 1 } else { passes() };
+    if std::env::var_os("FORCE_SPIN").is_some() {
+        // Spin even while the CPUs look oversubscribed (see the module doc).
+        tasklet::__force_idle_spin(true);
+    }
     let rt = tokio_mt(2);
     let cases = std::env::var("CASES").unwrap_or_else(|_| "scaling,channel,spawn".into());
     let on = |group: &str| cases.split(',').any(|c| c.trim() == group);
