@@ -18,6 +18,28 @@
 //! - `spawn_on + join`: one at a time (latency) and 1000 in flight
 //!   (throughput), worker 0 to worker 1; tokio multi-thread `spawn` + `.await`
 //!   from outside its workers (so every task crosses threads).
+//!
+//! The tasklet cross-worker cases run twice: with the default idle spin
+//! (`Runtime::idle_spin`, 50 µs) and with it off (`idle_spin(ZERO)`: every
+//! wake-up of an idle worker goes through its `eventfd`). Next to the
+//! latency, the CPU time the whole process spent per operation (all
+//! threads, from `getrusage`): a spinning worker trades CPU for latency.
+//!
+//! `CASES=channel,spawn` runs only the named groups (`scaling`, `channel`,
+//! `spawn`); `CASES=tasklet-channel` and `CASES=tasklet-channel-nospin` run
+//! one tasklet channel case alone, to count its system calls per round
+//! trip (20,000 round trips per pass):
+//!
+//! A hub does not spin while the CPUs are oversubscribed (it would slow
+//! wake-ups down there), so on a loaded machine the "spin" cases equal the
+//! "spin off" ones; `FORCE_SPIN=1` makes the hubs spin anyway, to see what
+//! the spin does where a CPU is free (say with the bench at real-time
+//! priority, `chrt -f 10`).
+//!
+//! ```text
+//! CASES=tasklet-channel PASSES=1 perf stat -e 'syscalls:sys_enter_write,syscalls:sys_enter_epoll_wait' \
+//!     target/release/deps/cores-* --bench
+//! ```
 
 use std::time::{Duration, Instant};
 
@@ -92,18 +114,40 @@ fn tasklet_scaling(n: usize) -> (f64, f64) {
     ((n as u64 * 2 * YIELDS) as f64 / slowest, per_cpu)
 }
 
+/// CPU time of the whole process (every thread), user + system.
+fn process_cpu() -> Duration {
+    // SAFETY: an all-zero `rusage` is valid for getrusage to fill.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: `ru` is a valid rusage for getrusage to fill.
+    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) };
+    let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
+    tv(ru.ru_utime) + tv(ru.ru_stime)
+}
+
+/// Runs `f` and returns its result and the process CPU time it took, in
+/// ns per `ops` operations.
+fn with_cpu<R>(ops: u64, f: impl FnOnce() -> R) -> (R, f64) {
+    let cpu = process_cpu();
+    let r = f();
+    (r, (process_cpu() - cpu).as_nanos() as f64 / ops as f64)
+}
+
 // ---- channel round trip ----
 
 const ROUND_TRIPS: u64 = 20_000;
 
-fn tasklet_channel_rt() -> f64 {
+fn tasklet_channel_rt(spin: Option<Duration>) -> f64 {
     let (to1, from0) = tasklet::sync::channel::<u64>(1);
     let (to0, from1) = tasklet::sync::channel::<u64>(1);
     // Each worker takes its two ends: when worker 0 is done and drops its
     // sender, worker 1's loop ends.
     let ping = std::sync::Mutex::new(Some((to1, from1)));
     let pong = std::sync::Mutex::new(Some((to0, from0)));
-    let out = Runtime::new().workers(2).run(move || {
+    let mut rt = Runtime::new().workers(2);
+    if let Some(s) = spin {
+        rt = rt.idle_spin(s);
+    }
+    let out = rt.run(move || {
         if worker_index() == Some(0) {
             let (to1, from1) = ping.lock().unwrap().take().unwrap();
             let start = Instant::now();
@@ -178,8 +222,12 @@ const SPAWNS: u64 = 20_000;
 const IN_FLIGHT: u64 = 1000;
 
 /// (ns per spawn+join one at a time, ns per spawn+join with 1000 in flight)
-fn tasklet_spawn_join() -> (f64, f64) {
-    let out = Runtime::new().workers(2).run(|| {
+fn tasklet_spawn_join(spin: Option<Duration>) -> (f64, f64) {
+    let mut rt = Runtime::new().workers(2);
+    if let Some(s) = spin {
+        rt = rt.idle_spin(s);
+    }
+    let out = rt.run(|| {
         if worker_index() != Some(0) {
             return (0.0, 0.0);
         }
@@ -227,34 +275,65 @@ fn main() {
     // and expects a quick smoke run.
     let quick = !std::env::args().any(|a| a == "--bench");
     let passes = if quick { 1 } else { passes() };
+    if std::env::var_os("FORCE_SPIN").is_some() {
+        // Spin even while the CPUs look oversubscribed (see the module doc).
+        tasklet::__force_idle_spin(true);
+    }
     let rt = tokio_mt(2);
+    let cases = std::env::var("CASES").unwrap_or_else(|_| "scaling,channel,spawn".into());
+    let on = |group: &str| cases.split(',').any(|c| c.trim() == group);
+    let off = Some(Duration::ZERO);
     let names = [
         "scaling: tasklet 1 worker (switches/s)",
         "scaling: tasklet 2 workers (switches/s)",
         "scaling: tasklet 1 worker (switches/CPU-s)",
         "scaling: tasklet 2 workers (sum of switches/CPU-s)",
         "channel round trip: tasklet 2 workers (ns)",
+        "channel round trip: tasklet, idle spin off (ns)",
         "channel round trip: tokio multi-thread 2 workers (ns)",
         "channel round trip: crossbeam 2 threads (ns)",
+        "channel round trip: tasklet, CPU (ns/rt)",
+        "channel round trip: tasklet, spin off, CPU (ns/rt)",
+        "channel round trip: tokio, CPU (ns/rt)",
+        "channel round trip: crossbeam, CPU (ns/rt)",
         "spawn_on+join one at a time: tasklet (ns)",
+        "spawn_on+join one at a time: tasklet, spin off (ns)",
         "spawn+await one at a time: tokio multi-thread (ns)",
         "spawn_on+join 1000 in flight: tasklet (ns/op)",
+        "spawn_on+join 1000 in flight: tasklet, spin off (ns/op)",
         "spawn+await 1000 in flight: tokio multi-thread (ns/op)",
+        "spawn_on+join both cases: tasklet, CPU (ns/op)",
+        "spawn_on+join both cases: tasklet, spin off, CPU (ns/op)",
+        "spawn+await both cases: tokio, CPU (ns/op)",
     ];
     let mut stats: Vec<Stats> = names.iter().map(|_| Stats(Vec::new())).collect();
     for pass in 0..passes {
-        let (s1, c1) = tasklet_scaling(1);
-        let (s2, c2) = tasklet_scaling(2);
-        let ct = tasklet_channel_rt();
-        let ck = tokio_channel_rt(&rt);
-        let cc = crossbeam_channel_rt();
-        let (t1, tb) = tasklet_spawn_join();
-        let (k1, kb) = tokio_spawn_join(&rt);
-        for (s, v) in stats
-            .iter_mut()
-            .zip([s1, s2, c1, c2, ct, ck, cc, t1, k1, tb, kb])
-        {
-            s.0.push(v);
+        let mut v = vec![f64::NAN; names.len()];
+        if on("scaling") {
+            (v[0], v[2]) = tasklet_scaling(1);
+            (v[1], v[3]) = tasklet_scaling(2);
+        }
+        if on("channel") || on("tasklet-channel") {
+            (v[4], v[8]) = with_cpu(ROUND_TRIPS, || tasklet_channel_rt(None));
+        }
+        if on("channel") {
+            (v[6], v[10]) = with_cpu(ROUND_TRIPS, || tokio_channel_rt(&rt));
+        }
+        if on("channel") || on("tasklet-channel-nospin") {
+            (v[5], v[9]) = with_cpu(ROUND_TRIPS, || tasklet_channel_rt(off));
+        }
+        if on("channel") {
+            (v[7], v[11]) = with_cpu(ROUND_TRIPS, crossbeam_channel_rt);
+        }
+        if on("spawn") {
+            ((v[12], v[15]), v[18]) = with_cpu(2 * SPAWNS, || tasklet_spawn_join(None));
+            ((v[14], v[17]), v[20]) = with_cpu(2 * SPAWNS, || tokio_spawn_join(&rt));
+            ((v[13], v[16]), v[19]) = with_cpu(2 * SPAWNS, || tasklet_spawn_join(off));
+        }
+        for (s, v) in stats.iter_mut().zip(v) {
+            if !v.is_nan() {
+                s.0.push(v);
+            }
         }
         eprintln!("pass {}/{passes} done", pass + 1);
     }
@@ -269,6 +348,9 @@ fn main() {
             .join(" ")
     );
     for (name, s) in names.iter().zip(&stats) {
+        if s.0.is_empty() {
+            continue;
+        }
         println!(
             "{name:<56} median {:>14.1}   spread {:.1} .. {:.1}",
             s.median(),
@@ -279,7 +361,15 @@ fn main() {
     for (name, two, one) in [
         ("scaling ratio 2/1 workers, wall clock (per pass)", 1, 0),
         ("scaling ratio 2/1 workers, per CPU-s (per pass)", 3, 2),
+        ("channel rt ratio tasklet/tokio (per pass)", 4, 6),
+        ("channel rt ratio tasklet/crossbeam (per pass)", 4, 7),
+        ("channel rt ratio tasklet spin on/off (per pass)", 4, 5),
+        ("spawn_on+join ratio tasklet/tokio, one (per pass)", 12, 14),
+        ("spawn_on+join ratio tasklet/tokio, 1000 (per pass)", 15, 17),
     ] {
+        if stats[two].0.is_empty() || stats[one].0.is_empty() {
+            continue;
+        }
         let ratio = Stats(
             stats[two]
                 .0

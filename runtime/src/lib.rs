@@ -103,6 +103,9 @@ pub use dispatcher::config::{dispatch, Config};
 pub use dispatcher::time::{
     sleep, sleep_until, spawn_later, spawn_loop, timeout, timeout_at, yield_now, Elapsed,
 };
+#[doc(hidden)]
+pub use hub::idle::force_idle_spin as __force_idle_spin;
+pub use hub::idle::DEFAULT_IDLE_SPIN;
 pub use local::{AccessError, LocalKey};
 pub use observe::{
     dump, dump_on_signal, stats, Dump, Stats, TaskletInfo, TaskletState, WaitReason,

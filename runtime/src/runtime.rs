@@ -17,6 +17,7 @@ use std::panic::{self, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::thread;
+use std::time::Duration;
 
 use crate::dispatcher::config::Config;
 use crate::hub::{HubRef, TaskAddr};
@@ -53,6 +54,7 @@ pub struct Runtime {
     pin: bool,
     stack_size: Option<usize>,
     name: String,
+    idle_spin: Option<Duration>,
 }
 
 impl Default for Runtime {
@@ -68,6 +70,7 @@ impl fmt::Debug for Runtime {
             .field("pin_to_cores", &self.pin)
             .field("stack_size", &self.stack_size)
             .field("name", &self.name)
+            .field("idle_spin", &self.spin_limit())
             .finish()
     }
 }
@@ -82,6 +85,7 @@ impl Runtime {
             pin: false,
             stack_size: None,
             name: "tasklet".to_owned(),
+            idle_spin: None,
         }
     }
 
@@ -120,6 +124,45 @@ impl Runtime {
     pub fn name(mut self, name: impl Into<String>) -> Runtime {
         self.name = name.into();
         self
+    }
+
+    /// How long an idle worker keeps its thread awake watching for work
+    /// from the other workers before it sleeps in `epoll_wait` (default
+    /// [`DEFAULT_IDLE_SPIN`](crate::DEFAULT_IDLE_SPIN), 50 µs, with more
+    /// than one worker; zero with one). `Duration::ZERO` turns it off.
+    ///
+    /// Handing a value to a sleeping worker (a channel message, a
+    /// [`spawn_on`], the result of a [`RemoteJoinHandle`] it waits for)
+    /// wakes its thread through the kernel: a system call on the sender and
+    /// a thread wake-up on the receiver, several microseconds each. A
+    /// worker that is awake or spinning takes the value without either, so
+    /// workers that talk to each other often answer in a fraction of that.
+    /// The spin is adaptive (see [`Config::idle_spin`](crate::Config::idle_spin)):
+    /// a worker spins only after work from another thread arrived, and
+    /// stops spinning after one spin that saw nothing, so an idle runtime
+    /// sleeps and workers that only serve their own sockets never spin. Set
+    /// it to zero when CPU time matters more than cross-worker latency (many
+    /// runtimes on few cores, battery-powered machines).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let v = tasklet::Runtime::new()
+    ///     .workers(2)
+    ///     .idle_spin(Duration::ZERO)
+    ///     .run(|| tasklet::worker_index().unwrap());
+    /// assert_eq!(v, [0, 1]);
+    /// ```
+    pub fn idle_spin(mut self, spin: Duration) -> Runtime {
+        self.idle_spin = Some(spin);
+        self
+    }
+
+    fn spin_limit(&self) -> Duration {
+        self.idle_spin.unwrap_or(if self.worker_count() > 1 {
+            crate::DEFAULT_IDLE_SPIN
+        } else {
+            Duration::ZERO
+        })
     }
 
     fn worker_count(&self) -> usize {
@@ -166,6 +209,7 @@ impl Runtime {
         let shared = Arc::new(Shared::new(n));
         let f = &f;
         let stack_size = self.stack_size;
+        let idle_spin = self.spin_limit();
         let results: Vec<Option<T>> = thread::scope(|s| {
             let mut handles = Vec::with_capacity(n);
             for i in 0..n {
@@ -173,7 +217,7 @@ impl Runtime {
                 let cpu = (!cpus.is_empty()).then(|| cpus[i % cpus.len()]);
                 let spawned = thread::Builder::new()
                     .name(format!("{}-{i}", self.name))
-                    .spawn_scoped(s, move || worker(sh, i, f, stack_size, cpu));
+                    .spawn_scoped(s, move || worker(sh, i, f, stack_size, idle_spin, cpu));
                 match spawned {
                     Ok(h) => handles.push(Some(h)),
                     Err(e) => {
@@ -297,6 +341,7 @@ fn worker<F, T>(
     index: usize,
     f: &F,
     stack_size: Option<usize>,
+    idle_spin: Duration,
     cpu: Option<usize>,
 ) -> Option<T>
 where
@@ -309,7 +354,7 @@ where
     }
     WORKER.with(|w| *w.borrow_mut() = Some((index, shared.clone())));
     let _registered = Registered;
-    let mut config = Config::new();
+    let mut config = Config::new().idle_spin(idle_spin);
     if let Some(s) = stack_size {
         config = config.stack_size(s);
     }

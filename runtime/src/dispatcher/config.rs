@@ -24,6 +24,7 @@ pub struct Config {
     stack_pool: Option<usize>,
     pub(crate) max_blocking: Option<Option<Duration>>,
     pub(crate) stall_warning: Option<Option<Duration>>,
+    pub(crate) idle_spin: Option<Duration>,
 }
 
 impl Config {
@@ -76,6 +77,37 @@ impl Config {
     /// ```
     pub fn max_blocking(mut self, limit: Option<Duration>) -> Config {
         self.max_blocking = Some(limit.filter(|d| !d.is_zero()));
+        self
+    }
+
+    /// How long the dispatcher keeps its thread awake, when no tasklet is
+    /// runnable, watching for wake-ups from other threads before it sleeps
+    /// in `epoll_wait` (default: zero, no spin; a multi-worker
+    /// [`Runtime`](crate::Runtime) sets it, see
+    /// [`Runtime::idle_spin`](crate::Runtime::idle_spin)).
+    ///
+    /// A wake-up that finds the thread asleep costs a system call on the
+    /// waking thread and a kernel thread wake-up here, several microseconds
+    /// each; one that finds it awake costs neither. The spin is adaptive: it
+    /// happens only after wake-ups from other threads have arrived (channel
+    /// messages, `spawn_on`, `unblock` results), one spin that sees nothing
+    /// arrive stops spinning until the next such wake-up, and no dispatcher
+    /// spins while the CPUs are oversubscribed (Linux CPU pressure, or a
+    /// spin that finds itself preempted), where spinning would slow
+    /// wake-ups down. So a dispatcher that only serves sockets and timers
+    /// never spins, and an idle one burns at most one `idle_spin` of CPU per
+    /// burst of cross-thread work. Sockets are still polled (without
+    /// blocking) while it spins.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let v = tasklet::Config::new()
+    ///     .idle_spin(Duration::from_micros(20))
+    ///     .dispatch(|| tasklet::unblock(|| 6 * 7));
+    /// assert_eq!(v, 42);
+    /// ```
+    pub fn idle_spin(mut self, spin: Duration) -> Config {
+        self.idle_spin = Some(spin);
         self
     }
 
@@ -159,7 +191,8 @@ where
         Ok(n) => n,
         Err(e) => panic!("tasklet::dispatch: invalid Config::stack_size: {e}"),
     };
-    let d = match Dispatcher::new(stack_size, config.stall_warning) {
+    let idle_spin = config.idle_spin.unwrap_or(Duration::ZERO);
+    let d = match Dispatcher::new(stack_size, config.stall_warning, idle_spin) {
         Ok(d) => d,
         Err(e) => panic!("tasklet::dispatch: cannot create the event loop: {e}"),
     };

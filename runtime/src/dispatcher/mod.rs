@@ -70,13 +70,17 @@ pub(crate) struct Dispatcher {
 impl Dispatcher {
     /// A dispatcher whose tasklets get `stack_size`-byte stacks by default
     /// (already validated and rounded by `stack::round_stack_size`).
-    fn new(stack_size: usize, stall_warning: Option<Option<Duration>>) -> io::Result<Dispatcher> {
+    fn new(
+        stack_size: usize,
+        stall_warning: Option<Option<Duration>>,
+        idle_spin: Duration,
+    ) -> io::Result<Dispatcher> {
         let id = NEXT_DISPATCHER_ID.fetch_add(1, Ordering::Relaxed);
         Ok(Dispatcher {
             id,
             ready: ReadyQueue::new(),
             tasks: RefCell::new(Slots::new()),
-            hub: Hub::new(id)?,
+            hub: Hub::new(id, idle_spin)?,
             stack_size,
             stack_cache: RefCell::new(Vec::with_capacity(STACK_CACHE)),
             shutting_down: Cell::new(false),

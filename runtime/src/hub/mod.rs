@@ -54,11 +54,13 @@ use crate::task::header::Interrupt;
 use crate::task::id::TaskletId;
 use crate::task::raw::TaskRef;
 use crate::timer::TimerQueue;
+use idle::{IdleSpin, SpinEnd};
 
-// Not yet used by `Shared`: it takes over `pending` and the `sleeping` flag
-// of the cross-worker wake-latency work once that is on this branch.
+// Not yet used by `Shared`: the loom-checked form of its `pending` and
+// `sleeping` handshake (see `idle`), to take them over.
 #[cfg_attr(not(loom), allow(dead_code))]
 mod doorbell;
+pub(crate) mod idle;
 mod io_entry;
 mod io_source;
 mod key;
@@ -112,6 +114,9 @@ pub(crate) struct Shared {
     /// Jobs from other threads (see [`Job`]).
     jobs: SegQueue<Job>,
     pending: AtomicBool,
+    /// The dispatcher is in (or about to enter) a blocking `epoll_wait`:
+    /// only then does a wake-up need the `Waker` (see `idle`).
+    sleeping: AtomicBool,
     alive: AtomicBool,
     waker: Waker,
     /// A handle on the same epoll instance (a `dup` of its fd), so that
@@ -155,10 +160,12 @@ impl Shared {
         Ok(())
     }
 
-    /// Makes the dispatcher drain its queues (one `Waker` call while a
-    /// drain is pending).
+    /// Makes the dispatcher drain its queues: one `Waker` call while a
+    /// drain is pending, and none while the dispatcher is awake (running
+    /// tasklets or spinning), since it drains before it blocks (the
+    /// handshake is described in the `idle` module).
     fn notify(&self) {
-        if !self.pending.swap(true, Ordering::AcqRel) {
+        if !self.pending.swap(true, Ordering::SeqCst) && self.sleeping.load(Ordering::SeqCst) {
             if let Err(e) = self.waker.wake() {
                 log::error!(
                     "tasklet: cannot wake dispatcher {}: {e}",
@@ -187,10 +194,18 @@ pub(crate) struct Hub {
     /// longer borrowed (a waker may drop the last reference to a future
     /// that owns another `IoSource`). Kept to reuse its capacity.
     woken: RefCell<Vec<TaskWaker>>,
+    /// Whether and how long to spin before blocking (see `idle`).
+    spin: IdleSpin,
+    /// When `poll_io` last ran: a spin ended by a cross-thread wake-up
+    /// polls the sockets too if that was a while ago, so that a stream of
+    /// such wake-ups cannot starve them.
+    io_polled_at: Cell<Instant>,
 }
 
 impl Hub {
-    pub(crate) fn new(dispatcher_id: u64) -> io::Result<Hub> {
+    /// A hub that spins for up to `idle_spin` before blocking, when
+    /// cross-thread work has been arriving (see `idle`).
+    pub(crate) fn new(dispatcher_id: u64, idle_spin: Duration) -> io::Result<Hub> {
         let poll = Poll::new()?;
         let waker = Waker::new(poll.registry(), WAKER_TOKEN)?;
         let registry = poll.registry().try_clone()?;
@@ -207,12 +222,15 @@ impl Hub {
                 released: SegQueue::new(),
                 jobs: SegQueue::new(),
                 pending: AtomicBool::new(false),
+                sleeping: AtomicBool::new(false),
                 alive: AtomicBool::new(true),
                 waker,
                 registry,
             }),
             key_waits: Cell::new(0),
             woken: RefCell::new(Vec::new()),
+            spin: IdleSpin::new(idle_spin),
+            io_polled_at: Cell::new(Instant::now()),
         })
     }
 
@@ -279,7 +297,11 @@ impl Hub {
             (None, Some(l)) => Some(l.saturating_duration_since(Instant::now())),
             (Some(t), Some(l)) => Some(t.min(l.saturating_duration_since(Instant::now()))),
         };
-        self.poll_io(d, timeout);
+        if timeout == Some(Duration::ZERO) {
+            self.poll_io(d, timeout);
+        } else {
+            self.idle_wait(d, timeout, io_live);
+        }
         if block {
             self.drain_remote(d);
             if !self.timers.borrow().is_empty() {
@@ -287,6 +309,42 @@ impl Hub {
             }
         }
         Ok(())
+    }
+
+    /// Waits for up to `timeout` (`None`: forever) with no tasklet
+    /// runnable: spins first if that pays, then blocks in `epoll_wait` with
+    /// the `sleeping` flag raised (see `idle`).
+    fn idle_wait(&self, d: &Dispatcher, mut timeout: Option<Duration>, io_live: bool) {
+        if let Some(budget) = self.spin.budget(timeout) {
+            let start = Instant::now();
+            let end = self.spin.spin(budget, &self.shared.pending, io_live, || {
+                self.poll_io(d, Some(Duration::ZERO));
+                !d.ready_is_empty()
+            });
+            match end {
+                SpinEnd::Io => return,
+                // The caller drains the queues next.
+                SpinEnd::Woken
+                    if !io_live || self.io_polled_at.get().elapsed() < idle::IO_CHECK =>
+                {
+                    return
+                }
+                SpinEnd::Woken => timeout = Some(Duration::ZERO),
+                SpinEnd::Expired => {
+                    timeout = timeout.map(|t| t.saturating_sub(start.elapsed()));
+                }
+            }
+        }
+        if timeout != Some(Duration::ZERO) {
+            self.shared.sleeping.store(true, Ordering::SeqCst);
+            if self.shared.pending.load(Ordering::SeqCst) {
+                // Queued before `sleeping` was visible: that waker did not
+                // write the `eventfd`, so do not block.
+                timeout = Some(Duration::ZERO);
+            }
+        }
+        self.poll_io(d, timeout);
+        self.shared.sleeping.store(false, Ordering::SeqCst);
     }
 
     fn poll_io(&self, d: &Dispatcher, timeout: Option<Duration>) {
@@ -311,6 +369,9 @@ impl Hub {
             }
         }
         self.io_tick.set(self.io_tick.get().wrapping_add(1));
+        if !self.spin.is_off() {
+            self.io_polled_at.set(Instant::now());
+        }
         let mut io = self.io.borrow_mut();
         let mut woken = self.woken.borrow_mut();
         let mut n = 0u64;
@@ -400,7 +461,10 @@ impl Hub {
         if !self.shared.pending.load(Ordering::Acquire) {
             return;
         }
-        self.shared.pending.store(false, Ordering::SeqCst);
+        // Acquires the wakers' swaps, and with them the items they queued
+        // (an item queued after this swap sets `pending` again).
+        self.shared.pending.swap(false, Ordering::SeqCst);
+        self.spin.note_remote();
         while let Some(w) = self.shared.queue.pop() {
             d.unpark_slot(w.slot as usize, w.id, w.epoch, Wake::Unparked);
         }

@@ -1,0 +1,408 @@
+//! How a hub waits when no tasklet is runnable: a brief, adaptive spin on
+//! its cross-thread wake-up queue before it sleeps in `epoll_wait`, and the
+//! sleep/wake handshake that lets other threads skip the `eventfd` write
+//! while the hub is awake.
+//!
+//! # Why
+//!
+//! A cross-thread wake-up of a sleeping dispatcher costs an `eventfd` write
+//! on the waking thread and an `epoll_wait` return on the sleeping one: a
+//! kernel thread wake-up, several microseconds on a busy machine, twice per
+//! cross-worker round trip. Schedulers that hand work between threads keep
+//! a worker awake for a moment after it runs dry (Go's spinning Ms in
+//! `findrunnable`, crossbeam's `Backoff`), and only wake a thread through
+//! the kernel when it is really asleep (tokio's parker skips the driver's
+//! wake-up unless the worker is parked on it). The hub does both.
+//!
+//! # The handshake (no lost wake-ups)
+//!
+//! Two flags in the hub's shared half: `pending` (a wake-up, job or release
+//! is queued and not yet drained) and `sleeping` (the hub is in, or about to
+//! enter, a blocking `epoll_wait`).
+//!
+//! - A waker queues its item, then `pending.swap(true)`; only the waker
+//!   that turns `pending` from false to true goes on, and it writes the
+//!   `eventfd` only if it then reads `sleeping == true`.
+//! - The hub, before a blocking `epoll_wait`, stores `sleeping = true`, then
+//!   reads `pending`; if it is set, it polls without blocking instead. It
+//!   clears `sleeping` when `epoll_wait` returns, and drains the queues
+//!   with `pending.swap(false)` before popping them.
+//!
+//! All four accesses are `SeqCst`, so in their single total order either
+//! the waker's swap comes before the hub's read of `pending` (the hub sees
+//! the wake-up and does not block), or the hub's store of `sleeping` comes
+//! before the waker's read (the waker writes the `eventfd`, which ends or
+//! pre-empts the `epoll_wait`). A waker that finds `pending` already set
+//! relies on the one that set it, whose item the hub has not drained yet:
+//! the hub cannot block before draining it, by the same argument. This is
+//! the store-then-load pattern of tokio's `Parker` (EMPTY / PARKED /
+//! NOTIFIED) and of Go's `nmspinning` re-check, with `pending` as the
+//! notification and `sleeping` as the parked state.
+//!
+//! # When the hub spins
+//!
+//! Only when it helps: the spin limit is non-zero (by default only in a
+//! [`Runtime`](crate::Runtime) with more than one worker, see
+//! [`DEFAULT_IDLE_SPIN`]) and the hub is *hot* — the last time it drained
+//! its queue it found work another thread had sent. A spin that ends with
+//! nothing arriving makes the hub cold, so an idle hub spins at most once
+//! per burst of cross-thread wake-ups, and a hub that only ever serves its
+//! own sockets and timers (a plain `dispatch`, an echo server's worker)
+//! never spins. While spinning it also polls its sockets without blocking
+//! every [`IO_CHECK`], so readiness events are not held back by the spin.
+//!
+//! And only with a CPU to spare: on oversubscribed CPUs a spinning thread
+//! loses the scheduler's favour for woken sleepers and is preempted while
+//! it looks awake (so nobody wakes it through the kernel), which makes
+//! wake-ups slower, not faster. So no hub spins while the kernel's CPU
+//! pressure (`/proc/pressure/cpu`, read at most every 10 ms by one hub of
+//! the process) says threads waited for a CPU more than 10 % of the time;
+//! and a spin that notices it was taken off its CPU stops, and every hub of
+//! the process stops spinning for a cool-down that grows while that keeps
+//! happening (see [`IdleSpin::spin`]).
+
+use std::cell::Cell;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+/// The default idle spin of each worker of a [`Runtime`](crate::Runtime)
+/// with more than one worker (see
+/// [`Runtime::idle_spin`](crate::Runtime::idle_spin)): 50 µs. Plain
+/// [`dispatch`](crate::dispatch) and a one-worker runtime do not spin.
+pub const DEFAULT_IDLE_SPIN: Duration = Duration::from_micros(50);
+
+/// For this long the spin only executes `spin_loop` hints between checks;
+/// after it, it gives the CPU away (`sched_yield`) between checks, so a
+/// spinning worker does not starve the thread it waits for when both share
+/// a core.
+const PURE_SPIN: Duration = Duration::from_micros(5);
+
+/// Hints per check of the clock during the pure spin.
+const HINTS: u32 = 32;
+
+/// How often a spinning hub with registered sources polls them (without
+/// blocking).
+pub(crate) const IO_CHECK: Duration = Duration::from_micros(10);
+
+/// A gap this long between two consecutive clock reads of a spin (about a
+/// microsecond apart) means the thread was off its CPU meanwhile for longer
+/// than an interrupt takes: another thread ran (it was preempted, or its
+/// `sched_yield` let one run), so the CPUs are oversubscribed. The
+/// scheduler's time slices are milliseconds long.
+const GAP: Duration = Duration::from_micros(100);
+
+/// After a spin saw the CPUs oversubscribed, no hub spins for a cool-down:
+/// four times the previous one (up to [`MAX_COOL`]) when it happens again
+/// within [`RECENT`] after the previous cool-down ended, else a quarter of
+/// it (down to [`MIN_COOL`]).
+const MIN_COOL: Duration = Duration::from_millis(1);
+const MAX_COOL: Duration = Duration::from_secs(1);
+const RECENT: Duration = Duration::from_millis(100);
+
+/// The thread-local half: the spin limit and whether spinning pays.
+pub(crate) struct IdleSpin {
+    limit: Duration,
+    /// Cross-thread work arrived since the last spin that found nothing.
+    hot: Cell<bool>,
+}
+
+/// Whether the CPUs are oversubscribed is a property of the machine, not of
+/// one hub: what one spinning hub learns, every hub of the process uses.
+/// Times are nanoseconds since [`epoch`]; races between hubs are benign
+/// (the worst case is one spin too many or too few).
+struct Cooling {
+    /// No hub spins before this time.
+    until: AtomicU64,
+    /// The last cool-down.
+    cool: AtomicU64,
+    /// When a spin last saw oversubscription (0: never).
+    last_gap: AtomicU64,
+}
+
+static COOLING: Cooling = Cooling {
+    until: AtomicU64::new(0),
+    cool: AtomicU64::new(0),
+    last_gap: AtomicU64::new(0),
+};
+
+/// How often the CPU pressure is read (by whichever hub wants to spin).
+const PRESSURE_EVERY: Duration = Duration::from_millis(10);
+
+/// Spinning stops while threads waited for a CPU during more than this
+/// share of the last [`PRESSURE_EVERY`] (Linux pressure stall
+/// information, `/proc/pressure/cpu`, "some" line).
+const MAX_PRESSURE: f64 = 0.10;
+
+/// The process-wide verdict from the CPU pressure: whether there are CPUs
+/// to spare. Without `/proc/pressure/cpu` (other systems, kernels built
+/// without PSI) it stays `true` and the gap detection alone decides.
+struct Pressure {
+    /// When it was last read (0: never).
+    read_at: AtomicU64,
+    /// The "some" stall total then, in microseconds.
+    total: AtomicU64,
+    spare: AtomicBool,
+}
+
+static PRESSURE: Pressure = Pressure {
+    read_at: AtomicU64::new(0),
+    total: AtomicU64::new(0),
+    spare: AtomicBool::new(true),
+};
+
+/// Whether the CPUs had time to spare lately (see [`MAX_PRESSURE`]).
+fn cpus_to_spare(now: u64) -> bool {
+    let at = PRESSURE.read_at.load(Ordering::Relaxed);
+    let fresh = at != 0 && now.saturating_sub(at) < PRESSURE_EVERY.as_nanos() as u64;
+    // One hub reads at a time; the others use the last verdict.
+    if fresh
+        || PRESSURE
+            .read_at
+            .compare_exchange(at, now, Ordering::Relaxed, Ordering::Relaxed)
+            .is_err()
+    {
+        return PRESSURE.spare.load(Ordering::Relaxed);
+    }
+    let Some((avg10, total)) = read_cpu_pressure() else {
+        return true;
+    };
+    let before = PRESSURE.total.swap(total, Ordering::Relaxed);
+    let spare = if at == 0 || before == 0 {
+        avg10 < MAX_PRESSURE * 100.0
+    } else {
+        let stalled_ns = total.saturating_sub(before).saturating_mul(1000);
+        (stalled_ns as f64) < MAX_PRESSURE * now.saturating_sub(at) as f64
+    };
+    PRESSURE.spare.store(spare, Ordering::Relaxed);
+    spare
+}
+
+/// The "some" line of `/proc/pressure/cpu`: (avg10 in percent, total in
+/// microseconds). The file is opened once and read with `pread`.
+fn read_cpu_pressure() -> Option<(f64, u64)> {
+    use std::os::unix::fs::FileExt;
+    static FILE: OnceLock<Option<std::fs::File>> = OnceLock::new();
+    let file = FILE
+        .get_or_init(|| std::fs::File::open("/proc/pressure/cpu").ok())
+        .as_ref()?;
+    let mut buf = [0u8; 256];
+    let n = file.read_at(&mut buf, 0).ok()?;
+    parse_pressure(std::str::from_utf8(&buf[..n]).ok()?)
+}
+
+/// (avg10, total) from the "some" line of a PSI file.
+fn parse_pressure(text: &str) -> Option<(f64, u64)> {
+    let some = text.lines().find(|l| l.starts_with("some "))?;
+    let field = |name: &str| {
+        some.split_whitespace()
+            .find_map(|f| f.strip_prefix(name)?.strip_prefix('='))
+    };
+    Some((field("avg10")?.parse().ok()?, field("total")?.parse().ok()?))
+}
+
+/// The process's time origin for [`COOLING`].
+fn epoch() -> Instant {
+    static EPOCH: OnceLock<Instant> = OnceLock::new();
+    *EPOCH.get_or_init(Instant::now)
+}
+
+/// `t` in nanoseconds since [`epoch`] (at least 1).
+fn nanos(t: Instant) -> u64 {
+    t.saturating_duration_since(epoch()).as_nanos().max(1) as u64
+}
+
+/// Spin even when the CPUs look oversubscribed (see [`force_idle_spin`]).
+static FORCE: AtomicBool = AtomicBool::new(false);
+
+/// Makes every hub of the process spin whenever its spin limit and the
+/// cross-thread traffic say so, ignoring CPU pressure and oversubscription:
+/// for tests of the wake-up handshake on a loaded machine. Not for
+/// production use (spinning on busy CPUs slows wake-ups down).
+#[doc(hidden)]
+pub fn force_idle_spin(on: bool) {
+    FORCE.store(on, Ordering::Relaxed);
+}
+
+/// What ended a spin.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum SpinEnd {
+    /// Another thread queued work (`pending` is set).
+    Woken,
+    /// A socket poll made a tasklet runnable.
+    Io,
+    /// The time ran out with nothing to do.
+    Expired,
+}
+
+impl IdleSpin {
+    pub(crate) fn new(limit: Duration) -> IdleSpin {
+        IdleSpin {
+            limit,
+            hot: Cell::new(false),
+        }
+    }
+
+    /// Whether this hub never spins (no clock reads needed for it).
+    #[inline]
+    pub(crate) fn is_off(&self) -> bool {
+        self.limit.is_zero()
+    }
+
+    /// Notes that a drain found work from another thread.
+    #[inline]
+    pub(crate) fn note_remote(&self) {
+        if !self.limit.is_zero() {
+            self.hot.set(true);
+        }
+    }
+
+    /// How long to spin before blocking for up to `timeout` (`None`:
+    /// forever); `None` when spinning does not pay.
+    #[inline]
+    pub(crate) fn budget(&self, timeout: Option<Duration>) -> Option<Duration> {
+        if !self.hot.get() {
+            return None;
+        }
+        if !FORCE.load(Ordering::Relaxed) {
+            let now = nanos(Instant::now());
+            let until = COOLING.until.load(Ordering::Relaxed);
+            if until != 0 && now < until {
+                return None;
+            }
+            if !cpus_to_spare(now) {
+                return None;
+            }
+        }
+        let t = timeout.map_or(self.limit, |t| t.min(self.limit));
+        (!t.is_zero()).then_some(t)
+    }
+
+    /// Spins for up to `budget` until `pending` is set (checked with a plain
+    /// load: the drain's swap is what synchronises) or `poll_io`, called
+    /// every [`IO_CHECK`] when `io_live`, reports a runnable tasklet.
+    ///
+    /// A spin is only worth it with a CPU to spare: a thread that spins
+    /// while others wait for a CPU uses up its share, and when the wake-up
+    /// it waits for comes (without a kernel wake-up, since it looks
+    /// awake) it may be waiting for the scheduler instead — milliseconds,
+    /// where a sleeping thread would have been woken at once. So a spin
+    /// that finds itself taken off the CPU (a [`GAP`] between two clock
+    /// reads) gives up at once, and the hub stops spinning for a cool-down
+    /// that grows while that keeps happening.
+    pub(crate) fn spin(
+        &self,
+        budget: Duration,
+        pending: &AtomicBool,
+        io_live: bool,
+        mut poll_io: impl FnMut() -> bool,
+    ) -> SpinEnd {
+        let start = Instant::now();
+        let deadline = start + budget;
+        let pure_until = start + PURE_SPIN.min(budget);
+        let mut next_io = start + IO_CHECK;
+        let mut last = start;
+        loop {
+            for _ in 0..HINTS {
+                if pending.load(Ordering::Relaxed) {
+                    return SpinEnd::Woken;
+                }
+                std::hint::spin_loop();
+            }
+            let now = Instant::now();
+            if now.duration_since(last) > GAP && !FORCE.load(Ordering::Relaxed) {
+                self.oversubscribed(now);
+                return if pending.load(Ordering::Relaxed) {
+                    SpinEnd::Woken
+                } else {
+                    SpinEnd::Expired
+                };
+            }
+            last = now;
+            if now >= deadline {
+                break;
+            }
+            if io_live && now >= next_io {
+                if poll_io() {
+                    return SpinEnd::Io;
+                }
+                last = Instant::now();
+                next_io = last + IO_CHECK;
+            }
+            if now >= pure_until {
+                std::thread::yield_now();
+            }
+        }
+        if pending.load(Ordering::Relaxed) {
+            return SpinEnd::Woken;
+        }
+        // Nothing came: stay cold until the next cross-thread wake-up.
+        // (`hot` is only set again by a drain that finds work.)
+        self.hot.set(false);
+        SpinEnd::Expired
+    }
+
+    /// A spin found its thread taken off the CPU at `now`: cool down, for
+    /// longer than last time if that was recent (the CPUs stay
+    /// oversubscribed), else for shorter (a passing burst of load).
+    fn oversubscribed(&self, now: Instant) {
+        let now = nanos(now);
+        let last = COOLING.last_gap.swap(now, Ordering::Relaxed);
+        let prev = COOLING.cool.load(Ordering::Relaxed);
+        let recent = RECENT.as_nanos() as u64 + prev;
+        let (min, max) = (MIN_COOL.as_nanos() as u64, MAX_COOL.as_nanos() as u64);
+        let cool = if last != 0 && now.saturating_sub(last) < recent {
+            (prev * 4).clamp(min, max)
+        } else {
+            (prev / 4).max(min)
+        };
+        COOLING.cool.store(cool, Ordering::Relaxed);
+
+        COOLING.until.store(now + cool, Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_the_some_line_of_a_pressure_file() {
+        let text = "some avg10=95.06 avg60=96.41 avg300=98.10 total=9312290243\n\
+                    full avg10=0.00 avg60=0.00 avg300=0.00 total=0\n";
+        assert_eq!(parse_pressure(text), Some((95.06, 9_312_290_243)));
+        assert_eq!(parse_pressure("full avg10=1.00 total=5\n"), None);
+        assert_eq!(parse_pressure("some avg10=x total=5\n"), None);
+        assert_eq!(parse_pressure(""), None);
+    }
+
+    #[test]
+    fn a_cold_hub_does_not_spin_and_cross_thread_work_heats_it() {
+        let spin = IdleSpin::new(Duration::from_micros(50));
+        assert_eq!(spin.budget(None), None);
+        spin.note_remote();
+        force_idle_spin(true);
+        assert_eq!(spin.budget(None), Some(Duration::from_micros(50)));
+        assert_eq!(
+            spin.budget(Some(Duration::from_micros(20))),
+            Some(Duration::from_micros(20))
+        );
+        // Nothing arrives: the spin expires and the hub turns cold.
+        let pending = AtomicBool::new(false);
+        assert_eq!(
+            spin.spin(Duration::from_micros(20), &pending, false, || false),
+            SpinEnd::Expired
+        );
+        assert_eq!(spin.budget(None), None);
+        spin.note_remote();
+        pending.store(true, Ordering::Relaxed);
+        assert_eq!(
+            spin.spin(Duration::from_micros(20), &pending, false, || false),
+            SpinEnd::Woken
+        );
+        // A zero limit never spins.
+        let off = IdleSpin::new(Duration::ZERO);
+        off.note_remote();
+        assert_eq!(off.budget(None), None);
+    }
+}
