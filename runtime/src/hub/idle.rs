@@ -66,6 +66,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
+use super::doorbell::Doorbell;
+
 /// The default idle spin of each worker of a [`Runtime`](crate::Runtime)
 /// with more than one worker (see
 /// [`Runtime::idle_spin`](crate::Runtime::idle_spin)): 50 µs. Plain
@@ -293,7 +295,7 @@ impl IdleSpin {
     pub(crate) fn spin(
         &self,
         budget: Duration,
-        pending: &AtomicBool,
+        pending: &Doorbell,
         io_live: bool,
         mut poll_io: impl FnMut() -> bool,
     ) -> SpinEnd {
@@ -304,7 +306,7 @@ impl IdleSpin {
         let mut last = start;
         loop {
             for _ in 0..HINTS {
-                if pending.load(Ordering::Relaxed) {
+                if pending.is_pending(Ordering::Relaxed) {
                     return SpinEnd::Woken;
                 }
                 std::hint::spin_loop();
@@ -312,7 +314,7 @@ impl IdleSpin {
             let now = Instant::now();
             if now.duration_since(last) > GAP && !FORCE.load(Ordering::Relaxed) {
                 self.oversubscribed(now);
-                return if pending.load(Ordering::Relaxed) {
+                return if pending.is_pending(Ordering::Relaxed) {
                     SpinEnd::Woken
                 } else {
                     SpinEnd::Expired
@@ -333,7 +335,7 @@ impl IdleSpin {
                 std::thread::yield_now();
             }
         }
-        if pending.load(Ordering::Relaxed) {
+        if pending.is_pending(Ordering::Relaxed) {
             return SpinEnd::Woken;
         }
         // Nothing came: stay cold until the next cross-thread wake-up.
@@ -388,14 +390,14 @@ mod tests {
             Some(Duration::from_micros(20))
         );
         // Nothing arrives: the spin expires and the hub turns cold.
-        let pending = AtomicBool::new(false);
+        let pending = Doorbell::new();
         assert_eq!(
             spin.spin(Duration::from_micros(20), &pending, false, || false),
             SpinEnd::Expired
         );
         assert_eq!(spin.budget(None), None);
         spin.note_remote();
-        pending.store(true, Ordering::Relaxed);
+        pending.ring();
         assert_eq!(
             spin.spin(Duration::from_micros(20), &pending, false, || false),
             SpinEnd::Woken

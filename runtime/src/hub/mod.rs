@@ -54,11 +54,9 @@ use crate::task::header::Interrupt;
 use crate::task::id::TaskletId;
 use crate::task::raw::TaskRef;
 use crate::timer::TimerQueue;
+use doorbell::Doorbell;
 use idle::{IdleSpin, SpinEnd};
 
-// Not yet used by `Shared`: the loom-checked form of its `pending` and
-// `sleeping` handshake (see `idle`), to take them over.
-#[cfg_attr(not(loom), allow(dead_code))]
 mod doorbell;
 pub(crate) mod idle;
 mod io_entry;
@@ -113,10 +111,10 @@ pub(crate) struct Shared {
     released: SegQueue<IoKey>,
     /// Jobs from other threads (see [`Job`]).
     jobs: SegQueue<Job>,
-    pending: AtomicBool,
-    /// The dispatcher is in (or about to enter) a blocking `epoll_wait`:
-    /// only then does a wake-up need the `Waker` (see `idle`).
-    sleeping: AtomicBool,
+    /// `pending` (something is queued and not yet drained) and `sleeping`
+    /// (the dispatcher is in, or about to enter, a blocking `epoll_wait`:
+    /// only then does a wake-up need the `Waker`); see `idle` and `doorbell`.
+    bell: Doorbell,
     alive: AtomicBool,
     waker: Waker,
     /// A handle on the same epoll instance (a `dup` of its fd), so that
@@ -165,7 +163,7 @@ impl Shared {
     /// tasklets or spinning), since it drains before it blocks (the
     /// handshake is described in the `idle` module).
     fn notify(&self) {
-        if !self.pending.swap(true, Ordering::SeqCst) && self.sleeping.load(Ordering::SeqCst) {
+        if self.bell.ring() {
             if let Err(e) = self.waker.wake() {
                 log::error!(
                     "tasklet: cannot wake dispatcher {}: {e}",
@@ -221,8 +219,7 @@ impl Hub {
                 queue: SegQueue::new(),
                 released: SegQueue::new(),
                 jobs: SegQueue::new(),
-                pending: AtomicBool::new(false),
-                sleeping: AtomicBool::new(false),
+                bell: Doorbell::new(),
                 alive: AtomicBool::new(true),
                 waker,
                 registry,
@@ -241,7 +238,7 @@ impl Hub {
     pub(crate) fn is_idle(&self) -> bool {
         self.timers.borrow().is_empty()
             && self.io.borrow().is_empty()
-            && !self.shared.pending.load(Ordering::Relaxed)
+            && !self.shared.bell.is_pending(Ordering::Relaxed)
     }
 
     /// Runs expired timers, cross-thread wake-ups and I/O events.
@@ -282,7 +279,7 @@ impl Hub {
                         // dropped: its `Release` decrement pairs with this
                         // fence, so that wake-up is visible here.
                         std::sync::atomic::fence(Ordering::Acquire);
-                        if !self.shared.pending.load(Ordering::Acquire) {
+                        if !self.shared.bell.is_pending(Ordering::Acquire) {
                             return Err(());
                         }
                         // Not a deadlock: the next poll drains the wake-up.
@@ -317,7 +314,7 @@ impl Hub {
     fn idle_wait(&self, d: &Dispatcher, mut timeout: Option<Duration>, io_live: bool) {
         if let Some(budget) = self.spin.budget(timeout) {
             let start = Instant::now();
-            let end = self.spin.spin(budget, &self.shared.pending, io_live, || {
+            let end = self.spin.spin(budget, &self.shared.bell, io_live, || {
                 self.poll_io(d, Some(Duration::ZERO));
                 !d.ready_is_empty()
             });
@@ -335,16 +332,13 @@ impl Hub {
                 }
             }
         }
-        if timeout != Some(Duration::ZERO) {
-            self.shared.sleeping.store(true, Ordering::SeqCst);
-            if self.shared.pending.load(Ordering::SeqCst) {
-                // Queued before `sleeping` was visible: that waker did not
-                // write the `eventfd`, so do not block.
-                timeout = Some(Duration::ZERO);
-            }
+        // Raise `sleeping` before blocking; something queued before it was
+        // visible did not write the `eventfd`, so then do not block.
+        if timeout != Some(Duration::ZERO) && !self.shared.bell.sleep() {
+            timeout = Some(Duration::ZERO);
         }
         self.poll_io(d, timeout);
-        self.shared.sleeping.store(false, Ordering::SeqCst);
+        self.shared.bell.awake();
     }
 
     fn poll_io(&self, d: &Dispatcher, timeout: Option<Duration>) {
@@ -438,7 +432,7 @@ impl Hub {
     pub(crate) fn remote_pending(&self) -> bool {
         // Pairs with the Release in `Shared::notify` (see `poll_until`).
         std::sync::atomic::fence(Ordering::Acquire);
-        self.shared.pending.load(Ordering::Acquire)
+        self.shared.bell.is_pending(Ordering::Acquire)
     }
 
     fn fire_timers(&self, d: &Dispatcher, now: Instant) {
@@ -458,12 +452,11 @@ impl Hub {
     }
 
     fn drain_remote(&self, d: &Dispatcher) {
-        if !self.shared.pending.load(Ordering::Acquire) {
+        // Acquires the wakers' swaps, and with them the items they queued
+        // (an item queued after this takes `pending` sets it again).
+        if !self.shared.bell.take() {
             return;
         }
-        // Acquires the wakers' swaps, and with them the items they queued
-        // (an item queued after this swap sets `pending` again).
-        self.shared.pending.swap(false, Ordering::SeqCst);
         self.spin.note_remote();
         while let Some(w) = self.shared.queue.pop() {
             d.unpark_slot(w.slot as usize, w.id, w.epoch, Wake::Unparked);
