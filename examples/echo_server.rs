@@ -27,7 +27,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tasklet::netio::{TcpListener, TcpStream, WorkerListeners};
+use tasklet::netio::{TcpListener, TcpStream};
 use tasklet::signal::{self, Signal};
 use tasklet::sync::Event;
 
@@ -193,24 +193,12 @@ fn main() -> ExitCode {
         }
     };
     let what = if tls.is_some() { "TLS echo" } else { "echo" };
-    let workers =
-        workers.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
-    // Bind before starting the workers, so a bad address fails at once; each
-    // worker then accepts on its own listener on that address.
-    let listeners = match WorkerListeners::bind(addr.as_str(), workers) {
+    let workers = common::workers::count(workers);
+    let listeners = match common::workers::bind("echo_server", &addr, workers) {
         Ok(l) => l,
-        Err(e) => {
-            eprintln!("echo_server: cannot listen on {addr}: {e}");
-            return ExitCode::FAILURE;
-        }
+        Err(code) => return code,
     };
     let local = listeners.local_addr();
-    // Catch SIGINT/SIGTERM from here on (queued for the waiter on worker 0),
-    // so one that arrives before that waiter runs still stops us cleanly.
-    if let Err(e) = signal::handle(&[Signal::Int, Signal::Term]) {
-        eprintln!("echo_server: cannot handle SIGINT/SIGTERM: {e}");
-        return ExitCode::FAILURE;
-    }
     log::info!("{what} server listening on {local} with {workers} worker(s) (Ctrl-C to stop)");
     // Set on SIGINT/SIGTERM (or when a worker fails); every worker waits for
     // it, then stops its own acceptor (`tasklet::sync::Event` works across

@@ -28,7 +28,7 @@ use std::time::{Duration, Instant};
 
 #[cfg(feature = "tls")]
 use tasklet::netio::tls::TlsAcceptor;
-use tasklet::netio::{StreamServer, TcpStream, WorkerListeners};
+use tasklet::netio::{StreamServer, TcpStream};
 use tasklet::signal::{self, Signal};
 use tasklet::sync::Event;
 
@@ -262,24 +262,12 @@ fn main() -> ExitCode {
         }
     };
     let scheme = if tls.is_some() { "https" } else { "http" };
-    let workers =
-        workers.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
-    // Bind before starting the workers, so a bad address fails at once; each
-    // worker then serves its own listener on that address.
-    let listeners = match WorkerListeners::bind(addr.as_str(), workers) {
+    let workers = common::workers::count(workers);
+    let listeners = match common::workers::bind("http_hello", &addr, workers) {
         Ok(l) => l,
-        Err(e) => {
-            eprintln!("http_hello: cannot listen on {addr}: {e}");
-            return ExitCode::FAILURE;
-        }
+        Err(code) => return code,
     };
     let local = listeners.local_addr();
-    // Catch SIGINT/SIGTERM from here on (queued for the waiter on worker 0),
-    // so one that arrives before that waiter runs still stops us cleanly.
-    if let Err(e) = signal::handle(&[Signal::Int, Signal::Term]) {
-        eprintln!("http_hello: cannot handle SIGINT/SIGTERM: {e}");
-        return ExitCode::FAILURE;
-    }
     log::info!(
         "http_hello listening on {scheme}://{local} with {workers} worker(s) (Ctrl-C to stop)"
     );
