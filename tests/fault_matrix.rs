@@ -40,6 +40,8 @@ use tasklet::sync::{
 };
 use tasklet::{JoinHandle, TaskletState};
 
+mod common;
+
 /// The watchdog: a cell that takes longer has hung. Generous, the machine
 /// may be loaded (a cell normally takes a few milliseconds; those whose
 /// victim blocks in a destructor at exit take the one-second grace period).
@@ -123,24 +125,7 @@ fn quiet_deliberate_panics() {
 /// [`LIMIT`] (a hang) and re-raises its panic.
 fn bounded<T: Send + 'static>(what: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
     quiet_deliberate_panics();
-    let (tx, rx) = mpsc::channel();
-    let t = std::thread::Builder::new()
-        .name(format!("cell {what}"))
-        .spawn(move || {
-            let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
-            let _ = tx.send(());
-            r
-        })
-        .expect("spawn cell thread");
-    match rx.recv_timeout(LIMIT) {
-        Ok(()) | Err(mpsc::RecvTimeoutError::Disconnected) => match t.join() {
-            Ok(Ok(v)) => v,
-            Ok(Err(p)) | Err(p) => std::panic::resume_unwind(p),
-        },
-        Err(mpsc::RecvTimeoutError::Timeout) => {
-            panic!("{what}: hang, the cell did not finish within {LIMIT:?}")
-        }
-    }
+    common::on_thread_bounded(&format!("cell {what}"), LIMIT, f)
 }
 
 /// Waits (yielding, then sleeping a millisecond at a time) until tasklet

@@ -16,27 +16,12 @@ use std::time::{Duration, Instant};
 use tasklet::hub::{self, Unparker};
 use tasklet::JoinHandle;
 
-/// Runs `f` on a new thread and returns its value; fails the test if it has
-/// not finished within `limit` (a hang) and re-raises its panic.
+mod common;
+
+/// Runs `f` on its own thread, failing the test on a hang (see
+/// `common::on_thread_bounded`).
 fn bounded<T: Send + 'static>(limit: Duration, f: impl FnOnce() -> T + Send + 'static) -> T {
-    let (tx, rx) = mpsc::channel();
-    let t = std::thread::Builder::new()
-        .name("adversarial".into())
-        .spawn(move || {
-            let r = panic::catch_unwind(AssertUnwindSafe(f));
-            let _ = tx.send(());
-            r
-        })
-        .expect("spawn test thread");
-    match rx.recv_timeout(limit) {
-        Ok(()) | Err(mpsc::RecvTimeoutError::Disconnected) => match t.join() {
-            Ok(Ok(v)) => v,
-            Ok(Err(p)) | Err(p) => panic::resume_unwind(p),
-        },
-        Err(mpsc::RecvTimeoutError::Timeout) => {
-            panic!("hang: the dispatcher thread did not finish within {limit:?}")
-        }
-    }
+    common::on_thread_bounded("adversarial", limit, f)
 }
 
 const LIMIT: Duration = Duration::from_secs(10);

@@ -5,32 +5,15 @@
 //! panics is reported like any tasklet panic.
 
 use std::cell::{Cell, RefCell};
-use std::panic::{self, AssertUnwindSafe};
 use std::rc::Rc;
-use std::sync::mpsc;
 use std::time::Duration;
 
-/// Runs `f` on a new thread and returns its value; fails the test if it has
-/// not finished within `limit` (a hang) and re-raises its panic.
+mod common;
+
+/// Runs `f` on its own thread, failing the test on a hang (see
+/// `common::on_thread_bounded`).
 fn bounded<T: Send + 'static>(limit: Duration, f: impl FnOnce() -> T + Send + 'static) -> T {
-    let (tx, rx) = mpsc::channel();
-    let t = std::thread::Builder::new()
-        .name("kill_unstarted".into())
-        .spawn(move || {
-            let r = panic::catch_unwind(AssertUnwindSafe(f));
-            let _ = tx.send(());
-            r
-        })
-        .expect("spawn test thread");
-    match rx.recv_timeout(limit) {
-        Ok(()) | Err(mpsc::RecvTimeoutError::Disconnected) => match t.join() {
-            Ok(Ok(v)) => v,
-            Ok(Err(p)) | Err(p) => panic::resume_unwind(p),
-        },
-        Err(mpsc::RecvTimeoutError::Timeout) => {
-            panic!("hang: the dispatcher thread did not finish within {limit:?}")
-        }
-    }
+    common::on_thread_bounded("kill_unstarted", limit, f)
 }
 
 const LIMIT: Duration = Duration::from_secs(30);

@@ -130,3 +130,31 @@ pub fn sigterm_and_wait(child: &mut KillOnDrop, name: &str) {
     let status = wait_bounded(&mut child.0, Duration::from_secs(10));
     assert!(status.success(), "{name} exited with {status}");
 }
+
+/// Runs `f` on a new thread named `name` and returns its value; fails the
+/// test if it has not finished within `limit` (a hang: the message names
+/// `name`) and re-raises its panic.
+pub fn on_thread_bounded<T: Send + 'static>(
+    name: &str,
+    limit: Duration,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> T {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let t = std::thread::Builder::new()
+        .name(name.into())
+        .spawn(move || {
+            let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
+            let _ = tx.send(());
+            r
+        })
+        .expect("spawn test thread");
+    match rx.recv_timeout(limit) {
+        Ok(()) | Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => match t.join() {
+            Ok(Ok(v)) => v,
+            Ok(Err(p)) | Err(p) => std::panic::resume_unwind(p),
+        },
+        Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+            panic!("{name}: hang, did not finish within {limit:?}")
+        }
+    }
+}
