@@ -75,7 +75,7 @@ impl<T: 'static> LocalKey<T> {
             .flatten()
             .ok_or(AccessError)?;
         let locals = &task.locals;
-        if locals.destroyed.get() {
+        if locals.destroyed() {
             return Err(AccessError);
         }
         let id = self as *const LocalKey<T> as usize;
@@ -86,20 +86,18 @@ impl<T: 'static> LocalKey<T> {
                 // The initialiser may use other tasklet-locals: no borrow
                 // is held while it runs.
                 let value: Box<dyn Any> = Box::new((self.init)());
-                if locals.destroyed.get() {
-                    return Err(AccessError);
-                }
                 // It may have used this key too (recursion): keep the first.
                 match find::<T>(locals, id) {
                     Some(p) => p,
-                    None => {
-                        let mut values = locals.values.borrow_mut();
-                        values.push((id, value));
-                        let v = values.last().map(|(_, v)| v).expect("just pushed");
-                        v.downcast_ref::<T>()
-                            .expect("tasklet-local of another type")
-                            as *const T
-                    }
+                    None => locals
+                        .with_values(|values| {
+                            values.push((id, value));
+                            let v = values.last().map(|(_, v)| v).expect("just pushed");
+                            v.downcast_ref::<T>()
+                                .expect("tasklet-local of another type")
+                                as *const T
+                        })
+                        .ok_or(AccessError)?,
                 }
             }
         };
@@ -116,11 +114,14 @@ impl<T: 'static> LocalKey<T> {
 
 /// The value for key `id`, if this tasklet has one.
 fn find<T: 'static>(locals: &Locals, id: usize) -> Option<*const T> {
-    let values = locals.values.borrow();
-    values.iter().find(|(k, _)| *k == id).map(|(_, v)| {
-        v.downcast_ref::<T>()
-            .expect("tasklet-local of another type") as *const T
-    })
+    locals
+        .with_values(|values| {
+            values.iter().find(|(k, _)| *k == id).map(|(_, v)| {
+                v.downcast_ref::<T>()
+                    .expect("tasklet-local of another type") as *const T
+            })
+        })
+        .flatten()
 }
 
 impl<T: 'static> LocalKey<Cell<T>> {

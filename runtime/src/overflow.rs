@@ -86,25 +86,25 @@ impl LineBuf {
     }
 }
 
-/// Builds the one-line overflow report for `info`.
-fn report(info: &StackInfo) -> LineBuf {
+/// Builds the one-line overflow report for the tasklet `id` (named `name`)
+/// whose stack `info` describes.
+fn report(info: &StackInfo, id: u64, name: Option<&str>) -> LineBuf {
     let mut line = LineBuf {
         buf: [0; 512],
         len: 0,
     };
     line.push(b"tasklet ");
-    if info.name_ptr.is_null() || info.name_len == 0 {
-        line.push(b"<unnamed>");
-    } else {
-        // SAFETY: StackInfo's contract: name_ptr..name_ptr+name_len stays valid while
-        // the info is published.
-        let name = unsafe { std::slice::from_raw_parts(info.name_ptr, info.name_len) };
-        line.push(b"'");
-        line.push(&name[..name.len().min(MAX_NAME)]);
-        line.push(b"'");
+    match name {
+        Some(name) if !name.is_empty() => {
+            let name = name.as_bytes();
+            line.push(b"'");
+            line.push(&name[..name.len().min(MAX_NAME)]);
+            line.push(b"'");
+        }
+        _ => line.push(b"<unnamed>"),
     }
     line.push(b" (id ");
-    line.push_u64(info.id);
+    line.push_u64(id);
     line.push(b") overflowed its ");
     line.push_u64(info.stack_size as u64);
     line.push(
@@ -185,17 +185,17 @@ extern "C" fn handler(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut li
     // SAFETY: the kernel passes a valid siginfo_t for SA_SIGINFO handlers; for
     // SIGSEGV/SIGBUS the si_addr union member is the one filled in.
     let addr = unsafe { (*info).si_addr() } as usize;
-    let current = crate::task::header::current_stack_info();
-    if !current.is_null() {
-        // SAFETY: `current_stack_info` returns the running tasklet's StackInfo,
-        // valid while it is current; the fault happened on this thread, in
-        // that tasklet's code.
-        let current = unsafe { &*current };
-        if is_guard_fault(current, addr) {
-            write_stderr(report(current).as_bytes());
-            // SAFETY: abort is async-signal-safe and never returns.
-            unsafe { libc::abort() };
+    let overflowed = crate::task::header::with_current_stack(|stack, id, name| {
+        if is_guard_fault(stack, addr) {
+            write_stderr(report(stack, id, name).as_bytes());
+            true
+        } else {
+            false
         }
+    });
+    if overflowed == Some(true) {
+        // SAFETY: abort is async-signal-safe and never returns.
+        unsafe { libc::abort() };
     }
     chain(sig, info, ctx);
 }
@@ -368,14 +368,11 @@ mod tests {
     use super::*;
     use crate::stack::TaskletStack;
 
-    fn info(lo: usize, name: Option<&'static str>) -> StackInfo {
+    fn info(lo: usize) -> StackInfo {
         StackInfo {
             guard_lo: lo,
             guard_hi: lo + 4096,
             stack_size: 262_144,
-            id: 42,
-            name_ptr: name.map_or(ptr::null(), str::as_ptr),
-            name_len: name.map_or(0, str::len),
         }
     }
 
@@ -390,7 +387,7 @@ mod tests {
 
     #[test]
     fn guard_fault_check() {
-        let i = info(0x10_0000, None);
+        let i = info(0x10_0000);
         assert!(is_guard_fault(&i, 0x10_0000));
         assert!(is_guard_fault(&i, 0x10_0fff));
         assert!(!is_guard_fault(&i, 0x10_1000));
@@ -398,20 +395,19 @@ mod tests {
         assert!(!is_guard_fault(&i, 0x10_0000 - 64 * 1024 - 1));
         assert!(!is_guard_fault(&i, 0));
         // No underflow near address 0.
-        let low = info(0x1000, None);
+        let low = info(0x1000);
         assert!(is_guard_fault(&low, 0));
     }
 
     #[test]
     fn report_line() {
-        let named = info(0x10_0000, Some("worker"));
+        let i = info(0x10_0000);
         assert_eq!(
-            report(&named).as_bytes(),
+            report(&i, 42, Some("worker")).as_bytes(),
             b"tasklet 'worker' (id 42) overflowed its 262144-byte stack; give it more with \
               tasklet::Builder::stack_size or TASKLET_STACK_SIZE\n"
         );
-        let unnamed = info(0x10_0000, None);
-        assert!(report(&unnamed)
+        assert!(report(&i, 42, None)
             .as_bytes()
             .starts_with(b"tasklet <unnamed> (id 42) overflowed"));
     }
@@ -419,12 +415,9 @@ mod tests {
     #[test]
     fn stack_info_from_stack() {
         let s = TaskletStack::new(0).unwrap();
-        let i = StackInfo::new(&s, 7, Some("x"));
+        let i = StackInfo::new(&s);
         assert_eq!((i.guard_lo, i.guard_hi), s.guard_range());
         assert_eq!(i.stack_size, s.size());
-        assert_eq!((i.id, i.name_len), (7, 1));
-        let u = StackInfo::new(&s, 8, None);
-        assert!(u.name_ptr.is_null());
     }
 
     #[test]

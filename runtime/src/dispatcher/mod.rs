@@ -293,8 +293,9 @@ impl Dispatcher {
         if h.state.get() == State::Done {
             return;
         }
-        if h.unwind_timeout.get().is_none_or(|cur| id < cur) {
-            h.unwind_timeout.set(Some(id));
+        if h.unwind_timeout.get().is_none_or(|cur| id < cur.get()) {
+            // Scope ids start at 1 (`next_timeout_id`).
+            h.unwind_timeout.set(std::num::NonZeroU64::new(id));
         }
         // Route the tasklet's next check to the slow path.
         if h.interrupt.get().is_none() {

@@ -28,7 +28,7 @@ where
     F: FnOnce() -> T,
 {
     let name: Option<Box<str>> = name.map(String::into_boxed_str);
-    let stack_info = StackInfo::new(&stack, id.as_u64(), name.as_deref());
+    let stack_info = StackInfo::new(&stack);
     let task = TypedRef::<T>::new(|raw| Header {
         raw,
         next: Cell::new(None),

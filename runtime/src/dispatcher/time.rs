@@ -4,6 +4,7 @@
 
 use std::fmt;
 use std::io;
+use std::num::NonZeroU64;
 use std::ops::ControlFlow;
 use std::panic::{self, AssertUnwindSafe};
 use std::time::{Duration, Instant};
@@ -206,7 +207,7 @@ where
         task.interrupt.set(None);
         expired = true;
     }
-    if during_unwind && task.unwind_timeout.get() == Some(id) {
+    if during_unwind && task.unwind_timeout.get().map(NonZeroU64::get) == Some(id) {
         task.unwind_timeout.set(None);
         expired = true;
     }

@@ -1,14 +1,15 @@
 //! [`StackInfo`]: what the stack overflow handler ([`crate::overflow`])
 //! needs to know of the running tasklet's stack, kept in its header.
 
-use std::ptr;
-
 use super::TaskletStack;
 
-/// Overflow-relevant facts about one tasklet, read by the signal handler.
+/// The guard page and size of one tasklet's stack, read by the overflow
+/// signal handler. The tasklet's id and name, which the handler's report
+/// also prints, it reads from the same header (one copy of each, so an idle
+/// tasklet's header stays within its allocation size class).
 ///
 /// The dispatcher keeps it at a stable heap address for the tasklet's whole
-/// lifetime, and the bytes `name_ptr..name_ptr + name_len` stay valid as long.
+/// lifetime.
 #[repr(C)]
 #[derive(Debug)]
 pub(crate) struct StackInfo {
@@ -18,33 +19,17 @@ pub(crate) struct StackInfo {
     pub guard_hi: usize,
     /// Usable stack size in bytes.
     pub stack_size: usize,
-    /// Tasklet id.
-    pub id: u64,
-    /// Tasklet name (UTF-8), or null if unnamed.
-    pub name_ptr: *const u8,
-    /// Length of the name in bytes (0 if unnamed).
-    pub name_len: usize,
 }
 
 impl StackInfo {
-    /// Describes `stack` for tasklet `id` with an optional `name`.
-    ///
-    /// The caller must keep the name's bytes alive (and unmoved) as long as the
-    /// tasklet may run (the overflow handler reads it while its tasklet is current).
+    /// Describes `stack`.
     #[inline]
-    pub(crate) fn new(stack: &TaskletStack, id: u64, name: Option<&str>) -> StackInfo {
+    pub(crate) fn new(stack: &TaskletStack) -> StackInfo {
         let (guard_lo, guard_hi) = stack.guard_range();
-        let (name_ptr, name_len) = match name {
-            Some(n) => (n.as_ptr(), n.len()),
-            None => (ptr::null(), 0),
-        };
         StackInfo {
             guard_lo,
             guard_hi,
             stack_size: stack.size(),
-            id,
-            name_ptr,
-            name_len,
         }
     }
 }

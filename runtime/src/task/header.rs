@@ -13,6 +13,7 @@ use std::any::Any;
 use std::cell::{Cell, RefCell};
 use std::fmt;
 use std::io;
+use std::num::NonZeroU64;
 use std::os::fd::RawFd;
 use std::panic::{self, Location};
 use std::ptr;
@@ -87,19 +88,24 @@ pub(crate) fn set_current(p: Option<TaskPtr>) {
     CURRENT.with(|c| c.set(raw));
 }
 
-/// The stack description of the tasklet running on this thread, or null.
+/// Runs `f` with the stack description, id and name of the tasklet
+/// running on this thread, if any.
 ///
-/// Async-signal-safe (one TLS load and an address computation): the stack
-/// overflow handler calls it. The pointer stays valid while the tasklet is
-/// current, i.e. for the whole time its code can fault.
-pub(crate) fn current_stack_info() -> *const StackInfo {
+/// Async-signal-safe (one TLS load, plain field reads): the stack overflow
+/// handler calls it. The header stays valid while the tasklet is current,
+/// i.e. for the whole time its code can fault.
+pub(crate) fn with_current_stack<R>(
+    f: impl FnOnce(&StackInfo, u64, Option<&str>) -> R,
+) -> Option<R> {
     let h = CURRENT.try_with(Cell::get).unwrap_or(ptr::null());
     if h.is_null() {
-        return ptr::null();
+        return None;
     }
-    // SAFETY: a non-null CURRENT points to a live header (see `set_current`);
-    // `addr_of!` computes the field address without creating a reference.
-    unsafe { ptr::addr_of!((*h).stack_info) }
+    // SAFETY: a non-null CURRENT is the live header of the tasklet running
+    // on this thread (see `set_current`), and the borrow ends with `f`. The
+    // fields read are set at spawn and never change.
+    let h = unsafe { &*h };
+    Some(f(&h.stack_info, h.id.as_u64(), h.name.as_deref()))
 }
 
 /// The raw yielder of a running coroutine, stored in its task header.
@@ -340,28 +346,30 @@ pub(crate) struct Header {
     pub(crate) coroutine: RefCell<Option<Coro>>,
     /// Index in the dispatcher's task registry.
     pub(crate) slot: Cell<usize>,
+    // The small fields share one word (see `idle_header_fits_its_size_class`).
+    /// How many interrupt payloads ([`Unwind`]) raised in this tasklet are
+    /// alive: while one is, the tasklet unwinds from it (or holds a payload
+    /// it caught).
+    pub(crate) in_flight: Cell<u32>,
+    /// How many times a kill was raised in this tasklet (saturating).
+    pub(crate) kill_raises: Cell<u8>,
+    /// An interrupt was refused (blocking calls failed instead of unwinding).
+    pub(crate) refused: Cell<bool>,
     /// No `JoinHandle` is left: a panic is logged instead of returned.
     pub(crate) detached: Cell<bool>,
     /// The tasklet blocked in `join` on this one.
     pub(crate) joiner: Cell<Option<Joiner>>,
     pub(crate) name: Option<Box<str>>,
     pub(crate) stack_info: StackInfo,
-    /// How many interrupt payloads ([`Unwind`]) raised in this tasklet are
-    /// alive: while one is, the tasklet unwinds from it (or holds a payload
-    /// it caught).
-    pub(crate) in_flight: Cell<u32>,
     /// The interrupt raised last: raising the same one again means user
     /// code swallowed it, so the tasklet yields first (it must not spin).
     pub(crate) last_raised: Cell<Option<Interrupt>>,
-    /// How many times a kill was raised in this tasklet (saturating).
-    pub(crate) kill_raises: Cell<u8>,
-    /// An interrupt was refused (blocking calls failed instead of unwinding).
-    pub(crate) refused: Cell<bool>,
     /// The expired `timeout` scope (outermost) that was opened while the
     /// tasklet was already unwinding: it cannot be raised through the
     /// destructor it runs in, so the scope's blocking calls fail instead.
-    /// Kept apart from `interrupt`, whose kill is sticky.
-    pub(crate) unwind_timeout: Cell<Option<u64>>,
+    /// Kept apart from `interrupt`, whose kill is sticky. (Scope ids start
+    /// at 1, so `None` costs no extra word.)
+    pub(crate) unwind_timeout: Cell<Option<NonZeroU64>>,
     /// Its `tasklet_local!` values.
     pub(crate) locals: crate::task::locals::Locals,
     /// When its body ended, in this thread's finishing order (0: not yet):
@@ -512,5 +520,32 @@ mod tests {
         }
         assert_eq!(offset_of!(Header, coroutine), 64);
         assert!(std::mem::size_of::<Option<Coro>>() + std::mem::size_of::<usize>() <= 64);
+    }
+
+    /// An idle tasklet's heap block is its header plus a result slot,
+    /// served from 64-byte size classes (see `task::raw`): a `Task<()>` of
+    /// 384 bytes or less takes a 384-byte block (400 bytes of `malloc`
+    /// chunk), one byte more the next class (464). That is the difference
+    /// between meeting and missing the ≤ 4.5 KiB RSS per idle tasklet of
+    /// `benches/idle_rss.rs`. Print the layout with
+    /// `cargo test -p tasklet-runtime --lib idle_header -- --nocapture`.
+    #[test]
+    fn idle_header_fits_its_size_class() {
+        use crate::task::raw::Task;
+        use std::mem::size_of;
+        eprintln!(
+            "Header {} B (stack_info {}, locals {}, wait_on {}, park_timer {}), Task<()> {} B",
+            size_of::<Header>(),
+            size_of::<StackInfo>(),
+            size_of::<crate::task::locals::Locals>(),
+            size_of::<WaitOn>(),
+            size_of::<Option<(TimerKey, Instant)>>(),
+            size_of::<Task<()>>()
+        );
+        assert!(
+            size_of::<Task<()>>() <= 384,
+            "Task<()> is {} B",
+            size_of::<Task<()>>()
+        );
     }
 }

@@ -2,25 +2,45 @@
 //! when it ends (see [`crate::LocalKey`]).
 
 use std::any::Any;
-use std::cell::{Cell, RefCell};
+use std::cell::RefCell;
 
 /// The tasklet-local values of one tasklet (in its header): created on
 /// first use, dropped when the tasklet ends.
-#[derive(Default)]
 pub(crate) struct Locals {
-    /// `(key address, value)`: few per tasklet, so a vector.
-    pub(crate) values: RefCell<Vec<(usize, Box<dyn Any>)>>,
-    /// The values are being (or have been) dropped: no more access.
-    pub(crate) destroyed: Cell<bool>,
+    /// `(key address, value)`: few per tasklet, so a vector. `None` once
+    /// the values are being (or have been) dropped: no more access. (One
+    /// word less than a separate flag, in every tasklet's header.)
+    values: RefCell<Option<Vec<(usize, Box<dyn Any>)>>>,
+}
+
+impl Default for Locals {
+    fn default() -> Locals {
+        Locals {
+            values: RefCell::new(Some(Vec::new())),
+        }
+    }
 }
 
 impl Locals {
+    /// Whether the values are being (or have been) dropped.
+    pub(crate) fn destroyed(&self) -> bool {
+        self.values.borrow().is_none()
+    }
+
+    /// Runs `f` on the values, or returns `None` once they are destroyed.
+    /// `f` must not touch this tasklet's locals (the vector is borrowed).
+    pub(crate) fn with_values<R>(
+        &self,
+        f: impl FnOnce(&mut Vec<(usize, Box<dyn Any>)>) -> R,
+    ) -> Option<R> {
+        self.values.borrow_mut().as_mut().map(f)
+    }
+
     /// Drops every value (the tasklet is ending). A value's destructor that
     /// touches a tasklet-local gets an [`AccessError`](crate::AccessError).
     pub(crate) fn destroy(&self) {
-        self.destroyed.set(true);
         // Take them out first: a destructor must not find the vector borrowed.
-        let values = std::mem::take(&mut *self.values.borrow_mut());
+        let values = self.values.borrow_mut().take().unwrap_or_default();
         // Dropped in reverse order of creation, like locals in a frame.
         for v in values.into_iter().rev() {
             drop(v);
