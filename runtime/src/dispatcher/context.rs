@@ -154,30 +154,47 @@ pub(crate) fn header_at(d: &Dispatcher, p: TaskPtr) -> &Header {
 pub(crate) fn check_interrupt(h: &Header, no_block: bool, fresh: bool) -> Result<(), Cancelled> {
     match h.interrupt.get() {
         None => Ok(()),
-        Some(i) => interrupt_now(h, i, no_block, fresh),
+        Some(i) => match interrupt_now(h, i, no_block, fresh) {
+            Verdict::Continue => Ok(()),
+            // Raised here, in the caller's frame, not inside the cold
+            // function: each frame between the raise and the tasklet's
+            // `catch_unwind` costs two DWARF unwind steps (search and
+            // cleanup phase, ~2,000 instructions each), and a kill of a
+            // parked tasklet is mostly those steps.
+            Verdict::Raise(payload) => panic::resume_unwind(payload),
+            Verdict::Refuse => Err(Cancelled),
+        },
     }
+}
+
+/// What [`check_interrupt`] does about a pending interrupt.
+enum Verdict {
+    /// Go on: the tasklet is already unwinding and may block.
+    Continue,
+    /// Unwind the tasklet with this payload (an [`Unwind`]).
+    Raise(Box<Unwind>),
+    /// Fail the blocking call with [`Cancelled`].
+    Refuse,
 }
 
 #[cold]
 #[inline(never)]
-fn interrupt_now(h: &Header, i: Interrupt, no_block: bool, fresh: bool) -> Result<(), Cancelled> {
+fn interrupt_now(h: &Header, i: Interrupt, no_block: bool, fresh: bool) -> Verdict {
     match h.settle(fresh) {
-        Unwinding::No => raise(h, i),
-        Unwinding::Yes if !no_block && h.unwind_timeout.get().is_none() => Ok(()),
+        Unwinding::No => Verdict::Raise(raise(h, i)),
+        Unwinding::Yes if !no_block && h.unwind_timeout.get().is_none() => Verdict::Continue,
         Unwinding::Yes | Unwinding::Unknown => {
             h.refused.set(true);
-            Err(Cancelled)
+            Verdict::Refuse
         }
     }
 }
 
-/// Raises interrupt `i` in this tasklet, known not to be unwinding.
-///
-/// Inlined into `interrupt_now`: each frame between the raise and the
-/// tasklet's `catch_unwind` costs two DWARF unwind steps (search and
-/// cleanup phase), and a kill is mostly those steps.
+/// Prepares raising interrupt `i` in this tasklet, known not to be
+/// unwinding: from here on it counts as unwinding with the returned
+/// payload in flight, which the caller must raise at once.
 #[inline(always)]
-fn raise(h: &Header, mut i: Interrupt) -> ! {
+fn raise(h: &Header, mut i: Interrupt) -> Box<Unwind> {
     if h.last_raised.get() == Some(i) {
         // Raised before and swallowed by a `catch_unwind`: let the
         // others run before raising it again, so a tasklet that keeps
@@ -199,7 +216,7 @@ fn raise(h: &Header, mut i: Interrupt) -> ! {
     h.last_raised.set(Some(i));
     h.unwinding.set(Unwinding::Yes);
     h.in_flight.set(h.in_flight.get() + 1);
-    panic::resume_unwind(Box::new(Unwind(i, h.id)))
+    Box::new(Unwind(i, h.id))
 }
 
 impl Dispatcher {
