@@ -13,6 +13,10 @@
 //! 5. returns, so every task is torn down (tasklets: `dispatch` kills and
 //!    unwinds every sleeper; tokio: the runtime is dropped).
 //!
+//! A third row, `pages_1m`, is the kernel's floor under the tasklet row:
+//! no runtime, just one page populated per 256 KiB of address space (as an
+//! idle tasklet's stack costs one fresh page) and unmapped again.
+//!
 //! Spawn and teardown are timed in wall-clock time and in CPU time
 //! (`getrusage`, user and system apart): on a shared machine the wall time
 //! swings with the load, the CPU time much less.
@@ -178,11 +182,69 @@ fn child_tokio(count: usize) -> Sample {
     })
 }
 
+/// The kernel's floor for a tasklet's memory: no runtime, just `count`
+/// pages laid out as `count` default-size (256 KiB) stacks would be, each
+/// populated with `MADV_POPULATE_WRITE` — a fresh zeroed page (and, per 8
+/// of them, a page-table page), as a tasklet's first stack page costs — and
+/// unmapped at the end. "spawn" is populating them, "teardown" the munmap.
+fn child_pages(count: usize) -> Sample {
+    const STRIDE: usize = 256 * 1024;
+    const MADV_POPULATE_WRITE: libc::c_int = 23;
+    let page = page_size() as usize;
+    let len = count * STRIDE;
+    // SAFETY: a fresh anonymous private mapping; no existing memory is affected.
+    let base = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
+            -1,
+            0,
+        )
+    };
+    assert_ne!(base, libc::MAP_FAILED, "mmap {len} bytes");
+    // SAFETY: advice on the mapping just made.
+    unsafe { libc::madvise(base, len, libc::MADV_NOHUGEPAGE) };
+    let rss_before = rss_bytes();
+    let pte_before = status_bytes("VmPTE");
+    let cpu_start = cpu_time();
+    let t0 = Instant::now();
+    for i in 0..count {
+        let top = base as usize + (i + 1) * STRIDE - page;
+        // SAFETY: `top..top + page` lies inside the mapping.
+        let r = unsafe { libc::madvise(top as *mut libc::c_void, page, MADV_POPULATE_WRITE) };
+        assert_eq!(
+            r,
+            0,
+            "MADV_POPULATE_WRITE: {}",
+            std::io::Error::last_os_error()
+        );
+    }
+    let spawn_time = t0.elapsed();
+    let cpu_spawned = cpu_time();
+    let s = Sample {
+        rss_before,
+        rss_after: rss_bytes(),
+        pte_before,
+        pte_after: status_bytes("VmPTE"),
+        maps: map_count(),
+        spawn_time,
+        teardown_time: Duration::ZERO,
+        cpu_start,
+        cpu_spawned,
+    };
+    // SAFETY: the whole mapping made above, no longer used.
+    unsafe { libc::munmap(base, len) };
+    s
+}
+
 fn run_child(kind: &str, count: usize) {
     let t0 = Instant::now();
     let mut s = match kind {
         "tasklet" => child_tasklet(count),
         "tokio" => child_tokio(count),
+        "pages" => child_pages(count),
         other => panic!("unknown runtime {other:?}"),
     };
     // Everything after the measurement: teardown of all `count` tasks.
@@ -231,6 +293,12 @@ const SCENARIOS: &[Scenario] = &[
     Scenario {
         label: "tokio_1m",
         kind: "tokio",
+        count: 1_000_000,
+    },
+    // The kernel's floor under the tasklet rows: one fresh page each.
+    Scenario {
+        label: "pages_1m",
+        kind: "pages",
         count: 1_000_000,
     },
 ];
