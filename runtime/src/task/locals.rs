@@ -4,13 +4,16 @@
 use std::any::Any;
 use std::cell::RefCell;
 
+/// `(key address, value)` pairs: few per tasklet, so a vector.
+pub(crate) type Values = Vec<(usize, Box<dyn Any>)>;
+
 /// The tasklet-local values of one tasklet (in its header): created on
 /// first use, dropped when the tasklet ends.
 pub(crate) struct Locals {
-    /// `(key address, value)`: few per tasklet, so a vector. `None` once
-    /// the values are being (or have been) dropped: no more access. (One
-    /// word less than a separate flag, in every tasklet's header.)
-    values: RefCell<Option<Vec<(usize, Box<dyn Any>)>>>,
+    /// The values; `None` once they are being (or have been) dropped: no
+    /// more access. (One word less than a separate flag, in every
+    /// tasklet's header.)
+    values: RefCell<Option<Values>>,
 }
 
 impl Default for Locals {
@@ -29,10 +32,7 @@ impl Locals {
 
     /// Runs `f` on the values, or returns `None` once they are destroyed.
     /// `f` must not touch this tasklet's locals (the vector is borrowed).
-    pub(crate) fn with_values<R>(
-        &self,
-        f: impl FnOnce(&mut Vec<(usize, Box<dyn Any>)>) -> R,
-    ) -> Option<R> {
+    pub(crate) fn with_values<R>(&self, f: impl FnOnce(&mut Values) -> R) -> Option<R> {
         self.values.borrow_mut().as_mut().map(f)
     }
 
