@@ -154,38 +154,36 @@ pub(crate) fn header_at(d: &Dispatcher, p: TaskPtr) -> &Header {
 pub(crate) fn check_interrupt(h: &Header, no_block: bool, fresh: bool) -> Result<(), Cancelled> {
     match h.interrupt.get() {
         None => Ok(()),
-        Some(i) => match interrupt_now(h, i, no_block, fresh) {
-            Verdict::Continue => Ok(()),
+        Some(i) => match interrupt_now(h, i, no_block, fresh)? {
+            None => Ok(()),
             // Raised here, in the caller's frame, not inside the cold
             // function: each frame between the raise and the tasklet's
             // `catch_unwind` costs two DWARF unwind steps (search and
             // cleanup phase, ~2,000 instructions each), and a kill of a
             // parked tasklet is mostly those steps.
-            Verdict::Raise(payload) => panic::resume_unwind(payload),
-            Verdict::Refuse => Err(Cancelled),
+            Some(payload) => panic::resume_unwind(payload),
         },
     }
 }
 
-/// What [`check_interrupt`] does about a pending interrupt.
-enum Verdict {
-    /// Go on: the tasklet is already unwinding and may block.
-    Continue,
-    /// Unwind the tasklet with this payload (an [`Unwind`]).
-    Raise(Box<Unwind>),
-    /// Fail the blocking call with [`Cancelled`].
-    Refuse,
-}
-
+/// Decides what [`check_interrupt`] does about pending interrupt `i`:
+/// `Ok(None)` go on (the tasklet is already unwinding and may block),
+/// `Ok(Some(payload))` unwind the tasklet with that [`Unwind`] payload,
+/// `Err(Cancelled)` fail the blocking call.
 #[cold]
 #[inline(never)]
-fn interrupt_now(h: &Header, i: Interrupt, no_block: bool, fresh: bool) -> Verdict {
+fn interrupt_now(
+    h: &Header,
+    i: Interrupt,
+    no_block: bool,
+    fresh: bool,
+) -> Result<Option<Box<Unwind>>, Cancelled> {
     match h.settle(fresh) {
-        Unwinding::No => Verdict::Raise(raise(h, i)),
-        Unwinding::Yes if !no_block && h.unwind_timeout.get().is_none() => Verdict::Continue,
+        Unwinding::No => Ok(Some(raise(h, i))),
+        Unwinding::Yes if !no_block && h.unwind_timeout.get().is_none() => Ok(None),
         Unwinding::Yes | Unwinding::Unknown => {
             h.refused.set(true);
-            Verdict::Refuse
+            Err(Cancelled)
         }
     }
 }
