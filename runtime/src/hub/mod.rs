@@ -58,6 +58,8 @@ use doorbell::Doorbell;
 use idle::{IdleSpin, SpinEnd};
 
 mod doorbell;
+#[cfg(any(target_os = "linux", target_os = "android"))]
+mod far_timer;
 pub(crate) mod idle;
 mod io_entry;
 mod io_source;
@@ -198,6 +200,9 @@ pub(crate) struct Hub {
     /// polls the sockets too if that was a while ago, so that a stream of
     /// such wake-ups cannot starve them.
     io_polled_at: Cell<Instant>,
+    /// Far deadlines without an `epoll_wait` timeout (see `far_timer`).
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    far: far_timer::FarTimer,
 }
 
 impl Hub {
@@ -228,6 +233,8 @@ impl Hub {
             woken: RefCell::new(Vec::new()),
             spin: IdleSpin::new(idle_spin),
             io_polled_at: Cell::new(Instant::now()),
+            #[cfg(any(target_os = "linux", target_os = "android"))]
+            far: far_timer::FarTimer::new(),
         })
     }
 
@@ -269,8 +276,9 @@ impl Hub {
         let timeout = if !block {
             Some(Duration::ZERO)
         } else {
-            match self.timers.borrow_mut().next_deadline() {
-                Some(dl) => Some(dl.saturating_duration_since(now.unwrap_or_else(Instant::now))),
+            let next = self.timers.borrow_mut().next_deadline();
+            match next {
+                Some(dl) => self.timeout_until(dl, now.unwrap_or_else(Instant::now)),
                 None => {
                     if !io_live && self.key_waits.get() == 0 && Arc::strong_count(&self.shared) == 1
                     {
@@ -312,6 +320,21 @@ impl Hub {
             }
         }
         Ok(())
+    }
+
+    /// The `epoll_wait` timeout of a blocking poll at `now` whose next timer
+    /// is due at `deadline` (`None`: the `timerfd` of a far deadline wakes it).
+    #[inline]
+    fn timeout_until(&self, deadline: Instant, now: Instant) -> Option<Duration> {
+        #[cfg(any(target_os = "linux", target_os = "android"))]
+        {
+            self.far
+                .timeout(self.poll.borrow().registry(), deadline, now)
+        }
+        #[cfg(not(any(target_os = "linux", target_os = "android")))]
+        {
+            Some(deadline.saturating_duration_since(now))
+        }
     }
 
     /// Waits for up to `timeout` (`None`: forever) with no tasklet
@@ -376,8 +399,14 @@ impl Hub {
         let mut woken = self.woken.borrow_mut();
         let mut n = 0u64;
         for ev in events.iter() {
-            n += 1;
             let token = ev.token();
+            #[cfg(any(target_os = "linux", target_os = "android"))]
+            if token == far_timer::FAR_TOKEN {
+                // Not counted as an event: the caller then fires the timers.
+                self.far.fired();
+                continue;
+            }
+            n += 1;
             if token == WAKER_TOKEN {
                 continue;
             }
