@@ -213,12 +213,18 @@ fn far_deadlines_end_on_time_also_when_an_earlier_one_comes_later() {
         let t = Instant::now();
         tasklet::sleep(Duration::from_millis(1200));
         let slept = t.elapsed();
-        assert!(slept >= Duration::from_millis(1200), "woke early: {slept:?}");
+        assert!(
+            slept >= Duration::from_millis(1200),
+            "woke early: {slept:?}"
+        );
         assert!(
             t0.elapsed() < Duration::from_millis(2900),
             "the 1.2 s sleep waited for the 3 s deadline ({slept:?})"
         );
         let far_slept = far.join().unwrap();
-        assert!(far_slept >= Duration::from_millis(3000), "woke early: {far_slept:?}");
+        assert!(
+            far_slept >= Duration::from_millis(3000),
+            "woke early: {far_slept:?}"
+        );
     });
 }

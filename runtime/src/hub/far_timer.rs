@@ -125,6 +125,10 @@ fn create(registry: &Registry) -> io::Result<OwnedFd> {
     }
     // SAFETY: `raw` is a freshly created descriptor nothing else owns.
     let fd = unsafe { OwnedFd::from_raw_fd(raw) };
-    registry.register(&mut SourceFd(&fd.as_raw_fd()), FAR_TOKEN, Interest::READABLE)?;
+    registry.register(
+        &mut SourceFd(&fd.as_raw_fd()),
+        FAR_TOKEN,
+        Interest::READABLE,
+    )?;
     Ok(fd)
 }
