@@ -15,6 +15,10 @@
 //! | guard | usable stack 0 | guard | usable stack 1 | ... | guard | usable K-1 |
 //! ```
 //!
+//! A coroutine starts up to 1,984 bytes below its stack's page-aligned top,
+//! by a hash of the address (cache colouring, see `TaskletStack::colour`),
+//! so the hot frames of many parked tasklets do not all share cache sets.
+//!
 //! Each guard page is installed with `madvise(MADV_GUARD_INSTALL)` (Linux 6.13+),
 //! which marks the page in the page tables *without splitting the VMA*, so a slab
 //! of `K` stacks costs one memory mapping (and adjacent slabs usually merge into a
