@@ -27,9 +27,11 @@
 # `perf stat -e instructions:u,instructions:k -p <server>` adds user and
 # kernel instructions per round trip. Virtual machines often have no PMU;
 # CALLGRIND=1 then runs each server once more per row under
-# `valgrind --tool=callgrind` (counting only during the client's run) for
+# `valgrind --tool=callgrind` (pinned to the server core, so echo_server runs
+# one worker as in the timed runs; counting only during the client's run) for
 # user-space instructions per round trip, which no load on the machine
-# moves (the kernel side is the same system calls for every server: check
+# moves (benches/echo_callgrind.sh gives the marginal cost of one more round
+# trip, with cache misses) (the kernel side is the same system calls for every server: check
 # with `strace -c -p <server>`).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -160,7 +162,7 @@ callgrind_run() {
     set +e
     local bin=$1 conns=$2 msgs=$3 size=$4
     rm -f "$WORK"/cg.out*
-    RUST_LOG=warn valgrind --tool=callgrind --instr-atstart=no \
+    RUST_LOG=warn taskset -c "$SERVER_CORE" valgrind --tool=callgrind --instr-atstart=no \
         --callgrind-out-file="$WORK/cg.out" "$EX/$bin" --addr "127.0.0.1:$PORT" >/dev/null 2>&1 &
     local pid=$!
     wait_port "$PORT" "$pid" || { kill "$pid" 2>/dev/null; echo "-"; return; }

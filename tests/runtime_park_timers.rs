@@ -186,3 +186,45 @@ fn sleeps_after_an_early_ended_wait_last_their_full_length() {
         }
     });
 }
+
+/// Deadlines a second or more away wake the hub through a `timerfd` (Linux)
+/// instead of an `epoll_wait` timeout: armed for the earliest far deadline
+/// while the hub blocks, and re-armed when an earlier one comes.
+#[test]
+fn far_deadlines_end_on_time_also_when_an_earlier_one_comes_later() {
+    tasklet::dispatch(|| {
+        let t0 = Instant::now();
+        let far = tasklet::spawn(|| {
+            let t = Instant::now();
+            tasklet::sleep(Duration::from_millis(3000));
+            t.elapsed()
+        });
+        // Let the hub block with only the 3 s deadline armed (its timerfd
+        // set for it), then come back from another thread.
+        let go = std::sync::Arc::new(tasklet::sync::Event::new());
+        let setter = go.clone();
+        let thread = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(200));
+            setter.set();
+        });
+        go.wait();
+        thread.join().unwrap();
+        // An earlier far deadline: the timerfd must be re-armed for it.
+        let t = Instant::now();
+        tasklet::sleep(Duration::from_millis(1200));
+        let slept = t.elapsed();
+        assert!(
+            slept >= Duration::from_millis(1200),
+            "woke early: {slept:?}"
+        );
+        assert!(
+            t0.elapsed() < Duration::from_millis(2900),
+            "the 1.2 s sleep waited for the 3 s deadline ({slept:?})"
+        );
+        let far_slept = far.join().unwrap();
+        assert!(
+            far_slept >= Duration::from_millis(3000),
+            "woke early: {far_slept:?}"
+        );
+    });
+}

@@ -12,17 +12,27 @@ use tasklet_runtime::hub::{self, Direction, IoSource};
 
 use crate::sys;
 
+/// Laid out for a server with many connections, where each message finds
+/// its socket cold in the cache: everything a read or a write touches when
+/// nothing goes wrong — the registration, the fd, the read timeout, the
+/// drained mark, the flags — is in the first cache line (`align(64)`); the
+/// write timeout (needed only when a write would block) and the deadlines
+/// (flagged by `has_deadline`) are in the second.
+#[repr(C, align(64))]
 pub(crate) struct Sock<S: AsRawFd> {
     io: IoSource<S>,
     read_timeout: Cell<Option<Duration>>,
+    /// One more than the hub's I/O tick at which a read last found the
+    /// receive queue drained (a short read); 0: none. See
+    /// [`Sock::read_stream`].
+    drained_at: Cell<u64>,
+    nonblocking: Cell<bool>,
+    /// Whether a read or write deadline is set.
+    has_deadline: Cell<bool>,
     write_timeout: Cell<Option<Duration>>,
     /// Absolute limits for every read/write wait, on top of the timeouts.
     read_deadline: Cell<Option<Instant>>,
     write_deadline: Cell<Option<Instant>>,
-    nonblocking: Cell<bool>,
-    /// The hub's I/O tick at which a read last found the receive queue
-    /// drained (a short read); see [`Sock::read_stream`].
-    drained_at: Cell<Option<u64>>,
 }
 
 impl<S: AsRawFd> Sock<S> {
@@ -30,11 +40,12 @@ impl<S: AsRawFd> Sock<S> {
         Sock {
             io: IoSource::new(s),
             read_timeout: Cell::new(None),
+            drained_at: Cell::new(0),
+            nonblocking: Cell::new(false),
+            has_deadline: Cell::new(false),
             write_timeout: Cell::new(None),
             read_deadline: Cell::new(None),
             write_deadline: Cell::new(None),
-            nonblocking: Cell::new(false),
-            drained_at: Cell::new(None),
         }
     }
 
@@ -44,8 +55,8 @@ impl<S: AsRawFd> Sock<S> {
         let t = Sock::new(s);
         t.read_timeout.set(self.read_timeout.get());
         t.write_timeout.set(self.write_timeout.get());
-        t.read_deadline.set(self.read_deadline.get());
-        t.write_deadline.set(self.write_deadline.get());
+        t.set_read_deadline(self.read_deadline.get());
+        t.set_write_deadline(self.write_deadline.get());
         t.nonblocking.set(self.nonblocking.get());
         t
     }
@@ -87,10 +98,17 @@ impl<S: AsRawFd> Sock<S> {
 
     pub(crate) fn set_read_deadline(&self, at: Option<Instant>) {
         self.read_deadline.set(at);
+        self.note_deadlines();
     }
 
     pub(crate) fn set_write_deadline(&self, at: Option<Instant>) {
         self.write_deadline.set(at);
+        self.note_deadlines();
+    }
+
+    fn note_deadlines(&self) {
+        self.has_deadline
+            .set(self.read_deadline.get().is_some() || self.write_deadline.get().is_some());
     }
 
     pub(crate) fn read_deadline(&self) -> Option<Instant> {
@@ -103,12 +121,21 @@ impl<S: AsRawFd> Sock<S> {
 
     /// When a wait for `dir` starting now must end: the earlier of the
     /// direction's timeout from now and its deadline.
+    #[inline]
     fn wait_deadline(&self, dir: Direction) -> Option<Instant> {
-        let (timeout, at) = match dir {
-            Direction::Read => (self.read_timeout.get(), self.read_deadline.get()),
-            Direction::Write => (self.write_timeout.get(), self.write_deadline.get()),
+        let timeout = match dir {
+            Direction::Read => self.read_timeout.get(),
+            Direction::Write => self.write_timeout.get(),
         };
-        match (timeout.and_then(|t| Instant::now().checked_add(t)), at) {
+        let after = timeout.and_then(|t| Instant::now().checked_add(t));
+        if !self.has_deadline.get() {
+            return after;
+        }
+        let at = match dir {
+            Direction::Read => self.read_deadline.get(),
+            Direction::Write => self.write_deadline.get(),
+        };
+        match (after, at) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         }
@@ -156,22 +183,21 @@ impl<S: AsRawFd> Sock<S> {
         self.io.adopt();
         let mut deadline: Option<Instant> = None;
         if len > 0 {
-            if let Some(tick) = self.drained_at.take() {
-                if !self.nonblocking.get()
-                    && hub::io_tick() == Some(tick)
-                    && !self.io.is_read_closed()
-                    && !self.io.has_priority_data()
-                {
-                    deadline = self.wait_deadline(Direction::Read);
-                    self.wait(Direction::Read, deadline)?;
-                }
+            let drained = self.drained_at.replace(0);
+            if drained != 0 && !self.nonblocking.get() && self.io.drained_since(drained - 1) {
+                deadline = self.wait_deadline(Direction::Read);
+                self.wait(Direction::Read, deadline)?;
             }
         }
         let (n, cut) = self.io.do_io_with(&mut op, |e| {
             self.would_block(Direction::Read, &mut deadline, e)
         })?;
         if n > 0 && n < len && !cut {
-            self.drained_at.set(hub::io_tick());
+            // A tick of u64::MAX is not recorded (0 means none): that read
+            // just pays for the retry.
+            if let Some(tick) = hub::io_tick() {
+                self.drained_at.set(tick.wrapping_add(1));
+            }
         }
         Ok(n)
     }
@@ -401,4 +427,26 @@ macro_rules! impl_stream_io {
             }
         }
     };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Sock;
+    use std::mem::{align_of, offset_of, size_of};
+    use std::net::TcpStream;
+
+    #[test]
+    fn what_every_read_and_write_touches_is_in_the_first_cache_line() {
+        type S = Sock<TcpStream>;
+        assert_eq!(align_of::<S>(), 64);
+        for end in [
+            offset_of!(S, io) + size_of::<tasklet_runtime::hub::IoSource<TcpStream>>(),
+            offset_of!(S, read_timeout) + 16,
+            offset_of!(S, drained_at) + 8,
+            offset_of!(S, nonblocking) + 1,
+            offset_of!(S, has_deadline) + 1,
+        ] {
+            assert!(end <= 64, "hot field ends at byte {end}");
+        }
+    }
 }

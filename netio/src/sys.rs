@@ -1,4 +1,5 @@
 //! The few raw system calls std and mio do not offer in the form needed here:
+//! `recv` and `send` without libc's cancellation-point wrapper on Linux,
 //! `send`/`sendmsg` with `MSG_NOSIGNAL`, a larger `listen` backlog, and a
 //! blocking `poll(2)` for sockets used outside a dispatcher.
 
@@ -31,13 +32,71 @@ const NOSIGNAL: libc::c_int = libc::MSG_NOSIGNAL;
 #[cfg(not(any(target_os = "linux", target_os = "android")))]
 const NOSIGNAL: libc::c_int = 0;
 
+/// `recv(2)`. On Linux the system call itself (`recvfrom` with no address):
+/// libc's wrapper brackets every call with thread-cancellation bookkeeping
+/// (two atomic read-modify-writes on the thread's descriptor) that Rust
+/// never uses, and the `hook` feature's interposed `recv` would only repeat
+/// the waiting done here.
+///
+/// # Safety
+/// As for libc's `recv`: `buf` must be valid for writes of `len` bytes.
+#[inline]
+unsafe fn raw_recv(fd: RawFd, buf: *mut libc::c_void, len: usize, flags: libc::c_int) -> isize {
+    #[cfg(target_os = "linux")]
+    // SAFETY: the arguments of `recv` plus a null address and length, as
+    // libc's own `recv` passes them; the caller guarantees `buf`.
+    unsafe {
+        libc::syscall(
+            libc::SYS_recvfrom,
+            fd as libc::c_long,
+            buf as libc::c_long,
+            len as libc::c_long,
+            flags as libc::c_long,
+            0 as libc::c_long,
+            0 as libc::c_long,
+        ) as isize
+    }
+    #[cfg(not(target_os = "linux"))]
+    // SAFETY: the caller guarantees `buf`.
+    unsafe {
+        libc::recv(fd, buf, len, flags)
+    }
+}
+
+/// `send(2)`, on Linux as the system call itself (see [`raw_recv`]).
+///
+/// # Safety
+/// As for libc's `send`: `buf` must be valid for reads of `len` bytes.
+#[inline]
+unsafe fn raw_send(fd: RawFd, buf: *const libc::c_void, len: usize, flags: libc::c_int) -> isize {
+    #[cfg(target_os = "linux")]
+    // SAFETY: the arguments of `send` plus a null address, as libc's own
+    // `send` passes them; the caller guarantees `buf`.
+    unsafe {
+        libc::syscall(
+            libc::SYS_sendto,
+            fd as libc::c_long,
+            buf as libc::c_long,
+            len as libc::c_long,
+            flags as libc::c_long,
+            0 as libc::c_long,
+            0 as libc::c_long,
+        ) as isize
+    }
+    #[cfg(not(target_os = "linux"))]
+    // SAFETY: the caller guarantees `buf`.
+    unsafe {
+        libc::send(fd, buf, len, flags)
+    }
+}
+
 /// `send(fd, buf, MSG_NOSIGNAL)`: a write to a closed connection fails with
 /// `EPIPE` instead of raising `SIGPIPE`.
 #[inline]
 pub(crate) fn send(fd: RawFd, buf: &[u8]) -> io::Result<usize> {
     // SAFETY: the pointer and length describe `buf`, which outlives the call;
     // the kernel only reads from it.
-    let n = unsafe { libc::send(fd, buf.as_ptr().cast(), buf.len(), NOSIGNAL) };
+    let n = unsafe { raw_send(fd, buf.as_ptr().cast(), buf.len(), NOSIGNAL) };
     if n < 0 {
         Err(io::Error::last_os_error())
     } else {
@@ -52,7 +111,7 @@ pub(crate) fn send(fd: RawFd, buf: &[u8]) -> io::Result<usize> {
 pub(crate) fn recv_stream(fd: RawFd, buf: &mut [u8]) -> io::Result<(usize, bool)> {
     // SAFETY: the pointer and length describe `buf`, which outlives the call;
     // the kernel writes at most `buf.len()` bytes into it.
-    let n = unsafe { libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), 0) };
+    let n = unsafe { raw_recv(fd, buf.as_mut_ptr().cast(), buf.len(), 0) };
     if n < 0 {
         Err(io::Error::last_os_error())
     } else {

@@ -5,6 +5,7 @@
 use std::cell::Cell;
 use std::fmt;
 use std::io;
+use std::num::NonZeroU64;
 use std::os::fd::{AsRawFd, RawFd};
 use std::sync::{Arc, Weak};
 use std::task::Waker as TaskWaker;
@@ -35,6 +36,10 @@ impl Hub {
         let gen = self.io_gen.get().wrapping_add(1) & 0x7fff_ffff;
         self.io_gen.set(gen);
         let slot = self.io.borrow_mut().insert(IoEntry::new(gen));
+        let Ok(slot) = u32::try_from(slot) else {
+            self.io.borrow_mut().remove(slot);
+            return Err(io::Error::other("too many I/O sources on one dispatcher"));
+        };
         let token = make_token(slot, gen);
         let interest = INTEREST;
         let poll = self.poll.borrow();
@@ -51,7 +56,7 @@ impl Hub {
         }
         drop(poll);
         if let Err(e) = r {
-            self.io.borrow_mut().remove(slot);
+            self.io.borrow_mut().remove(slot as usize);
             return Err(e);
         }
         Ok(IoKey { slot, gen })
@@ -59,8 +64,8 @@ impl Hub {
 
     pub(super) fn unregister(&self, reg: IoKey, fd: Option<RawFd>) {
         let mut io = self.io.borrow_mut();
-        if matches!(io.get(reg.slot), Some(e) if e.gen == reg.gen) {
-            if let Some(e) = io.remove(reg.slot) {
+        if matches!(io.get(reg.slot as usize), Some(e) if e.gen == reg.gen) {
+            if let Some(e) = io.remove(reg.slot as usize) {
                 drop(io);
                 let (tasklets, wakers) = e.into_waiters();
                 for u in tasklets {
@@ -79,8 +84,8 @@ impl Hub {
     }
 }
 
-fn make_token(slot: usize, gen: u32) -> Token {
-    Token(((gen as usize) << 32) | (slot & 0xffff_ffff))
+fn make_token(slot: u32, gen: u32) -> Token {
+    Token(((gen as usize) << 32) | slot as usize)
 }
 
 pub(super) fn split_token(t: Token) -> (usize, u32) {
@@ -106,7 +111,7 @@ pub fn wait_any<S: AsRawFd>(
             let reg = src.registration(d)?;
             let mut io = d.hub.io.borrow_mut();
             let entry = io
-                .get_mut(reg.slot)
+                .get_mut(reg.slot as usize)
                 .filter(|e| e.gen == reg.gen)
                 .ok_or_else(|| io::Error::other("I/O source was deregistered"))?;
             entry.push_waiter(dir, me.clone());
@@ -166,15 +171,24 @@ pub enum Direction {
 /// generation that slot had when the source took it (the `mio::Token`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) struct IoKey {
-    slot: usize,
+    slot: u32,
     gen: u32,
 }
 
 /// Where a source is registered: the dispatcher and its entry there.
+/// Sixteen bytes, and `Option<Registered>` too (the id is never 0), so a
+/// socket's hot state fits one cache line (see netio's `Sock`).
 #[derive(Clone, Copy, Debug)]
 struct Registered {
-    dispatcher: u64,
+    dispatcher: NonZeroU64,
     reg: IoKey,
+}
+
+/// The dispatcher's id as a [`Registered::dispatcher`]. Ids count up from 1,
+/// so `MAX` (never an id either) only stands in for an impossible 0.
+#[inline]
+fn home_id(d: &Dispatcher) -> NonZeroU64 {
+    NonZeroU64::new(d.id).unwrap_or(NonZeroU64::MAX)
 }
 
 /// A file descriptor owned by a value `S` (a socket, pipe…), made cooperative.
@@ -243,7 +257,7 @@ impl<S: AsRawFd> IoSource<S> {
     #[inline]
     pub fn adopt(&self) {
         if let Some(r) = self.reg.get() {
-            if context::try_with(|d| d.id) != Some(r.dispatcher) {
+            if context::try_with(home_id) != Some(r.dispatcher) {
                 self.deregister();
             }
         }
@@ -260,7 +274,7 @@ impl<S: AsRawFd> IoSource<S> {
         let home = self.home.take();
         let fd = self.source.as_raw_fd();
         let local = context::try_with(|d| {
-            if d.id == r.dispatcher {
+            if home_id(d) == r.dispatcher {
                 d.hub.unregister(r.reg, Some(fd));
                 true
             } else {
@@ -276,7 +290,7 @@ impl<S: AsRawFd> IoSource<S> {
 
     fn registration(&self, d: &Dispatcher) -> io::Result<IoKey> {
         if let Some(r) = self.reg.get() {
-            if r.dispatcher == d.id {
+            if r.dispatcher == home_id(d) {
                 return Ok(r.reg);
             }
             // Moved here from another dispatcher: leave that one first.
@@ -284,7 +298,7 @@ impl<S: AsRawFd> IoSource<S> {
         }
         let reg = d.hub.register_fd(self.source.as_raw_fd())?;
         self.reg.set(Some(Registered {
-            dispatcher: d.id,
+            dispatcher: home_id(d),
             reg,
         }));
         self.home.set(Some(Arc::downgrade(&d.hub.shared)));
@@ -314,6 +328,39 @@ impl<S: AsRawFd> IoSource<S> {
         self.with_entry(|e| e.priority)
     }
 
+    /// Whether this source, which a read found drained at hub I/O tick
+    /// `tick` (see [`io_tick`]), can be waited on for reading without
+    /// trying the read again: the hub has not collected events since
+    /// (`io_tick() == Some(tick)`), the source's read side is not closed
+    /// ([`is_read_closed`](Self::is_read_closed)) and its latest event
+    /// reported no priority data ([`has_priority_data`](Self::has_priority_data)).
+    ///
+    /// The three checks in one look at the thread's dispatcher and the
+    /// source's hub entry: the socket layer makes it before each read that
+    /// follows a short one.
+    #[inline]
+    pub fn drained_since(&self, tick: u64) -> bool {
+        if cfg!(not(any(target_os = "linux", target_os = "android"))) {
+            return false; // see `has_priority_data`
+        }
+        context::try_with(|d| {
+            if d.hub.io_tick.get() != tick {
+                return false;
+            }
+            let Some(r) = self.reg.get() else {
+                return true;
+            };
+            if home_id(d) != r.dispatcher {
+                return true;
+            }
+            match d.hub.io.borrow().get(r.reg.slot as usize) {
+                Some(e) if e.gen == r.reg.gen => !e.read_closed && !e.priority,
+                _ => true,
+            }
+        })
+        .unwrap_or(false)
+    }
+
     /// `f` of this source's hub entry in the current dispatcher; `false` if
     /// it has none there.
     fn with_entry(&self, f: impl FnOnce(&IoEntry) -> bool) -> bool {
@@ -321,8 +368,8 @@ impl<S: AsRawFd> IoSource<S> {
             return false;
         };
         context::try_with(|d| {
-            d.id == r.dispatcher
-                && matches!(d.hub.io.borrow().get(r.reg.slot), Some(e) if e.gen == r.reg.gen && f(e))
+            home_id(d) == r.dispatcher
+                && matches!(d.hub.io.borrow().get(r.reg.slot as usize), Some(e) if e.gen == r.reg.gen && f(e))
         })
         .unwrap_or(false)
     }
@@ -344,7 +391,7 @@ impl<S: AsRawFd> IoSource<S> {
             {
                 let mut io = d.hub.io.borrow_mut();
                 let entry = io
-                    .get_mut(reg.slot)
+                    .get_mut(reg.slot as usize)
                     .filter(|e| e.gen == reg.gen)
                     .ok_or_else(|| io::Error::other("I/O source was deregistered"))?;
                 entry.push_waiter(dir, me);
@@ -383,7 +430,7 @@ impl<S: AsRawFd> IoSource<S> {
             let reg = self.registration(d)?;
             let mut io = d.hub.io.borrow_mut();
             let entry = io
-                .get_mut(reg.slot)
+                .get_mut(reg.slot as usize)
                 .filter(|e| e.gen == reg.gen)
                 .ok_or_else(|| io::Error::other("I/O source was deregistered"))?;
             let slot = entry.waker_slot(dir);
@@ -451,7 +498,7 @@ impl<S: AsRawFd> Drop for IoSource<S> {
         // On the home dispatcher, closing the fd removes it from epoll; only
         // the slot is freed here (no syscall on the common path).
         let local = context::try_with(|d| {
-            if d.id == r.dispatcher {
+            if home_id(d) == r.dispatcher {
                 d.hub.unregister(r.reg, None);
                 true
             } else {
@@ -491,7 +538,10 @@ struct WaiterGuard<'a> {
 impl Drop for WaiterGuard<'_> {
     fn drop(&mut self) {
         let mut io = self.d.hub.io.borrow_mut();
-        if let Some(e) = io.get_mut(self.reg.slot).filter(|e| e.gen == self.reg.gen) {
+        if let Some(e) = io
+            .get_mut(self.reg.slot as usize)
+            .filter(|e| e.gen == self.reg.gen)
+        {
             e.remove_waiter(self.dir, self.id);
         }
     }

@@ -58,6 +58,8 @@ use doorbell::Doorbell;
 use idle::{IdleSpin, SpinEnd};
 
 mod doorbell;
+#[cfg(any(target_os = "linux", target_os = "android"))]
+mod far_timer;
 pub(crate) mod idle;
 mod io_entry;
 mod io_source;
@@ -198,6 +200,9 @@ pub(crate) struct Hub {
     /// polls the sockets too if that was a while ago, so that a stream of
     /// such wake-ups cannot starve them.
     io_polled_at: Cell<Instant>,
+    /// Far deadlines without an `epoll_wait` timeout (see `far_timer`).
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    far: far_timer::FarTimer,
 }
 
 impl Hub {
@@ -228,6 +233,8 @@ impl Hub {
             woken: RefCell::new(Vec::new()),
             spin: IdleSpin::new(idle_spin),
             io_polled_at: Cell::new(Instant::now()),
+            #[cfg(any(target_os = "linux", target_os = "android"))]
+            far: far_timer::FarTimer::new(),
         })
     }
 
@@ -269,8 +276,9 @@ impl Hub {
         let timeout = if !block {
             Some(Duration::ZERO)
         } else {
-            match self.timers.borrow_mut().next_deadline() {
-                Some(dl) => Some(dl.saturating_duration_since(now.unwrap_or_else(Instant::now))),
+            let next = self.timers.borrow_mut().next_deadline();
+            match next {
+                Some(dl) => self.timeout_until(dl, now.unwrap_or_else(Instant::now)),
                 None => {
                     if !io_live && self.key_waits.get() == 0 && Arc::strong_count(&self.shared) == 1
                     {
@@ -294,6 +302,7 @@ impl Hub {
             (None, Some(l)) => Some(l.saturating_duration_since(Instant::now())),
             (Some(t), Some(l)) => Some(t.min(l.saturating_duration_since(Instant::now()))),
         };
+        let events = d.obs.events.get();
         if timeout == Some(Duration::ZERO) {
             self.poll_io(d, timeout);
         } else {
@@ -301,11 +310,31 @@ impl Hub {
         }
         if block {
             self.drain_remote(d);
-            if !self.timers.borrow().is_empty() {
+            // A wait that ended with events leaves the timers to the next
+            // poll, which fires them before anything else (after the
+            // tasklets made ready meanwhile have run): a clock read and a
+            // timer-queue check less per wake-up of a server. A wait that
+            // ended without events may have ended at a deadline.
+            if d.obs.events.get() == events && !self.timers.borrow().is_empty() {
                 self.fire_timers(d, Instant::now());
             }
         }
         Ok(())
+    }
+
+    /// The `epoll_wait` timeout of a blocking poll at `now` whose next timer
+    /// is due at `deadline` (`None`: the `timerfd` of a far deadline wakes it).
+    #[inline]
+    fn timeout_until(&self, deadline: Instant, now: Instant) -> Option<Duration> {
+        #[cfg(any(target_os = "linux", target_os = "android"))]
+        {
+            self.far
+                .timeout(self.poll.borrow().registry(), deadline, now)
+        }
+        #[cfg(not(any(target_os = "linux", target_os = "android")))]
+        {
+            Some(deadline.saturating_duration_since(now))
+        }
     }
 
     /// Waits for up to `timeout` (`None`: forever) with no tasklet
@@ -370,8 +399,14 @@ impl Hub {
         let mut woken = self.woken.borrow_mut();
         let mut n = 0u64;
         for ev in events.iter() {
-            n += 1;
             let token = ev.token();
+            #[cfg(any(target_os = "linux", target_os = "android"))]
+            if token == far_timer::FAR_TOKEN {
+                // Not counted as an event: the caller then fires the timers.
+                self.far.fired();
+                continue;
+            }
+            n += 1;
             if token == WAKER_TOKEN {
                 continue;
             }

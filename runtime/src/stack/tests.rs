@@ -34,6 +34,15 @@ fn reuse_returns_same_address_without_new_slab() {
 }
 
 #[test]
+fn stacks_start_at_different_cache_colours() {
+    let stacks: Vec<TaskletStack> = (0..64).map(|_| TaskletStack::new(0).unwrap()).collect();
+    let mut colours: Vec<usize> = stacks.iter().map(|s| s.top() - s.base().get()).collect();
+    colours.sort_unstable();
+    colours.dedup();
+    assert!(colours.len() >= 8, "64 stacks, colours {colours:?}");
+}
+
+#[test]
 fn geometry() {
     let page = page_size();
     let s = TaskletStack::new(100_000).unwrap();
@@ -41,7 +50,8 @@ fn geometry() {
     let (lo, hi) = s.guard_range();
     assert_eq!(hi - lo, page);
     assert_eq!(s.limit().get(), lo);
-    assert_eq!(s.base().get(), s.top());
+    let colour = s.top() - s.base().get();
+    assert!(colour < 2048 && colour % 64 == 0, "colour {colour}");
     assert_eq!(s.top() - hi, s.size());
     assert_eq!(s.base().get() % corosensei::stack::STACK_ALIGNMENT, 0);
     // The whole usable range is writable.
