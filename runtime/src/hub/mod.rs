@@ -61,6 +61,7 @@ mod doorbell;
 pub(crate) mod idle;
 mod io_entry;
 mod io_source;
+mod job;
 mod key;
 mod park;
 
@@ -69,6 +70,7 @@ pub use crate::task::header::Interrupted;
 pub use crate::task::header::{Cancelled, Wake};
 pub use io_source::{io_tick, registered_sources, wait_any, Direction, IoSource};
 use io_source::{split_token, IoEntry, IoKey};
+pub(crate) use job::{Job, RawJob};
 pub(crate) use key::{HubRef, KeyWait, TaskAddr, WaitKey};
 pub use park::{
     catch_interrupt, current_unparker, in_dispatcher, in_tasklet, park, park_as, RemoteUnparker,
@@ -96,11 +98,6 @@ struct RemoteWake {
     id: TaskletId,
     epoch: u32,
 }
-
-/// Work another thread hands to a dispatcher: run on the dispatcher's
-/// thread, in dispatcher context (no tasklet is current), by the hub's next
-/// poll. Used by `spawn_on` and cross-thread kills (see [`HubRef::run`]).
-pub(crate) type Job = Box<dyn FnOnce() + Send>;
 
 /// The part of a hub other threads can reach.
 pub(crate) struct Shared {
@@ -468,7 +465,7 @@ impl Hub {
         while let Some(job) = self.shared.jobs.pop() {
             // Jobs are the runtime's own code, but dropping what they carry
             // runs user destructors: never let a panic unwind the dispatcher.
-            if let Err(p) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(job)) {
+            if let Err(p) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| job.run())) {
                 log::error!(
                     "tasklet: a cross-thread job panicked on dispatcher {}: {}",
                     self.shared.dispatcher_id,
