@@ -31,9 +31,18 @@
 //! nanoseconds next to the `epoll_wait` the hub is about to make, and the
 //! waker pays it only when it turns `pending` on.
 //!
+//! A [`Mailbox`] next to the doorbell holds one queued item without the
+//! queue: a waker that finds it empty puts its item there (in the cache
+//! line it is about to ring anyway) instead of in the hub's `SegQueue`,
+//! whose tail and slot lines would each cross to the hub's core and back.
+//! The mailbox is published before the ring like any queued item, and the
+//! hub empties it after `take`, like the queues.
+//!
 //! Model-checked with loom (`doorbell::loom_tests`, `scripts/loom.sh`).
 
-use crate::shim::{fence, AtomicBool, Ordering};
+use std::mem::MaybeUninit;
+
+use crate::shim::{fence, AtomicBool, AtomicU8, Ordering, UnsafeCell};
 
 /// See the module documentation.
 pub(crate) struct Doorbell {
@@ -91,6 +100,68 @@ impl Doorbell {
     #[inline]
     pub(crate) fn is_pending(&self, order: Ordering) -> bool {
         self.pending.load(order)
+    }
+}
+
+/// [`Mailbox`] states.
+const EMPTY: u8 = 0;
+const WRITING: u8 = 1;
+const FULL: u8 = 2;
+
+/// One slot for a queued item: any number of wakers, one hub (the only
+/// thread that calls [`take`](Mailbox::take)).
+pub(crate) struct Mailbox<T: Copy> {
+    state: AtomicU8,
+    /// Written by the waker that moved `state` from `EMPTY` to `WRITING`,
+    /// read by the hub after it loads `FULL`.
+    item: UnsafeCell<MaybeUninit<T>>,
+}
+
+// SAFETY: `item` is accessed by one thread at a time, as `state` hands it
+// over (`Acquire`/`Release`); `T` crosses threads.
+unsafe impl<T: Copy + Send> Sync for Mailbox<T> {}
+// SAFETY: as above.
+unsafe impl<T: Copy + Send> Send for Mailbox<T> {}
+
+impl<T: Copy> Mailbox<T> {
+    pub(crate) fn new() -> Mailbox<T> {
+        Mailbox {
+            state: AtomicU8::new(EMPTY),
+            item: UnsafeCell::new(MaybeUninit::uninit()),
+        }
+    }
+
+    /// Puts `item` in the mailbox if it is empty; hands it back if not (then
+    /// queue it elsewhere). Ring the doorbell after either.
+    #[inline]
+    pub(crate) fn put(&self, item: T) -> Result<(), T> {
+        // `Acquire`: the hub's read of the previous item is done.
+        if self
+            .state
+            .compare_exchange(EMPTY, WRITING, Ordering::Acquire, Ordering::Relaxed)
+            .is_err()
+        {
+            return Err(item);
+        }
+        // SAFETY: `WRITING` is ours: no other waker writes and the hub does
+        // not read until `FULL`.
+        unsafe { (*self.item.get()).write(item) };
+        self.state.store(FULL, Ordering::Release);
+        Ok(())
+    }
+
+    /// Takes the item, if one is there (a waker still writing its item
+    /// rings after it is done). Only the hub's thread calls this.
+    #[inline]
+    pub(crate) fn take(&self) -> Option<T> {
+        if self.state.load(Ordering::Acquire) != FULL {
+            return None;
+        }
+        // SAFETY: `FULL`: written and published by a waker; only the hub
+        // (this thread) reads, and no waker writes until `EMPTY`.
+        let item = unsafe { (*self.item.get()).assume_init_read() };
+        self.state.store(EMPTY, Ordering::Release);
+        Some(item)
     }
 }
 

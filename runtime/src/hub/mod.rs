@@ -54,7 +54,7 @@ use crate::task::header::Interrupt;
 use crate::task::id::TaskletId;
 use crate::task::raw::TaskRef;
 use crate::timer::TimerQueue;
-use doorbell::Doorbell;
+use doorbell::{Doorbell, Mailbox};
 use idle::{IdleSpin, SpinEnd};
 
 mod doorbell;
@@ -93,6 +93,7 @@ pub(crate) enum TimerAction {
 }
 
 /// A wake-up sent from another thread.
+#[derive(Clone, Copy)]
 struct RemoteWake {
     slot: u32,
     id: TaskletId,
@@ -108,10 +109,8 @@ pub(crate) struct Shared {
     released: SegQueue<IoKey>,
     /// Jobs from other threads (see [`Job`]).
     jobs: SegQueue<Job>,
-    /// `pending` (something is queued and not yet drained) and `sleeping`
-    /// (the dispatcher is in, or about to enter, a blocking `epoll_wait`:
-    /// only then does a wake-up need the `Waker`); see `idle` and `doorbell`.
-    bell: Doorbell,
+    /// The doorbell and the wake-up mailbox, on their own cache line.
+    door: Door,
     alive: AtomicBool,
     waker: Waker,
     /// A handle on the same epoll instance (a `dup` of its fd), so that
@@ -120,12 +119,26 @@ pub(crate) struct Shared {
     registry: Registry,
 }
 
+/// What every waker writes: `pending` (something is queued and not yet
+/// drained) and `sleeping` (the dispatcher is in, or about to enter, a
+/// blocking `epoll_wait`: only then does a wake-up need the `Waker`), see
+/// `idle` and `doorbell`; and a mailbox for one wake-up, which a waker that
+/// finds it empty uses instead of the queue (one cache line crossing to the
+/// hub instead of three).
+#[repr(align(128))]
+struct Door {
+    bell: Doorbell,
+    mail: Mailbox<RemoteWake>,
+}
+
 impl Shared {
     fn push(&self, w: RemoteWake) {
         if !self.alive.load(Ordering::Acquire) {
             return;
         }
-        self.queue.push(w);
+        if let Err(w) = self.door.mail.put(w) {
+            self.queue.push(w);
+        }
         self.notify();
     }
 
@@ -160,7 +173,7 @@ impl Shared {
     /// tasklets or spinning), since it drains before it blocks (the
     /// handshake is described in the `idle` module).
     fn notify(&self) {
-        if self.bell.ring() {
+        if self.door.bell.ring() {
             if let Err(e) = self.waker.wake() {
                 log::error!(
                     "tasklet: cannot wake dispatcher {}: {e}",
@@ -216,7 +229,10 @@ impl Hub {
                 queue: SegQueue::new(),
                 released: SegQueue::new(),
                 jobs: SegQueue::new(),
-                bell: Doorbell::new(),
+                door: Door {
+                    bell: Doorbell::new(),
+                    mail: Mailbox::new(),
+                },
                 alive: AtomicBool::new(true),
                 waker,
                 registry,
@@ -235,7 +251,7 @@ impl Hub {
     pub(crate) fn is_idle(&self) -> bool {
         self.timers.borrow().is_empty()
             && self.io.borrow().is_empty()
-            && !self.shared.bell.is_pending(Ordering::Relaxed)
+            && !self.shared.door.bell.is_pending(Ordering::Relaxed)
     }
 
     /// Runs expired timers, cross-thread wake-ups and I/O events.
@@ -276,7 +292,7 @@ impl Hub {
                         // dropped: its `Release` decrement pairs with this
                         // fence, so that wake-up is visible here.
                         std::sync::atomic::fence(Ordering::Acquire);
-                        if !self.shared.bell.is_pending(Ordering::Acquire) {
+                        if !self.shared.door.bell.is_pending(Ordering::Acquire) {
                             return Err(());
                         }
                         // Not a deadlock: the next poll drains the wake-up.
@@ -311,7 +327,7 @@ impl Hub {
     fn idle_wait(&self, d: &Dispatcher, mut timeout: Option<Duration>, io_live: bool) {
         if let Some(budget) = self.spin.budget(timeout) {
             let start = Instant::now();
-            let end = self.spin.spin(budget, &self.shared.bell, io_live, || {
+            let end = self.spin.spin(budget, &self.shared.door.bell, io_live, || {
                 self.poll_io(d, Some(Duration::ZERO));
                 !d.ready_is_empty()
             });
@@ -331,11 +347,11 @@ impl Hub {
         }
         // Raise `sleeping` before blocking; something queued before it was
         // visible did not write the `eventfd`, so then do not block.
-        if timeout != Some(Duration::ZERO) && !self.shared.bell.sleep() {
+        if timeout != Some(Duration::ZERO) && !self.shared.door.bell.sleep() {
             timeout = Some(Duration::ZERO);
         }
         self.poll_io(d, timeout);
-        self.shared.bell.awake();
+        self.shared.door.bell.awake();
     }
 
     fn poll_io(&self, d: &Dispatcher, timeout: Option<Duration>) {
@@ -429,7 +445,7 @@ impl Hub {
     pub(crate) fn remote_pending(&self) -> bool {
         // Pairs with the Release in `Shared::notify` (see `poll_until`).
         std::sync::atomic::fence(Ordering::Acquire);
-        self.shared.bell.is_pending(Ordering::Acquire)
+        self.shared.door.bell.is_pending(Ordering::Acquire)
     }
 
     fn fire_timers(&self, d: &Dispatcher, now: Instant) {
@@ -451,10 +467,13 @@ impl Hub {
     fn drain_remote(&self, d: &Dispatcher) {
         // Acquires the wakers' swaps, and with them the items they queued
         // (an item queued after this takes `pending` sets it again).
-        if !self.shared.bell.take() {
+        if !self.shared.door.bell.take() {
             return;
         }
         self.spin.note_remote();
+        if let Some(w) = self.shared.door.mail.take() {
+            d.unpark_slot(w.slot as usize, w.id, w.epoch, Wake::Unparked);
+        }
         while let Some(w) = self.shared.queue.pop() {
             d.unpark_slot(w.slot as usize, w.id, w.epoch, Wake::Unparked);
         }

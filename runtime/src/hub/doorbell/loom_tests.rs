@@ -1,5 +1,6 @@
-//! Loom model of the hub's cross-thread wake-up: wakers queue items and
-//! ring the production [`Doorbell`]; the hub drains, and blocks in a
+//! Loom model of the hub's cross-thread wake-up: wakers put items in the
+//! production [`Mailbox`] (or, when it is full, a queue) and ring the
+//! production [`Doorbell`]; the hub drains, and blocks in a
 //! modelled `epoll_wait` only when the doorbell lets it. A lost wake-up
 //! leaves the hub blocked with items queued: loom reports the deadlock.
 //!
@@ -16,7 +17,7 @@ use std::collections::VecDeque;
 use loom::sync::{Arc, Condvar, Mutex};
 use loom::thread;
 
-use super::Doorbell;
+use super::{Doorbell, Mailbox};
 
 /// The `eventfd` behind `mio::Waker`, as `epoll_wait` sees it.
 struct EventFd {
@@ -68,6 +69,7 @@ where
 /// receive them all.
 fn hub_receives_all(wakers: usize, per: usize) {
     let bell = Arc::new(Doorbell::new());
+    let mail = Arc::new(Mailbox::<usize>::new());
     let queue = Arc::new(Mutex::new(VecDeque::new()));
     let efd = Arc::new(EventFd {
         edge: Mutex::new(false),
@@ -75,11 +77,13 @@ fn hub_receives_all(wakers: usize, per: usize) {
     });
     let ts: Vec<_> = (0..wakers)
         .map(|i| {
-            let (bell, queue, efd) = (bell.clone(), queue.clone(), efd.clone());
+            let (bell, mail, queue, efd) = (bell.clone(), mail.clone(), queue.clone(), efd.clone());
             thread::spawn(move || {
                 for j in 0..per {
-                    // `Shared::push`: queue, then ring.
-                    queue.lock().unwrap().push_back(i * per + j);
+                    // `Shared::push`: the mailbox or the queue, then ring.
+                    if let Err(x) = mail.put(i * per + j) {
+                        queue.lock().unwrap().push_back(x);
+                    }
                     if bell.ring() {
                         efd.write();
                     }
@@ -91,6 +95,7 @@ fn hub_receives_all(wakers: usize, per: usize) {
     loop {
         // `Hub::drain_remote`.
         if bell.take() {
+            got.extend(mail.take());
             while let Some(x) = queue.lock().unwrap().pop_front() {
                 got.push(x);
             }
@@ -114,6 +119,7 @@ fn hub_receives_all(wakers: usize, per: usize) {
     // Nothing left behind (`pending` may still be set by an item the hub
     // popped before its ring: the next drain then finds nothing).
     bell.take();
+    assert!(mail.take().is_none());
     assert!(queue.lock().unwrap().is_empty());
 }
 
@@ -125,4 +131,10 @@ fn loom_doorbell_one_waker_two_items() {
 #[test]
 fn loom_doorbell_two_wakers() {
     check("doorbell_two_wakers", || hub_receives_all(2, 1));
+}
+
+#[test]
+fn loom_doorbell_two_wakers_two_items() {
+    // The mailbox fills and empties while both wakers race for it.
+    check("doorbell_two_wakers_two_items", || hub_receives_all(2, 2));
 }
