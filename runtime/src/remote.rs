@@ -20,7 +20,7 @@ use std::task::{Context, Poll, Waker};
 use std::time::Instant;
 
 use crate::dispatcher::context;
-use crate::hub::{self, HubRef, Job, RawJob, RemoteUnparker, TaskAddr};
+use crate::hub::{self, HubRef, Job, JobNode, RawJob, RemoteUnparker, TaskAddr};
 use crate::shim::thread::{self, Thread};
 use crate::shim::{AtomicBool, Ordering, UnsafeCell};
 use crate::task::{JoinError, JoinHandle};
@@ -85,16 +85,29 @@ impl Waiter {
 }
 
 /// The allocation behind a [`Completion`]: the completion first (so a
-/// pointer to the cell is a pointer to it) and, for `spawn_on`, the closure
-/// and its call site, taken by the job on the target worker.
+/// pointer to the cell is a pointer to it) and, for `spawn_on`, the job
+/// that carries it to the target worker (linked into that hub's job list
+/// in place) with the closure and its call site.
 #[repr(C)]
 struct Cell<T, F> {
     completion: Completion<T>,
+    job: JobNode,
     f: UnsafeCell<Option<F>>,
     at: &'static Location<'static>,
 }
 
-/// Allocates a cell with `refs` references; `finished` with `result` if given.
+impl<T, F> Cell<T, F> {
+    /// The cell around its `job` node.
+    fn of_job(node: NonNull<JobNode>) -> NonNull<Cell<T, F>> {
+        // SAFETY: every `JobNode` handed to `run_spawn` / `drop_spawn` is
+        // the `job` field of a `Cell<T, F>` (see `spawn_remote`).
+        unsafe { node.byte_sub(std::mem::offset_of!(Cell<T, F>, job)) }.cast()
+    }
+}
+
+/// Allocates a cell with `refs` references; `finished` with `result` if
+/// given. Its job node runs `spawn_on`'s `run_spawn`/`drop_spawn` (only
+/// `spawn_remote` hands it to a hub).
 fn new_cell<T, F>(
     hub: Option<HubRef>,
     f: Option<F>,
@@ -118,6 +131,7 @@ fn new_cell<T, F>(
             hub,
             free: free_cell::<T, F>,
         },
+        job: JobNode::new(drop_unused_job, drop_unused_job),
         f: UnsafeCell::new(f),
         at,
     });
@@ -479,10 +493,13 @@ where
     let at = Location::caller();
     let target = hub.clone();
     let c = new_cell::<T, F>(Some(hub), Some(f), at, 2, None);
+    let cell = c.cast::<Cell<T, F>>();
+    // SAFETY: fresh, not shared yet: the job node is ours to set up.
+    unsafe { (*cell.as_ptr()).job = JobNode::new(run_spawn::<T, F>, drop_spawn::<T, F>) };
     // SAFETY: the job owns the delivering side's reference to the cell,
     // which `run_spawn` / `drop_spawn` (called once, on any thread: `F` and
-    // `T` are `Send`) take over.
-    let job = unsafe { RawJob::new(c.cast(), run_spawn::<T, F>, drop_spawn::<T, F>) };
+    // `T` are `Send`) take over; nobody else touches the node.
+    let job = unsafe { RawJob::new(NonNull::from(&(*cell.as_ptr()).job)) };
     // A dispatcher that is gone hands the job back; dropping it reports
     // the tasklet killed.
     drop(target.run(Job::Raw(job)));
@@ -492,17 +509,23 @@ where
     }
 }
 
+/// The job node of a cell that is never handed to a hub.
+unsafe fn drop_unused_job(_: NonNull<JobNode>) {
+    unreachable!("only spawn_remote hands a cell's job to a hub");
+}
+
 /// The `spawn_on` job, on the target dispatcher: creates the tasklet.
 ///
 /// # Safety
-/// `p` is a `Cell<T, F>` and the caller hands over the delivering side's
-/// reference to it.
-unsafe fn run_spawn<T, F>(p: NonNull<()>)
+/// `node` is the job of a `Cell<T, F>` and the caller hands over the
+/// delivering side's reference to it.
+unsafe fn run_spawn<T, F>(node: NonNull<JobNode>)
 where
     F: FnOnce() -> T + Send + 'static,
     T: Send + 'static,
 {
-    let cell = p.cast::<Cell<T, F>>();
+    let cell = Cell::<T, F>::of_job(node);
+    let p = cell.cast::<()>();
     // SAFETY: our reference keeps the cell alive; only the job touches `f`
     // (the queue that carried it ordered its writing before this).
     let (f, at) = unsafe { ((*cell.as_ref().f.get()).take(), cell.as_ref().at) };
@@ -543,12 +566,13 @@ where
 ///
 /// # Safety
 /// As for [`run_spawn`].
-unsafe fn drop_spawn<T, F>(p: NonNull<()>) {
+unsafe fn drop_spawn<T, F>(node: NonNull<JobNode>) {
+    let cell = Cell::<T, F>::of_job(node);
     // SAFETY: the reference the job held (dropped last, after `f`: a panic
     // in `f`'s destructor still reports the tasklet killed).
-    let _deliver = unsafe { Deliver::<T>::new(p.cast()) };
+    let _deliver = unsafe { Deliver::<T>::new(cell.cast()) };
     // SAFETY: as in `run_spawn`.
-    let f = unsafe { (*p.cast::<Cell<T, F>>().as_ref().f.get()).take() };
+    let f = unsafe { (*cell.as_ref().f.get()).take() };
     drop(f);
 }
 

@@ -70,7 +70,7 @@ pub use crate::task::header::Interrupted;
 pub use crate::task::header::{Cancelled, Wake};
 pub use io_source::{io_tick, registered_sources, wait_any, Direction, IoSource};
 use io_source::{split_token, IoEntry, IoKey};
-pub(crate) use job::{Job, RawJob};
+pub(crate) use job::{Job, JobList, JobNode, RawJob};
 pub(crate) use key::{HubRef, KeyWait, TaskAddr, WaitKey};
 pub use park::{
     catch_interrupt, current_unparker, in_dispatcher, in_tasklet, park, park_as, RemoteUnparker,
@@ -107,8 +107,10 @@ pub(crate) struct Shared {
     /// Registrations of sources that moved to another thread, for the
     /// dispatcher to free (see [`Shared::release`]).
     released: SegQueue<IoKey>,
-    /// Jobs from other threads (see [`Job`]).
+    /// Jobs from other threads (see [`Job`]): boxed ones, and embedded
+    /// ones (`spawn_on`) in an intrusive list.
     jobs: SegQueue<Job>,
+    raw_jobs: JobList,
     /// The doorbell and the wake-up mailbox, on their own cache line.
     door: Door,
     alive: AtomicBool,
@@ -163,7 +165,10 @@ impl Shared {
         if !self.alive.load(Ordering::Acquire) {
             return Err(job);
         }
-        self.jobs.push(job);
+        match job {
+            Job::Raw(j) => self.raw_jobs.push(j),
+            job => self.jobs.push(job),
+        }
         self.notify();
         Ok(())
     }
@@ -229,6 +234,7 @@ impl Hub {
                 queue: SegQueue::new(),
                 released: SegQueue::new(),
                 jobs: SegQueue::new(),
+                raw_jobs: JobList::new(),
                 door: Door {
                     bell: Doorbell::new(),
                     mail: Mailbox::new(),
@@ -481,7 +487,8 @@ impl Hub {
             // Already out of the epoll set (`Shared::release`).
             self.unregister(reg, None);
         }
-        while let Some(job) = self.shared.jobs.pop() {
+        let raw = self.shared.raw_jobs.take_all().map(Job::Raw);
+        for job in raw.chain(std::iter::from_fn(|| self.shared.jobs.pop())) {
             // Jobs are the runtime's own code, but dropping what they carry
             // runs user destructors: never let a panic unwind the dispatcher.
             if let Err(p) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| job.run())) {
@@ -502,7 +509,8 @@ impl Drop for Hub {
         while self.shared.released.pop().is_some() {}
         // Jobs that never ran: dropping them drops what they carry (a
         // `spawn_on` closure reports its tasklet killed).
-        while let Some(job) = self.shared.jobs.pop() {
+        let raw = self.shared.raw_jobs.take_all().map(Job::Raw);
+        for job in raw.chain(std::iter::from_fn(|| self.shared.jobs.pop())) {
             if std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || drop(job))).is_err() {
                 log::error!("tasklet: dropping a cross-thread job that never ran panicked");
             }

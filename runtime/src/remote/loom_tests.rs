@@ -175,14 +175,13 @@ fn loom_remote_job_dropped_unrun_vs_join() {
             c,
             _owns: PhantomData,
         };
+        let cell = c.cast::<Cell<u32, Counted>>();
         // SAFETY: the job owns the delivering side's reference; only its
         // drop is ever called.
         let job = unsafe {
-            RawJob::new(
-                c.cast(),
-                drop_spawn::<u32, Counted>,
-                drop_spawn::<u32, Counted>,
-            )
+            (*cell.as_ptr()).job =
+                JobNode::new(drop_spawn::<u32, Counted>, drop_spawn::<u32, Counted>);
+            RawJob::new(NonNull::from(&(*cell.as_ptr()).job))
         };
         let t = thread::spawn(move || drop(Job::Raw(job)));
         assert!(h.join().unwrap_err().is_killed());
