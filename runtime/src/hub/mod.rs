@@ -138,10 +138,14 @@ impl Shared {
         if !self.alive.load(Ordering::Acquire) {
             return;
         }
-        if let Err(w) = self.door.mail.put(w) {
-            self.queue.push(w);
+        match self.door.bell.put(&self.door.mail, w) {
+            Ok(false) => {}
+            Ok(true) => self.wake_waker(),
+            Err(w) => {
+                self.queue.push(w);
+                self.notify();
+            }
         }
-        self.notify();
     }
 
     /// Forgets a source that was registered with this dispatcher and is now
@@ -179,12 +183,17 @@ impl Shared {
     /// handshake is described in the `idle` module).
     fn notify(&self) {
         if self.door.bell.ring() {
-            if let Err(e) = self.waker.wake() {
-                log::error!(
-                    "tasklet: cannot wake dispatcher {}: {e}",
-                    self.dispatcher_id
-                );
-            }
+            self.wake_waker();
+        }
+    }
+
+    /// Ends the dispatcher's `epoll_wait` (an `eventfd` write).
+    fn wake_waker(&self) {
+        if let Err(e) = self.waker.wake() {
+            log::error!(
+                "tasklet: cannot wake dispatcher {}: {e}",
+                self.dispatcher_id
+            );
         }
     }
 }
@@ -471,15 +480,19 @@ impl Hub {
     }
 
     fn drain_remote(&self, d: &Dispatcher) {
-        // Acquires the wakers' swaps, and with them the items they queued
-        // (an item queued after this takes `pending` sets it again).
-        if !self.shared.door.bell.take() {
+        // The mailbox is not behind `pending` (a full one counts as pending
+        // by itself). Then `take` acquires the wakers' swaps, and with them
+        // the items they queued (an item queued after it sets `pending`
+        // again).
+        let door = &self.shared.door;
+        if let Some(w) = door.bell.take_mail(&door.mail) {
+            self.spin.note_remote();
+            d.unpark_slot(w.slot as usize, w.id, w.epoch, Wake::Unparked);
+        }
+        if !door.bell.take() {
             return;
         }
         self.spin.note_remote();
-        if let Some(w) = self.shared.door.mail.take() {
-            d.unpark_slot(w.slot as usize, w.id, w.epoch, Wake::Unparked);
-        }
         while let Some(w) = self.shared.queue.pop() {
             d.unpark_slot(w.slot as usize, w.id, w.epoch, Wake::Unparked);
         }
