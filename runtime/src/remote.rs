@@ -5,9 +5,11 @@
 //! dispatcher's thread, and the handle reaches into the tasklet's header
 //! without synchronisation. A `RemoteJoinHandle` is the `Send + Sync`-state
 //! counterpart: the tasklet's outcome lands in a small shared completion
-//! (a mutex, an [`Event`] for tasklets and threads, a `std` [`Waker`] for
-//! `async` code), and a kill travels to the tasklet's dispatcher as a job
-//! on its hub's cross-thread queue.
+//! (one spin lock over the outcome and one waiter: a parked tasklet, a
+//! blocked thread or a `std` [`Waker`] for `async` code), and a kill
+//! travels to the tasklet's dispatcher as a job on its hub's cross-thread
+//! queue. For `spawn_on` the completion is also the job: one allocation
+//! carries the closure to the target worker and the outcome back.
 
 use std::fmt;
 use std::future::Future;
