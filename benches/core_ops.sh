@@ -4,7 +4,9 @@
 # (count at 110k - count at 10k) / 100k, so start-up and teardown cancel out.
 # Deterministic (user-space instructions), so it holds on a loaded machine.
 # Needs valgrind (apt-get install valgrind).
-# Usage: benches/core_ops.sh [PATH-TO-core_ops-BINARY]
+# The cross-worker cases (xchannel, xspawn, xspawn1000 and tokio's
+# tokio_xspawn, tokio_xspawn1000) count both threads, over N = 10k and 50k.
+# Usage: [CASES="xchannel xspawn1000"] benches/core_ops.sh [PATH-TO-core_ops-BINARY]
 set -eu
 cd "$(dirname "$0")/.."
 bin=${1:-}
@@ -17,8 +19,13 @@ count() { # case n
     valgrind --tool=callgrind --callgrind-out-file=/dev/null "$bin" "$1" "$2" 2>&1 |
         sed -n 's/.*Collected : \([0-9]*\).*/\1/p'
 }
-for case in switch spawn_join channel; do
+for case in ${CASES:-switch spawn_join channel xchannel xspawn xspawn1000 tokio_xspawn tokio_xspawn1000}; do
+    case $case in
+    x* | tokio_x*) n=50000 ;;
+    *) n=110000 ;;
+    esac
     a=$(count "$case" 10000)
-    b=$(count "$case" 110000)
-    echo "$case: $(( (b - a) / 100000 )).$(( (b - a) % 100000 / 10000 )) instructions per operation"
+    b=$(count "$case" $n)
+    d=$((n - 10000))
+    echo "$case: $(( (b - a) / d )).$(( (b - a) % d * 10 / d )) instructions per operation"
 done

@@ -19,6 +19,13 @@
 //!   (throughput), worker 0 to worker 1; tokio multi-thread `spawn` + `.await`
 //!   from outside its workers (so every task crosses threads).
 //!
+//! A second tokio peer, like for like with a tasklet that never migrates:
+//! two `current_thread` runtimes, each driven by its own thread, so every
+//! hop crosses threads (`tokio x-thread` below): the channel round trip
+//! between a task on each, and `Handle::spawn` onto the other thread's
+//! runtime + `.await` from the first. (The multi-thread peer above is the
+//! issue's; its scheduler may run both ping-pong tasks on one worker.)
+//!
 //! The tasklet cross-worker cases run twice: with the default idle spin
 //! (`Runtime::idle_spin`, 50 µs) and with it off (`idle_spin(ZERO)`: every
 //! wake-up of an idle worker goes through its `eventfd`). Next to the
@@ -216,6 +223,58 @@ fn crossbeam_channel_rt() -> f64 {
     t.as_nanos() as f64 / ROUND_TRIPS as f64
 }
 
+/// Two tokio `current_thread` runtimes on two threads: runs `f` on the
+/// first (in `block_on`) with a handle to the second, which another thread
+/// drives until `f` returns.
+fn tokio_two_threads<R: Send + 'static>(
+    f: impl FnOnce(tokio::runtime::Handle) -> std::pin::Pin<Box<dyn std::future::Future<Output = R>>>
+        + Send
+        + 'static,
+) -> R {
+    let current = || {
+        tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("tokio runtime")
+    };
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let (handle_tx, handle_rx) = std::sync::mpsc::channel();
+    let b = std::thread::spawn(move || {
+        let rt = current();
+        handle_tx.send(rt.handle().clone()).unwrap();
+        rt.block_on(async move {
+            let _ = stopped.await;
+        });
+    });
+    let other = handle_rx.recv().unwrap();
+    let r = current().block_on(f(other));
+    stop.send(()).unwrap();
+    b.join().unwrap();
+    r
+}
+
+fn tokio_xthread_channel_rt() -> f64 {
+    tokio_two_threads(|other| {
+        Box::pin(async move {
+            let (to1, mut from0) = tokio::sync::mpsc::channel::<u64>(1);
+            let (to0, mut from1) = tokio::sync::mpsc::channel::<u64>(1);
+            let echo = other.spawn(async move {
+                while let Some(v) = from0.recv().await {
+                    to0.send(v).await.unwrap();
+                }
+            });
+            let start = Instant::now();
+            for i in 0..ROUND_TRIPS {
+                to1.send(i).await.unwrap();
+                assert_eq!(from1.recv().await, Some(i));
+            }
+            let t = start.elapsed();
+            drop(to1);
+            echo.await.unwrap();
+            t.as_nanos() as f64 / ROUND_TRIPS as f64
+        })
+    })
+}
+
 // ---- spawn_on + join ----
 
 const SPAWNS: u64 = 20_000;
@@ -270,6 +329,31 @@ fn tokio_spawn_join(rt: &tokio::runtime::Runtime) -> (f64, f64) {
     })
 }
 
+/// (one at a time, 1000 in flight), as [`tokio_spawn_join`], but every task
+/// spawned onto the other thread's `current_thread` runtime.
+fn tokio_xthread_spawn_join() -> (f64, f64) {
+    tokio_two_threads(|other| {
+        Box::pin(async move {
+            let start = Instant::now();
+            for i in 0..SPAWNS {
+                assert_eq!(other.spawn(async move { i }).await.unwrap(), i);
+            }
+            let one = start.elapsed().as_nanos() as f64 / SPAWNS as f64;
+            let start = Instant::now();
+            for _ in 0..SPAWNS / IN_FLIGHT {
+                let hs: Vec<_> = (0..IN_FLIGHT)
+                    .map(|i| other.spawn(async move { i }))
+                    .collect();
+                for (i, h) in hs.into_iter().enumerate() {
+                    assert_eq!(h.await.unwrap(), i as u64);
+                }
+            }
+            let batch = start.elapsed().as_nanos() as f64 / SPAWNS as f64;
+            (one, batch)
+        })
+    })
+}
+
 fn main() {
     // `cargo bench` passes `--bench`; `cargo test --benches` passes nothing
     // and expects a quick smoke run.
@@ -305,6 +389,9 @@ fn main() {
         "spawn_on+join both cases: tasklet, CPU (ns/op)",
         "spawn_on+join both cases: tasklet, spin off, CPU (ns/op)",
         "spawn+await both cases: tokio, CPU (ns/op)",
+        "channel round trip: tokio x-thread 2 current_thread (ns)",
+        "spawn+await one at a time: tokio x-thread (ns)",
+        "spawn+await 1000 in flight: tokio x-thread (ns/op)",
     ];
     let mut stats: Vec<Stats> = names.iter().map(|_| Stats(Vec::new())).collect();
     for pass in 0..passes {
@@ -324,11 +411,13 @@ fn main() {
         }
         if on("channel") {
             (v[7], v[11]) = with_cpu(ROUND_TRIPS, crossbeam_channel_rt);
+            v[21] = tokio_xthread_channel_rt();
         }
         if on("spawn") {
             ((v[12], v[15]), v[18]) = with_cpu(2 * SPAWNS, || tasklet_spawn_join(None));
             ((v[14], v[17]), v[20]) = with_cpu(2 * SPAWNS, || tokio_spawn_join(&rt));
             ((v[13], v[16]), v[19]) = with_cpu(2 * SPAWNS, || tasklet_spawn_join(off));
+            (v[22], v[23]) = tokio_xthread_spawn_join();
         }
         for (s, v) in stats.iter_mut().zip(v) {
             if !v.is_nan() {
@@ -366,6 +455,9 @@ fn main() {
         ("channel rt ratio tasklet spin on/off (per pass)", 4, 5),
         ("spawn_on+join ratio tasklet/tokio, one (per pass)", 12, 14),
         ("spawn_on+join ratio tasklet/tokio, 1000 (per pass)", 15, 17),
+        ("channel rt ratio tasklet/tokio x-thread (per pass)", 4, 21),
+        ("spawn_on+join ratio tasklet/tokio x-thread, one", 12, 22),
+        ("spawn_on+join ratio tasklet/tokio x-thread, 1000", 15, 23),
     ] {
         if stats[two].0.is_empty() || stats[one].0.is_empty() {
             continue;

@@ -291,6 +291,25 @@ impl Shared {
         }
     }
 
+    /// Worker `worker`'s hub.
+    fn hub(&self, worker: usize) -> io::Result<HubRef> {
+        if worker >= self.n {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!(
+                    "worker {worker} is out of range: this Runtime has {} worker(s) (0..={})",
+                    self.n,
+                    self.n - 1
+                ),
+            ));
+        }
+        match self.slots[worker].get() {
+            Some(s) => Ok(s.hub.clone()),
+            // Only before every worker registered, which `f` never sees.
+            None => Err(io::Error::other(format!("worker {worker} has not started"))),
+        }
+    }
+
     fn failed(&self) -> bool {
         self.failed.load(Ordering::Acquire)
     }
@@ -490,18 +509,43 @@ where
     T: Send + 'static,
 {
     let hub = target_hub(worker)?;
-    Ok(remote::spawn_remote(&hub, f))
+    Ok(remote::spawn_remote(hub, f))
 }
 
+/// Worker `worker`'s hub, for the calling thread (a worker, or a plain
+/// dispatcher). Borrows the runtime's shared state in place rather than
+/// through a `RuntimeHandle` (whose `Arc` every `spawn_on` would otherwise
+/// count up and down, on a cache line all workers share).
 fn target_hub(worker: usize) -> io::Result<HubRef> {
-    match RuntimeHandle::current() {
-        Some(h) => h.hub(worker),
+    let in_runtime = WORKER
+        .try_with(|w| w.borrow().as_ref().map(|(_, s)| s.hub(worker)))
+        .ok()
+        .flatten();
+    if let Some(hub) = in_runtime {
+        return hub;
+    }
+    match HubRef::current() {
+        Some(h) => single_hub(&h, worker),
         None => Err(io::Error::new(
             io::ErrorKind::InvalidInput,
             "called outside a tasklet::Runtime worker and outside tasklet::dispatch (from another \
              thread, use a RuntimeHandle)",
         )),
     }
+}
+
+/// Worker `worker` of a plain dispatcher (`h`): only 0 exists.
+fn single_hub(h: &HubRef, worker: usize) -> io::Result<HubRef> {
+    if worker == 0 {
+        return Ok(h.clone());
+    }
+    Err(io::Error::new(
+        io::ErrorKind::InvalidInput,
+        format!(
+            "worker {worker} is out of range: outside a tasklet::Runtime the only worker is \
+             0 (the dispatcher)"
+        ),
+    ))
 }
 
 /// A `Send + Sync` handle to a running [`Runtime`] (or to one plain
@@ -589,33 +633,11 @@ impl RuntimeHandle {
         F: FnOnce() -> T + Send + 'static,
         T: Send + 'static,
     {
-        let hub = self.hub(worker)?;
-        Ok(remote::spawn_remote(&hub, f))
-    }
-
-    fn hub(&self, worker: usize) -> io::Result<HubRef> {
-        let invalid = |msg: String| io::Error::new(io::ErrorKind::InvalidInput, msg);
-        match &self.target {
-            Target::Runtime(shared) => {
-                if worker >= shared.n {
-                    return Err(invalid(format!(
-                        "worker {worker} is out of range: this Runtime has {} worker(s) (0..={})",
-                        shared.n,
-                        shared.n - 1
-                    )));
-                }
-                match shared.slots[worker].get() {
-                    Some(s) => Ok(s.hub.clone()),
-                    // Only before every worker registered, which `f` never sees.
-                    None => Err(io::Error::other(format!("worker {worker} has not started"))),
-                }
-            }
-            Target::Single(h) if worker == 0 => Ok(h.clone()),
-            Target::Single(_) => Err(invalid(format!(
-                "worker {worker} is out of range: outside a tasklet::Runtime the only worker is \
-                 0 (the dispatcher)"
-            ))),
-        }
+        let hub = match &self.target {
+            Target::Runtime(shared) => shared.hub(worker)?,
+            Target::Single(h) => single_hub(h, worker)?,
+        };
+        Ok(remote::spawn_remote(hub, f))
     }
 }
 

@@ -31,14 +31,28 @@
 //! nanoseconds next to the `epoll_wait` the hub is about to make, and the
 //! waker pays it only when it turns `pending` on.
 //!
+//! A [`Mailbox`] next to the doorbell holds one queued item without the
+//! queue: a waker that finds it empty puts its item there (in the
+//! doorbell's own cache line) instead of in the hub's `SegQueue`, whose
+//! tail and slot lines would each cross to the hub's core and back. A full
+//! mailbox counts as `pending` (the hub's `sleep` and spin look at both),
+//! so filling it is the ring: the waker that filled it does the `sleeping`
+//! half of the handshake itself ([`Doorbell::put`]), with no `pending`
+//! swap.
+//!
 //! Model-checked with loom (`doorbell::loom_tests`, `scripts/loom.sh`).
 
-use crate::shim::{fence, AtomicBool, Ordering};
+use std::mem::MaybeUninit;
+
+use crate::shim::{fence, AtomicBool, AtomicU8, Ordering, UnsafeCell};
 
 /// See the module documentation.
 pub(crate) struct Doorbell {
     pending: AtomicBool,
     sleeping: AtomicBool,
+    /// The state of the [`Mailbox`] rung with this doorbell: `FULL` counts
+    /// as pending (see [`put`](Doorbell::put)).
+    mail: AtomicU8,
 }
 
 impl Doorbell {
@@ -46,6 +60,7 @@ impl Doorbell {
         Doorbell {
             pending: AtomicBool::new(false),
             sleeping: AtomicBool::new(false),
+            mail: AtomicU8::new(EMPTY),
         }
     }
 
@@ -67,7 +82,7 @@ impl Doorbell {
     pub(crate) fn sleep(&self) -> bool {
         self.sleeping.store(true, Ordering::SeqCst);
         fence(Ordering::SeqCst);
-        !self.pending.load(Ordering::SeqCst)
+        !self.pending.load(Ordering::SeqCst) && self.mail.load(Ordering::SeqCst) != FULL
     }
 
     /// The hub's `epoll_wait` returned.
@@ -90,7 +105,77 @@ impl Doorbell {
     /// Whether something is queued and not yet taken.
     #[inline]
     pub(crate) fn is_pending(&self, order: Ordering) -> bool {
-        self.pending.load(order)
+        self.pending.load(order) || self.mail.load(order) == FULL
+    }
+
+    /// Puts `item` in `mailbox` (this doorbell's) if it is empty, and then
+    /// it *is* the ring: `Ok(true)` if the caller must wake the hub's
+    /// `epoll_wait`. Hands the item back if the mailbox is full (queue it
+    /// and [`ring`](Doorbell::ring) instead).
+    ///
+    /// The one waker that filled the mailbox checks `sleeping` itself
+    /// (store `FULL`, fence, load `sleeping` against the hub's store of
+    /// `sleeping`, fence, load of the mailbox in [`sleep`](Doorbell::sleep)),
+    /// so the item needs no `pending` swap: one cache line, one RMW.
+    #[inline]
+    pub(crate) fn put<T: Copy>(&self, mailbox: &Mailbox<T>, item: T) -> Result<bool, T> {
+        // `Acquire`: the hub's read of the previous item is done.
+        if self
+            .mail
+            .compare_exchange(EMPTY, WRITING, Ordering::Acquire, Ordering::Relaxed)
+            .is_err()
+        {
+            return Err(item);
+        }
+        // SAFETY: `WRITING` is ours: no other waker writes and the hub does
+        // not read until `FULL`.
+        unsafe { (*mailbox.item.get()).write(item) };
+        self.mail.store(FULL, Ordering::SeqCst);
+        fence(Ordering::SeqCst);
+        Ok(self.sleeping.load(Ordering::SeqCst))
+    }
+
+    /// Takes the item from `mailbox` (this doorbell's), if one is there (a
+    /// waker still writing its item wakes the hub after it is done). Only
+    /// the hub's thread calls this.
+    #[inline]
+    pub(crate) fn take_mail<T: Copy>(&self, mailbox: &Mailbox<T>) -> Option<T> {
+        if self.mail.load(Ordering::Acquire) != FULL {
+            return None;
+        }
+        // SAFETY: `FULL`: written and published by a waker; only the hub
+        // (this thread) reads, and no waker writes until `EMPTY`.
+        let item = unsafe { (*mailbox.item.get()).assume_init_read() };
+        self.mail.store(EMPTY, Ordering::Release);
+        Some(item)
+    }
+}
+
+/// [`Mailbox`] states.
+const EMPTY: u8 = 0;
+const WRITING: u8 = 1;
+const FULL: u8 = 2;
+
+/// One slot for a queued item, whose state is its [`Doorbell`]'s (see
+/// [`Doorbell::put`]): any number of wakers, one hub (the only thread that
+/// calls [`Doorbell::take_mail`]).
+pub(crate) struct Mailbox<T: Copy> {
+    /// Written by the waker that moved the state from `EMPTY` to `WRITING`,
+    /// read by the hub after it loads `FULL`.
+    item: UnsafeCell<MaybeUninit<T>>,
+}
+
+// SAFETY: `item` is accessed by one thread at a time, as the doorbell's
+// mailbox state hands it over (`Acquire`/`Release`); `T` crosses threads.
+unsafe impl<T: Copy + Send> Sync for Mailbox<T> {}
+// SAFETY: as above.
+unsafe impl<T: Copy + Send> Send for Mailbox<T> {}
+
+impl<T: Copy> Mailbox<T> {
+    pub(crate) fn new() -> Mailbox<T> {
+        Mailbox {
+            item: UnsafeCell::new(MaybeUninit::uninit()),
+        }
     }
 }
 

@@ -164,7 +164,7 @@ impl HubRef {
     /// exited (or exits before running it: then it is dropped there).
     pub(crate) fn run(&self, job: Job) -> Result<(), Job> {
         if self.is_current() {
-            job();
+            job.run();
             return Ok(());
         }
         match self.shared.upgrade() {
@@ -200,8 +200,8 @@ impl TaskAddr {
     /// Kills the tasklet at this address on `hub`'s dispatcher, from any
     /// thread (nothing happens if it has finished or the dispatcher exited).
     pub(crate) fn kill(self, hub: &HubRef) {
-        let _ = hub.run(Box::new(move || {
+        let _ = hub.run(Job::Boxed(Box::new(move || {
             context::with(|d| d.kill_slot(self.slot as usize, self.id))
-        }));
+        })));
     }
 }

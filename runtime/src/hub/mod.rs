@@ -54,7 +54,7 @@ use crate::task::header::Interrupt;
 use crate::task::id::TaskletId;
 use crate::task::raw::TaskRef;
 use crate::timer::TimerQueue;
-use doorbell::Doorbell;
+use doorbell::{Doorbell, Mailbox};
 use idle::{IdleSpin, SpinEnd};
 
 mod doorbell;
@@ -63,6 +63,7 @@ mod far_timer;
 pub(crate) mod idle;
 mod io_entry;
 mod io_source;
+mod job;
 mod key;
 mod park;
 
@@ -71,6 +72,7 @@ pub use crate::task::header::Interrupted;
 pub use crate::task::header::{Cancelled, Wake};
 pub use io_source::{io_tick, registered_sources, wait_any, Direction, IoSource};
 use io_source::{split_token, IoEntry, IoKey};
+pub(crate) use job::{Job, JobList, JobNode, RawJob};
 pub(crate) use key::{HubRef, KeyWait, TaskAddr, WaitKey};
 pub use park::{
     catch_interrupt, current_unparker, in_dispatcher, in_tasklet, park, park_as, RemoteUnparker,
@@ -93,16 +95,12 @@ pub(crate) enum TimerAction {
 }
 
 /// A wake-up sent from another thread.
+#[derive(Clone, Copy)]
 struct RemoteWake {
     slot: u32,
     id: TaskletId,
     epoch: u32,
 }
-
-/// Work another thread hands to a dispatcher: run on the dispatcher's
-/// thread, in dispatcher context (no tasklet is current), by the hub's next
-/// poll. Used by `spawn_on` and cross-thread kills (see [`HubRef::run`]).
-pub(crate) type Job = Box<dyn FnOnce() + Send>;
 
 /// The part of a hub other threads can reach.
 pub(crate) struct Shared {
@@ -111,12 +109,12 @@ pub(crate) struct Shared {
     /// Registrations of sources that moved to another thread, for the
     /// dispatcher to free (see [`Shared::release`]).
     released: SegQueue<IoKey>,
-    /// Jobs from other threads (see [`Job`]).
+    /// Jobs from other threads (see [`Job`]): boxed ones, and embedded
+    /// ones (`spawn_on`) in an intrusive list.
     jobs: SegQueue<Job>,
-    /// `pending` (something is queued and not yet drained) and `sleeping`
-    /// (the dispatcher is in, or about to enter, a blocking `epoll_wait`:
-    /// only then does a wake-up need the `Waker`); see `idle` and `doorbell`.
-    bell: Doorbell,
+    raw_jobs: JobList,
+    /// The doorbell and the wake-up mailbox, on their own cache line.
+    door: Door,
     alive: AtomicBool,
     waker: Waker,
     /// A handle on the same epoll instance (a `dup` of its fd), so that
@@ -125,13 +123,31 @@ pub(crate) struct Shared {
     registry: Registry,
 }
 
+/// What every waker writes: `pending` (something is queued and not yet
+/// drained) and `sleeping` (the dispatcher is in, or about to enter, a
+/// blocking `epoll_wait`: only then does a wake-up need the `Waker`), see
+/// `idle` and `doorbell`; and a mailbox for one wake-up, which a waker that
+/// finds it empty uses instead of the queue (one cache line crossing to the
+/// hub instead of three).
+#[repr(align(128))]
+struct Door {
+    bell: Doorbell,
+    mail: Mailbox<RemoteWake>,
+}
+
 impl Shared {
     fn push(&self, w: RemoteWake) {
         if !self.alive.load(Ordering::Acquire) {
             return;
         }
-        self.queue.push(w);
-        self.notify();
+        match self.door.bell.put(&self.door.mail, w) {
+            Ok(false) => {}
+            Ok(true) => self.wake_waker(),
+            Err(w) => {
+                self.queue.push(w);
+                self.notify();
+            }
+        }
     }
 
     /// Forgets a source that was registered with this dispatcher and is now
@@ -155,7 +171,10 @@ impl Shared {
         if !self.alive.load(Ordering::Acquire) {
             return Err(job);
         }
-        self.jobs.push(job);
+        match job {
+            Job::Raw(j) => self.raw_jobs.push(j),
+            job => self.jobs.push(job),
+        }
         self.notify();
         Ok(())
     }
@@ -165,13 +184,18 @@ impl Shared {
     /// tasklets or spinning), since it drains before it blocks (the
     /// handshake is described in the `idle` module).
     fn notify(&self) {
-        if self.bell.ring() {
-            if let Err(e) = self.waker.wake() {
-                log::error!(
-                    "tasklet: cannot wake dispatcher {}: {e}",
-                    self.dispatcher_id
-                );
-            }
+        if self.door.bell.ring() {
+            self.wake_waker();
+        }
+    }
+
+    /// Ends the dispatcher's `epoll_wait` (an `eventfd` write).
+    fn wake_waker(&self) {
+        if let Err(e) = self.waker.wake() {
+            log::error!(
+                "tasklet: cannot wake dispatcher {}: {e}",
+                self.dispatcher_id
+            );
         }
     }
 }
@@ -224,7 +248,11 @@ impl Hub {
                 queue: SegQueue::new(),
                 released: SegQueue::new(),
                 jobs: SegQueue::new(),
-                bell: Doorbell::new(),
+                raw_jobs: JobList::new(),
+                door: Door {
+                    bell: Doorbell::new(),
+                    mail: Mailbox::new(),
+                },
                 alive: AtomicBool::new(true),
                 waker,
                 registry,
@@ -245,7 +273,7 @@ impl Hub {
     pub(crate) fn is_idle(&self) -> bool {
         self.timers.borrow().is_empty()
             && self.io.borrow().is_empty()
-            && !self.shared.bell.is_pending(Ordering::Relaxed)
+            && !self.shared.door.bell.is_pending(Ordering::Relaxed)
     }
 
     /// Runs expired timers, cross-thread wake-ups and I/O events.
@@ -287,7 +315,7 @@ impl Hub {
                         // dropped: its `Release` decrement pairs with this
                         // fence, so that wake-up is visible here.
                         std::sync::atomic::fence(Ordering::Acquire);
-                        if !self.shared.bell.is_pending(Ordering::Acquire) {
+                        if !self.shared.door.bell.is_pending(Ordering::Acquire) {
                             return Err(());
                         }
                         // Not a deadlock: the next poll drains the wake-up.
@@ -343,7 +371,7 @@ impl Hub {
     fn idle_wait(&self, d: &Dispatcher, mut timeout: Option<Duration>, io_live: bool) {
         if let Some(budget) = self.spin.budget(timeout) {
             let start = Instant::now();
-            let end = self.spin.spin(budget, &self.shared.bell, io_live, || {
+            let end = self.spin.spin(budget, &self.shared.door.bell, io_live, || {
                 self.poll_io(d, Some(Duration::ZERO));
                 !d.ready_is_empty()
             });
@@ -363,11 +391,11 @@ impl Hub {
         }
         // Raise `sleeping` before blocking; something queued before it was
         // visible did not write the `eventfd`, so then do not block.
-        if timeout != Some(Duration::ZERO) && !self.shared.bell.sleep() {
+        if timeout != Some(Duration::ZERO) && !self.shared.door.bell.sleep() {
             timeout = Some(Duration::ZERO);
         }
         self.poll_io(d, timeout);
-        self.shared.bell.awake();
+        self.shared.door.bell.awake();
     }
 
     fn poll_io(&self, d: &Dispatcher, timeout: Option<Duration>) {
@@ -467,7 +495,7 @@ impl Hub {
     pub(crate) fn remote_pending(&self) -> bool {
         // Pairs with the Release in `Shared::notify` (see `poll_until`).
         std::sync::atomic::fence(Ordering::Acquire);
-        self.shared.bell.is_pending(Ordering::Acquire)
+        self.shared.door.bell.is_pending(Ordering::Acquire)
     }
 
     fn fire_timers(&self, d: &Dispatcher, now: Instant) {
@@ -487,9 +515,16 @@ impl Hub {
     }
 
     fn drain_remote(&self, d: &Dispatcher) {
-        // Acquires the wakers' swaps, and with them the items they queued
-        // (an item queued after this takes `pending` sets it again).
-        if !self.shared.bell.take() {
+        // The mailbox is not behind `pending` (a full one counts as pending
+        // by itself). Then `take` acquires the wakers' swaps, and with them
+        // the items they queued (an item queued after it sets `pending`
+        // again).
+        let door = &self.shared.door;
+        if let Some(w) = door.bell.take_mail(&door.mail) {
+            self.spin.note_remote();
+            d.unpark_slot(w.slot as usize, w.id, w.epoch, Wake::Unparked);
+        }
+        if !door.bell.take() {
             return;
         }
         self.spin.note_remote();
@@ -500,10 +535,11 @@ impl Hub {
             // Already out of the epoll set (`Shared::release`).
             self.unregister(reg, None);
         }
-        while let Some(job) = self.shared.jobs.pop() {
+        let raw = self.shared.raw_jobs.take_all().map(Job::Raw);
+        for job in raw.chain(std::iter::from_fn(|| self.shared.jobs.pop())) {
             // Jobs are the runtime's own code, but dropping what they carry
             // runs user destructors: never let a panic unwind the dispatcher.
-            if let Err(p) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(job)) {
+            if let Err(p) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| job.run())) {
                 log::error!(
                     "tasklet: a cross-thread job panicked on dispatcher {}: {}",
                     self.shared.dispatcher_id,
@@ -521,7 +557,8 @@ impl Drop for Hub {
         while self.shared.released.pop().is_some() {}
         // Jobs that never ran: dropping them drops what they carry (a
         // `spawn_on` closure reports its tasklet killed).
-        while let Some(job) = self.shared.jobs.pop() {
+        let raw = self.shared.raw_jobs.take_all().map(Job::Raw);
+        for job in raw.chain(std::iter::from_fn(|| self.shared.jobs.pop())) {
             if std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || drop(job))).is_err() {
                 log::error!("tasklet: dropping a cross-thread job that never ran panicked");
             }

@@ -5,13 +5,16 @@
 //! `kill` that comes before the tasklet exists.
 //!
 //! These run the production `Completion`, `Deliver` and `RemoteJoinHandle`
-//! (their `Arc`, `Mutex` and the `Event`'s spin lock and wait list are
-//! loom's under `cfg(loom)`, see `crate::shim`). The delivering side is a
+//! (the completion's spin lock, its `done` flag, the `UnsafeCell` of the
+//! outcome and thread parking are loom's under `cfg(loom)`, see
+//! `crate::shim`; the reference count lives under the spin lock, and the
+//! allocation is freed by whichever side releases last). The delivering side is a
 //! loom thread standing in for the tasklet's dispatcher: what happens there
 //! before `Deliver::finish` (the tasklet running) is single-threaded.
 //! Run with `scripts/loom.sh`.
 
 use loom::sync::atomic::{AtomicUsize, Ordering};
+use loom::sync::Arc;
 use loom::thread;
 
 use super::*;
@@ -39,9 +42,16 @@ where
 
 /// A handle and the delivery end its tasklet would hold.
 fn pair<T>() -> (RemoteJoinHandle<T>, Deliver<T>) {
-    let completion = Completion::new();
-    let deliver = Deliver(Some(completion.clone()));
-    (RemoteJoinHandle { completion }, deliver)
+    let c = new_cell::<T, ()>(None, None, Location::caller(), 2, None);
+    // SAFETY: the delivering side's reference of the fresh cell.
+    let deliver = unsafe { Deliver::new(c) };
+    (
+        RemoteJoinHandle {
+            c,
+            _owns: PhantomData,
+        },
+        deliver,
+    )
 }
 
 #[test]
@@ -78,8 +88,7 @@ impl Drop for Counted {
 #[test]
 fn loom_remote_drop_handle_vs_finish() {
     // The handle dropped (detached) while the outcome is delivered: the
-    // value is dropped exactly once, on whichever side comes last, and
-    // nothing leaks (loom checks every `Arc`).
+    // value is dropped exactly once, on whichever side comes last.
     check("remote_drop_handle_vs_finish", || {
         let drops = Arc::new(AtomicUsize::new(0));
         let (h, d) = pair::<Counted>();
@@ -137,13 +146,46 @@ fn loom_remote_kill_before_target_vs_finish() {
         let t = thread::spawn(move || d.finish(Ok(1)));
         h.kill();
         {
-            let g = h.completion.lock();
+            let g = h.completion().inner.lock();
             // Either recorded (no outcome yet) or ignored (finished).
             assert!(g.kill_requested || g.finished);
-            assert!(g.target.is_none());
+            assert!(g.addr.is_none());
         }
         t.join().unwrap();
         assert!(h.is_finished());
         assert_eq!(h.join().unwrap(), 1);
+    });
+}
+
+#[test]
+fn loom_remote_job_dropped_unrun_vs_join() {
+    // The `spawn_on` job is dropped without running (its dispatcher is
+    // gone) on another thread while the handle joins: the closure is
+    // dropped exactly once and the join reports "killed".
+    check("remote_job_dropped_unrun_vs_join", || {
+        let drops = Arc::new(AtomicUsize::new(0));
+        let c = new_cell::<u32, Counted>(
+            None,
+            Some(Counted(drops.clone())),
+            Location::caller(),
+            2,
+            None,
+        );
+        let h = RemoteJoinHandle::<u32> {
+            c,
+            _owns: PhantomData,
+        };
+        let cell = c.cast::<Cell<u32, Counted>>();
+        // SAFETY: the job owns the delivering side's reference; only its
+        // drop is ever called.
+        let job = unsafe {
+            (*cell.as_ptr()).job =
+                JobNode::new(drop_spawn::<u32, Counted>, drop_spawn::<u32, Counted>);
+            RawJob::new(NonNull::from(&(*cell.as_ptr()).job))
+        };
+        let t = thread::spawn(move || drop(Job::Raw(job)));
+        assert!(h.join().unwrap_err().is_killed());
+        t.join().unwrap();
+        assert_eq!(drops.load(Ordering::Relaxed), 1);
     });
 }

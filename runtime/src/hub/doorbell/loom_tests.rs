@@ -1,5 +1,6 @@
-//! Loom model of the hub's cross-thread wake-up: wakers queue items and
-//! ring the production [`Doorbell`]; the hub drains, and blocks in a
+//! Loom model of the hub's cross-thread wake-up: wakers put items in the
+//! production [`Mailbox`] (or, when it is full, a queue) and ring the
+//! production [`Doorbell`]; the hub drains, and blocks in a
 //! modelled `epoll_wait` only when the doorbell lets it. A lost wake-up
 //! leaves the hub blocked with items queued: loom reports the deadlock.
 //!
@@ -16,7 +17,7 @@ use std::collections::VecDeque;
 use loom::sync::{Arc, Condvar, Mutex};
 use loom::thread;
 
-use super::Doorbell;
+use super::{Doorbell, Mailbox};
 
 /// The `eventfd` behind `mio::Waker`, as `epoll_wait` sees it.
 struct EventFd {
@@ -68,6 +69,7 @@ where
 /// receive them all.
 fn hub_receives_all(wakers: usize, per: usize) {
     let bell = Arc::new(Doorbell::new());
+    let mail = Arc::new(Mailbox::<usize>::new());
     let queue = Arc::new(Mutex::new(VecDeque::new()));
     let efd = Arc::new(EventFd {
         edge: Mutex::new(false),
@@ -75,13 +77,20 @@ fn hub_receives_all(wakers: usize, per: usize) {
     });
     let ts: Vec<_> = (0..wakers)
         .map(|i| {
-            let (bell, queue, efd) = (bell.clone(), queue.clone(), efd.clone());
+            let (bell, mail, queue, efd) = (bell.clone(), mail.clone(), queue.clone(), efd.clone());
             thread::spawn(move || {
                 for j in 0..per {
-                    // `Shared::push`: queue, then ring.
-                    queue.lock().unwrap().push_back(i * per + j);
-                    if bell.ring() {
-                        efd.write();
+                    // `Shared::push`: the mailbox (which rings), or the
+                    // queue and ring.
+                    match bell.put(&mail, i * per + j) {
+                        Ok(true) => efd.write(),
+                        Ok(false) => {}
+                        Err(x) => {
+                            queue.lock().unwrap().push_back(x);
+                            if bell.ring() {
+                                efd.write();
+                            }
+                        }
                     }
                 }
             })
@@ -90,6 +99,7 @@ fn hub_receives_all(wakers: usize, per: usize) {
     let mut got = Vec::new();
     loop {
         // `Hub::drain_remote`.
+        got.extend(bell.take_mail(&mail));
         if bell.take() {
             while let Some(x) = queue.lock().unwrap().pop_front() {
                 got.push(x);
@@ -114,6 +124,7 @@ fn hub_receives_all(wakers: usize, per: usize) {
     // Nothing left behind (`pending` may still be set by an item the hub
     // popped before its ring: the next drain then finds nothing).
     bell.take();
+    assert!(bell.take_mail(&mail).is_none());
     assert!(queue.lock().unwrap().is_empty());
 }
 
@@ -125,4 +136,10 @@ fn loom_doorbell_one_waker_two_items() {
 #[test]
 fn loom_doorbell_two_wakers() {
     check("doorbell_two_wakers", || hub_receives_all(2, 1));
+}
+
+#[test]
+fn loom_doorbell_two_wakers_two_items() {
+    // The mailbox fills and empties while both wakers race for it.
+    check("doorbell_two_wakers_two_items", || hub_receives_all(2, 2));
 }
