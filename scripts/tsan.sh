@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# Runs the cross-thread tests under ThreadSanitizer, on nightly, with an
+# instrumented standard library (-Zbuild-std), so that every atomic, lock and
+# thread hand-off in std, crossbeam, mio and the runtime is seen. The runtime
+# notices the TSan build (runtime/build.rs) and tells TSan about every tasklet
+# switch: each tasklet runs as its own TSan fiber (runtime/src/tsan.rs). See
+# docs/reliability.md, "ThreadSanitizer".
+#
+#   scripts/tsan.sh                              # the cross-thread set below
+#   scripts/tsan.sh --test sync_channel          # other `cargo test` arguments
+#   TSAN_SET=all scripts/tsan.sh                 # ... plus every other test file
+#
+# The build goes to target/tsan (its own directory: instrumented and plain
+# artifacts never mix). `--target` is given so RUSTFLAGS reach only the
+# target's crates, not build scripts and proc macros.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+TOOLCHAIN=${TSAN_TOOLCHAIN:-nightly}
+if ! rustup run "$TOOLCHAIN" rustc --version >/dev/null 2>&1; then
+    rustup toolchain install "$TOOLCHAIN" --profile minimal
+fi
+# -Zbuild-std compiles std from its sources.
+if ! rustup component list --toolchain "$TOOLCHAIN" --installed | grep -q '^rust-src'; then
+    rustup component add rust-src --toolchain "$TOOLCHAIN"
+fi
+TRIPLE=$(rustup run "$TOOLCHAIN" rustc -vV | sed -n 's/^host: //p')
+
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$PWD/target/tsan}
+# Frame pointers: whole stack traces in reports at no real cost.
+export RUSTFLAGS="-Zsanitizer=thread -Cforce-frame-pointers=yes${TSAN_RUSTFLAGS:+ $TSAN_RUSTFLAGS}"
+# halt_on_error: the first race fails the test binary (exit code 66).
+# second_deadlock_stack: both stacks of a lock-order inversion.
+export TSAN_OPTIONS="halt_on_error=1:second_deadlock_stack=1:suppressions=$PWD/scripts/tsan.supp${TSAN_OPTIONS:+:$TSAN_OPTIONS}"
+
+# The cross-thread tests: channels, events, semaphores and mutexes between
+# threads and workers, RemoteUnparker and the hub's remote queue, the offload
+# pool and fs, signals, Runtime / spawn_on / RemoteJoinHandle, block_on's
+# wakers, the watchdog; and the runtime's own unit tests.
+TESTS=(
+    sync_channel sync_primitives sync_select sync_parity sync_pool
+    runtime_workers runtime_wakeups runtime_hub runtime_park_timers
+    offload fs signal_queue netio_signals netio_crossthread
+    interop_block_on watchdog observe
+)
+args=(--lib -p tasklet-runtime -p tasklet)
+for t in "${TESTS[@]}"; do args+=(--test "$t"); done
+if [ "${TSAN_SET:-}" = all ]; then
+    args=(--workspace --lib --tests)
+fi
+if [ $# -gt 0 ]; then
+    args=("$@")
+fi
+
+start=$(date +%s)
+cargo "+$TOOLCHAIN" test -Zbuild-std --release --target "$TRIPLE" "${args[@]}"
+echo "tsan.sh: ThreadSanitizer run passed in $(( $(date +%s) - start )) s"
