@@ -6,9 +6,9 @@
 # switch: each tasklet runs as its own TSan fiber (runtime/src/tsan.rs). See
 # docs/reliability.md, "ThreadSanitizer".
 #
-#   scripts/tsan.sh                              # the cross-thread set below
-#   scripts/tsan.sh --test sync_channel          # other `cargo test` arguments
-#   TSAN_SET=all scripts/tsan.sh                 # ... plus every other test file
+#   scripts/tsan.sh                           # the cross-thread set below
+#   scripts/tsan.sh -- --test-threads=1       # extra `cargo test` arguments
+#   TSAN_TESTS="sync_channel offload" scripts/tsan.sh   # other test files
 #
 # The build goes to target/tsan (its own directory: instrumented and plain
 # artifacts never mix). `--target` is given so RUSTFLAGS reach only the
@@ -37,21 +37,15 @@ export TSAN_OPTIONS="halt_on_error=1:second_deadlock_stack=1:suppressions=$PWD/s
 # threads and workers, RemoteUnparker and the hub's remote queue, the offload
 # pool and fs, signals, Runtime / spawn_on / RemoteJoinHandle, block_on's
 # wakers, the watchdog; and the runtime's own unit tests.
-TESTS=(
+TESTS=(${TSAN_TESTS:-
     sync_channel sync_primitives sync_select sync_parity sync_pool
     runtime_workers runtime_wakeups runtime_hub runtime_park_timers
     offload fs signal_queue netio_signals netio_crossthread
     interop_block_on watchdog observe
-)
-args=(--lib -p tasklet-runtime -p tasklet)
+})
+args=(-p tasklet-runtime -p tasklet --lib)
 for t in "${TESTS[@]}"; do args+=(--test "$t"); done
-if [ "${TSAN_SET:-}" = all ]; then
-    args=(--workspace --lib --tests)
-fi
-if [ $# -gt 0 ]; then
-    args=("$@")
-fi
 
 start=$(date +%s)
-cargo "+$TOOLCHAIN" test -Zbuild-std --release --target "$TRIPLE" "${args[@]}"
+cargo "+$TOOLCHAIN" test -Zbuild-std --release --target "$TRIPLE" "${args[@]}" "$@"
 echo "tsan.sh: ThreadSanitizer run passed in $(( $(date +%s) - start )) s"
