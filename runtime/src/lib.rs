@@ -95,6 +95,9 @@ mod stack;
 pub mod sync;
 mod task;
 mod timer;
+// ThreadSanitizer builds only (`-Zsanitizer=thread`; see build.rs).
+#[cfg(tasklet_tsan)]
+mod tsan;
 mod util;
 mod watchdog;
 

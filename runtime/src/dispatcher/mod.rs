@@ -362,7 +362,11 @@ impl Dispatcher {
         header::set_current(Some(p));
         let _watch = crate::watchdog::running(h);
         let result = match h.coroutine.borrow_mut().as_mut() {
+            #[cfg(not(tasklet_tsan))]
             Some(co) => co.resume(()),
+            // ThreadSanitizer builds: run it as its own TSan fiber.
+            #[cfg(tasklet_tsan)]
+            Some(co) => h.tsan_fiber.run(|| h.describe(), || co.resume(())),
             None => CoroutineResult::Return(()),
         };
         header::set_current(None);
@@ -381,6 +385,8 @@ impl Dispatcher {
         if let Some(co) = co {
             self.recycle_stack(co.into_stack());
         }
+        #[cfg(tasklet_tsan)]
+        h.tsan_fiber.destroy();
         if let Some(j) = h.joiner.take() {
             self.unpark_slot(j.slot as usize, j.id, j.epoch, Wake::Unparked);
         }

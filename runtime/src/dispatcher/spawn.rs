@@ -58,6 +58,8 @@ where
         park_timer: Cell::new(None),
         wait_since: Cell::new(None),
         spawned_at,
+        #[cfg(tasklet_tsan)]
+        tsan_fiber: crate::tsan::Fiber::new(),
     });
     let inner = task.clone();
     let body = move |yielder: &Yielder<(), ()>, ()| {

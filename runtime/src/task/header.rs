@@ -387,6 +387,9 @@ pub(crate) struct Header {
     pub(crate) wait_since: Cell<Option<Instant>>,
     /// Where the tasklet was spawned.
     pub(crate) spawned_at: &'static Location<'static>,
+    /// Its ThreadSanitizer fiber (TSan builds only; see `crate::tsan`).
+    #[cfg(tasklet_tsan)]
+    pub(crate) tsan_fiber: crate::tsan::Fiber,
 }
 
 /// A kill raised this many times (the tasklet caught it each time) marks a
