@@ -88,6 +88,8 @@ mod overflow;
 mod pool;
 mod remote;
 mod runtime;
+#[cfg(feature = "sanitizer")]
+mod sanitizer;
 mod shim;
 pub mod signal;
 mod slots;

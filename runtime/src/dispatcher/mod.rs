@@ -505,6 +505,8 @@ impl Dispatcher {
                     // reads its captures again (spawned tasklets capture only
                     // `'static` data; the first tasklet, which may borrow from
                     // `dispatch`'s caller, has normally finished by now).
+                    #[cfg(feature = "sanitizer")]
+                    crate::sanitizer::keep_abandoned(&t.stack_info, t.as_ptr().as_ptr().cast());
                     std::mem::forget(co);
                 } else {
                     drop(co);
