@@ -830,6 +830,58 @@ fn panicking_drop_of_a_detached_result_disturbs_nobody() {
 }
 
 #[test]
+fn panic_payload_of_a_detached_results_destructor_is_dropped_once() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    static DROPPED: AtomicUsize = AtomicUsize::new(0);
+    /// A panic payload that counts its drops.
+    struct Payload;
+    impl Drop for Payload {
+        fn drop(&mut self) {
+            DROPPED.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+    struct PanicsWithPayload;
+    impl Drop for PanicsWithPayload {
+        fn drop(&mut self) {
+            panic::panic_any(Payload);
+        }
+    }
+    /// A panic payload whose own destructor panics.
+    struct PayloadPanicsOnDrop;
+    impl Drop for PayloadPanicsOnDrop {
+        fn drop(&mut self) {
+            panic!("the payload's destructor blew up too");
+        }
+    }
+    struct PanicsWithBadPayload;
+    impl Drop for PanicsWithBadPayload {
+        fn drop(&mut self) {
+            panic::panic_any(PayloadPanicsOnDrop);
+        }
+    }
+    let n = tasklet::dispatch(|| {
+        drop(tasklet::spawn(|| {
+            tasklet::yield_now();
+            PanicsWithPayload
+        }));
+        drop(tasklet::spawn(|| {
+            tasklet::yield_now();
+            PanicsWithBadPayload
+        }));
+        tasklet::spawn(|| {
+            tasklet::sleep(Duration::from_millis(5));
+            7
+        })
+        .join()
+        .unwrap()
+    });
+    assert_eq!(n, 7);
+    // Not leaked (nor dropped twice): only a payload whose own destructor
+    // panics is given up on, and then just that second panic's payload.
+    assert_eq!(DROPPED.load(Ordering::SeqCst), 1);
+}
+
+#[test]
 fn panic_in_main_is_reraised_after_cleanup() {
     let log = new_log();
     let l = log.clone();

@@ -119,8 +119,11 @@ where
                     header.describe(),
                     payload_str(p.as_ref()).unwrap_or("(non-string payload)")
                 );
-                // The payload may panic on drop too; leak it rather than risk that.
-                std::mem::forget(p);
+                // The payload may panic on drop too: only the payload of that
+                // second panic is leaked rather than risk a third.
+                if let Err(p) = panic::catch_unwind(AssertUnwindSafe(move || drop(p))) {
+                    std::mem::forget(p);
+                }
             }
         }
         // `inner` is dropped here, breaking the task -> coroutine -> task cycle.
