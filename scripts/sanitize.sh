@@ -29,12 +29,27 @@ export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$PWD/target/asan}
 export RUSTFLAGS="-Zsanitizer=address -Cforce-frame-pointers=yes"
 export RUSTDOCFLAGS="$RUSTFLAGS"
 # detect_leaks: LeakSanitizer at every process exit (tests and the example
-# binaries they run). The suppressions file lists what is deliberately
-# leaked, each with its reason.
+# binaries they run). Nothing is suppressed (scripts/lsan.supp is empty):
+# tasklets that `dispatch` abandons at exit are announced to LSan by the
+# runtime itself (runtime/src/sanitizer.rs).
+# detect_stack_use_after_return: frames go on ASan's fake stacks, one per
+# tasklet; tests/runtime_scale.rs turns it off for its 100,000-tasklet
+# memory tests (see its `asan` module for why).
+# This machine's llvm-symbolizer cannot symbolize the binaries (and cannot be
+# forked once fake stacks have reserved a lot of memory): symbolize a
+# report's `(BINARY+0xOFFSET)` frames with `addr2line -f -C -i -e BINARY OFFSET...`.
 export ASAN_OPTIONS="detect_leaks=1:abort_on_error=0:halt_on_error=1:detect_stack_use_after_return=1:strict_string_checks=1:check_initialization_order=1${ASAN_OPTIONS:+:$ASAN_OPTIONS}"
 export LSAN_OPTIONS="suppressions=$PWD/scripts/lsan.supp:print_suppressions=0${LSAN_OPTIONS:+:$LSAN_OPTIONS}"
 
+# The whole workspace, unless packages are named: `scripts/sanitize.sh -p
+# tasklet-runtime --lib` (the runtime's unit tests: a cold build of a few
+# minutes, without the facade's heavy dev-dependencies).
+scope=(--workspace)
+for arg in "$@"; do
+    case $arg in -p | -p* | --package | --package=*) scope=() ;; esac
+done
+
 start=$(date +%s)
-cargo "+$TOOLCHAIN" test --release --workspace --features tasklet/sanitizer \
+cargo "+$TOOLCHAIN" test --release "${scope[@]}" --features tasklet/sanitizer \
     --target "$TRIPLE" "$@"
 echo "sanitize.sh: ASan suite passed in $(( $(date +%s) - start )) s"
