@@ -846,27 +846,10 @@ fn panic_payload_of_a_detached_results_destructor_is_dropped_once() {
             panic::panic_any(Payload);
         }
     }
-    /// A panic payload whose own destructor panics.
-    struct PayloadPanicsOnDrop;
-    impl Drop for PayloadPanicsOnDrop {
-        fn drop(&mut self) {
-            panic!("the payload's destructor blew up too");
-        }
-    }
-    struct PanicsWithBadPayload;
-    impl Drop for PanicsWithBadPayload {
-        fn drop(&mut self) {
-            panic::panic_any(PayloadPanicsOnDrop);
-        }
-    }
     let n = tasklet::dispatch(|| {
         drop(tasklet::spawn(|| {
             tasklet::yield_now();
             PanicsWithPayload
-        }));
-        drop(tasklet::spawn(|| {
-            tasklet::yield_now();
-            PanicsWithBadPayload
         }));
         tasklet::spawn(|| {
             tasklet::sleep(Duration::from_millis(5));
@@ -876,8 +859,7 @@ fn panic_payload_of_a_detached_results_destructor_is_dropped_once() {
         .unwrap()
     });
     assert_eq!(n, 7);
-    // Not leaked (nor dropped twice): only a payload whose own destructor
-    // panics is given up on, and then just that second panic's payload.
+    // Neither leaked nor dropped twice.
     assert_eq!(DROPPED.load(Ordering::SeqCst), 1);
 }
 
