@@ -23,14 +23,9 @@ fn serial() -> MutexGuard<'static, ()> {
 /// builds with the `sanitizer` feature).
 #[cfg(feature = "sanitizer")]
 mod asan {
-    use std::ffi::c_int;
-
     extern "C" {
         // compiler-rt's `sanitizer/allocator_interface.h`.
         fn __sanitizer_purge_allocator();
-        // Read by every instrumented function on entry: whether its frame
-        // goes on a "fake stack" (use-after-return detection).
-        static mut __asan_option_detect_stack_use_after_return: c_int;
     }
 
     /// Empties ASan's quarantine (freed blocks it holds back, up to
@@ -39,56 +34,6 @@ mod asan {
     pub(crate) fn purge() {
         // SAFETY: no preconditions; ASan drains its quarantine and caches.
         unsafe { __sanitizer_purge_allocator() };
-    }
-
-    /// Turns use-after-return detection off until dropped.
-    ///
-    /// With it on, every tasklet that runs an instrumented frame gets its own
-    /// fake stack from ASan (an `mmap` of 11 x the stack size rounded up to a
-    /// power of two: 5.6 MiB of address space for a 256 KiB stack, and tens
-    /// of KiB resident), and corosensei 0.3.4 never has ASan free it when the
-    /// coroutine finishes (it passes a non-null `fake_stack_save` to
-    /// `__sanitizer_start_switch_fiber` on its way out). So every finished
-    /// tasklet leaks one: 50,000 kill/timeout/detach cycles grew RSS by
-    /// 3.7 GiB, and 100,000 live tasklets need 560 GiB of address space and
-    /// fail. Those are ASan's (and corosensei's) costs, not the runtime's:
-    /// the tests that measure memory at that scale run with fake stacks off
-    /// (every other ASan check on); the rest of the suite keeps them.
-    pub(crate) struct NoFakeStacks(c_int);
-
-    impl NoFakeStacks {
-        pub(crate) fn new() -> NoFakeStacks {
-            // SAFETY: a plain int ASan reads on function entry; the tests
-            // that change it hold `serial()`, and a stale read only decides
-            // where one frame lives (both are valid).
-            unsafe {
-                let p = &raw mut __asan_option_detect_stack_use_after_return;
-                let old = p.read();
-                p.write(0);
-                NoFakeStacks(old)
-            }
-        }
-    }
-
-    impl Drop for NoFakeStacks {
-        fn drop(&mut self) {
-            // SAFETY: as in `new`.
-            unsafe { (&raw mut __asan_option_detect_stack_use_after_return).write(self.0) };
-        }
-    }
-}
-
-#[cfg(feature = "sanitizer")]
-use asan::NoFakeStacks;
-
-/// Without ASan there are no fake stacks to turn off.
-#[cfg(not(feature = "sanitizer"))]
-struct NoFakeStacks;
-
-#[cfg(not(feature = "sanitizer"))]
-impl NoFakeStacks {
-    fn new() -> NoFakeStacks {
-        NoFakeStacks
     }
 }
 
@@ -168,7 +113,6 @@ fn spawn_join_cycles_do_not_grow_memory() {
 #[test]
 fn kill_timeout_and_detach_cycles_do_not_grow_memory() {
     let _s = serial();
-    let _f = NoFakeStacks::new();
     tasklet::dispatch(|| {
         let cycle = |n: usize| {
             for i in 0..n {
@@ -225,7 +169,6 @@ impl Gate {
 #[test]
 fn hundred_thousand_live_tasklets_under_default_max_map_count() {
     let _s = serial();
-    let _f = NoFakeStacks::new();
     const N: usize = 100_000;
     let maps_before = map_count();
     let (maps_live, done) = tasklet::dispatch(|| {
@@ -272,7 +215,6 @@ fn hundred_thousand_live_tasklets_under_default_max_map_count() {
 #[test]
 fn hundred_thousand_sleepers_and_teardown_at_exit() {
     let _s = serial();
-    let _f = NoFakeStacks::new();
     const N: usize = 100_000;
     let dropped = Rc::new(Cell::new(0usize));
     let d = dropped.clone();
@@ -302,7 +244,6 @@ fn hundred_thousand_sleepers_and_teardown_at_exit() {
 #[test]
 fn hundred_thousand_unstarted_tasklets_dropped_at_exit() {
     let _s = serial();
-    let _f = NoFakeStacks::new();
     const N: usize = 100_000;
     let dropped = Rc::new(Cell::new(0usize));
     let ran = Rc::new(Cell::new(0usize));
