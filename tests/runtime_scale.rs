@@ -322,8 +322,16 @@ fn stack_pool_limit_returns_memory_of_freed_stacks() {
         "the stacks were not touched? peak growth {} KiB",
         peak.saturating_sub(before) / 1024
     );
+    // Under AddressSanitizer, the shadow of every stack (an eighth of its
+    // 256 KiB + guard) stays resident after the stack's own pages are
+    // released: corosensei unpoisons the whole stack when a coroutine ends,
+    // which writes that shadow. ASan's cost, not the pool's.
+    #[cfg(feature = "sanitizer")]
+    let asan_shadow = N * (256 * 1024 + 4096) / 8;
+    #[cfg(not(feature = "sanitizer"))]
+    let asan_shadow = 0;
     assert!(
-        after.saturating_sub(before) < touched / 8,
+        after.saturating_sub(before) < touched / 8 + asan_shadow,
         "with a pool limit of 0, freed stacks keep {} KiB of {} KiB touched",
         after.saturating_sub(before) / 1024,
         touched / 1024
