@@ -51,7 +51,10 @@ fn geometry() {
     assert_eq!(hi - lo, page);
     assert_eq!(s.limit().get(), lo);
     let colour = s.top() - s.base().get();
-    assert!(colour < 2048 && colour.is_multiple_of(64), "colour {colour}");
+    assert!(
+        colour < 2048 && colour.is_multiple_of(64),
+        "colour {colour}"
+    );
     assert_eq!(s.top() - hi, s.size());
     assert_eq!(s.base().get() % corosensei::stack::STACK_ALIGNMENT, 0);
     // The whole usable range is writable.
