@@ -32,6 +32,36 @@ const NOSIGNAL: libc::c_int = libc::MSG_NOSIGNAL;
 #[cfg(not(any(target_os = "linux", target_os = "android")))]
 const NOSIGNAL: libc::c_int = 0;
 
+/// `recvfrom(2)`/`sendto(2)` (`nr`) with no address: the system call
+/// itself, as libc's `recv`/`send` make it (see [`raw_recv`]).
+///
+/// # Safety
+/// `buf` must be valid for `len` bytes: writes for `recvfrom`, reads for
+/// `sendto`.
+#[cfg(target_os = "linux")]
+#[inline]
+unsafe fn transfer(
+    nr: libc::c_long,
+    fd: RawFd,
+    buf: usize,
+    len: usize,
+    flags: libc::c_int,
+) -> isize {
+    // SAFETY: the arguments of `recv`/`send` plus a null address and
+    // length, as libc passes them; the caller guarantees `buf`.
+    unsafe {
+        libc::syscall(
+            nr,
+            fd as libc::c_long,
+            buf as libc::c_long,
+            len as libc::c_long,
+            flags as libc::c_long,
+            0 as libc::c_long,
+            0 as libc::c_long,
+        ) as isize
+    }
+}
+
 /// `recv(2)`. On Linux the system call itself (`recvfrom` with no address):
 /// libc's wrapper brackets every call with thread-cancellation bookkeeping
 /// (two atomic read-modify-writes on the thread's descriptor) that Rust
@@ -43,18 +73,9 @@ const NOSIGNAL: libc::c_int = 0;
 #[inline]
 unsafe fn raw_recv(fd: RawFd, buf: *mut libc::c_void, len: usize, flags: libc::c_int) -> isize {
     #[cfg(target_os = "linux")]
-    // SAFETY: the arguments of `recv` plus a null address and length, as
-    // libc's own `recv` passes them; the caller guarantees `buf`.
+    // SAFETY: the caller guarantees `buf`, as `transfer` requires.
     unsafe {
-        libc::syscall(
-            libc::SYS_recvfrom,
-            fd as libc::c_long,
-            buf as libc::c_long,
-            len as libc::c_long,
-            flags as libc::c_long,
-            0 as libc::c_long,
-            0 as libc::c_long,
-        ) as isize
+        transfer(libc::SYS_recvfrom, fd, buf as usize, len, flags)
     }
     #[cfg(not(target_os = "linux"))]
     // SAFETY: the caller guarantees `buf`.
@@ -70,18 +91,9 @@ unsafe fn raw_recv(fd: RawFd, buf: *mut libc::c_void, len: usize, flags: libc::c
 #[inline]
 unsafe fn raw_send(fd: RawFd, buf: *const libc::c_void, len: usize, flags: libc::c_int) -> isize {
     #[cfg(target_os = "linux")]
-    // SAFETY: the arguments of `send` plus a null address, as libc's own
-    // `send` passes them; the caller guarantees `buf`.
+    // SAFETY: the caller guarantees `buf`, as `transfer` requires.
     unsafe {
-        libc::syscall(
-            libc::SYS_sendto,
-            fd as libc::c_long,
-            buf as libc::c_long,
-            len as libc::c_long,
-            flags as libc::c_long,
-            0 as libc::c_long,
-            0 as libc::c_long,
-        ) as isize
+        transfer(libc::SYS_sendto, fd, buf as usize, len, flags)
     }
     #[cfg(not(target_os = "linux"))]
     // SAFETY: the caller guarantees `buf`.
