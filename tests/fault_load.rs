@@ -577,13 +577,11 @@ fn fault_campaign(mut server: Server, kind: Kind) {
                     0 => until_closed(&mut s),
                     1 => {
                         small_receive_buffer(&s);
-                        s.set_write_timeout(Some(Duration::from_millis(200)))?;
-                        // Until our writes block: the server's block first.
-                        let _ = match kind {
-                            Kind::Echo => s.write_all(&vec![1u8; 16 << 20]),
-                            Kind::Http => s.write_all(&REQUEST.repeat(500_000)),
+                        let chunk = match kind {
+                            Kind::Echo => vec![1u8; 64 * 1024],
+                            Kind::Http => REQUEST.repeat(2_000),
                         };
-                        until_dropped_without_reading(&s)
+                        until_reset_while_writing(&mut s, &chunk)
                     }
                     _ => {
                         let head = b"GET / HTTP/1.1\r\nHost: faults\r\nX-Slow: ";
@@ -636,29 +634,39 @@ fn fault_campaign(mut server: Server, kind: Kind) {
     );
 }
 
-/// For a client that never reads: waits, without reading or writing (either
-/// would keep the connection alive), until the server has closed it
-/// (`POLLRDHUP`, or `POLLHUP`/`POLLERR` after its reset); returns how long
-/// that took.
-fn until_dropped_without_reading(s: &TcpStream) -> Duration {
-    use std::os::fd::AsRawFd;
+/// For a client that never reads: writes `chunk` over and over until the
+/// server drops the connection; returns how long that took. Fails after
+/// [`LIMIT`].
+///
+/// Writing on is what makes the drop visible. The server blocks writing to
+/// us first (we never read); our bytes then pile up unread in its receive
+/// queue, so when its write timeout closes the socket the kernel answers
+/// with a reset, which fails our next write. A client that stopped writing
+/// could not tell: once the server had read all it sent, the server's close
+/// would queue its FIN behind echoed bytes we never take, and that FIN
+/// would never arrive.
+fn until_reset_while_writing(s: &mut TcpStream, chunk: &[u8]) -> Duration {
     let t = Instant::now();
+    s.set_write_timeout(Some(LIMIT)).unwrap();
     loop {
-        let mut p = libc::pollfd {
-            fd: s.as_raw_fd(),
-            events: libc::POLLRDHUP,
-            revents: 0,
-        };
-        // SAFETY: poll(2) on one valid pollfd, without blocking.
-        let n = unsafe { libc::poll(&mut p, 1, 0) };
-        if n > 0 && p.revents & (libc::POLLRDHUP | libc::POLLHUP | libc::POLLERR) != 0 {
-            return t.elapsed();
+        match s.write_all(chunk) {
+            Ok(()) => assert!(
+                t.elapsed() < LIMIT,
+                "the server kept a client that never reads for {LIMIT:?}"
+            ),
+            Err(e) if e.kind() == io::ErrorKind::TimedOut => {
+                panic!("the server kept a client that never reads for {LIMIT:?}")
+            }
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::ConnectionReset | io::ErrorKind::BrokenPipe
+                ) =>
+            {
+                return t.elapsed()
+            }
+            Err(e) => panic!("writing to a server that should drop us: {e}"),
         }
-        assert!(
-            t.elapsed() < LIMIT,
-            "the server kept a client that never reads for {LIMIT:?}"
-        );
-        tasklet::sleep(Duration::from_millis(20));
     }
 }
 
