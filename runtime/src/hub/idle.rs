@@ -56,7 +56,8 @@
 //! it looks awake (so nobody wakes it through the kernel), which makes
 //! wake-ups slower, not faster. So no hub spins while the kernel's CPU
 //! pressure (`/proc/pressure/cpu`, read at most every 10 ms by one hub of
-//! the process) says threads waited for a CPU more than 10 % of the time;
+//! the process) says threads waited for a CPU more than 10 % of the time
+//! (smoothed over about four reads, so one burst does not count);
 //! and a spin that notices it was taken off its CPU stops, and every hub of
 //! the process stops spinning for a cool-down that grows while that keeps
 //! happening (see [`IdleSpin::spin`]).
@@ -132,8 +133,9 @@ static COOLING: Cooling = Cooling {
 const PRESSURE_EVERY: Duration = Duration::from_millis(10);
 
 /// Spinning stops while threads waited for a CPU during more than this
-/// share of the last [`PRESSURE_EVERY`] (Linux pressure stall
-/// information, `/proc/pressure/cpu`, "some" line).
+/// share of the recent [`PRESSURE_EVERY`] intervals, smoothed over about
+/// four of them (Linux pressure stall information, `/proc/pressure/cpu`,
+/// "some" line).
 const MAX_PRESSURE: f64 = 0.10;
 
 /// The process-wide verdict from the CPU pressure: whether there are CPUs
@@ -144,12 +146,16 @@ struct Pressure {
     read_at: AtomicU64,
     /// The "some" stall total then, in microseconds.
     total: AtomicU64,
+    /// The stalled share of recent intervals, smoothed (see
+    /// [`cpus_to_spare`]), in parts per million.
+    smoothed_ppm: AtomicU64,
     spare: AtomicBool,
 }
 
 static PRESSURE: Pressure = Pressure {
     read_at: AtomicU64::new(0),
     total: AtomicU64::new(0),
+    smoothed_ppm: AtomicU64::new(0),
     spare: AtomicBool::new(true),
 };
 
@@ -170,12 +176,27 @@ fn cpus_to_spare(now: u64) -> bool {
         return true;
     };
     let before = PRESSURE.total.swap(total, Ordering::Relaxed);
-    let spare = if at == 0 || before == 0 {
-        avg10 < MAX_PRESSURE * 100.0
+    // The share of the interval since the last read during which some
+    // thread waited for a CPU, smoothed over about four reads: one
+    // interval's burst (a kernel worker preempting a spinner for a
+    // millisecond) should not turn spinning off — each refusal costs a
+    // kernel wake-up, tens of microseconds on a VM — while load that
+    // lasts does within a few reads.
+    let share_ppm = if at == 0 || before == 0 {
+        (avg10 * 10_000.0) as u64
     } else {
         let stalled_ns = total.saturating_sub(before).saturating_mul(1000);
-        (stalled_ns as f64) < MAX_PRESSURE * now.saturating_sub(at) as f64
+        let interval = now.saturating_sub(at).max(1);
+        (stalled_ns.saturating_mul(1_000_000) / interval).min(1_000_000)
     };
+    let old = PRESSURE.smoothed_ppm.load(Ordering::Relaxed);
+    let smoothed = if at == 0 {
+        share_ppm
+    } else {
+        (old * 3 + share_ppm) / 4
+    };
+    PRESSURE.smoothed_ppm.store(smoothed, Ordering::Relaxed);
+    let spare = (smoothed as f64) < MAX_PRESSURE * 1_000_000.0;
     PRESSURE.spare.store(spare, Ordering::Relaxed);
     spare
 }
