@@ -15,7 +15,7 @@ use crate::sys;
 /// A TCP socket server, listening for connections (std's `TcpListener`
 /// whose `accept` parks the tasklet instead of blocking the thread).
 ///
-/// A listener can be created before [`dispatch`](tasklet::dispatch)
+/// A listener can be created before [`dispatch`](tasklet_runtime::dispatch)
 /// and used inside it; it registers with the dispatcher's hub the first time
 /// it has to wait. Used on a thread without a dispatcher, it blocks like the
 /// std type.
@@ -62,7 +62,7 @@ impl TcpListener {
 
     /// Creates a listener bound to `addr` with `SO_REUSEPORT` (and
     /// `SO_REUSEADDR`) set, so that several listeners — one per
-    /// [`Runtime`](tasklet::Runtime) worker, or one per process —
+    /// [`Runtime`](tasklet_runtime::Runtime) worker, or one per process —
     /// can listen on the same address; the kernel spreads incoming
     /// connections over them (by a hash of the client's address and port).
     ///
@@ -99,7 +99,7 @@ impl TcpListener {
     /// The new stream is non-blocking at the OS level and cooperative like
     /// every stream here. Honours [`set_nonblocking`](Self::set_nonblocking).
     /// Like std, a listener has no accept timeout; bound the wait with
-    /// [`tasklet::timeout`](tasklet::timeout) (the listener stays usable):
+    /// [`tasklet::timeout`](tasklet_runtime::timeout) (the listener stays usable):
     ///
     /// ```
     /// use std::time::Duration;

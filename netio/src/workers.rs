@@ -7,7 +7,7 @@ use std::sync::Mutex;
 use crate::{TcpListener, ToSocketAddrs};
 
 /// The TCP listeners of a server that runs on several
-/// [`Runtime`](tasklet::Runtime) workers: one bound up front, then one per
+/// [`Runtime`](tasklet_runtime::Runtime) workers: one bound up front, then one per
 /// worker, all on the same address.
 ///
 /// [`bind`](Self::bind) binds the first listener at once, before any worker

@@ -223,7 +223,7 @@ struct StopShared {
 impl<A: Clone + fmt::Debug + 'static> ServerHandle<A> {
     /// A `Send + Sync` handle that stops this server from any thread — a
     /// signal-handling thread, an admin thread, another
-    /// [`Runtime`](tasklet::Runtime) worker, a tasklet of another
+    /// [`Runtime`](tasklet_runtime::Runtime) worker, a tasklet of another
     /// dispatcher.
     ///
     /// `ServerHandle` itself is `!Send` (it shares the server's state with

@@ -89,7 +89,7 @@ impl StreamServer<TcpListener> {
 
     /// Like [`bind`](Self::bind), on a listener bound with
     /// [`TcpListener::bind_reuse_port`]: run one such server per
-    /// [`Runtime`](tasklet::Runtime) worker on the same address and
+    /// [`Runtime`](tasklet_runtime::Runtime) worker on the same address and
     /// the kernel spreads the connections over the workers. With
     /// [`stop_on_signals`](Self::stop_on_signals), SIGINT/SIGTERM stops
     /// every worker's server.
@@ -193,7 +193,7 @@ impl<L: Listener> StreamServer<L> {
 
     /// Stops the server gracefully (with the [grace period](Self::grace_period))
     /// when the process receives SIGINT or SIGTERM. The signals are then
-    /// [reset](tasklet::signal::reset): a second one during the
+    /// [reset](tasklet_runtime::signal::reset): a second one during the
     /// grace period terminates the process.
     pub fn stop_on_signals(mut self, on: bool) -> StreamServer<L> {
         self.signals = on;
