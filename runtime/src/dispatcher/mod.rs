@@ -323,8 +323,10 @@ impl Dispatcher {
             if main.state.get() == State::Done {
                 return Ok(());
             }
-            let limit = stall::stall_limit(self);
-            if let Err(()) = self.hub.poll_until(self, true, limit) {
+            // One clock read for the stall tracking and the poll.
+            let now = Instant::now();
+            let limit = stall::stall_limit(self, now);
+            if let Err(()) = self.hub.poll_until(self, true, limit, now) {
                 return Err(stall::deadlock_report(self, false));
             }
             stall::after_poll(self)?;
@@ -452,7 +454,7 @@ impl Dispatcher {
                     break;
                 }
                 let limit = if self.no_block.get() { hard } else { grace };
-                if self.hub.poll_until(self, true, Some(limit)).is_err() {
+                if self.hub.poll_until(self, true, Some(limit), now).is_err() {
                     // Nothing can wake the parked ones: stop waiting for them.
                     self.no_block.set(true);
                     break;

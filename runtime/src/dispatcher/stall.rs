@@ -62,8 +62,9 @@ fn stalled(d: &Dispatcher) -> bool {
 }
 
 /// How long the next hub poll may block, given the stall tracking: until
-/// the next deadlock proof or the stall warning is due.
-pub(crate) fn stall_limit(d: &Dispatcher) -> Option<Instant> {
+/// the next deadlock proof or the stall warning is due. `now`: the clock
+/// read the poll will use.
+pub(crate) fn stall_limit(d: &Dispatcher, now: Instant) -> Option<Instant> {
     let o = &d.obs;
     if !stalled(d) {
         o.stall_since.set(None);
@@ -72,7 +73,6 @@ pub(crate) fn stall_limit(d: &Dispatcher) -> Option<Instant> {
     let since = match o.stall_since.get() {
         Some(s) => s,
         None => {
-            let now = Instant::now();
             o.stall_since.set(Some(now));
             o.next_proof.set(Some(now + PROOF_DELAY));
             now

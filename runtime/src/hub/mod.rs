@@ -281,15 +281,18 @@ impl Hub {
     /// With `may_block`, waits in `epoll_wait` when no tasklet is ready, up to
     /// the next timer deadline or `limit`. Returns `Err(())` if it would wait
     /// forever with nothing able to wake it (a deadlock).
+    ///
+    /// `n` is the caller's clock read, taken just before: the poll's only
+    /// one before it waits. It dates waits for `dump` (see `park_on`), and
+    /// the caller's `limit` was computed from it.
     pub(crate) fn poll_until(
         &self,
         d: &Dispatcher,
         may_block: bool,
         limit: Option<Instant>,
+        n: Instant,
     ) -> Result<(), ()> {
         self.drain_remote(d);
-        // One clock read per poll: it dates waits for `dump` (see `park_on`).
-        let n = Instant::now();
         d.obs.clock.set(n);
         let mut now = None;
         if !self.timers.borrow().is_empty() {
@@ -327,8 +330,8 @@ impl Hub {
         };
         let timeout = match (timeout, limit) {
             (t, None) => t,
-            (None, Some(l)) => Some(l.saturating_duration_since(Instant::now())),
-            (Some(t), Some(l)) => Some(t.min(l.saturating_duration_since(Instant::now()))),
+            (None, Some(l)) => Some(l.saturating_duration_since(n)),
+            (Some(t), Some(l)) => Some(t.min(l.saturating_duration_since(n))),
         };
         let events = d.obs.events.get();
         if timeout == Some(Duration::ZERO) {
