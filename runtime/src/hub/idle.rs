@@ -54,13 +54,13 @@
 //! And only with a CPU to spare: on oversubscribed CPUs a spinning thread
 //! loses the scheduler's favour for woken sleepers and is preempted while
 //! it looks awake (so nobody wakes it through the kernel), which makes
-//! wake-ups slower, not faster. So no hub spins while the kernel's CPU
-//! pressure (`/proc/pressure/cpu`, read at most every 10 ms by one hub of
-//! the process) says threads waited for a CPU more than 10 % of the time
-//! (smoothed over about four reads, so one burst does not count);
-//! and a spin that notices it was taken off its CPU stops, and every hub of
-//! the process stops spinning for a cool-down that grows while that keeps
-//! happening (see [`IdleSpin::spin`]).
+//! wake-ups slower, not faster. So every hub of the process stops spinning
+//! for a cool-down (1 ms, growing fourfold up to 1 s while it keeps
+//! happening) when a spin notices it was taken off its CPU (see
+//! [`IdleSpin::spin`]), or when the kernel's CPU pressure
+//! (`/proc/pressure/cpu`, read every 10 ms by one hub of the process) says
+//! that threads waited for a CPU more than 10 % of a window in which the
+//! hubs could spin (see `cpus_to_spare` for why only those windows).
 
 use std::cell::Cell;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -132,78 +132,69 @@ static COOLING: Cooling = Cooling {
 /// How often the CPU pressure is read (by whichever hub wants to spin).
 const PRESSURE_EVERY: Duration = Duration::from_millis(10);
 
-/// Spinning stops while threads waited for a CPU during more than this
-/// share of the recent [`PRESSURE_EVERY`] intervals, smoothed over about
-/// four of them (Linux pressure stall information, `/proc/pressure/cpu`,
-/// "some" line).
+/// A spinning window ends in a cool-down when threads waited for a CPU
+/// during more than this share of it (Linux pressure stall information,
+/// `/proc/pressure/cpu`, "some" line).
 const MAX_PRESSURE: f64 = 0.10;
 
-/// The process-wide verdict from the CPU pressure: whether there are CPUs
-/// to spare. Without `/proc/pressure/cpu` (other systems, kernels built
-/// without PSI) it stays `true` and the gap detection alone decides.
+/// The CPU pressure as last read, while the hubs were allowed to spin.
 struct Pressure {
-    /// When it was last read (0: never).
+    /// When it was last read (0: never, or too long ago to compare with).
     read_at: AtomicU64,
     /// The "some" stall total then, in microseconds.
     total: AtomicU64,
-    /// The stalled share of recent intervals, smoothed (see
-    /// [`cpus_to_spare`]), in parts per million.
-    smoothed_ppm: AtomicU64,
-    spare: AtomicBool,
 }
 
 static PRESSURE: Pressure = Pressure {
     read_at: AtomicU64::new(0),
     total: AtomicU64::new(0),
-    smoothed_ppm: AtomicU64::new(0),
-    spare: AtomicBool::new(true),
 };
 
-/// Whether the CPUs had time to spare lately (see [`MAX_PRESSURE`]).
+/// Whether the CPUs have time to spare, as far as the last
+/// [`PRESSURE_EVERY`] of spinning tells; `false` after it started a
+/// cool-down (see [`cool_down`]).
+///
+/// Only windows in which spinning was allowed are judged. While the hubs
+/// sleep instead, their own kernel wake-ups make stall (a woken worker
+/// often waits for the CPU of the thread that woke it): judged, that would
+/// keep spinning off on a machine with CPUs to spare — a feedback loop. So
+/// a read after a gap (the first one, or the first after a cool-down or an
+/// idle stretch) only starts a window, and the window is judged at the
+/// next read. Under load that lasts, every probe window ends in a longer
+/// cool-down, so spinning stays off but for about 1 % of the time.
 fn cpus_to_spare(now: u64) -> bool {
+    let every = PRESSURE_EVERY.as_nanos() as u64;
     let at = PRESSURE.read_at.load(Ordering::Relaxed);
-    let fresh = at != 0 && now.saturating_sub(at) < PRESSURE_EVERY.as_nanos() as u64;
-    // One hub reads at a time; the others use the last verdict.
-    if fresh
+    // One hub reads at a time; the others go on with the current verdict
+    // (spinning allowed: a cool-down would have stopped them earlier).
+    if (at != 0 && now.saturating_sub(at) < every)
         || PRESSURE
             .read_at
             .compare_exchange(at, now, Ordering::Relaxed, Ordering::Relaxed)
             .is_err()
     {
-        return PRESSURE.spare.load(Ordering::Relaxed);
+        return true;
     }
-    let Some((avg10, total)) = read_cpu_pressure() else {
+    let Some(total) = read_cpu_pressure() else {
         return true;
     };
     let before = PRESSURE.total.swap(total, Ordering::Relaxed);
-    // The share of the interval since the last read during which some
-    // thread waited for a CPU, smoothed over about four reads: one
-    // interval's burst (a kernel worker preempting a spinner for a
-    // millisecond) should not turn spinning off — each refusal costs a
-    // kernel wake-up, tens of microseconds on a VM — while load that
-    // lasts does within a few reads.
-    let share_ppm = if at == 0 || before == 0 {
-        (avg10 * 10_000.0) as u64
-    } else {
-        let stalled_ns = total.saturating_sub(before).saturating_mul(1000);
-        let interval = now.saturating_sub(at).max(1);
-        (stalled_ns.saturating_mul(1_000_000) / interval).min(1_000_000)
-    };
-    let old = PRESSURE.smoothed_ppm.load(Ordering::Relaxed);
-    let smoothed = if at == 0 {
-        share_ppm
-    } else {
-        (old * 3 + share_ppm) / 4
-    };
-    PRESSURE.smoothed_ppm.store(smoothed, Ordering::Relaxed);
-    let spare = (smoothed as f64) < MAX_PRESSURE * 1_000_000.0;
-    PRESSURE.spare.store(spare, Ordering::Relaxed);
-    spare
+    if at == 0 || before == 0 || now.saturating_sub(at) > 3 * every {
+        return true;
+    }
+    let stalled_ns = total.saturating_sub(before).saturating_mul(1000);
+    if (stalled_ns as f64) < MAX_PRESSURE * now.saturating_sub(at) as f64 {
+        return true;
+    }
+    cool_down(now);
+    // The next read after the cool-down starts a new window.
+    PRESSURE.read_at.store(0, Ordering::Relaxed);
+    false
 }
 
-/// The "some" line of `/proc/pressure/cpu`: (avg10 in percent, total in
-/// microseconds). The file is opened once and read with `pread`.
-fn read_cpu_pressure() -> Option<(f64, u64)> {
+/// The "some" stall total of `/proc/pressure/cpu`, in microseconds. The
+/// file is opened once and read with `pread`.
+fn read_cpu_pressure() -> Option<u64> {
     use std::os::unix::fs::FileExt;
     static FILE: OnceLock<Option<std::fs::File>> = OnceLock::new();
     let file = FILE
@@ -211,7 +202,7 @@ fn read_cpu_pressure() -> Option<(f64, u64)> {
         .as_ref()?;
     let mut buf = [0u8; 256];
     let n = file.read_at(&mut buf, 0).ok()?;
-    parse_pressure(std::str::from_utf8(&buf[..n]).ok()?)
+    parse_pressure(std::str::from_utf8(&buf[..n]).ok()?).map(|(_, total)| total)
 }
 
 /// (avg10, total) from the "some" line of a PSI file.
@@ -334,7 +325,7 @@ impl IdleSpin {
             }
             let now = Instant::now();
             if now.duration_since(last) > GAP && !FORCE.load(Ordering::Relaxed) {
-                self.oversubscribed(now);
+                cool_down(nanos(now));
                 return if pending.is_pending(Ordering::Relaxed) {
                     SpinEnd::Woken
                 } else {
@@ -364,25 +355,25 @@ impl IdleSpin {
         self.hot.set(false);
         SpinEnd::Expired
     }
+}
 
-    /// A spin found its thread taken off the CPU at `now`: cool down, for
-    /// longer than last time if that was recent (the CPUs stay
-    /// oversubscribed), else for shorter (a passing burst of load).
-    fn oversubscribed(&self, now: Instant) {
-        let now = nanos(now);
-        let last = COOLING.last_gap.swap(now, Ordering::Relaxed);
-        let prev = COOLING.cool.load(Ordering::Relaxed);
-        let recent = RECENT.as_nanos() as u64 + prev;
-        let (min, max) = (MIN_COOL.as_nanos() as u64, MAX_COOL.as_nanos() as u64);
-        let cool = if last != 0 && now.saturating_sub(last) < recent {
-            (prev * 4).clamp(min, max)
-        } else {
-            (prev / 4).max(min)
-        };
-        COOLING.cool.store(cool, Ordering::Relaxed);
-
-        COOLING.until.store(now + cool, Ordering::Relaxed);
-    }
+/// The CPUs were found oversubscribed at `now` (nanoseconds since
+/// [`epoch`]): a spin was taken off its CPU, or a spinning window saw too
+/// much CPU pressure. No hub spins for a cool-down: longer than last time
+/// if that was recent (the CPUs stay oversubscribed), else shorter (a
+/// passing burst of load).
+fn cool_down(now: u64) {
+    let last = COOLING.last_gap.swap(now, Ordering::Relaxed);
+    let prev = COOLING.cool.load(Ordering::Relaxed);
+    let recent = RECENT.as_nanos() as u64 + prev;
+    let (min, max) = (MIN_COOL.as_nanos() as u64, MAX_COOL.as_nanos() as u64);
+    let cool = if last != 0 && now.saturating_sub(last) < recent {
+        (prev * 4).clamp(min, max)
+    } else {
+        (prev / 4).max(min)
+    };
+    COOLING.cool.store(cool, Ordering::Relaxed);
+    COOLING.until.store(now + cool, Ordering::Relaxed);
 }
 
 #[cfg(test)]
