@@ -282,9 +282,10 @@ impl Hub {
     /// the next timer deadline or `limit`. Returns `Err(())` if it would wait
     /// forever with nothing able to wake it (a deadlock).
     ///
-    /// `n` is the caller's clock read, taken just before: the poll's only
-    /// one before it waits. It dates waits for `dump` (see `park_on`), and
-    /// the caller's `limit` was computed from it.
+    /// `n` is the caller's clock read, taken just before (the caller's
+    /// `limit` was computed from it): it fires the timers, dates waits for
+    /// `dump` (see `park_on`) and measures the time left to `limit`, so the
+    /// poll reads the clock again only to spin or after a wait.
     pub(crate) fn poll_until(
         &self,
         d: &Dispatcher,
