@@ -62,6 +62,39 @@ fn default_worker_count_is_the_allowed_cpus_and_pinning_works() {
     );
 }
 
+/// The calling thread's allowed CPUs (`sched_getaffinity`).
+fn allowed_cpus() -> Vec<usize> {
+    // SAFETY: an all-zero cpu_set_t is a valid, empty set.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    // SAFETY: `set` is a valid, writable cpu_set_t of the size passed.
+    let r = unsafe { libc::sched_getaffinity(0, std::mem::size_of_val(&set), &mut set) };
+    assert_eq!(r, 0);
+    (0..libc::CPU_SETSIZE as usize)
+        // SAFETY: `c` is below CPU_SETSIZE and `set` was filled above.
+        .filter(|&c| unsafe { libc::CPU_ISSET(c, &set) })
+        .collect()
+}
+
+#[test]
+fn unpinned_workers_keep_every_allowed_cpu() {
+    let allowed = allowed_cpus();
+    if allowed.len() < 2 {
+        eprintln!("one CPU allowed: nothing to spread");
+        return;
+    }
+    // Each worker's CPU at the start of its first tasklet, and its mask:
+    // moving a worker to its home CPU (see `affinity`) must not pin it.
+    let out = Runtime::new().workers(2).run(|| {
+        // SAFETY: no arguments, no memory accessed.
+        let cpu = unsafe { libc::sched_getcpu() };
+        (cpu, allowed_cpus())
+    });
+    for (cpu, mask) in &out {
+        assert_eq!(mask, &allowed, "an unpinned worker keeps every allowed CPU");
+        assert!(allowed.contains(&(*cpu as usize)), "{out:?}");
+    }
+}
+
 #[test]
 fn spawn_on_runs_on_the_target_workers_thread() {
     Runtime::new().workers(2).run(|| {

@@ -74,6 +74,7 @@
 ))]
 compile_error!("tasklet's `hook` feature supports Linux on x86_64 and aarch64 only");
 
+mod affinity;
 mod block_on;
 mod diag;
 mod dispatcher;

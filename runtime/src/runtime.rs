@@ -19,6 +19,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::thread;
 use std::time::Duration;
 
+use crate::affinity::{self, CpuSet, Home};
 use crate::dispatcher::config::Config;
 use crate::hub::{HubRef, TaskAddr};
 use crate::remote::{self, RemoteJoinHandle};
@@ -107,6 +108,13 @@ impl Runtime {
     /// around when there are more workers than CPUs), with
     /// `sched_setaffinity`. Off by default. A worker that cannot be pinned
     /// logs a warning and runs unpinned.
+    ///
+    /// Unpinned workers (no more of them than allowed CPUs, idle spin on)
+    /// still start one per CPU, worker `i` on the `i`-th, and move back
+    /// to that CPU when the kernel has put them elsewhere and they are about
+    /// to spin (at most every 10 ms) — otherwise two workers handing work
+    /// to each other tend to end up sharing one CPU, where their spins get
+    /// in each other's way. The kernel stays free to move them.
     pub fn pin_to_cores(mut self, pin: bool) -> Runtime {
         self.pin = pin;
         self
@@ -165,6 +173,39 @@ impl Runtime {
         })
     }
 
+    /// Where each of the `n` workers runs (see [`Place`]).
+    fn places(&self, n: usize) -> Vec<Place> {
+        let free = || (0..n).map(|_| Place::Free).collect();
+        let allowed = match CpuSet::allowed() {
+            Ok(set) => set,
+            Err(e) => {
+                if self.pin {
+                    log::warn!("tasklet::Runtime: cannot read the CPU affinity ({e}); not pinning");
+                }
+                return free();
+            }
+        };
+        let cpus = allowed.cpus();
+        if cpus.is_empty() {
+            return free();
+        }
+        if self.pin {
+            return (0..n)
+                .map(|i| Place::Pinned(cpus[i % cpus.len()]))
+                .collect();
+        }
+        // Homes keep spinning workers apart (see `affinity`); with more
+        // workers than CPUs, or without the spin, the kernel places them.
+        if n > 1 && n <= cpus.len() && !self.spin_limit().is_zero() {
+            return cpus
+                .iter()
+                .take(n)
+                .map(|&cpu| Place::Home(Home::new(cpu, allowed.clone())))
+                .collect();
+        }
+        free()
+    }
+
     fn worker_count(&self) -> usize {
         self.workers
             .unwrap_or_else(|| thread::available_parallelism().map_or(1, |n| n.get()))
@@ -194,30 +235,18 @@ impl Runtime {
         T: Send,
     {
         let n = self.worker_count();
-        let cpus = if self.pin {
-            match allowed_cpus() {
-                Ok(c) if !c.is_empty() => c,
-                Ok(_) => Vec::new(),
-                Err(e) => {
-                    log::warn!("tasklet::Runtime: cannot read the CPU affinity ({e}); not pinning");
-                    Vec::new()
-                }
-            }
-        } else {
-            Vec::new()
-        };
+        let mut places = self.places(n);
         let shared = Arc::new(Shared::new(n));
         let f = &f;
         let stack_size = self.stack_size;
         let idle_spin = self.spin_limit();
         let results: Vec<Option<T>> = thread::scope(|s| {
             let mut handles = Vec::with_capacity(n);
-            for i in 0..n {
+            for (i, place) in places.drain(..).enumerate() {
                 let sh = shared.clone();
-                let cpu = (!cpus.is_empty()).then(|| cpus[i % cpus.len()]);
                 let spawned = thread::Builder::new()
                     .name(format!("{}-{i}", self.name))
-                    .spawn_scoped(s, move || worker(sh, i, f, stack_size, idle_spin, cpu));
+                    .spawn_scoped(s, move || worker(sh, i, f, stack_size, idle_spin, place));
                 match spawned {
                     Ok(h) => handles.push(Some(h)),
                     Err(e) => {
@@ -254,6 +283,17 @@ impl Runtime {
             .map(|r| r.expect("every worker returned a value when none failed"))
             .collect()
     }
+}
+
+/// Where a worker thread runs.
+enum Place {
+    /// Pinned to this CPU ([`Runtime::pin_to_cores`]).
+    Pinned(usize),
+    /// Unpinned, with a home CPU it starts on and returns to before it
+    /// spins (see `affinity`).
+    Home(Home),
+    /// Wherever the kernel puts it.
+    Free,
 }
 
 /// What the workers of one `run` share.
@@ -361,16 +401,29 @@ fn worker<F, T>(
     f: &F,
     stack_size: Option<usize>,
     idle_spin: Duration,
-    cpu: Option<usize>,
+    place: Place,
 ) -> Option<T>
 where
     F: Fn() -> T,
 {
-    if let Some(cpu) = cpu {
-        if let Err(e) = pin_current_thread(cpu) {
-            log::warn!("tasklet::Runtime: cannot pin worker {index} to CPU {cpu}: {e}");
+    let home = match place {
+        Place::Pinned(cpu) => {
+            if let Err(e) = affinity::pin_current_thread(cpu) {
+                log::warn!("tasklet::Runtime: cannot pin worker {index} to CPU {cpu}: {e}");
+            }
+            None
         }
-    }
+        Place::Home(home) => {
+            if let Err(e) = home.go() {
+                log::debug!(
+                    "tasklet::Runtime: cannot start worker {index} on CPU {}: {e}",
+                    home.cpu()
+                );
+            }
+            Some(home)
+        }
+        Place::Free => None,
+    };
     WORKER.with(|w| *w.borrow_mut() = Some((index, shared.clone())));
     let _registered = Registered;
     let mut config = Config::new().idle_spin(idle_spin);
@@ -378,7 +431,12 @@ where
         config = config.stack_size(s);
     }
     let out = panic::catch_unwind(AssertUnwindSafe(|| {
-        config.dispatch(|| worker_main(&shared, index, f))
+        config.dispatch(|| {
+            if let Some(home) = home {
+                crate::hub::set_home_cpu(home);
+            }
+            worker_main(&shared, index, f)
+        })
     }));
     match out {
         Ok(v) => v,
@@ -646,35 +704,5 @@ impl fmt::Debug for RuntimeHandle {
         f.debug_struct("RuntimeHandle")
             .field("workers", &self.workers())
             .finish()
-    }
-}
-
-/// The CPUs this process may run on (`sched_getaffinity`), in order.
-fn allowed_cpus() -> io::Result<Vec<usize>> {
-    // SAFETY: an all-zero `cpu_set_t` is a valid, empty CPU set.
-    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
-    // SAFETY: the pointer and size describe `set`, which the call fills.
-    let r = unsafe { libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) };
-    if r < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok((0..libc::CPU_SETSIZE as usize)
-        // SAFETY: `cpu` is below CPU_SETSIZE, inside the set; it only reads.
-        .filter(|&cpu| unsafe { libc::CPU_ISSET(cpu, &set) })
-        .collect())
-}
-
-/// Pins the calling thread to `cpu` (`sched_setaffinity`).
-fn pin_current_thread(cpu: usize) -> io::Result<()> {
-    // SAFETY: an all-zero `cpu_set_t` is a valid, empty CPU set.
-    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
-    // SAFETY: `cpu` comes from `allowed_cpus`, below CPU_SETSIZE.
-    unsafe { libc::CPU_SET(cpu, &mut set) };
-    // SAFETY: the pointer and size describe `set`; pid 0 is this thread.
-    let r = unsafe { libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) };
-    if r < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(())
     }
 }

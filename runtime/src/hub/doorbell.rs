@@ -2,65 +2,68 @@
 //! that drains it: when a queued item needs the hub's `mio::Waker` (an
 //! `eventfd` write) to end its `epoll_wait`, and when it does not.
 //!
-//! Two flags: `pending` (something is queued and not yet drained) and
-//! `sleeping` (the hub is in, or about to enter, a blocking `epoll_wait`).
+//! One atomic byte holds the whole handshake: `PENDING` (something is
+//! queued and not yet drained), `SLEEPING` (the hub is in, or about to
+//! enter, a blocking `epoll_wait`) and the state of the [`Mailbox`] beside
+//! it (`CLAIMED`, `FULL`).
 //!
 //! - A waker queues its item, then [`ring`](Doorbell::ring)s: only the
-//!   waker that turns `pending` from false to true goes on, and it writes
-//!   the `eventfd` only if it then sees `sleeping`.
+//!   waker that turns `PENDING` on goes on, and it writes the `eventfd`
+//!   only if the same read-modify-write saw `SLEEPING`.
 //! - The hub, before a blocking `epoll_wait`, calls
-//!   [`sleep`](Doorbell::sleep), which raises `sleeping` and then reads
-//!   `pending`: if something is pending it polls without blocking instead.
-//!   It calls [`awake`](Doorbell::awake) when `epoll_wait` returns, and
-//!   [`take`](Doorbell::take)s `pending` before it pops the queues.
+//!   [`sleep`](Doorbell::sleep), which turns `SLEEPING` on and sees in the
+//!   same read-modify-write whether something is pending: then it polls
+//!   without blocking instead. It calls [`awake`](Doorbell::awake) when
+//!   `epoll_wait` returns, and [`take`](Doorbell::take)s `PENDING` before it
+//!   pops the queues.
 //!
-//! Both sides write one flag and then read the other with a `SeqCst`
-//! fence between (Dekker's handshake), so at least one of them sees the
-//! other's write: the waker sees `sleeping` and writes the `eventfd`, or
-//! the hub sees `pending` and does not block. A waker that finds `pending`
+//! Read-modify-writes of one location are totally ordered (its
+//! modification order), and each reads the value the one before it wrote:
+//! of a waker's ring and the hub's `sleep`, whichever comes second sees
+//! the other's bit — the waker sees `SLEEPING` and writes the `eventfd`,
+//! or the hub sees `PENDING` and does not block. No fence is needed (and
+//! loom, which models `SeqCst` loads and stores as acquire/release only,
+//! models modification order exactly). A waker that finds `PENDING`
 //! already set relies on the waker that set it, whose item the hub has not
-//! drained yet (the hub clears `pending` before it pops, so an item
-//! queued after that sets it again).
+//! drained yet (the hub clears `PENDING` before it pops, so an item queued
+//! after that sets it again).
 //!
-//! The fences: `SeqCst` accesses alone already order the handshake (in the
-//! single total order of `SeqCst` operations one side's read follows the
-//! other's write), but loom models `SeqCst` loads and stores as
-//! acquire/release only, and then finds the lost wake-up; it does model
-//! `SeqCst` fences, with which the handshake is correct in the C++/Rust
-//! model without relying on that total order. A fence costs a few
-//! nanoseconds next to the `epoll_wait` the hub is about to make, and the
-//! waker pays it only when it turns `pending` on.
-//!
-//! A [`Mailbox`] next to the doorbell holds one queued item without the
-//! queue: a waker that finds it empty puts its item there (in the
-//! doorbell's own cache line) instead of in the hub's `SegQueue`, whose
-//! tail and slot lines would each cross to the hub's core and back. A full
-//! mailbox counts as `pending` (the hub's `sleep` and spin look at both),
-//! so filling it is the ring: the waker that filled it does the `sleeping`
-//! half of the handshake itself ([`Doorbell::put`]), with no `pending`
-//! swap.
+//! A [`Mailbox`] holds one queued item without the queue: a waker that
+//! finds it unclaimed puts its item there (in the doorbell's own cache
+//! line) instead of in the hub's `SegQueue`, whose tail and slot lines
+//! would each cross to the hub's core and back. A full mailbox counts as
+//! pending (the hub's `sleep` and spin look at it), so filling it is the
+//! ring: the read-modify-write that publishes the item also tells the
+//! waker whether the hub sleeps ([`Doorbell::put`]). Everything a waker
+//! does to the doorbell is then two read-modify-writes of one line, and
+//! nothing after the publishing one waits for the hub's core (a load of a
+//! separate flag after it would: the hub takes the line back to empty the
+//! mailbox as soon as it sees it full).
 //!
 //! Model-checked with loom (`doorbell::loom_tests`, `scripts/loom.sh`).
 
 use std::mem::MaybeUninit;
 
-use crate::shim::{fence, AtomicBool, AtomicU8, Ordering, UnsafeCell};
+use crate::shim::{AtomicU8, Ordering, UnsafeCell};
+
+/// Something is queued and not yet taken.
+const PENDING: u8 = 1;
+/// The hub is in, or about to enter, a blocking `epoll_wait`.
+const SLEEPING: u8 = 2;
+/// A waker owns the mailbox (writing its item, or the item is not taken yet).
+const CLAIMED: u8 = 4;
+/// The mailbox holds a published item (set only while `CLAIMED`).
+const FULL: u8 = 8;
 
 /// See the module documentation.
 pub(crate) struct Doorbell {
-    pending: AtomicBool,
-    sleeping: AtomicBool,
-    /// The state of the [`Mailbox`] rung with this doorbell: `FULL` counts
-    /// as pending (see [`put`](Doorbell::put)).
-    mail: AtomicU8,
+    state: AtomicU8,
 }
 
 impl Doorbell {
     pub(crate) fn new() -> Doorbell {
         Doorbell {
-            pending: AtomicBool::new(false),
-            sleeping: AtomicBool::new(false),
-            mail: AtomicU8::new(EMPTY),
+            state: AtomicU8::new(0),
         }
     }
 
@@ -68,71 +71,66 @@ impl Doorbell {
     /// `epoll_wait` (write its `eventfd`).
     #[inline]
     pub(crate) fn ring(&self) -> bool {
-        if self.pending.swap(true, Ordering::SeqCst) {
-            return false;
-        }
-        fence(Ordering::SeqCst);
-        self.sleeping.load(Ordering::SeqCst)
+        // `Release` (within `SeqCst`): publishes the item queued before,
+        // for the hub's `take`.
+        let old = self.state.fetch_or(PENDING, Ordering::SeqCst);
+        old & PENDING == 0 && old & SLEEPING != 0
     }
 
-    /// The hub is about to block: raises `sleeping`; `false` if something
+    /// The hub is about to block: raises `SLEEPING`; `false` if something
     /// was queued meanwhile (then poll without blocking, and still call
     /// [`awake`](Doorbell::awake)).
     #[inline]
     pub(crate) fn sleep(&self) -> bool {
-        self.sleeping.store(true, Ordering::SeqCst);
-        fence(Ordering::SeqCst);
-        !self.pending.load(Ordering::SeqCst) && self.mail.load(Ordering::SeqCst) != FULL
+        let old = self.state.fetch_or(SLEEPING, Ordering::SeqCst);
+        !pending(old)
     }
 
     /// The hub's `epoll_wait` returned.
     #[inline]
     pub(crate) fn awake(&self) {
-        self.sleeping.store(false, Ordering::SeqCst);
+        self.state.fetch_and(!SLEEPING, Ordering::SeqCst);
     }
 
     /// The hub is about to drain its queues: whether anything was queued
-    /// (clears `pending`, acquiring the wakers' items).
+    /// (clears `PENDING`, acquiring the wakers' items).
     #[inline]
     pub(crate) fn take(&self) -> bool {
-        if !self.pending.load(Ordering::Acquire) {
+        if self.state.load(Ordering::Acquire) & PENDING == 0 {
             return false;
         }
-        self.pending.swap(false, Ordering::SeqCst);
+        self.state.fetch_and(!PENDING, Ordering::SeqCst);
         true
     }
 
     /// Whether something is queued and not yet taken.
     #[inline]
     pub(crate) fn is_pending(&self, order: Ordering) -> bool {
-        self.pending.load(order) || self.mail.load(order) == FULL
+        pending(self.state.load(order))
     }
 
-    /// Puts `item` in `mailbox` (this doorbell's) if it is empty, and then
-    /// it *is* the ring: `Ok(true)` if the caller must wake the hub's
-    /// `epoll_wait`. Hands the item back if the mailbox is full (queue it
-    /// and [`ring`](Doorbell::ring) instead).
+    /// Puts `item` in `mailbox` (this doorbell's) if no other waker has
+    /// claimed it, and then it *is* the ring: `Ok(true)` if the caller must
+    /// wake the hub's `epoll_wait`. Hands the item back if the mailbox is
+    /// taken (queue it and [`ring`](Doorbell::ring) instead).
     ///
-    /// The one waker that filled the mailbox checks `sleeping` itself
-    /// (store `FULL`, fence, load `sleeping` against the hub's store of
-    /// `sleeping`, fence, load of the mailbox in [`sleep`](Doorbell::sleep)),
-    /// so the item needs no `pending` swap: one cache line, one RMW.
+    /// The one waker that filled the mailbox does the `SLEEPING` half of
+    /// the handshake itself: the read-modify-write that sets `FULL` reads
+    /// `SLEEPING` (against the hub's [`sleep`](Doorbell::sleep), which
+    /// reads `FULL`), so the item needs no `PENDING` swap.
     #[inline]
     pub(crate) fn put<T: Copy>(&self, mailbox: &Mailbox<T>, item: T) -> Result<bool, T> {
-        // `Acquire`: the hub's read of the previous item is done.
-        if self
-            .mail
-            .compare_exchange(EMPTY, WRITING, Ordering::Acquire, Ordering::Relaxed)
-            .is_err()
-        {
+        // `Acquire`: the hub's read of the previous item (before its
+        // `Release` that unclaimed the mailbox) is done. A claimed mailbox
+        // stays claimed: or-ing the bit in again changes nothing.
+        if self.state.fetch_or(CLAIMED, Ordering::Acquire) & CLAIMED != 0 {
             return Err(item);
         }
-        // SAFETY: `WRITING` is ours: no other waker writes and the hub does
-        // not read until `FULL`.
+        // SAFETY: the claim is ours: no other waker writes until the hub
+        // unclaims, and the hub does not read until `FULL`.
         unsafe { (*mailbox.item.get()).write(item) };
-        self.mail.store(FULL, Ordering::SeqCst);
-        fence(Ordering::SeqCst);
-        Ok(self.sleeping.load(Ordering::SeqCst))
+        let old = self.state.fetch_or(FULL, Ordering::SeqCst);
+        Ok(old & SLEEPING != 0)
     }
 
     /// Takes the item from `mailbox` (this doorbell's), if one is there (a
@@ -140,28 +138,29 @@ impl Doorbell {
     /// the hub's thread calls this.
     #[inline]
     pub(crate) fn take_mail<T: Copy>(&self, mailbox: &Mailbox<T>) -> Option<T> {
-        if self.mail.load(Ordering::Acquire) != FULL {
+        if self.state.load(Ordering::Acquire) & FULL == 0 {
             return None;
         }
         // SAFETY: `FULL`: written and published by a waker; only the hub
-        // (this thread) reads, and no waker writes until `EMPTY`.
+        // (this thread) reads, and no waker writes until it is unclaimed.
         let item = unsafe { (*mailbox.item.get()).assume_init_read() };
-        self.mail.store(EMPTY, Ordering::Release);
+        self.state.fetch_and(!(CLAIMED | FULL), Ordering::Release);
         Some(item)
     }
 }
 
-/// [`Mailbox`] states.
-const EMPTY: u8 = 0;
-const WRITING: u8 = 1;
-const FULL: u8 = 2;
+/// Whether `state` has something for the hub: a ring, or a full mailbox.
+#[inline]
+fn pending(state: u8) -> bool {
+    state & (PENDING | FULL) != 0
+}
 
 /// One slot for a queued item, whose state is its [`Doorbell`]'s (see
 /// [`Doorbell::put`]): any number of wakers, one hub (the only thread that
 /// calls [`Doorbell::take_mail`]).
 pub(crate) struct Mailbox<T: Copy> {
-    /// Written by the waker that moved the state from `EMPTY` to `WRITING`,
-    /// read by the hub after it loads `FULL`.
+    /// Written by the waker that claimed the mailbox, read by the hub
+    /// after it loads `FULL`.
     item: UnsafeCell<MaybeUninit<T>>,
 }
 

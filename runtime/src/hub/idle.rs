@@ -16,28 +16,27 @@
 //!
 //! # The handshake (no lost wake-ups)
 //!
-//! Two flags in the hub's shared half: `pending` (a wake-up, job or release
-//! is queued and not yet drained) and `sleeping` (the hub is in, or about to
-//! enter, a blocking `epoll_wait`).
+//! One atomic byte in the hub's shared half (`doorbell`) holds `PENDING`
+//! (a wake-up, job or release is queued and not yet drained) and
+//! `SLEEPING` (the hub is in, or about to enter, a blocking `epoll_wait`),
+//! beside the state of a one-item mailbox.
 //!
-//! - A waker queues its item, then `pending.swap(true)`; only the waker
-//!   that turns `pending` from false to true goes on, and it writes the
-//!   `eventfd` only if it then reads `sleeping == true`.
-//! - The hub, before a blocking `epoll_wait`, stores `sleeping = true`, then
-//!   reads `pending`; if it is set, it polls without blocking instead. It
-//!   clears `sleeping` when `epoll_wait` returns, and drains the queues
-//!   with `pending.swap(false)` before popping them.
+//! - A waker queues its item, then sets `PENDING` with a read-modify-write;
+//!   only the waker that turned it on goes on, and it writes the `eventfd`
+//!   only if that same read-modify-write saw `SLEEPING`.
+//! - The hub, before a blocking `epoll_wait`, sets `SLEEPING` with a
+//!   read-modify-write and looks at what it read: if something was pending,
+//!   it polls without blocking instead. It clears `SLEEPING` when
+//!   `epoll_wait` returns, and clears `PENDING` before it pops the queues.
 //!
-//! All four accesses are `SeqCst`, so in their single total order either
-//! the waker's swap comes before the hub's read of `pending` (the hub sees
-//! the wake-up and does not block), or the hub's store of `sleeping` comes
-//! before the waker's read (the waker writes the `eventfd`, which ends or
-//! pre-empts the `epoll_wait`). A waker that finds `pending` already set
-//! relies on the one that set it, whose item the hub has not drained yet:
-//! the hub cannot block before draining it, by the same argument. This is
-//! the store-then-load pattern of tokio's `Parker` (EMPTY / PARKED /
-//! NOTIFIED) and of Go's `nmspinning` re-check, with `pending` as the
-//! notification and `sleeping` as the parked state.
+//! Read-modify-writes of one location are totally ordered, and each reads
+//! what the previous one wrote: of the waker's and the hub's, the second
+//! sees the first's bit — the hub does not block, or the waker writes the
+//! `eventfd`, which ends or pre-empts the `epoll_wait`. A waker that finds
+//! `PENDING` already set relies on the one that set it, whose item the hub
+//! has not drained yet. This is the parked-state handshake of tokio's
+//! `Parker` (EMPTY / PARKED / NOTIFIED in one atomic) and of Go's
+//! `nmspinning` re-check.
 //!
 //! # When the hub spins
 //!
@@ -62,12 +61,13 @@
 //! that threads waited for a CPU more than 10 % of a window in which the
 //! hubs could spin (see `cpus_to_spare` for why only those windows).
 
-use std::cell::Cell;
+use std::cell::{Cell, OnceCell};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use super::doorbell::Doorbell;
+use crate::affinity::Home;
 
 /// The default idle spin of each worker of a [`Runtime`](crate::Runtime)
 /// with more than one worker (see
@@ -108,6 +108,10 @@ pub(crate) struct IdleSpin {
     limit: Duration,
     /// Cross-thread work arrived since the last spin that found nothing.
     hot: Cell<bool>,
+    /// The CPU a [`Runtime`](crate::Runtime) worker spins on (see
+    /// `affinity`), and when it last moved there.
+    home: OnceCell<Home>,
+    moved_home: Cell<Option<Instant>>,
 }
 
 /// Whether the CPUs are oversubscribed is a property of the machine, not of
@@ -254,6 +258,44 @@ impl IdleSpin {
         IdleSpin {
             limit,
             hot: Cell::new(false),
+            home: OnceCell::new(),
+            moved_home: Cell::new(None),
+        }
+    }
+
+    /// Gives the hub's thread a home CPU: before it spins, it moves back
+    /// there if the kernel put it elsewhere (see `affinity` for why).
+    pub(crate) fn set_home(&self, home: Home) {
+        let _ = self.home.set(home);
+    }
+
+    /// Before a spin: back to the home CPU if the thread is away from it
+    /// (a `sched_getcpu` per spin; the move at most once per
+    /// [`Home::MIN_INTERVAL`], so a worker the kernel keeps moving away
+    /// does not fight it).
+    #[inline]
+    fn stay_home(&self) {
+        if let Some(home) = self.home.get() {
+            if home.away() {
+                self.go_home(home);
+            }
+        }
+    }
+
+    #[cold]
+    fn go_home(&self, home: &Home) {
+        let now = Instant::now();
+        if let Some(at) = self.moved_home.get() {
+            if now.saturating_duration_since(at) < Home::MIN_INTERVAL {
+                return;
+            }
+        }
+        self.moved_home.set(Some(now));
+        if let Err(e) = home.go() {
+            log::debug!(
+                "tasklet: cannot move a worker back to CPU {}: {e}",
+                home.cpu()
+            );
         }
     }
 
@@ -289,7 +331,11 @@ impl IdleSpin {
             }
         }
         let t = timeout.map_or(self.limit, |t| t.min(self.limit));
-        (!t.is_zero()).then_some(t)
+        if t.is_zero() {
+            return None;
+        }
+        self.stay_home();
+        Some(t)
     }
 
     /// Spins for up to `budget` until `pending` is set (checked with a plain

@@ -48,6 +48,7 @@ use crossbeam_queue::SegQueue;
 use mio::unix::SourceFd;
 use mio::{Events, Poll, Registry, Token, Waker};
 
+use crate::affinity::Home;
 use crate::dispatcher::Dispatcher;
 use crate::slots::Slots;
 use crate::task::header::Interrupt;
@@ -495,6 +496,11 @@ impl Hub {
         self.timers.borrow().len()
     }
 
+    /// Gives this hub's thread a home CPU to spin on (see `affinity`).
+    pub(crate) fn set_home(&self, home: Home) {
+        self.spin.set_home(home);
+    }
+
     /// Whether a cross-thread wake-up is queued and not yet drained.
     pub(crate) fn remote_pending(&self) -> bool {
         // Pairs with the Release in `Shared::notify` (see `poll_until`).
@@ -552,6 +558,14 @@ impl Hub {
             }
         }
     }
+}
+
+/// Gives the calling worker's hub a home CPU (see `affinity`).
+///
+/// # Panics
+/// Outside a dispatcher.
+pub(crate) fn set_home_cpu(home: Home) {
+    crate::dispatcher::context::with(|d| d.hub.set_home(home));
 }
 
 impl Drop for Hub {

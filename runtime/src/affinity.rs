@@ -1,0 +1,175 @@
+//! CPU affinity of worker threads: the CPUs this process may run on,
+//! pinning a worker to one ([`Runtime::pin_to_cores`](crate::Runtime::pin_to_cores)),
+//! and the placement of unpinned workers ([`Home`]).
+//!
+//! # Why unpinned workers have a home CPU
+//!
+//! Left alone, the kernel often puts two workers of a
+//! [`Runtime`](crate::Runtime) on one CPU while another CPU stays idle:
+//! new threads start next to their parent, and while workers hand work to
+//! each other through kernel wake-ups (their hubs asleep) the scheduler
+//! pulls a woken thread onto its waker's CPU, since one of the two always
+//! sleeps — a placement it keeps as long as neither is busy for long. Then
+//! a worker's idle spin runs on the CPU its partner needs: the spin gate
+//! (`hub::idle`) sees the CPU oversubscribed and turns spinning off, the
+//! workers go on waking each other through the kernel, which keeps them
+//! together. Measured here (2 CPUs, a cross-worker channel round trip):
+//! one run in three stayed in that state at 3–14 µs per round trip, where
+//! workers on CPUs of their own take about 1 µs.
+//!
+//! So each unpinned worker of a runtime with no more workers than allowed
+//! CPUs gets one of them as its home, starts there, and moves back there
+//! when it is about to spin somewhere else (at most once per
+//! [`Home::MIN_INTERVAL`]). Moving is `sched_setaffinity` to the home CPU
+//! alone, which migrates the thread at once, followed by the whole allowed
+//! set again: the kernel stays free to move the worker whenever it wants
+//! (a busy home CPU, `taskset` changes), which is what keeps this a
+//! placement hint and not pinning.
+
+use std::io;
+use std::time::Duration;
+
+/// A set of CPUs (`cpu_set_t`).
+#[derive(Clone)]
+pub(crate) struct CpuSet(libc::cpu_set_t);
+
+impl CpuSet {
+    /// The CPUs the calling thread may run on (`sched_getaffinity`).
+    pub(crate) fn allowed() -> io::Result<CpuSet> {
+        // SAFETY: an all-zero `cpu_set_t` is a valid, empty CPU set.
+        let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+        // SAFETY: the pointer and size describe `set`, which the call fills.
+        let r =
+            unsafe { libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) };
+        if r < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(CpuSet(set))
+    }
+
+    /// The set holding `cpu` alone.
+    fn only(cpu: usize) -> CpuSet {
+        // SAFETY: an all-zero `cpu_set_t` is a valid, empty CPU set.
+        let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+        // SAFETY: `CPU_SET` only writes inside the set (an index beyond it
+        // panics); callers pass CPUs read from an allowed set.
+        unsafe { libc::CPU_SET(cpu, &mut set) };
+        CpuSet(set)
+    }
+
+    /// The CPUs in the set, in order.
+    pub(crate) fn cpus(&self) -> Vec<usize> {
+        (0..libc::CPU_SETSIZE as usize)
+            // SAFETY: `cpu` is below CPU_SETSIZE, inside the set; it only reads.
+            .filter(|&cpu| unsafe { libc::CPU_ISSET(cpu, &self.0) })
+            .collect()
+    }
+
+    /// Restricts the calling thread to this set (`sched_setaffinity`); a
+    /// thread outside it migrates before the call returns.
+    fn apply(&self) -> io::Result<()> {
+        // SAFETY: the pointer and size describe `self.0`; pid 0 is this thread.
+        let r =
+            unsafe { libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &self.0) };
+        if r < 0 {
+            Err(io::Error::last_os_error())
+        } else {
+            Ok(())
+        }
+    }
+}
+
+/// Pins the calling thread to `cpu`.
+pub(crate) fn pin_current_thread(cpu: usize) -> io::Result<()> {
+    CpuSet::only(cpu).apply()
+}
+
+/// The CPU the calling thread runs on (`sched_getcpu`, a vDSO call), if
+/// the kernel tells.
+fn current_cpu() -> Option<usize> {
+    // SAFETY: no arguments, no memory accessed.
+    let cpu = unsafe { libc::sched_getcpu() };
+    usize::try_from(cpu).ok()
+}
+
+/// An unpinned worker's home CPU (see the module documentation).
+#[derive(Clone)]
+pub(crate) struct Home {
+    cpu: usize,
+    /// The CPUs the worker may run on: restored after each move home.
+    allowed: CpuSet,
+}
+
+impl Home {
+    /// Moves home at most this often: if the kernel keeps moving the
+    /// worker away (its home CPU is busy), the worker does not fight it.
+    pub(crate) const MIN_INTERVAL: Duration = Duration::from_millis(10);
+
+    /// A home on `cpu`, one of `allowed`.
+    pub(crate) fn new(cpu: usize, allowed: CpuSet) -> Home {
+        Home { cpu, allowed }
+    }
+
+    /// The home CPU.
+    pub(crate) fn cpu(&self) -> usize {
+        self.cpu
+    }
+
+    /// Whether the calling thread runs elsewhere (`false` if the kernel
+    /// does not say).
+    pub(crate) fn away(&self) -> bool {
+        current_cpu().is_some_and(|c| c != self.cpu)
+    }
+
+    /// Moves the calling thread to its home CPU, leaving it free to run on
+    /// any allowed CPU afterwards.
+    pub(crate) fn go(&self) -> io::Result<()> {
+        CpuSet::only(self.cpu).apply()?;
+        self.allowed.apply()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pinning_moves_the_thread_and_going_home_leaves_it_unpinned() {
+        let allowed = CpuSet::allowed().unwrap();
+        let cpus = allowed.cpus();
+        assert!(!cpus.is_empty());
+        let last = *cpus.last().unwrap();
+        std::thread::spawn(move || {
+            // Pinned: the kernel must have moved the thread there.
+            pin_current_thread(last).unwrap();
+            assert_eq!(CpuSet::allowed().unwrap().cpus(), [last]);
+            assert_eq!(current_cpu(), Some(last));
+            // Home: moved there, then free to run anywhere allowed again.
+            let home = Home::new(cpus[0], allowed.clone());
+            home.go().unwrap();
+            assert_eq!(CpuSet::allowed().unwrap().cpus(), cpus);
+            assert_eq!(home.cpu(), cpus[0]);
+        })
+        .join()
+        .unwrap();
+    }
+
+    #[test]
+    fn a_failed_move_home_leaves_the_affinity_alone() {
+        let allowed = CpuSet::allowed().unwrap();
+        // A CPU beyond every allowed one: offline or absent here (an error);
+        // under `taskset`, maybe a CPU the thread may still widen to. Either
+        // way the thread ends with the allowed set.
+        let outside = allowed.cpus().last().unwrap() + 1;
+        if outside >= libc::CPU_SETSIZE as usize {
+            return;
+        }
+        std::thread::spawn(move || {
+            let home = Home::new(outside, allowed.clone());
+            let _ = home.go();
+            assert_eq!(CpuSet::allowed().unwrap().cpus(), allowed.cpus());
+        })
+        .join()
+        .unwrap();
+    }
+}
