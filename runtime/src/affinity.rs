@@ -14,17 +14,19 @@
 //! (`hub::idle`) sees the CPU oversubscribed and turns spinning off, the
 //! workers go on waking each other through the kernel, which keeps them
 //! together. Measured here (2 CPUs, a cross-worker channel round trip):
-//! one run in three stayed in that state at 3–14 µs per round trip, where
-//! workers on CPUs of their own take about 1 µs.
+//! 7 of 15 processes stayed in that state, at 1.8–14 µs per round trip,
+//! where workers on CPUs of their own take about 1 µs (docs/benchmarks.md,
+//! "Workers kept apart").
 //!
 //! So each unpinned worker of a runtime with no more workers than allowed
 //! CPUs gets one of them as its home, starts there, and moves back there
 //! when it is about to spin somewhere else (at most once per
 //! [`Home::MIN_INTERVAL`]). Moving is `sched_setaffinity` to the home CPU
-//! alone, which migrates the thread at once, followed by the whole allowed
-//! set again: the kernel stays free to move the worker whenever it wants
-//! (a busy home CPU, `taskset` changes), which is what keeps this a
-//! placement hint and not pinning.
+//! alone, which migrates the thread at once, followed by the thread's
+//! allowed set as it was just before: the kernel stays free to move the
+//! worker whenever it wants (a busy home CPU), which is what keeps this a
+//! placement hint and not pinning. A thread whose allowed set no longer
+//! holds its home (`taskset -p` on it) stops going home.
 
 use std::io;
 use std::time::Duration;
@@ -55,6 +57,13 @@ impl CpuSet {
         // panics); callers pass CPUs read from an allowed set.
         unsafe { libc::CPU_SET(cpu, &mut set) };
         CpuSet(set)
+    }
+
+    /// Whether `cpu` is in the set.
+    fn contains(&self, cpu: usize) -> bool {
+        // SAFETY: `CPU_ISSET` only reads inside the set (an index beyond it
+        // panics, so check the bound first).
+        cpu < libc::CPU_SETSIZE as usize && unsafe { libc::CPU_ISSET(cpu, &self.0) }
     }
 
     /// The CPUs in the set, in order.
@@ -93,11 +102,9 @@ fn current_cpu() -> Option<usize> {
 }
 
 /// An unpinned worker's home CPU (see the module documentation).
-#[derive(Clone)]
+#[derive(Clone, Copy, Debug)]
 pub(crate) struct Home {
     cpu: usize,
-    /// The CPUs the worker may run on: restored after each move home.
-    allowed: CpuSet,
 }
 
 impl Home {
@@ -105,9 +112,9 @@ impl Home {
     /// worker away (its home CPU is busy), the worker does not fight it.
     pub(crate) const MIN_INTERVAL: Duration = Duration::from_millis(10);
 
-    /// A home on `cpu`, one of `allowed`.
-    pub(crate) fn new(cpu: usize, allowed: CpuSet) -> Home {
-        Home { cpu, allowed }
+    /// A home on `cpu`.
+    pub(crate) fn new(cpu: usize) -> Home {
+        Home { cpu }
     }
 
     /// The home CPU.
@@ -122,10 +129,16 @@ impl Home {
     }
 
     /// Moves the calling thread to its home CPU, leaving it free to run on
-    /// any allowed CPU afterwards.
-    pub(crate) fn go(&self) -> io::Result<()> {
+    /// every CPU it was allowed before. `Ok(false)`: the home is not among
+    /// them any more, so the thread stays where it is.
+    pub(crate) fn go(&self) -> io::Result<bool> {
+        let allowed = CpuSet::allowed()?;
+        if !allowed.contains(self.cpu) {
+            return Ok(false);
+        }
         CpuSet::only(self.cpu).apply()?;
-        self.allowed.apply()
+        allowed.apply()?;
+        Ok(true)
     }
 }
 
@@ -145,28 +158,25 @@ mod tests {
             assert_eq!(CpuSet::allowed().unwrap().cpus(), [last]);
             assert_eq!(current_cpu(), Some(last));
             // Home: moved there, then free to run anywhere allowed again.
-            let home = Home::new(cpus[0], allowed.clone());
-            home.go().unwrap();
+            let home = Home::new(cpus[0]);
+            // Not among the pinned thread's CPUs (unless it is the one).
+            assert_eq!(home.go().unwrap(), cpus[0] == last);
+            assert_eq!(CpuSet::allowed().unwrap().cpus(), [last]);
+            allowed.apply().unwrap();
+            assert!(home.go().unwrap());
             assert_eq!(CpuSet::allowed().unwrap().cpus(), cpus);
-            assert_eq!(home.cpu(), cpus[0]);
         })
         .join()
         .unwrap();
     }
 
     #[test]
-    fn a_failed_move_home_leaves_the_affinity_alone() {
+    fn a_home_outside_the_allowed_cpus_is_not_visited() {
         let allowed = CpuSet::allowed().unwrap();
-        // A CPU beyond every allowed one: offline or absent here (an error);
-        // under `taskset`, maybe a CPU the thread may still widen to. Either
-        // way the thread ends with the allowed set.
         let outside = allowed.cpus().last().unwrap() + 1;
-        if outside >= libc::CPU_SETSIZE as usize {
-            return;
-        }
         std::thread::spawn(move || {
-            let home = Home::new(outside, allowed.clone());
-            let _ = home.go();
+            assert!(!Home::new(outside).go().unwrap());
+            assert!(!Home::new(usize::MAX).go().unwrap());
             assert_eq!(CpuSet::allowed().unwrap().cpus(), allowed.cpus());
         })
         .join()

@@ -200,7 +200,7 @@ impl Runtime {
             return cpus
                 .iter()
                 .take(n)
-                .map(|&cpu| Place::Home(Home::new(cpu, allowed.clone())))
+                .map(|&cpu| Place::Home(Home::new(cpu)))
                 .collect();
         }
         free()
@@ -413,15 +413,17 @@ where
             }
             None
         }
-        Place::Home(home) => {
-            if let Err(e) = home.go() {
+        Place::Home(home) => match home.go() {
+            Ok(true) => Some(home),
+            Ok(false) => None,
+            Err(e) => {
                 log::debug!(
                     "tasklet::Runtime: cannot start worker {index} on CPU {}: {e}",
                     home.cpu()
                 );
+                None
             }
-            Some(home)
-        }
+        },
         Place::Free => None,
     };
     WORKER.with(|w| *w.borrow_mut() = Some((index, shared.clone())));

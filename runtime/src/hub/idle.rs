@@ -61,7 +61,7 @@
 //! that threads waited for a CPU more than 10 % of a window in which the
 //! hubs could spin (see `cpus_to_spare` for why only those windows).
 
-use std::cell::{Cell, OnceCell};
+use std::cell::Cell;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
@@ -110,7 +110,7 @@ pub(crate) struct IdleSpin {
     hot: Cell<bool>,
     /// The CPU a [`Runtime`](crate::Runtime) worker spins on (see
     /// `affinity`), and when it last moved there.
-    home: OnceCell<Home>,
+    home: Cell<Option<Home>>,
     moved_home: Cell<Option<Instant>>,
 }
 
@@ -258,7 +258,7 @@ impl IdleSpin {
         IdleSpin {
             limit,
             hot: Cell::new(false),
-            home: OnceCell::new(),
+            home: Cell::new(None),
             moved_home: Cell::new(None),
         }
     }
@@ -266,7 +266,7 @@ impl IdleSpin {
     /// Gives the hub's thread a home CPU: before it spins, it moves back
     /// there if the kernel put it elsewhere (see `affinity` for why).
     pub(crate) fn set_home(&self, home: Home) {
-        let _ = self.home.set(home);
+        self.home.set(Some(home));
     }
 
     /// Before a spin: back to the home CPU if the thread is away from it
@@ -283,7 +283,7 @@ impl IdleSpin {
     }
 
     #[cold]
-    fn go_home(&self, home: &Home) {
+    fn go_home(&self, home: Home) {
         let now = Instant::now();
         if let Some(at) = self.moved_home.get() {
             if now.saturating_duration_since(at) < Home::MIN_INTERVAL {
@@ -291,11 +291,14 @@ impl IdleSpin {
             }
         }
         self.moved_home.set(Some(now));
-        if let Err(e) = home.go() {
-            log::debug!(
+        match home.go() {
+            Ok(true) => {}
+            // Not allowed there any more (`taskset -p`): stay put for good.
+            Ok(false) => self.home.set(None),
+            Err(e) => log::debug!(
                 "tasklet: cannot move a worker back to CPU {}: {e}",
                 home.cpu()
-            );
+            ),
         }
     }
 
