@@ -88,6 +88,52 @@ impl CpuSet {
     }
 }
 
+/// Where a worker thread runs.
+pub(crate) enum Place {
+    /// Pinned to this CPU ([`Runtime::pin_to_cores`](crate::Runtime::pin_to_cores)).
+    Pinned(usize),
+    /// Unpinned, with a home CPU it starts on and returns to before it
+    /// spins.
+    Home(Home),
+    /// Wherever the kernel puts it.
+    Free,
+}
+
+/// Where each of the `n` workers of a runtime runs: pinned one per
+/// allowed CPU (wrapping around) if `pin`; else, with the idle `spin` on
+/// and no more workers than allowed CPUs, each with a home CPU; else
+/// wherever the kernel puts them.
+pub(crate) fn places(n: usize, pin: bool, spin: bool) -> Vec<Place> {
+    let free = || (0..n).map(|_| Place::Free).collect();
+    let cpus = match CpuSet::allowed() {
+        Ok(set) => set.cpus(),
+        Err(e) => {
+            if pin {
+                log::warn!("tasklet::Runtime: cannot read the CPU affinity ({e}); not pinning");
+            }
+            return free();
+        }
+    };
+    if cpus.is_empty() {
+        return free();
+    }
+    if pin {
+        return (0..n)
+            .map(|i| Place::Pinned(cpus[i % cpus.len()]))
+            .collect();
+    }
+    // Homes keep spinning workers apart; with more workers than CPUs, or
+    // without the spin, the kernel places them.
+    if n > 1 && n <= cpus.len() && spin {
+        return cpus
+            .iter()
+            .take(n)
+            .map(|&cpu| Place::Home(Home::new(cpu)))
+            .collect();
+    }
+    free()
+}
+
 /// Pins the calling thread to `cpu`.
 pub(crate) fn pin_current_thread(cpu: usize) -> io::Result<()> {
     CpuSet::only(cpu).apply()
@@ -168,6 +214,38 @@ mod tests {
         })
         .join()
         .unwrap();
+    }
+
+    #[test]
+    fn workers_are_pinned_homed_or_free() {
+        let cpus = CpuSet::allowed().unwrap().cpus();
+        let n = cpus.len();
+        let pinned: Vec<usize> = places(n + 1, true, true)
+            .into_iter()
+            .map(|p| match p {
+                Place::Pinned(c) => c,
+                _ => panic!("pin_to_cores pins every worker"),
+            })
+            .collect();
+        // Wraps around when there are more workers than CPUs.
+        assert_eq!(pinned[..n], cpus[..]);
+        assert_eq!(pinned[n], cpus[0]);
+        if n > 1 {
+            let homes: Vec<usize> = places(n, false, true)
+                .into_iter()
+                .map(|p| match p {
+                    Place::Home(h) => h.cpu(),
+                    _ => panic!("one home per CPU"),
+                })
+                .collect();
+            assert_eq!(homes, cpus);
+        }
+        // More workers than CPUs, one worker, or no spin: the kernel places.
+        for (w, spin) in [(n + 1, true), (1, true), (n, false)] {
+            assert!(places(w, false, spin)
+                .iter()
+                .all(|p| matches!(p, Place::Free)));
+        }
     }
 
     #[test]

@@ -19,7 +19,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::thread;
 use std::time::Duration;
 
-use crate::affinity::{self, CpuSet, Home};
+use crate::affinity::{self, Place};
 use crate::dispatcher::config::Config;
 use crate::hub::{HubRef, TaskAddr};
 use crate::remote::{self, RemoteJoinHandle};
@@ -173,39 +173,6 @@ impl Runtime {
         })
     }
 
-    /// Where each of the `n` workers runs (see [`Place`]).
-    fn places(&self, n: usize) -> Vec<Place> {
-        let free = || (0..n).map(|_| Place::Free).collect();
-        let allowed = match CpuSet::allowed() {
-            Ok(set) => set,
-            Err(e) => {
-                if self.pin {
-                    log::warn!("tasklet::Runtime: cannot read the CPU affinity ({e}); not pinning");
-                }
-                return free();
-            }
-        };
-        let cpus = allowed.cpus();
-        if cpus.is_empty() {
-            return free();
-        }
-        if self.pin {
-            return (0..n)
-                .map(|i| Place::Pinned(cpus[i % cpus.len()]))
-                .collect();
-        }
-        // Homes keep spinning workers apart (see `affinity`); with more
-        // workers than CPUs, or without the spin, the kernel places them.
-        if n > 1 && n <= cpus.len() && !self.spin_limit().is_zero() {
-            return cpus
-                .iter()
-                .take(n)
-                .map(|&cpu| Place::Home(Home::new(cpu)))
-                .collect();
-        }
-        free()
-    }
-
     fn worker_count(&self) -> usize {
         self.workers
             .unwrap_or_else(|| thread::available_parallelism().map_or(1, |n| n.get()))
@@ -235,7 +202,7 @@ impl Runtime {
         T: Send,
     {
         let n = self.worker_count();
-        let mut places = self.places(n);
+        let mut places = affinity::places(n, self.pin, !self.spin_limit().is_zero());
         let shared = Arc::new(Shared::new(n));
         let f = &f;
         let stack_size = self.stack_size;
@@ -283,17 +250,6 @@ impl Runtime {
             .map(|r| r.expect("every worker returned a value when none failed"))
             .collect()
     }
-}
-
-/// Where a worker thread runs.
-enum Place {
-    /// Pinned to this CPU ([`Runtime::pin_to_cores`]).
-    Pinned(usize),
-    /// Unpinned, with a home CPU it starts on and returns to before it
-    /// spins (see `affinity`).
-    Home(Home),
-    /// Wherever the kernel puts it.
-    Free,
 }
 
 /// What the workers of one `run` share.
