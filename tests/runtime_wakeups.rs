@@ -327,3 +327,46 @@ fn the_idle_spin_is_configurable_and_zero_disables_it() {
         .run(|| spawn_on(1, || 5).join().unwrap());
     assert_eq!(v, [5, 5]);
 }
+
+#[test]
+fn a_receive_that_spins_before_it_parks_still_times_out_and_sees_a_close() {
+    // A receive that finds the channel empty on a hot worker with nothing
+    // else to run spins a moment for a value from the other worker before
+    // it parks: its deadline and a close must still end it, neither early
+    // nor never.
+    let (to0, from1) = sync::channel::<u32>(1);
+    let (go_tx, go_rx) = sync::channel::<()>(1);
+    let ends = Mutex::new((Some((from1, go_tx)), Some((to0, go_rx))));
+    Runtime::new().workers(2).run(|| {
+        if worker_index() == Some(0) {
+            let (from1, go_tx) = ends.lock().unwrap().0.take().unwrap();
+            // Cross-worker traffic first: this worker's hub is hot.
+            for i in 0..100 {
+                assert_eq!(from1.recv_timeout(LONG), Ok(i));
+            }
+            // Nothing comes: timeouts shorter and longer than the spin.
+            for timeout in [Duration::from_micros(1), Duration::from_micros(500)] {
+                for _ in 0..20 {
+                    let t = Instant::now();
+                    assert_eq!(from1.recv_timeout(timeout), Err(RecvTimeoutError::Timeout));
+                    assert!(t.elapsed() >= timeout, "ended before its deadline");
+                }
+            }
+            go_tx.send(()).unwrap();
+            // Worker 1 drops the only sender: the waiting receive sees it.
+            let t = Instant::now();
+            assert_eq!(
+                from1.recv_timeout(LONG),
+                Err(RecvTimeoutError::Disconnected)
+            );
+            assert!(t.elapsed() < LONG);
+        } else {
+            let (to0, go_rx) = ends.lock().unwrap().1.take().unwrap();
+            for i in 0..100 {
+                to0.send(i).unwrap();
+            }
+            go_rx.recv().unwrap();
+            drop(to0);
+        }
+    });
+}

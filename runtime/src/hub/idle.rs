@@ -50,6 +50,12 @@
 //! never spins. While spinning it also polls its sockets without blocking
 //! every [`IO_CHECK`], so readiness events are not held back by the spin.
 //!
+//! A receive on a channel that finds it empty on a hot hub with no other
+//! tasklet runnable spins the same way inside the tasklet, before it parks
+//! ([`IdleSpin::wait_budget`], at most [`WAIT_SPIN`]): a value another
+//! worker sends meanwhile is then queued and taken, with no park, no
+//! switch and no wake-up of this hub at all.
+//!
 //! And only with a CPU to spare: on oversubscribed CPUs a spinning thread
 //! loses the scheduler's favour for woken sleepers and is preempted while
 //! it looks awake (so nobody wakes it through the kernel), which makes
@@ -80,6 +86,10 @@ pub const DEFAULT_IDLE_SPIN: Duration = Duration::from_micros(50);
 /// spinning worker does not starve the thread it waits for when both share
 /// a core.
 const PURE_SPIN: Duration = Duration::from_micros(5);
+
+/// How long a tasklet about to park for a value from another thread spins
+/// for it first ([`IdleSpin::wait_budget`]): about two cross-worker hops.
+pub(crate) const WAIT_SPIN: Duration = Duration::from_micros(2);
 
 /// Hints per check of the clock during the pure spin.
 const HINTS: u32 = 32;
@@ -339,6 +349,52 @@ impl IdleSpin {
         }
         self.stay_home();
         Some(t)
+    }
+
+    /// How long a tasklet of this hub's dispatcher that is about to park
+    /// for a value another thread sends may spin for it first, when no
+    /// other tasklet is runnable (`ready_is_empty`): the hub's spin
+    /// budget, capped at [`WAIT_SPIN`] — only while the hub is hot and the
+    /// CPUs have time to spare. A value that comes meanwhile is taken
+    /// without parking, so its sender need not wake this hub at all.
+    #[inline]
+    pub(crate) fn wait_budget(&self, ready_is_empty: impl FnOnce() -> bool) -> Option<Duration> {
+        if !self.hot.get() || !ready_is_empty() {
+            return None;
+        }
+        self.wait_budget_slow()
+    }
+
+    #[cold]
+    fn wait_budget_slow(&self) -> Option<Duration> {
+        self.budget(Some(WAIT_SPIN))
+    }
+
+    /// Spins (in the waiting tasklet) for up to `budget`, from
+    /// [`wait_budget`](IdleSpin::wait_budget), until `ready` says the
+    /// value came (`true`). Like the hub's spin, one that finds itself
+    /// taken off its CPU gives up at once and starts the cool-down.
+    pub(crate) fn spin_for(budget: Duration, mut ready: impl FnMut() -> bool) -> bool {
+        let start = Instant::now();
+        let end = start + budget;
+        let mut last = start;
+        loop {
+            for _ in 0..HINTS {
+                if ready() {
+                    return true;
+                }
+                std::hint::spin_loop();
+            }
+            let now = Instant::now();
+            if now.duration_since(last) > GAP && !FORCE.load(Ordering::Relaxed) {
+                cool_down(nanos(now));
+                return false;
+            }
+            if now >= end {
+                return false;
+            }
+            last = now;
+        }
     }
 
     /// Spins for up to `budget` until `pending` is set (checked with a plain

@@ -560,6 +560,15 @@ impl Hub {
     }
 }
 
+/// How long the calling tasklet, about to park for a value another thread
+/// sends, may spin for it first (see `IdleSpin::wait_budget`); `None`
+/// outside a dispatcher, or when it should park at once.
+#[inline]
+pub(crate) fn wait_spin_budget() -> Option<Duration> {
+    crate::dispatcher::context::try_with(|d| d.hub.spin.wait_budget(|| d.ready_is_empty()))
+        .flatten()
+}
+
 /// Gives the calling worker's hub a home CPU (see `affinity`).
 ///
 /// # Panics

@@ -74,6 +74,11 @@ impl<T> Receiver<T> {
         if st.recv_closed() {
             return Err(RecvTimeoutError::Disconnected);
         }
+        if let Some(budget) = crate::hub::wait_spin_budget() {
+            let seen = chan.queued.load(std::sync::atomic::Ordering::Relaxed);
+            drop(guard);
+            return self.recv_spinning(&mut reg, seen, budget, deadline);
+        }
         chan.park_receiver(guard, &mut reg);
         let r = reg.block(deadline, chan.wait_on(false));
         match reg.popped() {
@@ -83,6 +88,49 @@ impl<T> Receiver<T> {
             // Popped by the last sender closing the channel.
             Some(None) => self.recv_again(&mut reg, None, deadline),
             None => self.recv_again(&mut reg, Some(r), deadline),
+        }
+    }
+
+    /// A receive that found the channel empty on a worker with nothing else
+    /// to run, while values come from other threads: tries again for up to
+    /// `budget` (not past `deadline`) before it parks, so a value sent
+    /// meanwhile is taken without a park, a switch and a cross-thread
+    /// wake-up of this worker (crossbeam's `Backoff::snooze` before
+    /// blocking, Go's spinning before it parks an M).
+    #[cold]
+    #[inline(never)]
+    fn recv_spinning(
+        &self,
+        reg: &mut RecvRegistration<'_, T>,
+        mut seen: usize,
+        budget: Duration,
+        deadline: Option<Instant>,
+    ) -> Result<T, RecvTimeoutError> {
+        use std::sync::atomic::Ordering;
+        let budget = match deadline {
+            Some(d) => budget.min(d.saturating_duration_since(Instant::now())),
+            None => budget,
+        };
+        let mut got = None;
+        // Watch the hint (a shared read, no write to the line the sender
+        // locks) and lock only when a value was queued.
+        crate::hub::idle::IdleSpin::spin_for(budget, || {
+            let now = self.chan.queued.load(Ordering::Relaxed);
+            if now == seen {
+                return false;
+            }
+            seen = now;
+            match self.try_recv() {
+                Ok(v) => got = Some(Ok(v)),
+                Err(TryRecvError::Disconnected) => got = Some(Err(RecvTimeoutError::Disconnected)),
+                // Another receiver was quicker.
+                Err(TryRecvError::Empty) => {}
+            }
+            got.is_some()
+        });
+        match got {
+            Some(r) => r,
+            None => self.recv_again(reg, None, deadline),
         }
     }
 

@@ -37,7 +37,7 @@ impl<T> Sender<T> {
                 Ok(())
             }
             Err(v) if chan.queue_has_room(st) => {
-                st.queue.push_back(v);
+                chan.push(st, v);
                 Ok(())
             }
             Err(v) => Err(TrySendError::Full(v)),
@@ -87,7 +87,7 @@ impl<T> Sender<T> {
             match st.hand_over(value) {
                 Ok(w) => return chan.sent(guard, granted, Some(w)),
                 Err(v) if chan.queue_has_room(st) => {
-                    st.queue.push_back(v);
+                    chan.push(st, v);
                     return chan.sent(guard, granted, None);
                 }
                 Err(v) => value = v,

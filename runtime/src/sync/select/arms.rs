@@ -208,7 +208,7 @@ impl<T, F: FnOnce(Result<(), SendError<T>>) -> R, R> Arm<R> for SendArm<'_, T, F
                 return Try::Done;
             }
             Err(v) if chan.queue_has_room(st) => {
-                st.queue.push_back(v);
+                chan.push(st, v);
                 self.result = Some(Ok(()));
                 return Try::Done;
             }
