@@ -370,3 +370,29 @@ fn a_receive_that_spins_before_it_parks_still_times_out_and_sees_a_close() {
         }
     });
 }
+
+#[test]
+fn a_rendezvous_channel_between_workers_hands_every_value_over() {
+    // On a rendezvous channel a sender waits for a parked receiver: a
+    // receive must not spin for a queued value that never comes.
+    let (tx, rx) = sync::channel::<u32>(0);
+    let ends = Mutex::new((Some(rx), Some(tx)));
+    let out = Runtime::new().workers(2).run(|| {
+        if worker_index() == Some(0) {
+            let rx = ends.lock().unwrap().0.take().unwrap();
+            (0..2_000)
+                .map(|i| {
+                    assert_eq!(rx.recv_timeout(LONG), Ok(i));
+                    i
+                })
+                .sum::<u32>()
+        } else {
+            let tx = ends.lock().unwrap().1.take().unwrap();
+            for i in 0..2_000 {
+                tx.send_timeout(i, LONG).unwrap();
+            }
+            0
+        }
+    });
+    assert_eq!(out[0], (0..2_000).sum::<u32>());
+}

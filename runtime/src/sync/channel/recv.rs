@@ -74,7 +74,12 @@ impl<T> Receiver<T> {
         if st.recv_closed() {
             return Err(RecvTimeoutError::Disconnected);
         }
-        if let Some(budget) = crate::hub::wait_spin_budget() {
+        // A rendezvous sender hands over only to a parked receiver: no
+        // value is queued to wait for.
+        if let Some(budget) = (chan.cap != Some(0))
+            .then(crate::hub::wait_spin_budget)
+            .flatten()
+        {
             let seen = chan.queued.load(std::sync::atomic::Ordering::Relaxed);
             drop(guard);
             return self.recv_spinning(&mut reg, seen, budget, deadline);
