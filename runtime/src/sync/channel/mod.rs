@@ -15,7 +15,9 @@
 //! taking the lock — and takes a value that comes meanwhile without
 //! parking; the sender then finds no receiver parked and just queues it.
 //! The same gate as the hub's idle spin decides (no spinning while the
-//! CPUs are oversubscribed), and a plain `dispatch` never spins.
+//! CPUs are oversubscribed), a plain `dispatch` never spins, and neither
+//! does a receive on a rendezvous channel (its senders hand a value only
+//! to a parked receiver).
 
 use std::collections::VecDeque;
 use std::fmt;
