@@ -380,12 +380,12 @@ fn a_rendezvous_channel_between_workers_hands_every_value_over() {
     let out = Runtime::new().workers(2).run(|| {
         if worker_index() == Some(0) {
             let rx = ends.lock().unwrap().0.take().unwrap();
-            (0..2_000)
-                .map(|i| {
-                    assert_eq!(rx.recv_timeout(LONG), Ok(i));
-                    i
-                })
-                .sum::<u32>()
+            let mut sum = 0;
+            for i in 0..2_000 {
+                assert_eq!(rx.recv_timeout(LONG), Ok(i));
+                sum += i;
+            }
+            sum
         } else {
             let tx = ends.lock().unwrap().1.take().unwrap();
             for i in 0..2_000 {
