@@ -330,18 +330,8 @@ impl IdleSpin {
     /// forever); `None` when spinning does not pay.
     #[inline]
     pub(crate) fn budget(&self, timeout: Option<Duration>) -> Option<Duration> {
-        if !self.hot.get() {
+        if !self.hot.get() || !may_spin(Instant::now()) {
             return None;
-        }
-        if !FORCE.load(Ordering::Relaxed) {
-            let now = nanos(Instant::now());
-            let until = COOLING.until.load(Ordering::Relaxed);
-            if until != 0 && now < until {
-                return None;
-            }
-            if !cpus_to_spare(now) {
-                return None;
-            }
         }
         let t = timeout.map_or(self.limit, |t| t.min(self.limit));
         if t.is_zero() {
@@ -356,9 +346,11 @@ impl IdleSpin {
     /// other tasklet is runnable (`ready_is_empty`): the hub's spin
     /// budget, capped at [`WAIT_SPIN`] — only while the hub is hot and the
     /// CPUs have time to spare. A value that comes meanwhile is taken
-    /// without parking, so its sender need not wake this hub at all.
+    /// without parking, so its sender need not wake this hub at all. (The
+    /// home CPU is left to the hub's own spin: one clock read here, no
+    /// `sched_getcpu`.)
     #[inline]
-    pub(crate) fn wait_budget(&self, ready_is_empty: impl FnOnce() -> bool) -> Option<Duration> {
+    pub(crate) fn wait_budget(&self, ready_is_empty: impl FnOnce() -> bool) -> Option<WaitSpin> {
         if !self.hot.get() || !ready_is_empty() {
             return None;
         }
@@ -366,35 +358,13 @@ impl IdleSpin {
     }
 
     #[cold]
-    fn wait_budget_slow(&self) -> Option<Duration> {
-        self.budget(Some(WAIT_SPIN))
-    }
-
-    /// Spins (in the waiting tasklet) for up to `budget`, from
-    /// [`wait_budget`](IdleSpin::wait_budget), until `ready` says the
-    /// value came (`true`). Like the hub's spin, one that finds itself
-    /// taken off its CPU gives up at once and starts the cool-down.
-    pub(crate) fn spin_for(budget: Duration, mut ready: impl FnMut() -> bool) -> bool {
+    fn wait_budget_slow(&self) -> Option<WaitSpin> {
         let start = Instant::now();
-        let end = start + budget;
-        let mut last = start;
-        loop {
-            for _ in 0..HINTS {
-                if ready() {
-                    return true;
-                }
-                std::hint::spin_loop();
-            }
-            let now = Instant::now();
-            if now.duration_since(last) > GAP && !FORCE.load(Ordering::Relaxed) {
-                cool_down(nanos(now));
-                return false;
-            }
-            if now >= end {
-                return false;
-            }
-            last = now;
-        }
+        let t = WAIT_SPIN.min(self.limit);
+        (!t.is_zero() && may_spin(start)).then(|| WaitSpin {
+            start,
+            end: start + t,
+        })
     }
 
     /// Spins for up to `budget` until `pending` is set (checked with a plain
@@ -459,6 +429,61 @@ impl IdleSpin {
         // (`hot` is only set again by a drain that finds work.)
         self.hot.set(false);
         SpinEnd::Expired
+    }
+}
+
+/// Whether the hubs may spin at `now`: not forced off by a cool-down, and
+/// the CPU pressure leaves time to spare (see [`cpus_to_spare`]).
+fn may_spin(now: Instant) -> bool {
+    if FORCE.load(Ordering::Relaxed) {
+        return true;
+    }
+    let now = nanos(now);
+    let until = COOLING.until.load(Ordering::Relaxed);
+    if until != 0 && now < until {
+        return false;
+    }
+    cpus_to_spare(now)
+}
+
+/// A spin granted to a waiting tasklet by [`IdleSpin::wait_budget`].
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct WaitSpin {
+    start: Instant,
+    end: Instant,
+}
+
+impl WaitSpin {
+    /// Ends the spin at `deadline` if that comes first.
+    pub(crate) fn until(self, deadline: Option<Instant>) -> WaitSpin {
+        WaitSpin {
+            end: deadline.map_or(self.end, |d| d.min(self.end)),
+            ..self
+        }
+    }
+
+    /// Spins until `ready` says the value came (`true`) or the spin's end.
+    /// Like the hub's spin, one that finds itself taken off its CPU gives
+    /// up at once and starts the cool-down.
+    pub(crate) fn spin(self, mut ready: impl FnMut() -> bool) -> bool {
+        let mut last = self.start;
+        loop {
+            for _ in 0..HINTS {
+                if ready() {
+                    return true;
+                }
+                std::hint::spin_loop();
+            }
+            let now = Instant::now();
+            if now.duration_since(last) > GAP && !FORCE.load(Ordering::Relaxed) {
+                cool_down(nanos(now));
+                return false;
+            }
+            if now >= self.end {
+                return false;
+            }
+            last = now;
+        }
     }
 }
 

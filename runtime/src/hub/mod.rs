@@ -564,7 +564,7 @@ impl Hub {
 /// sends, may spin for it first (see `IdleSpin::wait_budget`); `None`
 /// outside a dispatcher, or when it should park at once.
 #[inline]
-pub(crate) fn wait_spin_budget() -> Option<Duration> {
+pub(crate) fn wait_spin_budget() -> Option<idle::WaitSpin> {
     crate::dispatcher::context::try_with(|d| d.hub.spin.wait_budget(|| d.ready_is_empty()))
         .flatten()
 }

@@ -139,12 +139,7 @@ impl<T> Chan<T> {
     #[inline]
     pub(super) fn push(&self, st: &mut State<T>, v: T) {
         st.queue.push_back(v);
-        self.bump();
-    }
-
-    /// Notes that a value was queued (under the lock).
-    #[inline]
-    pub(super) fn bump(&self) {
+        // Under the lock: no other writer, so no read-modify-write needed.
         let n = self.queued.load(Ordering::Relaxed);
         self.queued.store(n.wrapping_add(1), Ordering::Relaxed);
     }

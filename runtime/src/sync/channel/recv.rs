@@ -76,13 +76,13 @@ impl<T> Receiver<T> {
         }
         // A rendezvous sender hands over only to a parked receiver: no
         // value is queued to wait for.
-        if let Some(budget) = (chan.cap != Some(0))
+        if let Some(spin) = (chan.cap != Some(0))
             .then(crate::hub::wait_spin_budget)
             .flatten()
         {
             let seen = chan.queued.load(std::sync::atomic::Ordering::Relaxed);
             drop(guard);
-            return self.recv_spinning(&mut reg, seen, budget, deadline);
+            return self.recv_spinning(&mut reg, seen, spin.until(deadline), deadline);
         }
         chan.park_receiver(guard, &mut reg);
         let r = reg.block(deadline, chan.wait_on(false));
@@ -98,7 +98,7 @@ impl<T> Receiver<T> {
 
     /// A receive that found the channel empty on a worker with nothing else
     /// to run, while values come from other threads: tries again for up to
-    /// `budget` (not past `deadline`) before it parks, so a value sent
+    /// the granted `spin` (not past `deadline`) before it parks, so a value sent
     /// meanwhile is taken without a park, a switch and a cross-thread
     /// wake-up of this worker (crossbeam's `Backoff::snooze` before
     /// blocking, Go's spinning before it parks an M).
@@ -108,18 +108,14 @@ impl<T> Receiver<T> {
         &self,
         reg: &mut RecvRegistration<'_, T>,
         mut seen: usize,
-        budget: Duration,
+        spin: crate::hub::idle::WaitSpin,
         deadline: Option<Instant>,
     ) -> Result<T, RecvTimeoutError> {
         use std::sync::atomic::Ordering;
-        let budget = match deadline {
-            Some(d) => budget.min(d.saturating_duration_since(Instant::now())),
-            None => budget,
-        };
         let mut got = None;
         // Watch the hint (a shared read, no write to the line the sender
         // locks) and lock only when a value was queued.
-        crate::hub::idle::IdleSpin::spin_for(budget, || {
+        spin.spin(|| {
             let now = self.chan.queued.load(Ordering::Relaxed);
             if now == seen {
                 return false;
