@@ -76,6 +76,7 @@ compile_error!("tasklet's `hook` feature supports Linux on x86_64 and aarch64 on
 
 mod affinity;
 mod block_on;
+mod blocks;
 mod diag;
 mod dispatcher;
 pub mod fs;

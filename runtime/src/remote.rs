@@ -11,6 +11,7 @@
 //! queue. For `spawn_on` the completion is also the job: one allocation
 //! carries the closure to the target worker and the outcome back.
 
+use std::alloc::Layout;
 use std::fmt;
 use std::future::Future;
 use std::marker::PhantomData;
@@ -21,6 +22,7 @@ use std::ptr::NonNull;
 use std::task::{Context, Poll, Waker};
 use std::time::Instant;
 
+use crate::blocks;
 use crate::dispatcher::context;
 use crate::hub::{self, HubRef, Job, JobNode, RawJob, RemoteUnparker, TaskAddr};
 use crate::shim::thread::{self, Thread};
@@ -118,7 +120,7 @@ fn new_cell<T, F>(
     result: Option<Result<T, JoinError>>,
 ) -> NonNull<Completion<T>> {
     let finished = result.is_some();
-    let cell = Box::new(Cell {
+    let cell = Cell {
         completion: Completion {
             inner: SpinLock::new(Inner {
                 result,
@@ -136,17 +138,36 @@ fn new_cell<T, F>(
         job: JobNode::new(drop_unused_job, drop_unused_job),
         f: UnsafeCell::new(f),
         at,
-    });
+    };
+    // A thousand `spawn_on` in flight are a thousand cells, each freed
+    // by whichever side comes last: the block cache keeps them out of
+    // `malloc`'s bins (see `crate::blocks`).
+    let block = blocks::alloc(Layout::new::<Cell<T, F>>()).cast::<Cell<T, F>>();
+    // SAFETY: `block` is a fresh allocation of `Cell<T, F>`'s size and
+    // alignment, written once before anyone sees it.
+    unsafe { block.as_ptr().write(cell) };
     // `Cell` is `repr(C)` with the completion first.
-    NonNull::from(Box::leak(cell)).cast()
+    block.cast()
 }
 
 /// # Safety
 /// `c` heads a `Cell<T, F>` made by [`new_cell`] whose last reference was
 /// just released.
 unsafe fn free_cell<T, F>(c: NonNull<Completion<T>>) {
-    // SAFETY: the contract: the box is ours alone now.
-    drop(unsafe { Box::from_raw(c.cast::<Cell<T, F>>().as_ptr()) });
+    /// Frees the block when dropped: also when a destructor of the cell's
+    /// contents (the outcome's, typically) panics.
+    struct Free(NonNull<u8>, Layout);
+    impl Drop for Free {
+        fn drop(&mut self) {
+            // SAFETY: the block came from `blocks::alloc` with this layout
+            // (see `new_cell`) and its contents are dropped (or their drop
+            // unwound, having dropped every other field): nothing uses it.
+            unsafe { blocks::free(self.0, self.1) };
+        }
+    }
+    let _free = Free(c.cast(), Layout::new::<Cell<T, F>>());
+    // SAFETY: the contract: the cell is ours alone now, dropped once.
+    unsafe { std::ptr::drop_in_place(c.cast::<Cell<T, F>>().as_ptr()) };
 }
 
 /// Runs `f` on the completion's state under its lock and drops the
