@@ -12,6 +12,13 @@
 //!
 //! - `scaling`: CPU-bound aggregate switch rate — every worker runs two
 //!   tasklets that `yield_now` to each other — with 2 workers vs 1 (goal ≥ 1.9×).
+//!   Its peer is the machine: the same 2-vs-1 ratio for bare `corosensei`
+//!   switches (a coroutine suspending to its thread, no runtime) on plain
+//!   threads, run right before and after ours in each pass. This VM's two
+//!   vCPUs alternate, over seconds, between two speeds for switch-heavy code
+//!   (about 65 and 105 million tasklet switches a second, on either CPU, in
+//!   the same process), which a pass may straddle; the peer shows what the
+//!   machine gave switching code at that moment.
 //! - `channel round trip`: a value to the other worker and back over two
 //!   capacity-1 channels; tokio multi-thread (2 workers) with two tasks and
 //!   `tokio::sync::mpsc`; crossbeam between two plain threads.
@@ -78,7 +85,36 @@ impl Stats {
 
 // ---- scaling ----
 
-const YIELDS: u64 = 1_000_000;
+/// Switches per tasklet per run: about 50–80 ms of a worker's time.
+const YIELDS: u64 = 2_500_000;
+
+/// With `n` plain threads each resuming a bare `corosensei` coroutine that
+/// suspends straight back (two switches per resume, as a tasklet's yield
+/// goes through its dispatcher): aggregate switches per wall-clock second
+/// (the slowest thread's time).
+fn machine_scaling(n: usize) -> f64 {
+    use corosensei::{Coroutine, CoroutineResult};
+    let threads: Vec<_> = (0..n)
+        .map(|_| {
+            std::thread::spawn(|| {
+                let mut co = Coroutine::new(|yielder, ()| {
+                    for _ in 0..2 * YIELDS {
+                        yielder.suspend(());
+                    }
+                });
+                let start = Instant::now();
+                while let CoroutineResult::Yield(()) = co.resume(()) {}
+                start.elapsed()
+            })
+        })
+        .collect();
+    let slowest = threads
+        .into_iter()
+        .map(|t| t.join().expect("machine peer thread"))
+        .max()
+        .unwrap();
+    (n as u64 * 4 * YIELDS) as f64 / slowest.as_secs_f64()
+}
 
 /// CPU time of the calling thread.
 fn thread_cpu() -> Duration {
@@ -392,11 +428,17 @@ fn main() {
         "channel round trip: tokio x-thread 2 current_thread (ns)",
         "spawn+await one at a time: tokio x-thread (ns)",
         "spawn+await 1000 in flight: tokio x-thread (ns/op)",
+        "scaling: machine, bare switches, 1 thread (switches/s)",
+        "scaling: machine, bare switches, 2 threads (switches/s)",
     ];
     let mut stats: Vec<Stats> = names.iter().map(|_| Stats(Vec::new())).collect();
     for pass in 0..passes {
         let mut v = vec![f64::NAN; names.len()];
         if on("scaling") {
+            // Each 2-vs-1 pair back to back: the machine's regime changes
+            // over seconds, a run takes tens of milliseconds.
+            v[24] = machine_scaling(1);
+            v[25] = machine_scaling(2);
             (v[0], v[2]) = tasklet_scaling(1);
             (v[1], v[3]) = tasklet_scaling(2);
         }
@@ -450,6 +492,11 @@ fn main() {
     for (name, two, one) in [
         ("scaling ratio 2/1 workers, wall clock (per pass)", 1, 0),
         ("scaling ratio 2/1 workers, per CPU-s (per pass)", 3, 2),
+        (
+            "scaling ratio 2/1 bare switches, machine (per pass)",
+            25,
+            24,
+        ),
         ("channel rt ratio tasklet/tokio (per pass)", 4, 6),
         ("channel rt ratio tasklet/crossbeam (per pass)", 4, 7),
         ("channel rt ratio tasklet spin on/off (per pass)", 4, 5),
@@ -475,6 +522,22 @@ fn main() {
             ratio.median(),
             ratio.min(),
             ratio.max()
+        );
+    }
+    if !stats[0].0.is_empty() {
+        // Our scaling over the machine's, pass by pass: 1.0 is all the
+        // machine gave switching code at that moment.
+        let of_machine = Stats(
+            (0..stats[0].0.len())
+                .map(|i| (stats[1].0[i] / stats[0].0[i]) / (stats[25].0[i] / stats[24].0[i]))
+                .collect(),
+        );
+        println!(
+            "{:<56} median {:>14.2}   spread {:.2} .. {:.2}",
+            "scaling 2/1 workers over the machine's 2/1 (per pass)",
+            of_machine.median(),
+            of_machine.min(),
+            of_machine.max()
         );
     }
 }
