@@ -396,3 +396,77 @@ fn a_rendezvous_channel_between_workers_hands_every_value_over() {
     });
     assert_eq!(out[0], (0..2_000).sum::<u32>());
 }
+
+#[test]
+fn a_select_that_spins_for_values_from_the_other_worker_takes_each_once() {
+    // A select whose receive arms are empty on a hot worker spins a moment
+    // for a value queued from the other worker before it registers and
+    // parks: every value must be taken exactly once, from the arm it was
+    // sent on, in order; an event set from the other worker (not watched
+    // by the spin) must still end it; and its deadline must hold.
+    #[derive(Debug, PartialEq)]
+    enum Got {
+        A(u32),
+        B(u32),
+        Closed,
+        Event,
+        Timeout,
+    }
+    let (a_tx, a_rx) = sync::channel::<u32>(4);
+    let (b_tx, b_rx) = sync::channel::<u32>(1);
+    let event = std::sync::Arc::new(sync::Event::new());
+    let (go_tx, go_rx) = sync::channel::<()>(1);
+    let ends = Mutex::new((Some((a_rx, b_rx, go_tx)), Some((a_tx, b_tx, go_rx))));
+    let ev = event.clone();
+    Runtime::new().workers(2).run(move || {
+        if worker_index() == Some(0) {
+            let (a_rx, b_rx, go_tx) = ends.lock().unwrap().0.take().unwrap();
+            let select = |timeout: Duration| {
+                sync::Select::new()
+                    .recv(&a_rx, |r| r.map_or(Got::Closed, Got::A))
+                    .recv(&b_rx, |r| r.map_or(Got::Closed, Got::B))
+                    .event(&ev, || Got::Event)
+                    .timeout(timeout, || Got::Timeout)
+                    .wait()
+            };
+            let (mut next_a, mut next_b) = (0, 0);
+            while next_a < 2_000 || next_b < 2_000 {
+                match select(LONG) {
+                    Got::A(v) => {
+                        assert_eq!(v, next_a, "A out of order or twice");
+                        next_a += 1;
+                    }
+                    Got::B(v) => {
+                        assert_eq!(v, next_b, "B out of order or twice");
+                        next_b += 1;
+                    }
+                    other => panic!("unexpected {other:?}"),
+                }
+            }
+            for timeout in [Duration::from_micros(1), Duration::from_micros(500)] {
+                for _ in 0..20 {
+                    let t = Instant::now();
+                    assert_eq!(select(timeout), Got::Timeout);
+                    assert!(t.elapsed() >= timeout, "ended before its deadline");
+                }
+            }
+            go_tx.send(()).unwrap();
+            let t = Instant::now();
+            assert_eq!(select(LONG), Got::Event);
+            assert!(t.elapsed() < LONG);
+        } else {
+            let (a_tx, b_tx, go_rx) = ends.lock().unwrap().1.take().unwrap();
+            for i in 0..2_000 {
+                a_tx.send(i).unwrap();
+                b_tx.send(i).unwrap();
+                if i % 7 == 0 {
+                    // Let the other worker drain and spin on empty channels.
+                    tasklet::sleep(Duration::from_micros(20));
+                }
+            }
+            go_rx.recv().unwrap();
+            ev.set();
+        }
+    });
+    assert!(event.is_set());
+}

@@ -119,8 +119,9 @@ pub(super) struct Chan<T> {
     pub(super) cap: Option<usize>,
     /// Bumped (under the lock) whenever a value is queued: what a receiver
     /// spinning before it parks watches without taking the lock (see
-    /// `Receiver::recv_spinning`). Only a hint: a value it misses is found
-    /// under the lock before the receiver parks.
+    /// `Receiver::recv_spinning`, and a select's receive arms). Only a
+    /// hint: a value it misses is found under the lock before the receiver
+    /// parks.
     pub(super) queued: AtomicUsize,
     pub(super) state: SpinLock<State<T>>,
 }

@@ -121,6 +121,13 @@ impl<T, F: FnOnce(Result<T, RecvError>) -> R, R> Arm<R> for RecvArm<'_, T, F> {
     fn fails_when_interrupted(&self) -> bool {
         true
     }
+
+    fn hint(&self) -> Option<usize> {
+        // A rendezvous sender hands over only to a parked receiver: no
+        // value is queued to watch for.
+        (self.chan.cap != Some(0))
+            .then(|| self.chan.queued.load(std::sync::atomic::Ordering::Relaxed))
+    }
 }
 
 impl<T, F> Drop for RecvArm<'_, T, F> {

@@ -58,6 +58,12 @@ trait Arm<R> {
     fn fails_when_interrupted(&self) -> bool {
         false
     }
+    /// For an arm that may complete by a value queued from another thread
+    /// without a wake-up (a receive on a buffered channel): a counter that
+    /// moves when one is, read without its lock. `None` for other arms.
+    fn hint(&self) -> Option<usize> {
+        None
+    }
 }
 
 /// Waits for the first of several operations: receiving from or sending on
@@ -302,6 +308,11 @@ impl<'a, R> Select<'a, R> {
             }
         }
         let tasklet = hub::in_dispatcher();
+        if tasklet {
+            if let Some(i) = self.spin_for_a_value(start, deadline) {
+                return self.arms[i].finish();
+            }
+        }
         loop {
             if let Some(dl) = deadline {
                 if Instant::now() >= dl {
@@ -367,6 +378,41 @@ impl<'a, R> Select<'a, R> {
                 }
             }
         }
+    }
+
+    /// Like a plain receive (see `Receiver::recv`), a select whose receive
+    /// arms are all empty, on a worker with nothing else to run while
+    /// values come from other threads, watches those channels for the
+    /// granted spin before it registers and parks: a value queued meanwhile
+    /// is taken without a park, a switch and a cross-thread wake-up.
+    /// Returns the arm taken, if any.
+    #[cold]
+    #[inline(never)]
+    fn spin_for_a_value(&mut self, start: usize, deadline: Option<Instant>) -> Option<usize> {
+        // The hints only ever grow (wrapping), one step per queued value,
+        // so their sum moves exactly when one of them does.
+        let sum = |arms: &[Box<dyn Arm<R> + 'a>]| -> Option<usize> {
+            arms.iter()
+                .filter_map(|a| a.hint())
+                .reduce(usize::wrapping_add)
+        };
+        let mut seen = sum(&self.arms)?;
+        let spin = hub::wait_spin_budget()?.until(deadline);
+        let n = self.arms.len();
+        let mut won = None;
+        spin.spin(|| {
+            // `sum` is `Some`: the arms do not change during the spin.
+            let now = sum(&self.arms).unwrap_or(seen);
+            if now == seen {
+                return false;
+            }
+            seen = now;
+            won = (0..n)
+                .map(|k| (start + k) % n)
+                .find(|&i| self.arms[i].try_or_register(false) == Try::Done);
+            won.is_some()
+        });
+        won
     }
 
     fn take_deadline(&mut self) -> R {
