@@ -10,7 +10,9 @@
 # machine. Servers and wrk are not pinned: the servers' workers spread over
 # the cores (as they would in production) and wrk takes what is left; the
 # configurations alternate within each repetition. Prints medians and the
-# spread (min..max) of req/s.
+# spread (min..max) of req/s. hyper with one worker is the scaling peer:
+# with wrk on the same two cores, hyper's own 2-vs-1 ratio shows how much
+# a second worker can give on this machine at that moment.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -63,24 +65,29 @@ stats() { sort -n | awk '{ a[NR] = $1 } END { printf "%d %d %d\n", a[int((NR + 1
 
 echo "# http on all cores: wrk -t2 -c$CONNS -d${DUR}s, --work-us $WORK_US, $REPS reps"
 echo "# $(uname -sr), $(nproc) cores, load average $(cut -d' ' -f1-3 /proc/loadavg), $(date -u +%Y-%m-%dT%H:%MZ)"
-t1=() t2=() h2=()
+t1=() t2=() h1=() h2=()
 for _ in $(seq 1 "$REPS"); do
     PORT=$((PORT + 3))
     t1+=("$(run_http "$PORT" http_hello --workers 1)")
     t2+=("$(run_http $((PORT + 1)) http_hello --workers 2)")
     h2+=("$(run_http $((PORT + 2)) hyper_hello --workers 2)")
+    h1+=("$(run_http $((PORT + 3)) hyper_hello --workers 1)")
+    PORT=$((PORT + 1))
 done
 read -r m1 lo1 hi1 < <(printf '%s\n' "${t1[@]}" | stats)
 read -r m2 lo2 hi2 < <(printf '%s\n' "${t2[@]}" | stats)
 read -r mh loh hih < <(printf '%s\n' "${h2[@]}" | stats)
+read -r mh1 loh1 hih1 < <(printf '%s\n' "${h1[@]}" | stats)
 echo
 echo "| server | req/s (median) | spread |"
 echo "|---|---:|---|"
 echo "| http_hello --workers 1 | $m1 | $lo1 .. $hi1 |"
 echo "| http_hello --workers 2 | $m2 | $lo2 .. $hi2 |"
 echo "| hyper_hello (tokio multi-thread, 2 workers) | $mh | $loh .. $hih |"
+echo "| hyper_hello (tokio multi-thread, 1 worker) | $mh1 | $loh1 .. $hih1 |"
 echo
-awk -v a="$m2" -v b="$m1" -v c="$mh" 'BEGIN {
+awk -v a="$m2" -v b="$m1" -v c="$mh" -v d="$mh1" 'BEGIN {
     printf "tasklet 2 workers / 1 worker: %.2fx (goal >= 1.7)\n", a / b
     printf "tasklet 2 workers / tokio multi-thread 2 workers: %.2fx (goal >= 1.0)\n", a / c
+    printf "peer: hyper 2 workers / 1 worker: %.2fx\n", c / d
 }'
