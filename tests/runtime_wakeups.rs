@@ -416,11 +416,17 @@ fn a_select_that_spins_for_values_from_the_other_worker_takes_each_once() {
     let (b_tx, b_rx) = sync::channel::<u32>(1);
     let event = std::sync::Arc::new(sync::Event::new());
     let (go_tx, go_rx) = sync::channel::<()>(1);
-    let ends = Mutex::new((Some((a_rx, b_rx, go_tx)), Some((a_tx, b_tx, go_rx))));
+    // Worker 1 keeps the senders until worker 0 has seen the event: their
+    // drop would make the receive arms ready (closed) too.
+    let (done_tx, done_rx) = sync::channel::<()>(1);
+    let ends = Mutex::new((
+        Some((a_rx, b_rx, go_tx, done_tx)),
+        Some((a_tx, b_tx, go_rx, done_rx)),
+    ));
     let ev = event.clone();
     Runtime::new().workers(2).run(move || {
         if worker_index() == Some(0) {
-            let (a_rx, b_rx, go_tx) = ends.lock().unwrap().0.take().unwrap();
+            let (a_rx, b_rx, go_tx, done_tx) = ends.lock().unwrap().0.take().unwrap();
             let select = |timeout: Duration| {
                 sync::Select::new()
                     .recv(&a_rx, |r| r.map_or(Got::Closed, Got::A))
@@ -454,8 +460,9 @@ fn a_select_that_spins_for_values_from_the_other_worker_takes_each_once() {
             let t = Instant::now();
             assert_eq!(select(LONG), Got::Event);
             assert!(t.elapsed() < LONG);
+            done_tx.send(()).unwrap();
         } else {
-            let (a_tx, b_tx, go_rx) = ends.lock().unwrap().1.take().unwrap();
+            let (a_tx, b_tx, go_rx, done_rx) = ends.lock().unwrap().1.take().unwrap();
             for i in 0..2_000 {
                 a_tx.send(i).unwrap();
                 b_tx.send(i).unwrap();
@@ -466,6 +473,8 @@ fn a_select_that_spins_for_values_from_the_other_worker_takes_each_once() {
             }
             go_rx.recv().unwrap();
             ev.set();
+            done_rx.recv_timeout(LONG).unwrap();
+            drop((a_tx, b_tx));
         }
     });
     assert!(event.is_set());

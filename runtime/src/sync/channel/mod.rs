@@ -145,6 +145,25 @@ impl<T> Chan<T> {
         self.queued.store(n.wrapping_add(1), Ordering::Relaxed);
     }
 
+    /// Takes the oldest queued value, if any: then releases the lock
+    /// (`guard`) and wakes a sender parked for the room it leaves. Else
+    /// hands the guard back, still locked.
+    #[inline(always)]
+    pub(super) fn pop_queued<'a>(
+        &'a self,
+        mut guard: SpinGuard<'a, State<T>>,
+    ) -> Result<T, SpinGuard<'a, State<T>>> {
+        let Some(v) = guard.queue.pop_front() else {
+            return Err(guard);
+        };
+        let w = guard.pop_sender_if_room(self);
+        drop(guard);
+        if let Some(w) = w {
+            self.wake(w);
+        }
+        Ok(v)
+    }
+
     /// Whether a value can be queued (a rendezvous channel never queues).
     #[inline]
     pub(super) fn queue_has_room(&self, st: &State<T>) -> bool {

@@ -25,20 +25,10 @@ impl<T> Receiver<T> {
 
     /// Takes a value if one is queued right now.
     pub fn try_recv(&self) -> Result<T, TryRecvError> {
-        let chan = &*self.chan;
-        let mut guard = chan.state.lock();
-        let st = &mut *guard;
-        match st.queue.pop_front() {
-            Some(v) => {
-                let w = st.pop_sender_if_room(chan);
-                drop(guard);
-                if let Some(w) = w {
-                    chan.wake(w);
-                }
-                Ok(v)
-            }
-            None if st.recv_closed() => Err(TryRecvError::Disconnected),
-            None => Err(TryRecvError::Empty),
+        match self.chan.pop_queued(self.chan.state.lock()) {
+            Ok(v) => Ok(v),
+            Err(st) if st.recv_closed() => Err(TryRecvError::Disconnected),
+            Err(_) => Err(TryRecvError::Empty),
         }
     }
 
@@ -61,17 +51,11 @@ impl<T> Receiver<T> {
         let chan = &*self.chan;
         let node = Waiter::new(None);
         let mut reg = Registration::new(chan, &node);
-        let mut guard = chan.state.lock();
-        let st = &mut *guard;
-        if let Some(v) = st.queue.pop_front() {
-            let w = st.pop_sender_if_room(chan);
-            drop(guard);
-            if let Some(w) = w {
-                chan.wake(w);
-            }
-            return Ok(v);
-        }
-        if st.recv_closed() {
+        let guard = match chan.pop_queued(chan.state.lock()) {
+            Ok(v) => return Ok(v),
+            Err(guard) => guard,
+        };
+        if guard.recv_closed() {
             return Err(RecvTimeoutError::Disconnected);
         }
         // A rendezvous sender hands over only to a parked receiver: no
@@ -157,17 +141,11 @@ impl<T> Receiver<T> {
                 }
             }
             // Not linked here.
-            let mut guard = chan.state.lock();
-            let st = &mut *guard;
-            if let Some(v) = st.queue.pop_front() {
-                let w = st.pop_sender_if_room(chan);
-                drop(guard);
-                if let Some(w) = w {
-                    chan.wake(w);
-                }
-                return Ok(v);
-            }
-            if st.recv_closed() {
+            let guard = match chan.pop_queued(chan.state.lock()) {
+                Ok(v) => return Ok(v),
+                Err(guard) => guard,
+            };
+            if guard.recv_closed() {
                 return Err(RecvTimeoutError::Disconnected);
             }
             if gave_up {

@@ -62,17 +62,14 @@ impl<T, F> RecvArm<'_, T, F> {
 impl<T, F: FnOnce(Result<T, RecvError>) -> R, R> Arm<R> for RecvArm<'_, T, F> {
     fn try_or_register(&mut self, register: bool) -> Try {
         let chan = self.chan;
-        let mut guard = chan.state.lock();
-        let st = &mut *guard;
-        if let Some(v) = st.queue.pop_front() {
-            let w = st.pop_sender_if_room(chan);
-            drop(guard);
-            if let Some(w) = w {
-                chan.wake(w);
+        let mut guard = match chan.pop_queued(chan.state.lock()) {
+            Ok(v) => {
+                self.got = Some(Ok(v));
+                return Try::Done;
             }
-            self.got = Some(Ok(v));
-            return Try::Done;
-        }
+            Err(guard) => guard,
+        };
+        let st = &mut *guard;
         if st.recv_closed() {
             self.got = Some(Err(RecvError));
             return Try::Done;
