@@ -168,6 +168,28 @@ pub(crate) unsafe fn free(p: NonNull<u8>, layout: Layout) {
     }
 }
 
+/// Drops the `T` in a block from [`alloc`] and frees the block — also
+/// when `T`'s destructor panics (the block is freed while unwinding), so a
+/// panicking destructor never leaks it.
+///
+/// # Safety
+/// `p` must come from `alloc(Layout::new::<T>())`, hold a live `T` that
+/// nothing references any more, and not be used afterwards.
+pub(crate) unsafe fn drop_and_free<T>(p: NonNull<T>) {
+    struct Free(NonNull<u8>, Layout);
+    impl Drop for Free {
+        fn drop(&mut self) {
+            // SAFETY: the block came from `alloc` with this layout (the
+            // caller's contract) and its contents are dropped (or their drop
+            // unwound, having dropped every other field): nothing uses it.
+            unsafe { free(self.0, self.1) };
+        }
+    }
+    let _free = Free(p.cast(), Layout::new::<T>());
+    // SAFETY: the contract: a live `T` nobody references, dropped once.
+    unsafe { ptr::drop_in_place(p.as_ptr()) };
+}
+
 // Under loom nothing is cached (see `class_of`).
 #[cfg(all(test, not(loom)))]
 mod tests {
@@ -209,6 +231,30 @@ mod tests {
             CACHED.with(Cell::get) + l.size() > BUDGET,
             "the cache fills up to its budget"
         );
+    }
+
+    #[test]
+    fn drop_and_free_frees_the_block_when_the_destructor_panics() {
+        struct Bomb([u8; 100]);
+        impl Drop for Bomb {
+            fn drop(&mut self) {
+                panic!("bomb");
+            }
+        }
+        let l = Layout::new::<Bomb>();
+        let p = alloc(l).cast::<Bomb>();
+        // SAFETY: a fresh block of `Bomb`'s layout, written once.
+        unsafe { p.as_ptr().write(Bomb([0; 100])) };
+        let r = std::panic::catch_unwind(|| {
+            // SAFETY: `p` holds a live `Bomb` nobody else references.
+            unsafe { drop_and_free(p) }
+        });
+        assert!(r.is_err(), "the destructor's panic propagates");
+        // The block went back to this thread's cache: the next one is it.
+        let q = alloc(l);
+        assert_eq!(q.as_ptr(), p.as_ptr().cast::<u8>());
+        // SAFETY: from alloc(l), unused.
+        unsafe { free(q, l) };
     }
 
     #[test]

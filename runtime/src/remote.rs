@@ -154,20 +154,9 @@ fn new_cell<T, F>(
 /// `c` heads a `Cell<T, F>` made by [`new_cell`] whose last reference was
 /// just released.
 unsafe fn free_cell<T, F>(c: NonNull<Completion<T>>) {
-    /// Frees the block when dropped: also when a destructor of the cell's
-    /// contents (the outcome's, typically) panics.
-    struct Free(NonNull<u8>, Layout);
-    impl Drop for Free {
-        fn drop(&mut self) {
-            // SAFETY: the block came from `blocks::alloc` with this layout
-            // (see `new_cell`) and its contents are dropped (or their drop
-            // unwound, having dropped every other field): nothing uses it.
-            unsafe { blocks::free(self.0, self.1) };
-        }
-    }
-    let _free = Free(c.cast(), Layout::new::<Cell<T, F>>());
-    // SAFETY: the contract: the cell is ours alone now, dropped once.
-    unsafe { std::ptr::drop_in_place(c.cast::<Cell<T, F>>().as_ptr()) };
+    // SAFETY: the contract: the cell, from `blocks::alloc` in `new_cell`,
+    // is ours alone now.
+    unsafe { blocks::drop_and_free(c.cast::<Cell<T, F>>()) };
 }
 
 /// Runs `f` on the completion's state under its lock and drops the

@@ -19,7 +19,7 @@ use std::alloc::Layout;
 use std::cell::{Cell, RefCell};
 use std::marker::PhantomData;
 use std::ops::Deref;
-use std::ptr::{self, NonNull};
+use std::ptr;
 
 use super::error::ResultSlot;
 use super::header::TaskPtr;
@@ -38,23 +38,10 @@ pub(crate) struct Task<T> {
 /// `p` must point to the header of a live `Task<T>` allocated by
 /// `TaskRef::new::<T>` whose reference count has just dropped to zero.
 unsafe fn drop_and_free<T>(p: TaskPtr) {
-    /// Frees the block when dropped: also when a destructor of its contents
-    /// (the result's, typically) panics, which must not leak the block.
-    struct Free(NonNull<u8>, Layout);
-    impl Drop for Free {
-        fn drop(&mut self) {
-            // SAFETY: the block was allocated by `blocks::alloc` with this
-            // layout, and this runs once its contents were dropped (or their
-            // drop unwound, having dropped every other field): nothing uses
-            // the block any more.
-            unsafe { blocks::free(self.0, self.1) };
-        }
-    }
-    let _free = Free(p.cast(), Layout::new::<Task<T>>());
-    let t = p.cast::<Task<T>>().as_ptr();
-    // SAFETY: per this function's contract the block holds a live `Task<T>`
-    // nobody references any more, so it may be dropped in place once.
-    unsafe { ptr::drop_in_place(t) };
+    // SAFETY: per this function's contract the block, from
+    // `blocks::alloc(Layout::new::<Task<T>>())` in `TaskRef::new`, holds a
+    // live `Task<T>` nobody references any more.
+    unsafe { blocks::drop_and_free(p.cast::<Task<T>>()) };
 }
 
 /// A counted, non-`Send` reference to a tasklet (like `Rc<Task<T>>` with `T`

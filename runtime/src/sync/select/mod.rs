@@ -301,11 +301,8 @@ impl<'a, R> Select<'a, R> {
         let deadline = self.deadline.as_ref().map(|d| d.0);
         let start = if n > 1 { random_below(n) } else { 0 };
         // Cheap pass: something ready now needs no registration.
-        for k in 0..n {
-            let i = (start + k) % n;
-            if self.arms[i].try_or_register(false) == Try::Done {
-                return self.arms[i].finish();
-            }
+        if let Some(i) = self.try_now(start) {
+            return self.arms[i].finish();
         }
         let tasklet = hub::in_dispatcher();
         if tasklet {
@@ -353,20 +350,14 @@ impl<'a, R> Select<'a, R> {
                 Blocked::Woken => {}
                 Blocked::TimedOut => {
                     // One last try, then the deadline arm.
-                    for k in 0..n {
-                        let i = (start + k) % n;
-                        if self.arms[i].try_or_register(false) == Try::Done {
-                            return self.arms[i].finish();
-                        }
+                    if let Some(i) = self.try_now(start) {
+                        return self.arms[i].finish();
                     }
                     return self.take_deadline();
                 }
                 Blocked::Interrupted => {
-                    for k in 0..n {
-                        let i = (start + k) % n;
-                        if self.arms[i].try_or_register(false) == Try::Done {
-                            return self.arms[i].finish();
-                        }
+                    if let Some(i) = self.try_now(start) {
+                        return self.arms[i].finish();
                     }
                     if self.deadline.is_some() {
                         return self.take_deadline();
@@ -398,7 +389,6 @@ impl<'a, R> Select<'a, R> {
         };
         let mut seen = sum(&self.arms)?;
         let spin = hub::wait_spin_budget()?.until(deadline);
-        let n = self.arms.len();
         let mut won = None;
         spin.spin(|| {
             // `sum` is `Some`: the arms do not change during the spin.
@@ -407,12 +397,19 @@ impl<'a, R> Select<'a, R> {
                 return false;
             }
             seen = now;
-            won = (0..n)
-                .map(|k| (start + k) % n)
-                .find(|&i| self.arms[i].try_or_register(false) == Try::Done);
+            won = self.try_now(start);
             won.is_some()
         });
         won
+    }
+
+    /// Tries every arm once without registering, from arm `start` on;
+    /// returns the first that completed.
+    fn try_now(&mut self, start: usize) -> Option<usize> {
+        let n = self.arms.len();
+        (0..n)
+            .map(|k| (start + k) % n)
+            .find(|&i| self.arms[i].try_or_register(false) == Try::Done)
     }
 
     fn take_deadline(&mut self) -> R {
