@@ -235,10 +235,11 @@ mod tests {
 
     #[test]
     fn drop_and_free_frees_the_block_when_the_destructor_panics() {
+        /// A 100-byte value (class 1) whose destructor panics.
         struct Bomb([u8; 100]);
         impl Drop for Bomb {
             fn drop(&mut self) {
-                panic!("bomb");
+                panic!("bomb with {} bytes", self.0.len());
             }
         }
         let l = Layout::new::<Bomb>();
