@@ -253,7 +253,9 @@ fn main() -> ExitCode {
     let tls = match tls.map(|(cert, key)| tasklet::netio::tls::server_config_from_pem(cert, key)) {
         None => None,
         Some(Ok(mut config)) => {
-            config.alpn_protocols = vec![b"http/1.1".to_vec()];
+            // Both HTTP/1 versions it speaks: a client that offers only
+            // "http/1.0" (`curl --http1.0`) is served, not refused.
+            config.alpn_protocols = vec![b"http/1.1".to_vec(), b"http/1.0".to_vec()];
             Some(TlsAcceptor::new(std::sync::Arc::new(config)))
         }
         Some(Err(e)) => {

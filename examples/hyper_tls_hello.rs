@@ -70,7 +70,7 @@ fn main() {
             .with_no_client_auth()
             .with_single_cert(certs, key)
             .expect("certificate and key");
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    config.alpn_protocols = vec![b"http/1.1".to_vec(), b"http/1.0".to_vec()];
     let acceptor = TlsAcceptor::from(std::sync::Arc::new(config));
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()

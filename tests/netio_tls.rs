@@ -709,6 +709,20 @@ fn examples_serve_tls() {
         tls.read_to_string(&mut answer).unwrap();
         assert_eq!(answer.matches("HTTP/1.1 200 OK").count(), 2, "{answer}");
         assert!(answer.ends_with("Hello, World!"), "{answer}");
+
+        // An HTTP/1.0 client offers only "http/1.0" (`curl --http1.0`):
+        // served, not refused with a no_application_protocol alert.
+        let tcp = TcpStream::connect(http_addr.as_str()).unwrap();
+        tcp.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        let mut tls = TlsConnector::new(c.client_config(&[b"http/1.0"]))
+            .connect("localhost", tcp)
+            .unwrap();
+        assert_eq!(tls.alpn_protocol(), Some(&b"http/1.0"[..]));
+        tls.write_all(b"GET / HTTP/1.0\r\n\r\n").unwrap();
+        let mut answer = String::new();
+        tls.read_to_string(&mut answer).unwrap();
+        assert!(answer.starts_with("HTTP/1.1 200 OK"), "{answer}");
+        assert!(answer.ends_with("Hello, World!"), "{answer}");
     });
     common::sigterm_and_wait(&mut echo, "echo_server");
     common::sigterm_and_wait(&mut http, "http_hello");
