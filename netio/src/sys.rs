@@ -283,6 +283,56 @@ pub(crate) fn linger(fd: RawFd) -> io::Result<Option<std::time::Duration>> {
 /// [`LISTEN_BACKLOG`]: several such sockets (of the same user) may listen on
 /// one address, and the kernel spreads incoming connections over them.
 pub(crate) fn reuse_port_listener(addr: &std::net::SocketAddr) -> io::Result<std::os::fd::OwnedFd> {
+    use std::os::fd::AsRawFd;
+    let fd = bound_tcp_socket(addr, true)?;
+    set_backlog(fd.as_raw_fd())?;
+    Ok(fd)
+}
+
+/// Binds a TCP socket to `addr` the way a plain listener would be bound
+/// (`SO_REUSEADDR`, no `SO_REUSEPORT`), without listening, and closes it
+/// again: `AddrInUse` if anything listens on the address (with
+/// `SO_REUSEPORT` or not), else the address it got (port 0 resolved).
+pub(crate) fn probe_bind(addr: &std::net::SocketAddr) -> io::Result<std::net::SocketAddr> {
+    use std::os::fd::AsRawFd;
+    let fd = bound_tcp_socket(addr, false)?;
+    // SAFETY: an all-zero `sockaddr_storage` is valid; `getsockname`
+    // writes at most `len` bytes into it.
+    let mut storage: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+    let mut len = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+    // SAFETY: the pointer and length describe `storage`.
+    let r = unsafe {
+        libc::getsockname(
+            fd.as_raw_fd(),
+            (&mut storage as *mut libc::sockaddr_storage).cast(),
+            &mut len,
+        )
+    };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let port = match i32::from(storage.ss_family) {
+        // SAFETY: the family says the storage holds a `sockaddr_in`.
+        libc::AF_INET => unsafe {
+            (*(&storage as *const libc::sockaddr_storage).cast::<libc::sockaddr_in>()).sin_port
+        },
+        // SAFETY: the family says the storage holds a `sockaddr_in6`.
+        libc::AF_INET6 => unsafe {
+            (*(&storage as *const libc::sockaddr_storage).cast::<libc::sockaddr_in6>()).sin6_port
+        },
+        _ => return Err(io::Error::other("getsockname: not an IP socket")),
+    };
+    let mut bound = *addr;
+    bound.set_port(u16::from_be(port));
+    Ok(bound)
+}
+
+/// A non-blocking, close-on-exec TCP socket bound to `addr`, with
+/// `SO_REUSEADDR` and (if `reuse_port`) `SO_REUSEPORT` set before `bind`.
+fn bound_tcp_socket(
+    addr: &std::net::SocketAddr,
+    reuse_port: bool,
+) -> io::Result<std::os::fd::OwnedFd> {
     use std::os::fd::{FromRawFd, OwnedFd};
     let family = match addr {
         std::net::SocketAddr::V4(_) => libc::AF_INET,
@@ -302,7 +352,12 @@ pub(crate) fn reuse_port_listener(addr: &std::net::SocketAddr) -> io::Result<std
     // SAFETY: `fd` is a socket we just created and own exclusively.
     let owned = unsafe { OwnedFd::from_raw_fd(fd) };
     let one: libc::c_int = 1;
-    for opt in [libc::SO_REUSEADDR, libc::SO_REUSEPORT] {
+    let opts: &[libc::c_int] = if reuse_port {
+        &[libc::SO_REUSEADDR, libc::SO_REUSEPORT]
+    } else {
+        &[libc::SO_REUSEADDR]
+    };
+    for &opt in opts {
         // SAFETY: the option value pointer and length describe `one`.
         let r = unsafe {
             libc::setsockopt(
@@ -358,7 +413,6 @@ pub(crate) fn reuse_port_listener(addr: &std::net::SocketAddr) -> io::Result<std
     if r < 0 {
         return Err(io::Error::last_os_error());
     }
-    set_backlog(fd)?;
     Ok(owned)
 }
 

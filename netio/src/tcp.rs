@@ -71,7 +71,8 @@ impl TcpListener {
     /// first listener with port 0, then the others to its
     /// [`local_addr`](Self::local_addr). Beware that a second server
     /// started by mistake on the same port shares it silently instead of
-    /// failing with `AddrInUse`.
+    /// failing with `AddrInUse`; [`WorkerListeners::bind`](crate::WorkerListeners::bind)
+    /// checks for that before its first listener.
     ///
     /// ```
     /// use tasklet::netio::TcpListener;

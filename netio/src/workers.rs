@@ -4,7 +4,8 @@ use std::io;
 use std::net::SocketAddr;
 use std::sync::Mutex;
 
-use crate::{TcpListener, ToSocketAddrs};
+use crate::addr::each_addr;
+use crate::{sys, TcpListener, ToSocketAddrs};
 
 /// The TCP listeners of a server that runs on several
 /// [`Runtime`](tasklet_runtime::Runtime) workers: one bound up front, then one per
@@ -17,8 +18,11 @@ use crate::{TcpListener, ToSocketAddrs};
 /// the listener bound up front, the others bind new ones to the same
 /// address. With more than one worker every listener sets `SO_REUSEPORT`
 /// (see [`TcpListener::bind_reuse_port`]) and the kernel spreads incoming
-/// connections over them; with one worker the listener is bound plainly, so
-/// a second server started on the same port fails with `AddrInUse`.
+/// connections over them; with one worker the listener is bound plainly.
+/// Either way a second server started on a port that one already listens
+/// on fails with `AddrInUse` instead of sharing it: before its first
+/// `SO_REUSEPORT` listener, `bind` checks the address with a plain bind
+/// (no listen), which fails wherever anything listens.
 ///
 /// ```
 /// use tasklet::netio::WorkerListeners;
@@ -40,10 +44,18 @@ pub struct WorkerListeners {
 
 impl WorkerListeners {
     /// Binds the first listener to `addr` for a server of `workers` workers
-    /// (with `SO_REUSEPORT` if `workers` is more than one).
+    /// (with `SO_REUSEPORT` if `workers` is more than one). Fails with
+    /// `AddrInUse` if anything listens on `addr` already, `SO_REUSEPORT` or
+    /// not.
     pub fn bind<A: ToSocketAddrs>(addr: A, workers: usize) -> io::Result<WorkerListeners> {
         let first = if workers > 1 {
-            TcpListener::bind_reuse_port(addr)?
+            // SO_REUSEPORT alone would join a server already listening
+            // there (same user) and silently share its connections: check
+            // with a plain bind first, then take the port it resolved.
+            each_addr(addr, |a| {
+                let free = sys::probe_bind(a)?;
+                TcpListener::bind_reuse_port(free)
+            })?
         } else {
             TcpListener::bind(addr)?
         };
@@ -91,6 +103,21 @@ mod tests {
         let first = listeners.listener().unwrap();
         let err = TcpListener::bind_reuse_port(first.local_addr().unwrap()).unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::AddrInUse);
+    }
+
+    #[test]
+    fn a_second_multi_worker_server_on_the_port_fails_instead_of_sharing_it() {
+        let first = WorkerListeners::bind("127.0.0.1:0", 2).unwrap();
+        let addr = first.local_addr();
+        let _listening = (first.listener().unwrap(), first.listener().unwrap());
+        for workers in [1, 2] {
+            let err = WorkerListeners::bind(addr, workers).unwrap_err();
+            assert_eq!(err.kind(), io::ErrorKind::AddrInUse, "{workers} worker(s)");
+        }
+        // A server that is gone leaves the port free for the next one.
+        drop(_listening);
+        let again = WorkerListeners::bind(addr, 2).unwrap();
+        assert_eq!(again.local_addr(), addr);
     }
 
     #[test]
