@@ -54,7 +54,8 @@ OPTIONS:
     --idle-timeout SECS      close a connection on which nothing arrives for
                              this long [default: 60]
     --request-timeout SECS   a request (head and body) must arrive complete
-                             within this long of its first byte [default: 30]
+                             within this long of its first byte, and a TLS
+                             handshake complete within this long [default: 30]
     --write-timeout SECS     a batch of responses must be taken by the client
                              within this long [default: 30]
     --tls-cert FILE          serve HTTPS with this PEM certificate chain (needs
@@ -136,7 +137,8 @@ fn serve(s: TcpStream, peer: SocketAddr, limits: Limits) -> io::Result<()> {
     serve_stream(&s, &s, peer, limits, linger_close)
 }
 
-/// Serves HTTPS on one connection: the handshake (bounded by the idle
+/// Serves HTTPS on one connection: the handshake (bounded as a whole by
+/// the request timeout, set on the acceptor, and each read by the idle
 /// timeout), then requests as [`serve`]; a final response is followed by
 /// close_notify.
 #[cfg(feature = "tls")]
@@ -256,7 +258,9 @@ fn main() -> ExitCode {
             // Both HTTP/1 versions it speaks: a client that offers only
             // "http/1.0" (`curl --http1.0`) is served, not refused.
             config.alpn_protocols = vec![b"http/1.1".to_vec(), b"http/1.0".to_vec()];
-            Some(TlsAcceptor::new(std::sync::Arc::new(config)))
+            // A handshake gets the time a request gets, as a whole: a
+            // client trickling its hello a byte at a time is cut off.
+            Some(TlsAcceptor::new(std::sync::Arc::new(config)).handshake_timeout(limits.request))
         }
         Some(Err(e)) => {
             eprintln!("http_hello: {e}");

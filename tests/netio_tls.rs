@@ -730,6 +730,73 @@ fn examples_serve_tls() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
+/// `http_hello` bounds a TLS handshake as a whole by its request timeout:
+/// a client trickling its hello a byte at a time, each byte well inside
+/// the idle timeout, is cut off after `--request-timeout`.
+#[test]
+fn http_hello_cuts_off_a_trickled_tls_handshake() {
+    let dir = std::env::temp_dir().join(format!("tasklet-tls-trickle-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let c = cert();
+    let (cert_path, key_path) = (dir.join("cert.pem"), dir.join("key.pem"));
+    std::fs::write(&cert_path, &c.cert_pem).unwrap();
+    std::fs::write(&key_path, &c.key_pem).unwrap();
+    let args = [
+        "--addr",
+        "127.0.0.1:0",
+        "--workers",
+        "1",
+        "--idle-timeout",
+        "30",
+        "--request-timeout",
+        "1",
+        "--tls-cert",
+        cert_path.to_str().unwrap(),
+        "--tls-key",
+        key_path.to_str().unwrap(),
+    ];
+    let (mut http, addr, log) =
+        common::start_example("http_hello", &args, &["listening on https://"]);
+    let addr = addr.trim_start_matches("https://").to_owned();
+    let mut s = std::net::TcpStream::connect(addr.as_str()).unwrap();
+    s.set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let start = Instant::now();
+    // The first bytes of a TLS record holding a ClientHello, then padding
+    // of the announced length, one byte every 200 ms.
+    let hello = [
+        0x16u8, 0x03, 0x01, 0x02, 0x00, 0x01, 0x00, 0x01, 0xfc, 0x03, 0x03,
+    ];
+    let closed = hello.iter().chain(std::iter::repeat(&0u8)).any(|b| {
+        if s.write_all(&[*b]).is_err() {
+            return true;
+        }
+        let mut buf = [0u8; 64];
+        match s.read(&mut buf) {
+            Ok(_) => true, // an alert or EOF: the server gave up
+            Err(e)
+                if e.kind() == io::ErrorKind::WouldBlock || e.kind() == io::ErrorKind::TimedOut =>
+            {
+                assert!(
+                    start.elapsed() < Duration::from_secs(15),
+                    "still open after 15 s"
+                );
+                false
+            }
+            Err(_) => true,
+        }
+    });
+    assert!(closed);
+    let took = start.elapsed();
+    assert!(
+        took >= Duration::from_millis(900) && took < Duration::from_secs(10),
+        "closed after {took:?}, not about 1 s"
+    );
+    common::sigterm_and_wait(&mut http, "http_hello");
+    drop(log.join());
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
 /// Streams move between threads like the sockets under them; acceptors and
 /// connectors are shared across threads.
 #[test]
