@@ -74,7 +74,9 @@ fn serve_client(client: TcpStream, tls: &Tls, idle: Duration) -> io::Result<u64>
         None => handle(&client),
         #[cfg(feature = "tls")]
         Some(acceptor) => {
-            let tls = acceptor.accept(client)?;
+            let tls = acceptor
+                .accept(client)
+                .map_err(|e| io::Error::new(e.kind(), Handshake(e)))?;
             let n = handle(&tls)?;
             tls.shutdown()?;
             Ok(n)
@@ -85,6 +87,22 @@ fn serve_client(client: TcpStream, tls: &Tls, idle: Duration) -> io::Result<u64>
 }
 
 /// Echoes everything the client sends until it closes its side.
+/// A TLS handshake that failed: not done within its 10 s, a client that
+/// does not speak TLS… (logged as such, not as the idle timeout).
+#[cfg(feature = "tls")]
+#[derive(Debug)]
+struct Handshake(io::Error);
+
+#[cfg(feature = "tls")]
+impl std::fmt::Display for Handshake {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "TLS handshake failed: {}", self.0)
+    }
+}
+
+#[cfg(feature = "tls")]
+impl std::error::Error for Handshake {}
+
 fn handle(mut client: impl Read + Write) -> io::Result<u64> {
     let mut buf = vec![0u8; 16 * 1024];
     let mut total = 0u64;
@@ -126,6 +144,10 @@ fn serve(listener: TcpListener, tls: Tls, idle: Duration) {
                 let tls = tls.clone();
                 tasklet::spawn(move || match serve_client(client, &tls, idle) {
                     Ok(bytes) => log::info!("{peer}: disconnected ({bytes} bytes echoed)"),
+                    #[cfg(feature = "tls")]
+                    Err(e) if e.get_ref().is_some_and(|e| e.is::<Handshake>()) => {
+                        log::info!("{peer}: disconnected: {e}")
+                    }
                     // A client that resets or idles is routine, not worth a warning.
                     Err(e) if is_disconnect(&e) => log::info!("{peer}: disconnected: {e}"),
                     Err(e) if e.kind() == io::ErrorKind::TimedOut => {
@@ -169,7 +191,12 @@ fn load_tls(cert: Option<String>, key: Option<String>) -> Result<Tls, String> {
 }
 
 fn main() -> ExitCode {
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    // rustls warns on every connection from a client that sends an IP
+    // address as its server name (wrk, curl https://127.0.0.1/…): errors only.
+    env_logger::Builder::from_env(
+        env_logger::Env::default().default_filter_or("info,rustls=error"),
+    )
+    .init();
     let mut addr = "127.0.0.1:8001".to_owned();
     let mut workers = None;
     let mut idle = IDLE_TIMEOUT;
