@@ -17,7 +17,7 @@ use std::io::{self, ErrorKind};
 use std::net::{Shutdown, SocketAddr};
 use std::process::ExitCode;
 use std::rc::Rc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tasklet::netio::codec::{Framed, LinesCodec};
 use tasklet::netio::protocol::{DelayedCall, LineProtocol, LineReceiver, LineTransport};
@@ -124,7 +124,8 @@ impl LineReceiver for Finger {
 
 /// One finger connection as straight-line code: read a line, answer, close.
 fn finger_tasklet(stream: TcpStream, users: &Users) -> io::Result<()> {
-    stream.set_read_timeout(Some(REQUEST_TIMEOUT))?;
+    // 30 s for the whole request, however slowly it trickles in.
+    stream.set_read_deadline(Some(Instant::now() + REQUEST_TIMEOUT))?;
     let mut conn = Framed::new(stream, LinesCodec::new().max_length(MAX_LINE).crlf(true));
     let replies = match conn.recv() {
         Ok(Some(line)) => answer(users, &line),
@@ -170,7 +171,7 @@ fn percent_decode(s: &str) -> String {
 
 /// One HTTP/1.x request (a GET of `/` or `/<user>`), then close.
 fn http_view(stream: TcpStream, users: &Users) -> io::Result<()> {
-    stream.set_read_timeout(Some(REQUEST_TIMEOUT))?;
+    stream.set_read_deadline(Some(Instant::now() + REQUEST_TIMEOUT))?;
     let mut conn = Framed::new(stream, LinesCodec::new().max_length(8192).crlf(true));
     let request = match conn.recv() {
         Ok(Some(line)) => line,
@@ -216,6 +217,8 @@ fn http_view(stream: TcpStream, users: &Users) -> io::Result<()> {
             head,
         );
     }
+    // The path alone: a query string or fragment is not part of the name.
+    let path = path.split(['?', '#']).next().unwrap_or_default();
     let name = percent_decode(path.trim_start_matches('/'));
     let (status, body) = if name.is_empty() {
         let rows: String = users
