@@ -100,14 +100,20 @@ fn read_line(r: &mut impl BufRead) -> io::Result<Option<String>> {
             Some(i) => (i + 1, true),
             None => (buf.len(), false),
         };
-        if line.len() + take > MAX_LINE + 1 {
+        line.extend_from_slice(&buf[..take]);
+        r.consume(take);
+        // The limit is on the text: its "\n" or "\r\n" does not count (a
+        // trailing '\r' may be the first half of a "\r\n" not read yet).
+        let mut text = line.len() - usize::from(done);
+        if line[..text].ends_with(b"\r") {
+            text -= 1;
+        }
+        if text > MAX_LINE {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidData,
                 format!("line longer than {MAX_LINE} bytes"),
             ));
         }
-        line.extend_from_slice(&buf[..take]);
-        r.consume(take);
         if done {
             break;
         }
@@ -161,6 +167,16 @@ fn handle(stream: TcpStream, peer: SocketAddr, clients: Clients, idle: Duration)
         },
     );
     broadcast(&clients, peer, &format!("* {nick} joined\n"));
+    // However this tasklet ends — the client leaves, fails, or the
+    // operator kills it from the console — the client is taken out of the
+    // chat and the others are told.
+    let mut left = Left {
+        clients: &clients,
+        peer,
+        nick: &nick,
+        stream: &stream,
+        gone: false,
+    };
 
     // This tasklet: read lines and broadcast them. After each line the
     // writers it woke run first (a yield), so a client sending a burst of
@@ -182,11 +198,43 @@ fn handle(stream: TcpStream, peer: SocketAddr, clients: Clients, idle: Duration)
         }
     };
 
-    clients.borrow_mut().remove(&peer); // drops the sender: the writer ends
-    broadcast(&clients, peer, &format!("* {nick} left\n"));
-    let _ = writer.join();
-    log::info!("{peer}: '{nick}' left");
+    left.leave();
+    let _ = writer.join(); // it sends what was queued, then ends
     result
+}
+
+/// A client in the chat, taken out by [`Left::leave`] or, if its tasklet
+/// ends without that (killed), when dropped.
+struct Left<'a> {
+    clients: &'a Clients,
+    peer: SocketAddr,
+    nick: &'a str,
+    stream: &'a TcpStream,
+    gone: bool,
+}
+
+impl Left<'_> {
+    /// Takes the client out of the table (dropping its sender, so its
+    /// writer ends once it has sent what is queued) and tells the others.
+    fn leave(&mut self) {
+        if std::mem::replace(&mut self.gone, true) {
+            return;
+        }
+        let (peer, nick) = (self.peer, self.nick);
+        self.clients.borrow_mut().remove(&peer);
+        broadcast(self.clients, peer, &format!("* {nick} left\n"));
+        log::info!("{peer}: '{nick}' left");
+    }
+}
+
+impl Drop for Left<'_> {
+    fn drop(&mut self) {
+        if !self.gone {
+            // Killed: out of the chat, and off the connection at once.
+            self.leave();
+            let _ = self.stream.shutdown(Shutdown::Both);
+        }
+    }
 }
 
 fn main() -> ExitCode {

@@ -158,7 +158,11 @@ fn users_file_and_web_view() {
     let (status, body) = http_get(&f.http, "GET /bob HTTP/1.0\r\n\r\n");
     assert_eq!((status, body.contains("<p>away</p>")), (200, true));
     let (status, body) = http_get(&f.http, "GET /bob?x=1 HTTP/1.1\r\nHost: x\r\n\r\n");
-    assert_eq!((status, body.contains("<p>away</p>")), (200, true), "query ignored");
+    assert_eq!(
+        (status, body.contains("<p>away</p>")),
+        (200, true),
+        "query ignored"
+    );
     let (status, _) = http_get(&f.http, "GET /nobody HTTP/1.1\r\nHost: x\r\n\r\n");
     assert_eq!(status, 404);
     let (status, _) = http_get(&f.http, "POST / HTTP/1.1\r\nContent-Length: 0\r\n\r\n");

@@ -209,6 +209,13 @@ fn chat_server_bounds_lines_and_keeps_up_with_a_burst() {
     bw.write_all(b"caf\xe9 ok\n").unwrap();
     assert_eq!(line(&mut ar), "<bob> caf\u{fffd} ok\n");
 
+    // The limit is on the text: 4096 bytes pass with "\r\n" as with "\n".
+    let full = "y".repeat(4096);
+    bw.write_all(format!("{full}\r\n{full}\n").as_bytes())
+        .unwrap();
+    assert_eq!(line(&mut ar), format!("<bob> {full}\n"));
+    assert_eq!(line(&mut ar), format!("<bob> {full}\n"));
+
     // A line without end: bob is told and disconnected once it passes the
     // 4096-byte limit, instead of the server buffering it without bound.
     // (Just past the limit, so the server has read all of it and closes
@@ -221,6 +228,61 @@ fn chat_server_bounds_lines_and_keeps_up_with_a_burst() {
 
     let log = stop(server, drain, "chat_server");
     assert!(!log.contains("too slow"), "{log}");
+}
+
+/// A client's connection tasklet killed from the operator console (`kill
+/// ID`): the client is disconnected and the others are told it left, as
+/// when it leaves by itself.
+#[test]
+fn chat_server_client_killed_from_the_console_leaves_the_chat() {
+    let console = std::env::temp_dir().join(format!("chat-console-{}", std::process::id()));
+    let _ = std::fs::remove_file(&console);
+    let (server, addr, drain) = start(
+        "chat_server",
+        &[
+            "--addr",
+            "127.0.0.1:0",
+            "--console",
+            console.to_str().unwrap(),
+        ],
+    );
+    let connect = |nick: &str| {
+        let s = TcpStream::connect(&addr).unwrap();
+        s.set_read_timeout(Some(LIMIT)).unwrap();
+        let mut w = s.try_clone().unwrap();
+        let mut r = BufReader::new(s);
+        let mut prompt = [0u8; 24];
+        r.read_exact(&mut prompt).unwrap();
+        writeln!(w, "{nick}").unwrap();
+        (w, r)
+    };
+    let (_aw, mut ar) = connect("ann");
+    let (bw, mut br) = connect("bob");
+    assert_eq!(line(&mut ar), "* bob joined\n");
+    let command = |cmd: &str| {
+        let mut c = std::os::unix::net::UnixStream::connect(&console).unwrap();
+        c.set_read_timeout(Some(LIMIT)).unwrap();
+        c.write_all(format!("{cmd}\nquit\n").as_bytes()).unwrap();
+        let mut out = String::new();
+        c.read_to_string(&mut out).unwrap();
+        out
+    };
+    // Bob's connection tasklet is the one reading his socket.
+    let bob = format!("({})", bw.local_addr().unwrap());
+    let dump = command("dump");
+    let id = dump
+        .lines()
+        .find(|l| l.starts_with("tasklet ") && l.contains("readable fd") && l.contains(&bob))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .unwrap_or_else(|| panic!("no tasklet reads bob's socket in:\n{dump}"))
+        .to_owned();
+    let answer = command(&format!("kill {id}"));
+    assert!(answer.contains("killed"), "{answer}");
+    assert_eq!(line(&mut ar), "* bob left\n");
+    let mut rest = String::new();
+    br.read_to_string(&mut rest).unwrap(); // EOF: bob is off, not left hanging
+    stop(server, drain, "chat_server");
+    let _ = std::fs::remove_file(&console);
 }
 
 /// Sets `SO_LINGER` to zero: closing the socket then sends a reset.
