@@ -92,7 +92,10 @@ impl StreamServer<TcpListener> {
     /// [`Runtime`](tasklet_runtime::Runtime) worker on the same address and
     /// the kernel spreads the connections over the workers. With
     /// [`stop_on_signals`](Self::stop_on_signals), SIGINT/SIGTERM stops
-    /// every worker's server.
+    /// every worker's server. `SO_REUSEPORT` would also let it join another
+    /// server already listening there; bind the listeners with
+    /// [`WorkerListeners`](crate::WorkerListeners) and pass each worker's to
+    /// [`new`](Self::new) to have that refused with `AddrInUse`.
     ///
     /// ```
     /// use std::io::{Read, Write};
