@@ -23,8 +23,9 @@ USAGE:
 OPTIONS:
     -h, --help    print this help
 
-Part 5 panics in a tasklet on purpose: the panic is reported in one line marked
-\"expected\" (no backtrace, even with RUST_BACKTRACE=1) and the program goes on.";
+Part 5 panics in a tasklet on purpose: the runtime names the tasklet that
+panicked, the report follows in one line marked \"expected\" (no backtrace,
+even with RUST_BACKTRACE=1), and the program goes on.";
 
 fn main() {
     common::args::no_options(USAGE);

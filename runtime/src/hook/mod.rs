@@ -399,11 +399,18 @@ fn interrupted() {
     };
     let _ = INTERRUPTED.try_with(|c| {
         let (last, n) = c.get();
-        let n = if last == Some(id) { n.saturating_add(1) } else { 1 };
+        let n = if last == Some(id) {
+            n.saturating_add(1)
+        } else {
+            1
+        };
         c.set((Some(id), n));
         if n == 1000 {
             log::warn!(
-                "tasklet::hook: tasklet {id:?} was killed or timed out, but keeps making blocking                  calls that fail with ECANCELED (a kill cannot unwind through a libc call):                  does it retry failed calls in a loop? It yields at each call; dispatch exit                  abandons it"
+                "tasklet::hook: tasklet {id:?} was killed or timed out, but keeps making blocking \
+                 calls that fail with ECANCELED (a kill cannot unwind through a libc call): \
+                 does it retry failed calls in a loop? It yields at each call; dispatch exit \
+                 abandons it"
             );
         }
     });
