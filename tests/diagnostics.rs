@@ -132,6 +132,23 @@ fn child(scenario: &str) {
                 });
             eprintln!("child: done");
         }
+        "lone_signal_wait" => {
+            // The only tasklet waits for SIGTERM, which a process outside
+            // sends well after the 50 ms at which a stall is first checked
+            // for a deadlock (std's `Command` starts no thread; nothing is
+            // registered with the hub).
+            use tasklet::signal::{self, Signal};
+            signal::handle(&[Signal::Term]).unwrap();
+            let _killer = std::process::Command::new("sh")
+                .args([
+                    "-c",
+                    &format!("sleep 0.5; kill -TERM {}", std::process::id()),
+                ])
+                .spawn()
+                .expect("sh");
+            let got = tasklet::dispatch(|| signal::wait(&[Signal::Term]).unwrap());
+            eprintln!("child: got {got:?}");
+        }
         other => panic!("unknown scenario {other}"),
     }
 }
@@ -229,6 +246,13 @@ fn cross_thread_waits_are_never_reported() {
     assert!(!err.contains("[WARN tasklet]"), "stderr:\n{err}");
 }
 
+fn a_lone_signal_wait_is_not_a_deadlock() {
+    let (ok, err) = run("lone_signal_wait");
+    assert!(ok, "lone signal wait failed; stderr:\n{err}");
+    assert!(err.contains("child: got Term"), "stderr:\n{err}");
+    assert!(!err.contains("deadlock"), "stderr:\n{err}");
+}
+
 fn diagnostics_reach_stderr_without_a_logger() {
     let (ok, err) = run("no_logger");
     assert!(ok, "no_logger scenario failed; stderr:\n{err}");
@@ -249,9 +273,12 @@ fn diagnostics_reach_stderr_without_a_logger() {
 }
 
 fn outside_dispatch_panics_name_the_api_and_caller() {
-    let cases: [(&str, fn()); 3] = [
+    let cases: [(&str, fn()); 4] = [
         ("tasklet::spawn", || {
             tasklet::spawn(|| ());
+        }),
+        ("tasklet::yield_now", || {
+            tasklet::yield_now();
         }),
         ("tasklet::sleep", || {
             tasklet::sleep(Duration::from_millis(1))
@@ -301,7 +328,7 @@ fn main() {
     if std::env::args().any(|a| a == "--list") {
         return;
     }
-    let tests: [(&str, fn()); 5] = [
+    let tests: [(&str, fn()); 6] = [
         (
             "deadlocks_panic_naming_each_tasklet",
             deadlocks_panic_naming_each_tasklet,
@@ -310,6 +337,10 @@ fn main() {
         (
             "cross_thread_waits_are_never_reported",
             cross_thread_waits_are_never_reported,
+        ),
+        (
+            "a_lone_signal_wait_is_not_a_deadlock",
+            a_lone_signal_wait_is_not_a_deadlock,
         ),
         (
             "diagnostics_reach_stderr_without_a_logger",

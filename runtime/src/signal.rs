@@ -31,7 +31,7 @@
 
 use std::io;
 use std::os::fd::RawFd;
-use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::atomic::{AtomicI32, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::thread::{self, Thread};
 
@@ -141,6 +141,10 @@ pub fn wait(signals: &[Signal]) -> io::Result<Signal> {
     };
     let _guard = Deregister { g, id };
     let in_tasklet = hub::in_dispatcher();
+    let _counted = in_tasklet.then(|| {
+        TASKLETS_WAITING.fetch_add(1, Ordering::Relaxed);
+        Uncount
+    });
     loop {
         {
             let mut st = g.lock();
@@ -496,6 +500,26 @@ fn deliver(g: &Global, sig: Signal) {
 struct Deregister {
     g: &'static Global,
     id: u64,
+}
+
+/// Tasklets (of any dispatcher) parked in [`wait`]: a signal from outside
+/// the process can still wake them, so a dispatcher whose every tasklet is
+/// blocked is not deadlocked while one of them waits here (the relay
+/// thread that delivers the signal is the runtime's own).
+static TASKLETS_WAITING: AtomicUsize = AtomicUsize::new(0);
+
+/// Whether some tasklet waits for a signal (see [`TASKLETS_WAITING`]).
+pub(crate) fn tasklets_waiting() -> bool {
+    TASKLETS_WAITING.load(Ordering::Relaxed) > 0
+}
+
+/// Uncounts a tasklet from [`TASKLETS_WAITING`] when its wait ends.
+struct Uncount;
+
+impl Drop for Uncount {
+    fn drop(&mut self) {
+        TASKLETS_WAITING.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 impl Drop for Deregister {

@@ -56,9 +56,12 @@ impl DispatcherStats {
 }
 
 /// Whether every tasklet is blocked and the hub holds nothing that could
-/// fire (no timer, no socket): only an unparker can end that.
+/// fire (no timer, no socket): only an unparker can end that. A tasklet
+/// waiting for a Unix signal (of this dispatcher or another: the count is
+/// per process) waits on the world outside, like one waiting on a socket:
+/// that is not a stall.
 fn stalled(d: &Dispatcher) -> bool {
-    d.ready_is_empty() && d.hub.is_quiet()
+    d.ready_is_empty() && d.hub.is_quiet() && !crate::signal::tasklets_waiting()
 }
 
 /// How long the next hub poll may block, given the stall tracking: until

@@ -116,13 +116,17 @@ fn park_until(deadline: Instant) {
 /// });
 /// ```
 #[inline]
+#[track_caller]
 pub fn yield_now() {
     // Inlinable, so a loop that yields keeps its registers saved across
     // iterations instead of saving them in a call per yield.
-    context::with(
+    let r = context::try_with(
         #[inline(always)]
         |d| d.yield_now(),
-    )
+    );
+    if r.is_none() {
+        context::outside_api("tasklet::yield_now")
+    }
 }
 
 /// The error of [`timeout`]: the deadline passed before the work finished.
