@@ -139,7 +139,7 @@ fn child(scenario: &str) {
             // registered with the hub).
             use tasklet::signal::{self, Signal};
             signal::handle(&[Signal::Term]).unwrap();
-            let _killer = std::process::Command::new("sh")
+            let mut killer = std::process::Command::new("sh")
                 .args([
                     "-c",
                     &format!("sleep 0.5; kill -TERM {}", std::process::id()),
@@ -148,6 +148,7 @@ fn child(scenario: &str) {
                 .expect("sh");
             let got = tasklet::dispatch(|| signal::wait(&[Signal::Term]).unwrap());
             eprintln!("child: got {got:?}");
+            killer.wait().expect("sh");
         }
         other => panic!("unknown scenario {other}"),
     }

@@ -785,3 +785,23 @@ fn semaphore_kills_and_timeouts_racing_cross_thread_releases_lose_no_permit() {
     assert_eq!(sem.available_permits(), 2, "permits lost or duplicated");
     assert!(got.load(SeqCst) >= 300);
 }
+
+/// Permits saturate at `usize::MAX` instead of wrapping around to none
+/// (which left the next `acquire` waiting forever).
+#[test]
+fn semaphore_permits_saturate_instead_of_overflowing() {
+    tasklet::dispatch(|| {
+        let s = Semaphore::new(1);
+        s.add_permits(usize::MAX);
+        assert_eq!(s.available_permits(), usize::MAX);
+        drop(s.acquire());
+        assert_eq!(s.available_permits(), usize::MAX);
+
+        let s = Semaphore::new(usize::MAX);
+        let p = s.acquire();
+        s.add_permits(2);
+        drop(p);
+        assert_eq!(s.available_permits(), usize::MAX);
+        assert!(s.try_acquire().is_some());
+    });
+}

@@ -24,7 +24,7 @@ impl State {
     fn release(&mut self) -> Option<Wakeup> {
         let w = self.waiters.pop();
         if w.is_none() {
-            self.permits += 1;
+            self.permits = self.permits.saturating_add(1);
         }
         w
     }
@@ -145,7 +145,9 @@ impl Semaphore {
         .then(|| SemaphorePermit { sem: self })
     }
 
-    /// Adds `n` permits (handing them to up to `n` waiters).
+    /// Adds `n` permits (handing them to up to `n` waiters). The count of
+    /// free permits saturates at `usize::MAX`, which is as good as
+    /// unlimited: adding more never wraps around to none.
     pub fn add_permits(&self, n: usize) {
         if n == 0 {
             return;
@@ -153,13 +155,13 @@ impl Semaphore {
         let mut st = self.state.lock();
         let Some(first) = st.release() else {
             // Nobody waits.
-            st.permits += n - 1;
+            st.permits = st.permits.saturating_add(n - 1);
             return;
         };
         if n > 1 && !st.waiters.is_empty() {
             return self.hand_out(st, first, n - 1);
         }
-        st.permits += n - 1;
+        st.permits = st.permits.saturating_add(n - 1);
         drop(st);
         wake(&self.state, first);
     }
@@ -174,7 +176,7 @@ impl Semaphore {
             more.push(w);
             n -= 1;
         }
-        st.permits += n;
+        st.permits = st.permits.saturating_add(n);
         drop(st);
         wake(&self.state, first);
         for w in more {
