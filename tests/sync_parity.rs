@@ -675,3 +675,50 @@ fn bounded_semaphore_over_release_is_an_error() {
         assert_eq!(sem.available_permits(), 1);
     });
 }
+
+/// A tasklet-local value whose destructor panics.
+struct PanicsOnDrop(&'static str);
+
+impl Drop for PanicsOnDrop {
+    fn drop(&mut self) {
+        panic!("{} dropped", self.0);
+    }
+}
+
+tasklet::tasklet_local! {
+    static BOMB: RefCell<Option<PanicsOnDrop>> = RefCell::new(None);
+}
+
+/// Locals are dropped after the tasklet's unwind is over, so one whose
+/// destructor panics is never a panic during unwinding (a process abort):
+/// killed or panicking, the tasklet ends as such and the others carry on;
+/// one that returned reports the destructor's panic.
+#[test]
+fn a_tasklet_local_whose_destructor_panics_does_not_abort_a_kill_or_a_panic() {
+    tasklet::dispatch(|| {
+        let bystander = tasklet::spawn(|| {
+            tasklet::sleep(Duration::from_millis(20));
+            "carried on"
+        });
+        let killed = tasklet::spawn(|| {
+            BOMB.with(|b| *b.borrow_mut() = Some(PanicsOnDrop("killed's")));
+            tasklet::sleep(Duration::from_secs(60));
+        });
+        let panicked = tasklet::spawn(|| {
+            BOMB.with(|b| *b.borrow_mut() = Some(PanicsOnDrop("panicked's")));
+            panic!("the body's own panic");
+        });
+        let returned = tasklet::spawn(|| {
+            BOMB.with(|b| *b.borrow_mut() = Some(PanicsOnDrop("returned's")));
+            7
+        });
+        tasklet::yield_now();
+        killed.kill();
+        assert!(killed.join().unwrap_err().is_killed());
+        let e = panicked.join().unwrap_err();
+        assert!(e.to_string().contains("the body's own panic"), "{e}");
+        let e = returned.join().unwrap_err();
+        assert!(e.to_string().contains("returned's dropped"), "{e}");
+        assert_eq!(bystander.join().unwrap(), "carried on");
+    });
+}

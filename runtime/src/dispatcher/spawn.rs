@@ -69,8 +69,6 @@ where
             drop_unstarted(header, f)
         } else {
             let outcome = panic::catch_unwind(AssertUnwindSafe(|| {
-                // Its tasklet-locals go when it ends, also by a kill or panic.
-                let _locals = crate::task::locals::DropLocals(&header.locals);
                 let _ = check_interrupt(header, false, true);
                 let value = f();
                 // A kill that reached a call which could not unwind (see
@@ -81,6 +79,14 @@ where
                 }
                 value
             }));
+            // Its tasklet-locals go when it ends — returned, panicked or
+            // killed — once its unwind is over: a local whose destructor
+            // panics is then a panic of the tasklet (if it ended well), not
+            // a panic during unwinding, which would abort the process.
+            let outcome = match header.locals.destroy() {
+                Some(p) if outcome.is_ok() => Err(p),
+                _ => outcome,
+            };
             match outcome {
                 // Killed, but the kill could not be raised (its blocking calls
                 // failed instead): it still ends killed.
@@ -154,10 +160,11 @@ where
 #[cold]
 fn drop_unstarted<T, F: FnOnce() -> T>(header: &Header, f: F) -> Result<T, JoinError> {
     header.interrupt.set(None);
-    let dropped = panic::catch_unwind(AssertUnwindSafe(move || {
-        let _locals = crate::task::locals::DropLocals(&header.locals);
-        drop(f);
-    }));
+    let dropped = panic::catch_unwind(AssertUnwindSafe(move || drop(f)));
+    let dropped = match header.locals.destroy() {
+        Some(p) if dropped.is_ok() => Err(p),
+        _ => dropped,
+    };
     header.interrupt.set(Some(Interrupt::Kill));
     match dropped {
         Ok(()) => Err(JoinError::killed()),

@@ -3,6 +3,7 @@
 
 use std::any::Any;
 use std::cell::RefCell;
+use std::panic::{self, AssertUnwindSafe};
 
 /// `(key address, value)` pairs: few per tasklet, so a vector.
 pub(crate) type Values = Vec<(usize, Box<dyn Any>)>;
@@ -36,24 +37,21 @@ impl Locals {
         self.values.borrow_mut().as_mut().map(f)
     }
 
-    /// Drops every value (the tasklet is ending). A value's destructor that
-    /// touches a tasklet-local gets an [`AccessError`](crate::AccessError).
-    pub(crate) fn destroy(&self) {
+    /// Drops every value (the tasklet has ended: returned, panicked or been
+    /// killed, its unwind over). A value's destructor that touches a
+    /// tasklet-local gets an [`AccessError`](crate::AccessError); one that
+    /// panics does not stop the others from being dropped, and the first
+    /// such panic is returned (its payload) for the tasklet's outcome.
+    pub(crate) fn destroy(&self) -> Option<Box<dyn Any + Send>> {
         // Take them out first: a destructor must not find the vector borrowed.
         let values = self.values.borrow_mut().take().unwrap_or_default();
+        let mut first = None;
         // Dropped in reverse order of creation, like locals in a frame.
         for v in values.into_iter().rev() {
-            drop(v);
+            if let Err(p) = panic::catch_unwind(AssertUnwindSafe(move || drop(v))) {
+                first.get_or_insert(p);
+            }
         }
-    }
-}
-
-/// Drops the running tasklet's locals when dropped: on return and while a
-/// kill or panic unwinds it alike.
-pub(crate) struct DropLocals<'a>(pub(crate) &'a Locals);
-
-impl Drop for DropLocals<'_> {
-    fn drop(&mut self) {
-        self.0.destroy();
+        first
     }
 }

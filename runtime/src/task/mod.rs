@@ -133,6 +133,12 @@ impl<T> JoinHandle<T> {
     /// unwinding to finish. A tasklet that has not started yet never runs.
     /// A finished tasklet is left alone.
     ///
+    /// The unwind is a Rust panic unwind, with its rule: a destructor that
+    /// panics *while* the tasklet unwinds aborts the process, as it would
+    /// for any panic. Its [`tasklet_local!`](crate::tasklet_local) values
+    /// are dropped after the unwind is over, so a panic there only becomes
+    /// the tasklet's outcome.
+    ///
     /// ```
     /// use std::time::Duration;
     /// tasklet::dispatch(|| {
