@@ -466,3 +466,50 @@ fn send_from_keeps_the_value_when_not_taken() {
     assert_eq!(reader.join().unwrap(), sent);
     assert_eq!(got, (1_000_000..1_000_000 + N).collect::<Vec<_>>());
 }
+
+/// A select with a send and a receive arm on one rendezvous channel does
+/// not pair with itself (before: it "sent" into its own receive arm, which
+/// left the value queued in a capacity-0 channel, or woke itself in a
+/// loop that never yielded, so not even a `timeout` could end it). Alone,
+/// it waits; with a peer, it pairs with the peer.
+#[test]
+fn a_select_does_not_pair_with_itself() {
+    tasklet::dispatch(|| {
+        for round in 0..20 {
+            let (tx, rx) = channel::<u32>(0);
+            let r = tasklet::timeout(Duration::from_millis(5), || {
+                tasklet::select! {
+                    send(tx, 1) -> r => format!("sent {r:?}"),
+                    recv(rx) -> v => format!("got {v:?}"),
+                }
+            });
+            assert!(r.is_err(), "round {round}: alone, it paired: {r:?}");
+            assert!(
+                rx.try_recv().is_err(),
+                "round {round}: a value was left queued"
+            );
+
+            // A peer receiving: the send arm pairs with it.
+            let peer_rx = rx.clone();
+            let peer = tasklet::spawn(move || peer_rx.recv().unwrap());
+            tasklet::yield_now();
+            let r = tasklet::select! {
+                send(tx, 2) -> r => format!("sent {r:?}"),
+                recv(rx) -> v => format!("got {v:?}"),
+            };
+            assert_eq!(r, "sent Ok(())", "round {round}");
+            assert_eq!(peer.join().unwrap(), 2);
+
+            // A peer sending: the receive arm pairs with it.
+            let peer_tx = tx.clone();
+            let peer = tasklet::spawn(move || peer_tx.send(3).unwrap());
+            tasklet::yield_now();
+            let r = tasklet::select! {
+                send(tx, 4) -> r => format!("sent {r:?}"),
+                recv(rx) -> v => format!("got {v:?}"),
+            };
+            assert_eq!(r, "got Ok(3)", "round {round}");
+            peer.join().unwrap();
+        }
+    });
+}

@@ -69,6 +69,12 @@ impl WaitKey {
         self.dispatcher
     }
 
+    /// Whether this is a key of the calling tasklet (of any of its waits).
+    #[inline]
+    pub(crate) fn is_callers(&self) -> bool {
+        self.is_local() && crate::task::header::with_current(|h| h.id == self.id).unwrap_or(false)
+    }
+
     /// Whether the calling thread runs this key's dispatcher (so
     /// [`unpark_local`](WaitKey::unpark_local) delivers it).
     #[inline]

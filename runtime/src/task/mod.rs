@@ -136,8 +136,9 @@ impl<T> JoinHandle<T> {
     /// The unwind is a Rust panic unwind, with its rule: a destructor that
     /// panics *while* the tasklet unwinds aborts the process, as it would
     /// for any panic. Its [`tasklet_local!`](crate::tasklet_local) values
-    /// are dropped after the unwind is over, so a panic there only becomes
-    /// the tasklet's outcome.
+    /// are dropped after the unwind is over, so a panic there never aborts:
+    /// it is the outcome of a tasklet that returned, and is dropped for one
+    /// that was killed or panicked.
     ///
     /// ```
     /// use std::time::Duration;

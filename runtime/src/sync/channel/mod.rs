@@ -104,6 +104,19 @@ impl<T> State<T> {
         }
     }
 
+    /// [`hand_over`](Self::hand_over) for a select's send arm: never to the
+    /// caller's own receive arm.
+    pub(crate) fn hand_over_except_callers(&mut self, v: T) -> Result<Wakeup, T> {
+        self.recv_q
+            .pop_with_except_callers(v, |slot, v| *slot = Some(v))
+    }
+
+    /// [`pop_sender`](Self::pop_sender) for a select's receive arm: never
+    /// the caller's own send arm.
+    pub(crate) fn pop_sender_except_callers(&mut self) -> Option<Wakeup> {
+        self.send_q.pop_with_except_callers((), |_, ()| {}).ok()
+    }
+
     /// Pops the longest-blocked sender, to retry now that there is room.
     #[inline]
     pub(super) fn pop_sender(&mut self) -> Option<Wakeup> {

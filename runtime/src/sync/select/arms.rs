@@ -84,7 +84,7 @@ impl<T, F: FnOnce(Result<T, RecvError>) -> R, R> Arm<R> for RecvArm<'_, T, F> {
             self.key = key;
             // A rendezvous sender can now hand over a value.
             let sender = if chan.cap == Some(0) {
-                st.pop_sender()
+                st.pop_sender_except_callers()
             } else {
                 None
             };
@@ -204,7 +204,7 @@ impl<T, F: FnOnce(Result<(), SendError<T>>) -> R, R> Arm<R> for SendArm<'_, T, F
             self.result = Some(Err(SendError(value)));
             return Try::Done;
         }
-        match st.hand_over(value) {
+        match st.hand_over_except_callers(value) {
             Ok(w) => {
                 drop(guard);
                 chan.wake(w);

@@ -53,6 +53,17 @@ impl Wakeup {
         }
     }
 
+    /// Whether it wakes the caller: a tasklet's key, or a plain thread,
+    /// that is the calling one.
+    fn is_callers(&self) -> bool {
+        match self {
+            Wakeup::Key(k) => k.is_callers(),
+            Wakeup::Thread(t) => !hub::in_dispatcher() && t.id() == thread::current().id(),
+            // Not what a select registers (see `current_wakeup`).
+            Wakeup::Tasklet(_) => false,
+        }
+    }
+
     /// Delivers the wake-up (same dispatcher: no syscall).
     pub(crate) fn wake(self) {
         match self {
@@ -406,6 +417,56 @@ impl<D> WaitList<D> {
             wakeup
         };
         Ok(wakeup)
+    }
+
+    /// Like [`pop_with`](Self::pop_with), passing over the caller's own
+    /// waiters: a select with a send and a receive arm on one channel must
+    /// not pair with itself (nor can Go's), and its other arm's waiter is
+    /// linked while it registers the next.
+    pub(crate) fn pop_with_except_callers<X>(
+        &mut self,
+        x: X,
+        put: impl FnOnce(&mut D, X),
+    ) -> Result<Wakeup, X> {
+        let mut cur = self.head;
+        while let Some(p) = cur {
+            // SAFETY: `p` is linked in this list, whose lock we hold: alive
+            // (see `push_back`), its wake-up initialised, nobody else
+            // accessing it.
+            let w = unsafe { p.as_ref() };
+            // SAFETY: as above.
+            let (callers, next) = unsafe {
+                (
+                    (*w.wakeup.get()).assume_init_ref().is_callers(),
+                    *w.next.get(),
+                )
+            };
+            if !callers {
+                if Some(p) == self.head {
+                    return self.pop_with(x, put);
+                }
+                // SAFETY: as above; `p` is not the head, so it has a
+                // predecessor, and it is unlinked before the `NOTIFIED`
+                // store, after which we do not touch it.
+                let wakeup = unsafe {
+                    let prev = *w.prev.get();
+                    if let Some(q) = prev {
+                        *q.as_ref().next.get() = next;
+                    }
+                    match next {
+                        Some(n) => *n.as_ref().prev.get() = prev,
+                        None => self.tail = prev,
+                    }
+                    put(&mut *w.data.get(), x);
+                    let wakeup = (*w.wakeup.get()).assume_init_read();
+                    w.state.store(NOTIFIED, Ordering::Release);
+                    wakeup
+                };
+                return Ok(wakeup);
+            }
+            cur = next;
+        }
+        Err(x)
     }
 }
 
