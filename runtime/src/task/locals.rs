@@ -44,7 +44,10 @@ impl Locals {
     /// such panic is returned (its payload) for the tasklet's outcome.
     pub(crate) fn destroy(&self) -> Option<Box<dyn Any + Send>> {
         // Take them out first: a destructor must not find the vector borrowed.
-        let values = self.values.borrow_mut().take().unwrap_or_default();
+        let values = match self.values.borrow_mut().take() {
+            Some(values) if !values.is_empty() => values,
+            _ => return None, // the common case: no tasklet-local was used
+        };
         let mut first = None;
         // Dropped in reverse order of creation, like locals in a frame.
         for v in values.into_iter().rev() {
