@@ -167,22 +167,24 @@ fn line(r: &mut BufReader<TcpStream>) -> String {
     l
 }
 
+/// Joins the chat at `addr` as `nick`: the writing half and a reader.
+fn chat_join(addr: &str, nick: &str) -> (TcpStream, BufReader<TcpStream>) {
+    let s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(LIMIT)).unwrap();
+    let mut w = s.try_clone().unwrap();
+    let mut r = BufReader::new(s);
+    let mut prompt = [0u8; 24];
+    r.read_exact(&mut prompt).unwrap();
+    assert_eq!(&prompt, b"welcome! your nickname? ");
+    writeln!(w, "{nick}").unwrap();
+    (w, r)
+}
+
 #[test]
 fn chat_server_bounds_lines_and_keeps_up_with_a_burst() {
     let (server, addr, drain) = start("chat_server", &["--addr", "127.0.0.1:0"]);
-    let connect = |nick: &str| {
-        let s = TcpStream::connect(&addr).unwrap();
-        s.set_read_timeout(Some(LIMIT)).unwrap();
-        let mut w = s.try_clone().unwrap();
-        let mut r = BufReader::new(s);
-        let mut prompt = [0u8; 24];
-        r.read_exact(&mut prompt).unwrap();
-        assert_eq!(&prompt, b"welcome! your nickname? ");
-        writeln!(w, "{nick}").unwrap();
-        (w, r)
-    };
-    let (_aw, mut ar) = connect("ann");
-    let (mut bw, mut br) = connect("bob");
+    let (_aw, mut ar) = chat_join(&addr, "ann");
+    let (mut bw, mut br) = chat_join(&addr, "bob");
     assert_eq!(line(&mut ar), "* bob joined\n");
 
     // A burst of lines, all in one write, to a client that keeps reading:
@@ -246,18 +248,8 @@ fn chat_server_client_killed_from_the_console_leaves_the_chat() {
             console.to_str().unwrap(),
         ],
     );
-    let connect = |nick: &str| {
-        let s = TcpStream::connect(&addr).unwrap();
-        s.set_read_timeout(Some(LIMIT)).unwrap();
-        let mut w = s.try_clone().unwrap();
-        let mut r = BufReader::new(s);
-        let mut prompt = [0u8; 24];
-        r.read_exact(&mut prompt).unwrap();
-        writeln!(w, "{nick}").unwrap();
-        (w, r)
-    };
-    let (_aw, mut ar) = connect("ann");
-    let (bw, mut br) = connect("bob");
+    let (_aw, mut ar) = chat_join(&addr, "ann");
+    let (bw, mut br) = chat_join(&addr, "bob");
     assert_eq!(line(&mut ar), "* bob joined\n");
     let command = |cmd: &str| {
         let mut c = std::os::unix::net::UnixStream::connect(&console).unwrap();

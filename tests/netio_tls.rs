@@ -660,16 +660,30 @@ fn pem_loaders_name_the_file_and_the_problem() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
-/// `echo_server` and `http_hello` with `--tls-cert`/`--tls-key` serve TLS
-/// echo and HTTPS, and stop cleanly on SIGTERM.
-#[test]
-fn examples_serve_tls() {
-    let dir = std::env::temp_dir().join(format!("tasklet-tls-examples-{}", std::process::id()));
+/// A fresh certificate written as `cert.pem` and `key.pem` into a new
+/// directory (named after `tag`) for the example binaries' flags.
+fn cert_files(
+    tag: &str,
+) -> (
+    std::path::PathBuf,
+    Cert,
+    std::path::PathBuf,
+    std::path::PathBuf,
+) {
+    let dir = std::env::temp_dir().join(format!("tasklet-tls-{tag}-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let c = cert();
     let (cert_path, key_path) = (dir.join("cert.pem"), dir.join("key.pem"));
     std::fs::write(&cert_path, &c.cert_pem).unwrap();
     std::fs::write(&key_path, &c.key_pem).unwrap();
+    (dir, c, cert_path, key_path)
+}
+
+/// `echo_server` and `http_hello` with `--tls-cert`/`--tls-key` serve TLS
+/// echo and HTTPS, and stop cleanly on SIGTERM.
+#[test]
+fn examples_serve_tls() {
+    let (dir, c, cert_path, key_path) = cert_files("examples");
     let tls_args = [
         "--addr",
         "127.0.0.1:0",
@@ -735,12 +749,7 @@ fn examples_serve_tls() {
 /// the idle timeout, is cut off after `--request-timeout`.
 #[test]
 fn http_hello_cuts_off_a_trickled_tls_handshake() {
-    let dir = std::env::temp_dir().join(format!("tasklet-tls-trickle-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let c = cert();
-    let (cert_path, key_path) = (dir.join("cert.pem"), dir.join("key.pem"));
-    std::fs::write(&cert_path, &c.cert_pem).unwrap();
-    std::fs::write(&key_path, &c.key_pem).unwrap();
+    let (dir, _, cert_path, key_path) = cert_files("trickle");
     let args = [
         "--addr",
         "127.0.0.1:0",
