@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 const LIMIT: Duration = Duration::from_secs(10);
 
 mod common;
-use common::{example, sigterm_and_wait, start_example, KillOnDrop};
+use common::{chat_join, example, sigterm_and_wait, start_example, KillOnDrop};
 
 /// Starts an example server on port 0; returns it, the address it logged
 /// after "listening on " (or "forwarding "), and a thread collecting the
@@ -165,19 +165,6 @@ fn line(r: &mut BufReader<TcpStream>) -> String {
     let mut l = String::new();
     r.read_line(&mut l).unwrap();
     l
-}
-
-/// Joins the chat at `addr` as `nick`: the writing half and a reader.
-fn chat_join(addr: &str, nick: &str) -> (TcpStream, BufReader<TcpStream>) {
-    let s = TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(LIMIT)).unwrap();
-    let mut w = s.try_clone().unwrap();
-    let mut r = BufReader::new(s);
-    let mut prompt = [0u8; 24];
-    r.read_exact(&mut prompt).unwrap();
-    assert_eq!(&prompt, b"welcome! your nickname? ");
-    writeln!(w, "{nick}").unwrap();
-    (w, r)
 }
 
 #[test]

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use tasklet::netio::TcpListener;
 
 mod common;
-use common::{example, sigterm_and_wait, start_example, wait_bounded, KillOnDrop};
+use common::{chat_join, example, sigterm_and_wait, start_example, wait_bounded, KillOnDrop};
 
 fn raise_fd_limit() {
     let mut rl = libc::rlimit {
@@ -216,17 +216,7 @@ fn chat_server_example_broadcasts_lines_to_the_others() {
         &["--addr", "127.0.0.1:0"],
         &["listening on "],
     );
-    let connect = |nick: &str| {
-        let s = std::net::TcpStream::connect(&addr).unwrap();
-        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-        let mut w = s.try_clone().unwrap();
-        let mut r = BufReader::new(s);
-        let mut prompt = [0u8; 24];
-        r.read_exact(&mut prompt).unwrap();
-        assert_eq!(&prompt, b"welcome! your nickname? ");
-        writeln!(w, "{nick}").unwrap();
-        (w, r)
-    };
+    let connect = |nick: &str| chat_join(&addr, nick);
     let (mut aw, mut ar) = connect("ann");
     // Joining is announced only once the server has registered the client;
     // wait for ann to be registered by waiting for bob's announcement.

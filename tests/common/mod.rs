@@ -4,7 +4,7 @@
 // Each test crate uses a different subset of these helpers.
 #![allow(dead_code)]
 
-use std::io::{BufRead, BufReader, Read};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::thread::JoinHandle;
@@ -157,4 +157,18 @@ pub fn on_thread_bounded<T: Send + 'static>(
             panic!("{name}: hang, did not finish within {limit:?}")
         }
     }
+}
+
+/// Joins the `chat_server` example at `addr` as `nick` (reads its prompt,
+/// sends the nickname): the writing half and a reader, reads bounded by 10 s.
+pub fn chat_join(addr: &str, nick: &str) -> (std::net::TcpStream, BufReader<std::net::TcpStream>) {
+    let s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut w = s.try_clone().unwrap();
+    let mut r = BufReader::new(s);
+    let mut prompt = [0u8; 24];
+    r.read_exact(&mut prompt).unwrap();
+    assert_eq!(&prompt, b"welcome! your nickname? ");
+    writeln!(w, "{nick}").unwrap();
+    (w, r)
 }

@@ -371,6 +371,21 @@ impl<D> WaitList<D> {
     /// # Safety
     /// `w` is linked in this list.
     pub(crate) unsafe fn remove(&mut self, w: &Waiter<D>) {
+        // SAFETY: `w` is linked in this list (the contract), whose lock we
+        // hold; its wake-up is initialised while linked, unlinked from now on.
+        unsafe {
+            self.unlink(w);
+            (*w.wakeup.get()).assume_init_drop();
+        }
+        w.state.store(IDLE, Ordering::Relaxed);
+    }
+
+    /// Takes `w` out of the list's links (its wake-up and state are the
+    /// caller's to settle).
+    ///
+    /// # Safety
+    /// `w` is linked in this list, and its lock is held.
+    unsafe fn unlink(&mut self, w: &Waiter<D>) {
         // SAFETY: `w` and its neighbours are linked in this list, whose lock
         // we hold; all are alive per the `push_back` contract.
         unsafe {
@@ -384,10 +399,25 @@ impl<D> WaitList<D> {
                 Some(n) => *n.as_ref().prev.get() = prev,
                 None => self.tail = prev,
             }
-            // Initialised while linked; unlinked from now on.
-            (*w.wakeup.get()).assume_init_drop();
         }
-        w.state.store(IDLE, Ordering::Relaxed);
+    }
+
+    /// Hands `x` to an unlinked waiter with `put` and returns its wake-up:
+    /// the `NOTIFIED` store is the last access to it.
+    ///
+    /// # Safety
+    /// `w` was just unlinked from this list under its lock (its wake-up is
+    /// still initialised), and nobody else accesses it.
+    #[inline(always)]
+    unsafe fn notify<X>(w: &Waiter<D>, x: X, put: impl FnOnce(&mut D, X)) -> Wakeup {
+        // SAFETY: the contract: the data and wake-up are ours until the
+        // `NOTIFIED` store, after which we do not touch the waiter.
+        unsafe {
+            put(&mut *w.data.get(), x);
+            let wakeup = (*w.wakeup.get()).assume_init_read();
+            w.state.store(NOTIFIED, Ordering::Release);
+            wakeup
+        }
     }
 
     /// Unlinks the longest-waiting waiter, stores `x` in its data with `put`
@@ -410,11 +440,7 @@ impl<D> WaitList<D> {
                 Some(n) => *n.as_ref().prev.get() = None,
                 None => self.tail = None,
             }
-            put(&mut *w.data.get(), x);
-            // Initialised while linked; unlinked from now on.
-            let wakeup = (*w.wakeup.get()).assume_init_read();
-            w.state.store(NOTIFIED, Ordering::Release);
-            wakeup
+            Self::notify(w, x, put)
         };
         Ok(wakeup)
     }
@@ -442,27 +468,11 @@ impl<D> WaitList<D> {
                 )
             };
             if !callers {
-                if Some(p) == self.head {
-                    return self.pop_with(x, put);
-                }
-                // SAFETY: as above; `p` is not the head, so it has a
-                // predecessor, and it is unlinked before the `NOTIFIED`
-                // store, after which we do not touch it.
-                let wakeup = unsafe {
-                    let prev = *w.prev.get();
-                    if let Some(q) = prev {
-                        *q.as_ref().next.get() = next;
-                    }
-                    match next {
-                        Some(n) => *n.as_ref().prev.get() = prev,
-                        None => self.tail = prev,
-                    }
-                    put(&mut *w.data.get(), x);
-                    let wakeup = (*w.wakeup.get()).assume_init_read();
-                    w.state.store(NOTIFIED, Ordering::Release);
-                    wakeup
-                };
-                return Ok(wakeup);
+                // SAFETY: as above: linked here, unlinked, then notified.
+                return Ok(unsafe {
+                    self.unlink(w);
+                    Self::notify(w, x, put)
+                });
             }
             cur = next;
         }
